@@ -1,0 +1,70 @@
+"""The run's typed configuration, checked in full before any model loads.
+
+Hydra composes YAML from `conf/` and `recipes/`; `validate` turns the result into dataclasses, so a wrong type,
+an unknown key or an impossible value stops the run with one message naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dharma_train.data.config import DataConfig
+from dharma_train.errors import ConfigError
+from dharma_train.evaluation.hook import EvalConfig
+from dharma_train.models.config import ModelConfig
+from dharma_train.stages import STAGE_CONFIGS
+from dharma_train.tracking import TrackingConfig
+from dharma_train.training import TrainerConfig
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "evaluation": EvalConfig, "trainer": TrainerConfig,
+            "tracking": TrackingConfig}
+TOP_LEVEL = {"name", "output_dir", "stages", *SECTIONS}
+
+
+@dataclass
+class RunConfig:
+    name: str
+    output_dir: str
+    model: ModelConfig
+    data: DataConfig
+    stages: dict[str, object]  # stage name -> its kind's config dataclass, in run order
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def validate(cfg: DictConfig | dict) -> RunConfig:
+    """Typed, checked configuration; raises ConfigError naming the offending key."""
+    values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    values.pop("hydra", None)
+    unknown = sorted(set(values) - TOP_LEVEL)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown}; known: {sorted(TOP_LEVEL)}")
+    for key in ("name", "output_dir"):
+        if not isinstance(values.get(key), str) or not values[key]:
+            raise ConfigError(f"config key '{key}' must be a non-empty string")
+    sections = {key: typed(key, schema, values.get(key) or {}) for key, schema in SECTIONS.items()}
+    stages = values.get("stages") or {}
+    if not isinstance(stages, dict) or not stages:
+        raise ConfigError("config key 'stages' must map stage names to stage configs, and name at least one stage")
+    typed_stages = {}
+    for name, stage in stages.items():
+        kind = (stage or {}).get("kind")
+        if kind not in STAGE_CONFIGS:
+            raise ConfigError(f"config key 'stages.{name}.kind' must be one of {sorted(STAGE_CONFIGS)}, got {kind!r}")
+        typed_stages[name] = typed(f"stages.{name}", STAGE_CONFIGS[kind], stage)
+    return RunConfig(name=values["name"], output_dir=values["output_dir"], stages=typed_stages, **sections)
+
+
+def typed(prefix: str, schema: type, values: dict):
+    """Merge values onto a dataclass schema; unknown keys, wrong types and failed checks become ConfigError."""
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+    except OmegaConfBaseException as error:
+        key = f"{prefix}.{error.full_key}" if error.full_key else prefix
+        raise ConfigError(f"config key '{key}': {error.msg.splitlines()[0]}") from None
+    except ValueError as error:
+        raise ConfigError(f"config '{prefix}': {error}") from None

@@ -1,0 +1,21 @@
+"""The instructions a page is paired with, one per task; training and evaluation use the same ones."""
+
+from __future__ import annotations
+
+STRUCTURED_PROMPT = (
+    "Transcreva esta página. Responda apenas com um objeto JSON com as chaves "
+    '"header", "margin", "footer" e "text".'
+)
+PLAIN_PROMPT = "Transcreva todo o texto desta página."
+
+PROMPTS = {"structured": STRUCTURED_PROMPT, "plain": PLAIN_PROMPT}
+
+
+def prompt_messages(task: str) -> list[dict]:
+    """A one-turn user message with the page image placeholder first, as Qwen2.5-VL is trained."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPTS[task]}]}]
+
+
+def target_text(answer, task: str) -> str:
+    """The answer a page trains toward: the schema JSON, or the plain transcription for the general-OCR rung."""
+    return answer.to_json() if task == "structured" else answer.to_plain_text()

@@ -1,0 +1,85 @@
+"""Loading models and processors from artifacts, and failing early and clearly when a hub model is out of reach."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from dharma_train.artifact import ModelArtifact
+from dharma_train.errors import ModelUnavailableError
+from dharma_train.models.processor import Qwen2_5_VLImageProcessor
+
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_available(artifact: ModelArtifact) -> None:
+    """Raise ModelUnavailableError unless every folder or hub id the artifact needs can be loaded now."""
+    if artifact.base is not None:
+        check_available(artifact.base)
+    path = artifact.path
+    if Path(path).is_dir():
+        marker = "adapter_config.json" if artifact.is_adapter else "config.json"
+        if not (Path(path) / marker).is_file():
+            raise ModelUnavailableError(f"model folder {path} has no {marker}")
+        return
+    if not HUB_ID.fullmatch(path):
+        raise ModelUnavailableError(f"model folder {path} does not exist")
+    _check_hub_model(path)
+
+
+def _check_hub_model(repo_id: str) -> None:
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, "config.json")
+    if isinstance(cached, str):
+        return
+    how_to_fix = (f"Download it where the Hub is reachable (`hf download {repo_id}`) and copy the cache "
+                  f"folder ({constants.HF_HUB_CACHE}) here, or point model.path at a local folder.")
+    if constants.HF_HUB_OFFLINE:
+        raise ModelUnavailableError(
+            f"model {repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set. {how_to_fix}")
+    try:
+        HfApi().model_info(repo_id, timeout=10)
+    except Exception as error:  # network errors, 401/404: all mean the same thing here
+        raise ModelUnavailableError(
+            f"model {repo_id} is not in the Hugging Face cache and the Hub cannot be reached "
+            f"({type(error).__name__}). {how_to_fix}") from None
+
+
+def load_processor(location: str, min_pixels: int | None = None, max_pixels: int | None = None):
+    """The artifact's processor, with the pixel budget applied; handles the image-only tiny processor."""
+    from transformers import AutoProcessor
+
+    config_file = Path(location) / "processor_config.json"
+    processor_class = json.loads(config_file.read_text()).get("processor_class") if config_file.is_file() else None
+    if processor_class == Qwen2_5_VLImageProcessor.__name__:
+        processor = Qwen2_5_VLImageProcessor.from_pretrained(location)
+    else:
+        processor = AutoProcessor.from_pretrained(location)
+    size = dict(processor.image_processor.size)
+    if min_pixels is not None:
+        size["shortest_edge"] = min_pixels
+    if max_pixels is not None:
+        size["longest_edge"] = max_pixels
+    processor.image_processor.size = size
+    processor.tokenizer.padding_side = "left"  # batched generation needs left padding
+    return processor
+
+
+def load_model(artifact: ModelArtifact, dtype: str = "float32", attn_implementation: str = "sdpa",
+               device: str | None = None):
+    """Full weights as one plain transformers model; adapter chains are loaded and merged into their base."""
+    from transformers import AutoModelForImageTextToText
+
+    if artifact.base is not None:
+        from peft import PeftModel
+
+        base = load_model(artifact.base, dtype=dtype, attn_implementation=attn_implementation, device=device)
+        return PeftModel.from_pretrained(base, artifact.path).merge_and_unload()
+    model = AutoModelForImageTextToText.from_pretrained(
+        artifact.path, dtype=DTYPES[dtype], attn_implementation=attn_implementation)
+    return model.to(device) if device else model

@@ -1,0 +1,81 @@
+"""A Pipeline runs stages in order and evaluates the base model and every stage's output the same way."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from dharma_train.artifact import ModelArtifact
+from dharma_train.data.pages import PageSet, load_pages
+from dharma_train.evaluation.hook import EvalConfig, evaluate
+from dharma_train.report import write_report
+from dharma_train.stage import Stage, StageContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pipeline:
+    stages: list[Stage]
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    context: StageContext = field(default_factory=StageContext)
+
+    def run(self, base: ModelArtifact, train: PageSet, eval_pages: PageSet, output_dir: str | Path) -> dict:
+        """Evaluate the base, then train and evaluate each stage; summary.json and report.md grow after each point."""
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        stage_pages = self._stage_pages(train)  # loaded first: a bad data path fails before any model loads
+        summary = {"run": self.context.run_name, "evaluation": asdict(self.evaluation), "entries": []}
+        total = len(self.stages)
+        log.info("[0/%d] evaluating the base model %s", total, base.path)
+        summary["entries"].append(self._evaluate("base", "base", base, eval_pages, output_dir / "00_base", {}))
+        self._write(summary, output_dir)
+        current = base
+        for index, stage in enumerate(self.stages, start=1):
+            stage_dir = output_dir / f"{index:02d}_{stage.name}"
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            kind = getattr(stage, "kind", type(stage).__name__)
+            log.info("[%d/%d] stage %s (%s) from %s", index, total, stage.name, kind, current.path)
+            started = time.perf_counter()
+            result = stage.run(current, stage_pages[stage.name], stage_dir, self.context)
+            train = {**result.metrics, "wall_seconds": time.perf_counter() - started}
+            current = result.artifact
+            log.info("[%d/%d] evaluating %s", index, total, stage.name)
+            summary["entries"].append(self._evaluate(stage.name, kind, current, eval_pages, stage_dir, train))
+            self._write(summary, output_dir)
+        return summary
+
+    def _stage_pages(self, train: PageSet) -> dict[str, PageSet]:
+        pages = {}
+        for stage in self.stages:
+            own = getattr(getattr(stage, "config", None), "data", None)
+            pages[stage.name] = load_pages(own) if own else train
+        return pages
+
+    def _evaluate(self, name: str, kind: str, artifact: ModelArtifact, pages: PageSet, folder: Path,
+                  train: dict) -> dict:
+        from dharma_train.models.loading import load_model, load_processor
+
+        settings = self.context.model
+        model = load_model(artifact, dtype=self.context.trainer.model_dtype(),
+                           attn_implementation=settings.attn_implementation,
+                           device=self.context.trainer.resolved_device())
+        processor = load_processor(artifact.processor_location, settings.min_pixels, settings.max_pixels)
+        metrics = evaluate(model, processor, pages, self.evaluation, output_dir=folder)
+        del model
+        gc.collect()
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        return {"stage": name, "kind": kind, "model": artifact.path, "artifact": artifact.to_dict(),
+                "metrics": metrics, "train": train}
+
+    @staticmethod
+    def _write(summary: dict, output_dir: Path) -> None:
+        tmp = output_dir / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        tmp.replace(output_dir / "summary.json")
+        write_report(summary, output_dir / "report.md")

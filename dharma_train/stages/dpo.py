@@ -1,0 +1,84 @@
+"""Preference optimization through TRL's DPOTrainer: prefer the clean transcription over a degenerate one."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from dharma_train.artifact import ModelArtifact
+from dharma_train.data.pages import PageSet
+from dharma_train.stage import StageContext, StageResult
+from dharma_train.training import OptimizationConfig
+
+
+@dataclass
+class DPOStageConfig:
+    """`conf/stage/dpo.yaml`. pairs=synthetic builds loop-rejected pairs from the pages; otherwise a pairs.jsonl path."""
+
+    kind: str = "dpo"
+    task: str = "structured"
+    data: str | None = None
+    pairs: str = "synthetic"
+    beta: float = 0.1
+    sft_loss_weight: float = 0.0  # > 0 adds an SFT term on the chosen answers so quality does not drift
+    optimization: OptimizationConfig = field(default_factory=lambda: OptimizationConfig(learning_rate=5e-6))
+
+    def __post_init__(self):
+        if self.task not in ("structured", "plain"):
+            raise ValueError(f"task must be 'structured' or 'plain', got {self.task!r}")
+        if self.beta <= 0 or self.sft_loss_weight < 0:
+            raise ValueError("beta must be > 0 and sft_loss_weight >= 0")
+        self.optimization.check("optimization")
+
+
+class DPOStage:
+    kind = "dpo"
+
+    def __init__(self, name: str, config: DPOStageConfig | None = None):
+        self.name = name
+        self.config = config or DPOStageConfig()
+
+    def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
+        from trl import DPOConfig, DPOTrainer
+
+        from dharma_train.data.conversation import dpo_dataset
+        from dharma_train.data.pairs import load_pairs, loop_pairs, save_pairs
+        from dharma_train.models.loading import load_model, load_processor
+        from dharma_train.stages.saving import save_trained, write_stage_record
+        from dharma_train.tracking import report_to
+        from dharma_train.training import freeze_vision_tower, lora_config, trainer_arguments
+
+        cfg, opt = self.config, self.config.optimization
+        if cfg.pairs == "synthetic":
+            pairs = loop_pairs(pages, cfg.task, seed=context.trainer.seed)
+        else:
+            pairs = load_pairs(cfg.pairs)
+        save_pairs(pairs, output_dir)
+        processor = load_processor(model.processor_location, context.model.min_pixels, context.model.max_pixels)
+        dtype = context.trainer.model_dtype()
+        network = load_model(model, dtype=dtype, attn_implementation=context.model.attn_implementation)
+        reference = None
+        if opt.method == "full":
+            if opt.freeze_vision:
+                freeze_vision_tower(network)
+            # An explicit frozen copy: TRL would otherwise reload the reference from config._name_or_path.
+            reference = load_model(model, dtype=dtype, attn_implementation=context.model.attn_implementation)
+        loss_types, loss_weights = ["sigmoid"], [1.0]
+        if cfg.sft_loss_weight > 0:
+            loss_types, loss_weights = ["sigmoid", "sft"], [1.0, cfg.sft_loss_weight]
+        args = DPOConfig(**trainer_arguments(opt, context.trainer, str(output_dir / "trainer"),
+                                             report_to(context.tracking, str(output_dir)),
+                                             f"{context.run_name}/{self.name}"),
+                         beta=cfg.beta, loss_type=loss_types, loss_weights=loss_weights,
+                         precompute_ref_log_probs=False)
+        trainer = DPOTrainer(
+            model=network, ref_model=reference, args=args, train_dataset=dpo_dataset(pairs, cfg.task),
+            processing_class=processor, peft_config=lora_config(opt.lora) if opt.method == "lora" else None,
+        )
+        metrics = trainer.train().metrics
+        metrics["pairs"] = len(pairs)
+        artifact = save_trained(trainer.model, processor, model, output_dir, opt.save)
+        write_stage_record(output_dir, {"name": self.name, "kind": self.kind, "input": model.to_dict(),
+                                        "output": artifact.to_dict(), "config": asdict(cfg),
+                                        "pairs": len(pairs), "metrics": metrics})
+        return StageResult(self.name, artifact, metrics)

@@ -1,0 +1,36 @@
+"""Saving a trained model as the next stage's input: written to a temporary folder, then renamed into place."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from dharma_train.artifact import ModelArtifact
+
+
+def save_trained(model, processor, source: ModelArtifact, output_dir: Path, save: str) -> ModelArtifact:
+    """LoRA models save `adapter/` and, unless save=adapter, merged full weights in `model/`; full FT saves `model/`."""
+    if hasattr(model, "peft_config"):
+        adapter_dir = _save_atomically(model, processor, output_dir / "adapter")
+        if save == "adapter":
+            return ModelArtifact(path=str(adapter_dir), base=source)
+        model = model.merge_and_unload()
+    return ModelArtifact(path=str(_save_atomically(model, processor, output_dir / "model")))
+
+
+def _save_atomically(model, processor, target: Path) -> Path:
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def write_stage_record(output_dir: Path, record: dict) -> None:
+    """stage.json: what the stage started from, its resolved config and its training metrics."""
+    tmp = output_dir / "stage.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    tmp.replace(output_dir / "stage.json")

@@ -1,0 +1,66 @@
+"""Supervised fine-tuning through TRL's SFTTrainer: page image + instruction -> the answer (JSON or plain text)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from dharma_train.artifact import ModelArtifact
+from dharma_train.data.pages import PageSet
+from dharma_train.stage import StageContext, StageResult
+from dharma_train.training import OptimizationConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SFTStageConfig:
+    """`conf/stage/sft.yaml`. task=plain is the general-OCR rung; task=structured the JSON-schema specialist."""
+
+    kind: str = "sft"
+    task: str = "structured"  # structured | plain
+    data: str | None = None  # a page folder for this stage alone; None: the run's training pages
+    optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+
+    def __post_init__(self):
+        if self.task not in ("structured", "plain"):
+            raise ValueError(f"task must be 'structured' or 'plain', got {self.task!r}")
+        self.optimization.check("optimization")
+
+
+class SFTStage:
+    kind = "sft"
+
+    def __init__(self, name: str, config: SFTStageConfig | None = None):
+        self.name = name
+        self.config = config or SFTStageConfig()
+
+    def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
+        from trl import SFTConfig, SFTTrainer
+
+        from dharma_train.data.conversation import sft_dataset
+        from dharma_train.models.loading import load_model, load_processor
+        from dharma_train.stages.saving import save_trained, write_stage_record
+        from dharma_train.tracking import report_to
+        from dharma_train.training import freeze_vision_tower, lora_config, trainer_arguments
+
+        opt = self.config.optimization
+        processor = load_processor(model.processor_location, context.model.min_pixels, context.model.max_pixels)
+        network = load_model(model, dtype=context.trainer.model_dtype(),
+                             attn_implementation=context.model.attn_implementation)
+        if opt.method == "full" and opt.freeze_vision:
+            log.info("%s: froze %d vision-tower parameters", self.name, freeze_vision_tower(network))
+        args = SFTConfig(**trainer_arguments(opt, context.trainer, str(output_dir / "trainer"),
+                                             report_to(context.tracking, str(output_dir)),
+                                             f"{context.run_name}/{self.name}"))
+        trainer = SFTTrainer(
+            model=network, args=args, train_dataset=sft_dataset(pages, self.config.task),
+            processing_class=processor, peft_config=lora_config(opt.lora) if opt.method == "lora" else None,
+        )
+        metrics = trainer.train().metrics
+        artifact = save_trained(trainer.model, processor, model, output_dir, opt.save)
+        write_stage_record(output_dir, {"name": self.name, "kind": self.kind, "input": model.to_dict(),
+                                        "output": artifact.to_dict(), "config": asdict(self.config),
+                                        "train_pages": str(pages.root), "metrics": metrics})
+        return StageResult(self.name, artifact, metrics)

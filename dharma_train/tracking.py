@@ -1,0 +1,32 @@
+"""Experiment tracking through wandb: online with a key, offline without one, or off."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass
+class TrackingConfig:
+    backend: str = "none"  # none | wandb
+    project: str = "dharma_train"
+    mode: str = "auto"  # auto: online when WANDB_API_KEY is set, else offline | online | offline
+
+    def __post_init__(self):
+        if self.backend not in ("none", "wandb"):
+            raise ValueError(f"tracking.backend must be 'none' or 'wandb', got {self.backend!r}")
+        if self.mode not in ("auto", "online", "offline"):
+            raise ValueError(f"tracking.mode must be 'auto', 'online' or 'offline', got {self.mode!r}")
+
+
+def report_to(config: TrackingConfig, run_dir: str) -> list[str]:
+    """The Trainer's `report_to`, with wandb's environment set so runs group under one project, offline by default."""
+    if config.backend == "none":
+        return []
+    mode = config.mode
+    if mode == "auto":
+        mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    os.environ.setdefault("WANDB_PROJECT", config.project)
+    os.environ["WANDB_MODE"] = mode
+    os.environ.setdefault("WANDB_DIR", run_dir)
+    return ["wandb"]

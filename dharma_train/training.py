@@ -1,0 +1,138 @@
+"""Hardware settings and the pieces every training stage shares: TRL arguments, LoRA targets, a frozen vision tower."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+# Language-model projections only: the vision tower's MLP reuses the names gate/up/down_proj.
+LANGUAGE_LINEARS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+ALL_LINEARS = r".*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|qkv|proj)"
+
+
+@dataclass
+class TrainerConfig:
+    """Where and how training runs; shared by every stage of a recipe (config group `trainer`)."""
+
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32) | bf16 | fp32
+    gradient_checkpointing: bool = False
+    dataloader_workers: int = 0
+    seed: int = 0
+    logging_steps: int = 10
+
+    def __post_init__(self):
+        _choice("trainer.device", self.device, ("auto", "cpu", "cuda"))
+        _choice("trainer.precision", self.precision, ("auto", "bf16", "fp32"))
+        if self.precision == "bf16" and self.device == "cpu":
+            raise ValueError("trainer.precision=bf16 with trainer.device=cpu is not supported; use fp32")
+
+    def check_hardware(self) -> None:
+        """Checks against this machine, made at run start (not at validation, so recipes validate anywhere)."""
+        from dharma_train.errors import ConfigError
+
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("trainer.device=cuda but no CUDA GPU is visible; use trainer=auto or trainer=cpu")
+        if self.resolved_precision() == "bf16" and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+            raise ConfigError("trainer.precision=bf16 needs a GPU with bf16 support; use trainer.precision=fp32")
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def resolved_precision(self) -> str:
+        if self.precision != "auto":
+            return self.precision
+        on_gpu = self.resolved_device() == "cuda"
+        return "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "fp32"
+
+    def model_dtype(self) -> str:
+        return "bfloat16" if self.resolved_precision() == "bf16" else "float32"
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str = LANGUAGE_LINEARS  # a regex over module names, as peft accepts
+
+
+@dataclass
+class OptimizationConfig:
+    """What every trained stage sets: method, schedule, batch."""
+
+    method: str = "lora"  # lora | full
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    freeze_vision: bool = True
+    learning_rate: float = 2e-4
+    max_steps: int = -1  # -1: train for `epochs`
+    epochs: float = 1.0
+    batch_size: int = 4
+    gradient_accumulation: int = 1
+    warmup: float = 0.03  # below 1: a fraction of the steps; otherwise a step count
+    weight_decay: float = 0.0
+    lr_scheduler: str = "cosine"
+    save: str = "merged"  # merged: full weights (plus the adapter); adapter: the adapter alone
+
+    def check(self, prefix: str) -> None:
+        _choice(f"{prefix}.method", self.method, ("lora", "full"))
+        _choice(f"{prefix}.save", self.save, ("merged", "adapter"))
+        if self.method == "full" and self.save == "adapter":
+            raise ValueError(f"{prefix}.save=adapter needs {prefix}.method=lora")
+        if self.learning_rate <= 0 or self.batch_size < 1 or self.gradient_accumulation < 1:
+            raise ValueError(f"{prefix}: learning_rate must be > 0, batch_size and gradient_accumulation >= 1")
+        if self.max_steps == 0 or (self.max_steps < 0 and self.epochs <= 0):
+            raise ValueError(f"{prefix}: set max_steps > 0 or epochs > 0")
+
+
+def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig, output_dir: str,
+                      report_to: list[str], run_name: str) -> dict:
+    """Keyword arguments both SFTConfig and DPOConfig take, derived from our configs; nothing is saved mid-run."""
+    precision = hardware.resolved_precision()
+    return {
+        "output_dir": output_dir,
+        "run_name": run_name,
+        "per_device_train_batch_size": optimization.batch_size,
+        "gradient_accumulation_steps": optimization.gradient_accumulation,
+        "learning_rate": optimization.learning_rate,
+        "max_steps": optimization.max_steps,
+        "num_train_epochs": optimization.epochs,
+        "warmup_steps": optimization.warmup,
+        "weight_decay": optimization.weight_decay,
+        "lr_scheduler_type": optimization.lr_scheduler,
+        "logging_steps": hardware.logging_steps,
+        "save_strategy": "no",
+        "report_to": report_to,
+        "bf16": precision == "bf16",
+        "use_cpu": hardware.resolved_device() == "cpu",
+        "gradient_checkpointing": hardware.gradient_checkpointing,
+        "dataloader_num_workers": hardware.dataloader_workers,
+        "seed": hardware.seed,
+        "data_seed": hardware.seed,
+        "max_length": None,  # lengths are checked per sample before training; never cut through image tokens
+    }
+
+
+def lora_config(settings: LoraSettings):
+    from peft import LoraConfig
+
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=settings.target_modules, task_type="CAUSAL_LM")
+
+
+def freeze_vision_tower(model) -> int:
+    """Stop gradients into the vision tower (and its merger); returns how many parameters were frozen."""
+    frozen = 0
+    for name, parameter in model.named_parameters():
+        if ".visual." in f".{name}":
+            parameter.requires_grad_(False)
+            frozen += parameter.numel()
+    return frozen
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")

@@ -1,0 +1,64 @@
+"""Every recipe composes offline and validates; bad values are reported with their key before any model loads."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from dharma_train.config import validate
+from dharma_train.configs import config_dir, recipe_names, register_recipes
+from dharma_train.errors import ConfigError
+from dharma_train.stages import STAGE_CONFIGS
+
+
+def _compose(*overrides):
+    register_recipes()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("recipe", recipe_names())
+def test_every_recipe_composes_and_validates(recipe):
+    config = validate(_compose(f"recipe={recipe}", "output_dir=/tmp/x"))
+    assert config.name == recipe
+    assert config.stages, "a recipe names at least one stage"
+
+
+def test_tiny_recipe_is_the_ladder_in_order():
+    config = validate(_compose("output_dir=/tmp/x"))
+    assert list(config.stages) == ["general_ocr", "structured", "dpo"]
+    assert [s.task for s in config.stages.values()] == ["plain", "structured", "structured"]
+
+
+def test_nanonets_recipe_has_the_real_settings():
+    config = validate(_compose("recipe=nanonets_3b", "output_dir=/tmp/x"))
+    assert config.model.path == "nanonets/Nanonets-OCR2-3B"
+    assert config.trainer.precision == "bf16" or config.trainer.device == "cuda"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("stages.structured.optimization.max_steps=abc", "stages.structured.optimization.max_steps"),
+    ("evaluation.batch_size=many", "evaluation.batch_size"),
+    ("stages.structured.optimization.method=magic", "stages.structured"),
+    ("stages.dpo.beta=-1", "stages.dpo"),
+])
+def test_bad_values_name_their_key(override, key):
+    cfg = _compose("output_dir=/tmp/x", override)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(cfg)
+
+
+def test_unknown_keys_are_rejected_by_composition_and_validation():
+    with pytest.raises(Exception, match="foo"):
+        _compose("foo=1")
+    values = OmegaConf.to_container(_compose("output_dir=/tmp/x"))
+    values["stages"]["structured"]["optimization"]["lerning_rate"] = 1.0
+    with pytest.raises(ConfigError, match=r"stages\.structured\.optimization\.lerning_rate"):
+        validate(values)
+
+
+def test_stage_yaml_lists_exactly_the_dataclass_defaults():
+    for kind, schema in STAGE_CONFIGS.items():
+        yaml = OmegaConf.load(Path(config_dir()) / "stage" / f"{kind}.yaml")
+        assert yaml == OmegaConf.structured(schema), f"conf/stage/{kind}.yaml drifted from {schema.__name__}"

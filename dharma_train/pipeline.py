@@ -29,6 +29,9 @@ class Pipeline:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         stage_pages = self._stage_pages(train)  # loaded first: a bad data path fails before any model loads
+        for stage in self.stages:
+            if hasattr(stage, "check"):
+                stage.check()
         summary = {"run": self.context.run_name, "evaluation": asdict(self.evaluation), "entries": []}
         total = len(self.stages)
         log.info("[0/%d] evaluating the base model %s", total, base.path)

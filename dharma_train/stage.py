@@ -31,7 +31,11 @@ class StageResult:
 
 
 class Stage(Protocol):
-    """Anything with a name that turns one saved model into another saved model."""
+    """Anything with a name that turns one saved model into another saved model.
+
+    A stage may also define `check()`, which the pipeline calls for every stage before any model loads, to fail
+    fast on inputs it can read cheaply (a pairs file, say).
+    """
 
     name: str
 

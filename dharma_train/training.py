@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 
 import torch
 
 # Language-model projections only: the vision tower's MLP reuses the names gate/up/down_proj.
 LANGUAGE_LINEARS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-ALL_LINEARS = r".*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|qkv|proj)"
+
+@cache
+def _checkpointing_argument() -> str:
+    """transformers 5.23 renamed `gradient_checkpointing`; the GPU image's 5.17 knows only the old name."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 @dataclass
@@ -108,7 +118,7 @@ def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig,
         "report_to": report_to,
         "bf16": precision == "bf16",
         "use_cpu": hardware.resolved_device() == "cpu",
-        "gradient_checkpointing": hardware.gradient_checkpointing,
+        _checkpointing_argument(): hardware.gradient_checkpointing,
         "dataloader_num_workers": hardware.dataloader_workers,
         "seed": hardware.seed,
         "data_seed": hardware.seed,

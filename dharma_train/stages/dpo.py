@@ -38,6 +38,13 @@ class DPOStage:
         self.name = name
         self.config = config or DPOStageConfig()
 
+    def check(self) -> None:
+        """Read a given pairs file before any model loads, so a bad path or row fails the run at once."""
+        if self.config.pairs != "synthetic":
+            from dharma_train.data.pairs import load_pairs
+
+            load_pairs(self.config.pairs)
+
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         from trl import DPOConfig, DPOTrainer
 

@@ -1,0 +1,27 @@
+"""The Python example in docs/python-api.md runs exactly as written."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "python-api.md"
+
+
+def _example() -> str:
+    return re.search(r"```python\n(.*?)```", DOC.read_text(), re.S).group(1)
+
+
+def test_example_is_about_fifteen_lines():
+    lines = [line for line in _example().splitlines() if line.strip()]
+    assert len(lines) <= 17
+
+
+@pytest.mark.slow
+def test_docs_example_runs_and_writes_a_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(_example(), str(DOC), "exec"), {})
+    printed = capsys.readouterr().out
+    assert [line.split()[0] for line in printed.splitlines()[-4:]] == ["base", "general_ocr", "structured", "dpo"]
+    report = (tmp_path / "runs/api/report.md").read_text()
+    assert "| structured | sft |" in report

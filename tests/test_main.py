@@ -1,0 +1,84 @@
+"""The command line as users run it: `python -m dharma_train ...` in a subprocess, offline."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(*args, cwd, env=None, timeout=600):
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "dharma_train", *args], cwd=cwd, env=environment,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_unknown_recipe_lists_the_known_ones(tmp_path):
+    result = _run("recipe=nope", cwd=tmp_path)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Could not find 'recipe/nope'" in output
+    assert "nanonets_3b" in output and "tiny" in output
+
+
+def test_nanonets_without_cache_or_hub_stops_with_one_message_before_any_work(tmp_path):
+    out = tmp_path / "run"
+    result = _run("recipe=nanonets_3b", f"output_dir={out}", cwd=tmp_path, env={"HF_HOME": str(tmp_path / "hf")})
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "nanonets/Nanonets-OCR2-3B is not in the Hugging Face cache" in output
+    assert "Traceback" not in output
+    assert not (out / "data").exists() and not (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stages.structured.optimization.max_steps=abc", "stages.structured.optimization.max_steps"),
+    ("data.train=/no/such/folder", "data folder /no/such/folder does not exist"),
+    ("stages.dpo.pairs=/no/pairs.jsonl", "preference pairs file /no/pairs.jsonl does not exist"),
+])
+def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path, override, message):
+    result = _run(override, f"output_dir={tmp_path / 'run'}", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-2000:]
+    assert message in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "run" / "00_base").exists(), "it failed before any model was loaded"
+
+
+def test_unknown_key_is_refused(tmp_path):
+    result = _run("stages.structured.optimization.lerning_rate=1", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "lerning_rate" in result.stdout + result.stderr
+
+
+def test_resolved_config_prints_offline(tmp_path):
+    result = _run("recipe=nanonets_3b", "--cfg", "job", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "path: nanonets/Nanonets-OCR2-3B" in result.stdout
+
+
+@pytest.mark.slow
+def test_default_command_runs_the_whole_tiny_ladder_and_the_model_learns(tmp_path):
+    """The README's first command: no arguments, the tiny recipe, a report; CER falls clearly after SFT."""
+    out = tmp_path / "run"
+    result = _run(f"output_dir={out}", cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    entries = {entry["stage"]: entry for entry in summary["entries"]}
+    assert list(entries) == ["base", "general_ocr", "structured", "dpo"]
+    base_cer = entries["base"]["metrics"]["cer"]
+    structured = entries["structured"]["metrics"]
+    assert structured["cer"] < base_cer - 0.1, (base_cer, structured["cer"])
+    assert structured["json_valid_rate"] >= 0.5 > entries["base"]["metrics"]["json_valid_rate"]
+    report = (out / "report.md").read_text()
+    assert "| base | base |" in report and "| dpo | dpo |" in report
+    assert f"{base_cer:.3f}" in report and f"{structured['cer']:.3f}" in report
+    for name in ("general_ocr", "structured", "dpo"):
+        assert (out / f"{list(entries).index(name):02d}_{name}" / "model" / "model.safetensors").is_file()
+    # the saved model is an ordinary checkpoint
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys; from transformers import AutoModelForImageTextToText as M;"
+         f"M.from_pretrained(r'{entries['dpo']['model']}'); print('dharma_train' in sys.modules)"],
+        capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "False"

@@ -12,12 +12,20 @@ RECIPE_GROUP = "recipe"
 
 
 def config_dir() -> Path:
-    """conf/ as installed (package dharma_train.conf), whether from a wheel or an editable checkout."""
-    return Path(str(resources.files("dharma_train.conf")))
+    """conf/ as installed (package dharma_train.conf), from a wheel or an editable checkout."""
+    return _shipped_folder("dharma_train.conf", "conf")
 
 
 def recipes_dir() -> Path:
-    return Path(str(resources.files("dharma_train.recipes")))
+    return _shipped_folder("dharma_train.recipes", "recipes")
+
+
+def _shipped_folder(package: str, checkout_name: str) -> Path:
+    """The installed package folder, or the checkout's own folder when the package is imported uninstalled."""
+    try:
+        return Path(str(resources.files(package)))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / checkout_name
 
 
 def recipe_names() -> list[str]:

@@ -59,7 +59,12 @@ class TrainerConfig:
         return "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "fp32"
 
     def model_dtype(self) -> str:
+        """Weights for inference and for LoRA's frozen base."""
         return "bfloat16" if self.resolved_precision() == "bf16" else "float32"
+
+    def training_dtype(self, method: str) -> str:
+        """Full fine-tuning keeps fp32 master weights under bf16 autocast: pure-bf16 weights drop small updates."""
+        return "float32" if method == "full" else self.model_dtype()
 
 
 @dataclass

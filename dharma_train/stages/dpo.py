@@ -62,7 +62,7 @@ class DPOStage:
             pairs = load_pairs(cfg.pairs)
         save_pairs(pairs, output_dir)
         processor = load_processor(model.processor_location, context.model.min_pixels, context.model.max_pixels)
-        dtype = context.trainer.model_dtype()
+        dtype = context.trainer.training_dtype(opt.method)
         network = load_model(model, dtype=dtype, attn_implementation=context.model.attn_implementation)
         reference = None
         if opt.method == "full":
@@ -84,7 +84,8 @@ class DPOStage:
         )
         metrics = trainer.train().metrics
         metrics["pairs"] = len(pairs)
-        artifact = save_trained(trainer.model, processor, model, output_dir, opt.save)
+        artifact = save_trained(trainer.model, processor, model, output_dir, opt.save,
+                                context.trainer.model_dtype())
         write_stage_record(output_dir, {"name": self.name, "kind": self.kind, "input": model.to_dict(),
                                         "output": artifact.to_dict(), "config": asdict(cfg),
                                         "pairs": len(pairs), "metrics": metrics})

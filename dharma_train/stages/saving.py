@@ -7,15 +7,21 @@ import shutil
 from pathlib import Path
 
 from dharma_train.artifact import ModelArtifact
+from dharma_train.models.loading import DTYPES
 
 
-def save_trained(model, processor, source: ModelArtifact, output_dir: Path, save: str) -> ModelArtifact:
-    """LoRA models save `adapter/` and, unless save=adapter, merged full weights in `model/`; full FT saves `model/`."""
+def save_trained(model, processor, source: ModelArtifact, output_dir: Path, save: str,
+                 dtype: str = "float32") -> ModelArtifact:
+    """LoRA models save `adapter/` and, unless save=adapter, merged full weights in `model/`; full FT saves `model/`.
+
+    Full weights are stored in `dtype` (bf16 on a GPU run, even when trained with fp32 master weights).
+    """
     if hasattr(model, "peft_config"):
         adapter_dir = _save_atomically(model, processor, output_dir / "adapter")
         if save == "adapter":
             return ModelArtifact(path=str(adapter_dir), base=source)
         model = model.merge_and_unload()
+    model = model.to(DTYPES[dtype])
     return ModelArtifact(path=str(_save_atomically(model, processor, output_dir / "model")))
 
 

@@ -47,7 +47,7 @@ class SFTStage:
 
         opt = self.config.optimization
         processor = load_processor(model.processor_location, context.model.min_pixels, context.model.max_pixels)
-        network = load_model(model, dtype=context.trainer.model_dtype(),
+        network = load_model(model, dtype=context.trainer.training_dtype(opt.method),
                              attn_implementation=context.model.attn_implementation)
         if opt.method == "full" and opt.freeze_vision:
             log.info("%s: froze %d vision-tower parameters", self.name, freeze_vision_tower(network))
@@ -59,7 +59,8 @@ class SFTStage:
             processing_class=processor, peft_config=lora_config(opt.lora) if opt.method == "lora" else None,
         )
         metrics = trainer.train().metrics
-        artifact = save_trained(trainer.model, processor, model, output_dir, opt.save)
+        artifact = save_trained(trainer.model, processor, model, output_dir, opt.save,
+                                context.trainer.model_dtype())
         write_stage_record(output_dir, {"name": self.name, "kind": self.kind, "input": model.to_dict(),
                                         "output": artifact.to_dict(), "config": asdict(self.config),
                                         "train_pages": str(pages.root), "metrics": metrics})

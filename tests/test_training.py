@@ -1,0 +1,35 @@
+import pytest
+
+from dharma_train.training import OptimizationConfig, TrainerConfig, freeze_vision_tower, trainer_arguments
+
+
+def test_full_fine_tuning_keeps_fp32_master_weights_under_bf16():
+    config = TrainerConfig(precision="bf16")
+    assert config.model_dtype() == "bfloat16"
+    assert config.training_dtype("full") == "float32"
+    assert config.training_dtype("lora") == "bfloat16"
+
+
+def test_cpu_defaults_to_fp32_and_refuses_bf16():
+    assert TrainerConfig(device="cpu").resolved_precision() == "fp32"
+    with pytest.raises(ValueError, match="bf16"):
+        TrainerConfig(device="cpu", precision="bf16")
+
+
+def test_trainer_arguments_never_truncate_and_never_checkpoint_mid_stage():
+    args = trainer_arguments(OptimizationConfig(batch_size=3, gradient_accumulation=2), TrainerConfig(device="cpu"),
+                             "out", [], "run/stage")
+    assert args["max_length"] is None
+    assert args["save_strategy"] == "no"
+    assert (args["per_device_train_batch_size"], args["gradient_accumulation_steps"]) == (3, 2)
+    assert args["use_cpu"] and not args["bf16"]
+
+
+def test_freeze_vision_tower_freezes_exactly_the_visual_parameters(tiny_artifact):
+    from dharma_train.models.loading import load_model
+
+    model = load_model(tiny_artifact)
+    frozen = freeze_vision_tower(model)
+    visual = sum(p.numel() for n, p in model.named_parameters() if ".visual." in f".{n}")
+    assert frozen == visual > 0
+    assert all(p.requires_grad for n, p in model.named_parameters() if ".visual." not in f".{n}")

@@ -67,3 +67,16 @@ def test_stage_is_a_plain_importable_unit():
     stage = SFTStage("structured")
     assert stage.name == "structured" and stage.kind == "sft" and stage.config.optimization.method == "lora"
     assert isinstance(ModelArtifact(path="x"), ModelArtifact)
+
+
+@pytest.mark.slow
+def test_wandb_tracking_runs_offline_without_a_key(tiny_artifact, pages, tmp_path, monkeypatch):
+    from dharma_train.tracking import TrackingConfig
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for name in ("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    context = StageContext(trainer=CONTEXT.trainer, tracking=TrackingConfig(backend="wandb"), run_name="t")
+    SFTStage("structured", _sft("lora", steps=2)).run(tiny_artifact, pages[0], tmp_path, context)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert runs, "wandb should have written an offline run under the stage folder"

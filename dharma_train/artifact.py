@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from dharma_train.files import write_json_atomically
+
 ARTIFACT_FILE = "artifact.json"
 
 
@@ -40,11 +42,7 @@ class ModelArtifact:
 
     def save(self, folder: str | Path) -> Path:
         """Record the artifact beside a stage's outputs so a later run can pick it up from disk."""
-        target = Path(folder) / ARTIFACT_FILE
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(target)
-        return target
+        return write_json_atomically(Path(folder) / ARTIFACT_FILE, self.to_dict())
 
     @classmethod
     def load(cls, folder: str | Path) -> "ModelArtifact":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from dharma_train.artifact import ModelArtifact
 from dharma_train.data.pages import PageSet, load_pages
+from dharma_train.files import write_json_atomically
 from dharma_train.evaluation.hook import EvalConfig, evaluate
 from dharma_train.report import write_report
 from dharma_train.stage import Stage, StageContext
@@ -71,14 +71,11 @@ class Pipeline:
         metrics = evaluate(model, processor, pages, self.evaluation, output_dir=folder)
         del model
         gc.collect()
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_json_atomically(folder / "metrics.json", metrics)
         return {"stage": name, "kind": kind, "model": artifact.path, "artifact": artifact.to_dict(),
                 "metrics": metrics, "train": train}
 
     @staticmethod
     def _write(summary: dict, output_dir: Path) -> None:
-        tmp = output_dir / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
-        tmp.replace(output_dir / "summary.json")
+        write_json_atomically(output_dir / "summary.json", summary)
         write_report(summary, output_dir / "report.md")

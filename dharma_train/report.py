@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dharma_train.files import write_text_atomically
+
 COLUMNS = [  # (header, metric key, format); a Δ column follows each starred metric
     ("CER", "cer", "{:.3f}", True),
     ("JSON valid", "json_valid_rate", "{:.0%}", True),
@@ -44,9 +46,7 @@ def render_report(summary: dict) -> str:
 
 
 def write_report(summary: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(render_report(summary), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomically(path, render_report(summary))
 
 
 def _pages(summary: dict) -> int:

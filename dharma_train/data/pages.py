@@ -10,6 +10,7 @@ from PIL import Image
 
 from dharma_train.data.schema import PageAnswer
 from dharma_train.errors import DataError
+from dharma_train.files import write_jsonl_atomically
 
 PAGES_FILE = "pages.jsonl"
 
@@ -50,14 +51,7 @@ class PageSet:
 
     def save(self) -> Path:
         """Write `pages.jsonl` atomically (temporary file, then rename) so a killed run never leaves half a file."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        target = self.root / PAGES_FILE
-        tmp = target.with_suffix(".jsonl.tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            for page in self.pages:
-                handle.write(json.dumps(page.to_row(self.root), ensure_ascii=False) + "\n")
-        tmp.replace(target)
-        return target
+        return write_jsonl_atomically(self.root / PAGES_FILE, (page.to_row(self.root) for page in self.pages))
 
 
 def load_pages(root: str | Path, check_images: bool = True) -> PageSet:

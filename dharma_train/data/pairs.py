@@ -14,6 +14,7 @@ from pathlib import Path
 from dharma_train.data.pages import PageSet
 from dharma_train.data.prompts import target_text
 from dharma_train.errors import DataError
+from dharma_train.files import write_jsonl_atomically
 
 PAIRS_FILE = "pairs.jsonl"
 
@@ -43,14 +44,8 @@ def loop_pairs(pages: PageSet, task: str, seed: int = 0, repeats: int = 12) -> l
 
 def save_pairs(pairs: list[PreferencePair], folder: str | Path) -> Path:
     """Write pairs.jsonl atomically so the exact pairs a stage trained on stay inspectable."""
-    target = Path(folder) / PAIRS_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for pair in pairs:
-            handle.write(json.dumps({**asdict(pair), "image": str(pair.image)}, ensure_ascii=False) + "\n")
-    tmp.replace(target)
-    return target
+    return write_jsonl_atomically(Path(folder) / PAIRS_FILE,
+                                  ({**asdict(pair), "image": str(pair.image)} for pair in pairs))
 
 
 def load_pairs(path: str | Path) -> list[PreferencePair]:

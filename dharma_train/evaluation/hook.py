@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dharma_train.data.pages import PageSet
 from dharma_train.evaluation.generate import generate
 from dharma_train.evaluation.metrics import aggregate, score_page
+from dharma_train.files import write_jsonl_atomically
 
 
 @dataclass
@@ -43,14 +43,6 @@ def evaluate(model, processor, pages: PageSet, config: EvalConfig, output_dir: s
         "new_tokens_per_second": new_tokens / seconds if seconds else 0.0,
     })
     if output_dir is not None:
-        _write_predictions(Path(output_dir) / "predictions.jsonl", scores, generations)
+        write_jsonl_atomically(Path(output_dir) / "predictions.jsonl",
+                               ({**asdict(score), "output": g.text} for score, g in zip(scores, generations)))
     return metrics
-
-
-def _write_predictions(path: Path, scores, generations) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for score, generation in zip(scores, generations):
-            handle.write(json.dumps({**asdict(score), "output": generation.text}, ensure_ascii=False) + "\n")
-    tmp.replace(path)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from dharma_train.artifact import ModelArtifact
+from dharma_train.files import write_json_atomically
 from dharma_train.models.loading import DTYPES
 
 
@@ -37,6 +37,4 @@ def _save_atomically(model, processor, target: Path) -> Path:
 
 def write_stage_record(output_dir: Path, record: dict) -> None:
     """stage.json: what the stage started from, its resolved config and its training metrics."""
-    tmp = output_dir / "stage.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(output_dir / "stage.json")
+    write_json_atomically(output_dir / "stage.json", record)

@@ -66,7 +66,7 @@ def default_cache_dir() -> Path:
 def tiny_model_dir(cache_dir: str | Path | None = None, shape: dict | None = None) -> Path:
     """Build the tiny model once per shape and return its folder (config, weights, tokenizer and processor)."""
     shape = {**TINY_SHAPE, **(shape or {})}
-    key = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12]
+    key = _cache_key(shape)
     target = Path(cache_dir or default_cache_dir()) / f"tiny-qwen2_5_vl-{key}"
     if (target / "model.safetensors").is_file():
         return target
@@ -79,6 +79,18 @@ def tiny_model_dir(cache_dir: str | Path | None = None, shape: dict | None = Non
         return target
     tmp.rename(target)
     return target
+
+
+def _cache_key(shape: dict) -> str:
+    """Shape plus what the tokenizer is trained on: the page-text generator's code and Faker's version."""
+    import faker
+
+    from dharma_train.data import text
+
+    digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode())
+    digest.update(Path(text.__file__).read_bytes())
+    digest.update(faker.VERSION.encode())
+    return digest.hexdigest()[:12]
 
 
 def build_tiny_processor(shape: dict) -> Qwen2_5_VLImageProcessor:

@@ -37,3 +37,16 @@ def test_tokenizer_round_trips_portuguese_and_chat_template(tiny_artifact):
     assert prompt == "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>oi<|im_end|>\n<|im_start|>assistant\n"
     config = json.loads((tiny_model_dir() / "processor_config.json").read_text())
     assert config["processor_class"] == "Qwen2_5_VLImageProcessor"
+
+
+def test_cache_key_follows_the_tokenizer_corpus(monkeypatch, tmp_path):
+    """Editing the page-text generator changes the BPE corpus, so it must give a new cached model."""
+    from dharma_train.data import text
+    from dharma_train.models import tiny
+
+    before = tiny._cache_key(tiny.TINY_SHAPE)
+    edited = tmp_path / "text.py"
+    edited.write_bytes(open(text.__file__, "rb").read() + b"\n# edited\n")
+    monkeypatch.setattr(text, "__file__", str(edited))
+    assert tiny._cache_key(tiny.TINY_SHAPE) != before
+    assert tiny._cache_key({**tiny.TINY_SHAPE, "hidden_size": 64}) != before

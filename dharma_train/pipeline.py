@@ -66,6 +66,7 @@ class Pipeline:
         settings = self.context.model
         model = load_model(artifact, dtype=self.context.trainer.model_dtype(),
                            attn_implementation=settings.attn_implementation,
+                           vision_attention=settings.vision_attention,
                            device=self.context.trainer.resolved_device())
         processor = load_processor(artifact.processor_location, settings.min_pixels, settings.max_pixels)
         metrics = evaluate(model, processor, pages, self.evaluation, output_dir=folder)

@@ -71,15 +71,20 @@ def load_processor(location: str, min_pixels: int | None = None, max_pixels: int
 
 
 def load_model(artifact: ModelArtifact, dtype: str = "float32", attn_implementation: str = "sdpa",
-               device: str | None = None):
+               device: str | None = None, vision_attention: str = "varlen"):
     """Full weights as one plain transformers model; adapter chains are loaded and merged into their base."""
     from transformers import AutoModelForImageTextToText
+
+    from dharma_train.models.vision_attention import use_varlen_vision_attention
 
     if artifact.base is not None:
         from peft import PeftModel
 
-        base = load_model(artifact.base, dtype=dtype, attn_implementation=attn_implementation, device=device)
+        base = load_model(artifact.base, dtype=dtype, attn_implementation=attn_implementation, device=device,
+                          vision_attention=vision_attention)
         return PeftModel.from_pretrained(base, artifact.path).merge_and_unload()
     model = AutoModelForImageTextToText.from_pretrained(
         artifact.path, dtype=DTYPES[dtype], attn_implementation=attn_implementation)
+    if vision_attention == "varlen" and "flash" not in attn_implementation:
+        use_varlen_vision_attention(model)
     return model.to(device) if device else model

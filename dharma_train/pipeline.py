@@ -12,8 +12,10 @@ from dharma_train.artifact import ModelArtifact
 from dharma_train.data.pages import PageSet, load_pages
 from dharma_train.files import write_json_atomically
 from dharma_train.evaluation.hook import EvalConfig, evaluate
+from dharma_train.plots import plot_run
 from dharma_train.report import write_report
 from dharma_train.stage import Stage, StageContext
+from dharma_train.tracking import EvaluationLog
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +35,27 @@ class Pipeline:
             if hasattr(stage, "check"):
                 stage.check()
         summary = {"run": self.context.run_name, "evaluation": asdict(self.evaluation), "entries": []}
-        total = len(self.stages)
-        log.info("[0/%d] evaluating the base model %s", total, base.path)
-        summary["entries"].append(self._evaluate("base", "base", base, eval_pages, output_dir / "00_base", {}))
-        self._write(summary, output_dir)
-        current = base
-        for index, stage in enumerate(self.stages, start=1):
-            stage_dir = output_dir / f"{index:02d}_{stage.name}"
-            stage_dir.mkdir(parents=True, exist_ok=True)
-            kind = getattr(stage, "kind", type(stage).__name__)
-            log.info("[%d/%d] stage %s (%s) from %s", index, total, stage.name, kind, current.path)
-            started = time.perf_counter()
-            result = stage.run(current, stage_pages[stage.name], stage_dir, self.context)
-            train = {**result.metrics, "wall_seconds": time.perf_counter() - started}
-            current = result.artifact
-            log.info("[%d/%d] evaluating %s", index, total, stage.name)
-            summary["entries"].append(self._evaluate(stage.name, kind, current, eval_pages, stage_dir, train))
-            self._write(summary, output_dir)
+        tracker = EvaluationLog(self.context.tracking, self.context.run_name, str(output_dir))
+        try:
+            total = len(self.stages)
+            log.info("[0/%d] evaluating the base model %s", total, base.path)
+            self._record(summary, tracker, self._evaluate("base", "base", base, eval_pages, output_dir / "00_base", {}),
+                         output_dir)
+            current = base
+            for index, stage in enumerate(self.stages, start=1):
+                stage_dir = output_dir / f"{index:02d}_{stage.name}"
+                stage_dir.mkdir(parents=True, exist_ok=True)
+                kind = getattr(stage, "kind", type(stage).__name__)
+                log.info("[%d/%d] stage %s (%s) from %s", index, total, stage.name, kind, current.path)
+                started = time.perf_counter()
+                result = stage.run(current, stage_pages[stage.name], stage_dir, self.context)
+                train = {**result.metrics, "wall_seconds": time.perf_counter() - started}
+                current = result.artifact
+                log.info("[%d/%d] evaluating %s", index, total, stage.name)
+                self._record(summary, tracker, self._evaluate(stage.name, kind, current, eval_pages, stage_dir, train),
+                             output_dir)
+        finally:
+            tracker.close()
         return summary
 
     def _stage_pages(self, train: PageSet) -> dict[str, PageSet]:
@@ -77,6 +83,9 @@ class Pipeline:
                 "metrics": metrics, "train": train}
 
     @staticmethod
-    def _write(summary: dict, output_dir: Path) -> None:
+    def _record(summary: dict, tracker: EvaluationLog, entry: dict, output_dir: Path) -> None:
+        """Append a point, then rewrite summary.json, the plots and report.md, and log it."""
+        summary["entries"].append(entry)
+        tracker.log(len(summary["entries"]) - 1, entry["stage"], entry["metrics"])
         write_json_atomically(output_dir / "summary.json", summary)
-        write_report(summary, output_dir / "report.md")
+        write_report(summary, output_dir / "report.md", plots=plot_run(summary, output_dir))

@@ -1,4 +1,8 @@
-"""report.md: the run's stage-over-stage table, readable without any tooling."""
+"""report.md: the run's stage-over-stage tables and plots, readable without any tooling.
+
+"Gain" is a stage's change over the point before it (DharmaOCR's alignment gain); "vs base" is the change since
+the starting model. Scores rise when better; CER and degeneration fall when better.
+"""
 
 from __future__ import annotations
 
@@ -6,48 +10,87 @@ from pathlib import Path
 
 from dharma_train.files import write_text_atomically
 
-COLUMNS = [  # (header, metric key, format); a Δ column follows each starred metric
-    ("CER", "cer", "{:.3f}", True),
-    ("JSON valid", "json_valid_rate", "{:.0%}", True),
-    ("schema valid", "schema_valid_rate", "{:.0%}", False),
-    ("degeneration", "degeneration_rate", "{:.1%}", True),
-    ("hit token limit", "token_limit_rate", "{:.0%}", False),
-    ("pages/s", "pages_per_second", "{:.2f}", False),
+# (header, metric key, format)
+QUALITY = [
+    ("quality", "quality_score", "{:.3f}"),
+    ("paper score", "paper_score", "{:.3f}"),
+    ("CER", "cer", "{:.3f}"),
+    ("WER", "wer", "{:.3f}"),
+    ("JSON valid", "json_valid_rate", "{:.0%}"),
+    ("schema valid", "schema_valid_rate", "{:.0%}"),
+    ("misplaced fields", "placement_error_rate", "{:.0%}"),
+    ("degeneration", "degeneration_rate", "{:.1%}"),
+    ("paper degeneration", "paper_degeneration_rate", "{:.1%}"),
 ]
+SPEED = [
+    ("pages/s", "pages_per_second", "{:.2f}"),
+    ("new tokens/s", "new_tokens_per_second", "{:.0f}"),
+    ("p50 latency s", "latency_p50_seconds", "{:.2f}"),
+    ("p95 latency s", "latency_p95_seconds", "{:.2f}"),
+    ("hit token limit", "token_limit_rate", "{:.0%}"),
+    ("cost per M pages", "cost_per_million_pages", "${:,.0f}"),
+]
+GAINS = [("quality", "quality_score"), ("paper score", "paper_score"), ("CER", "cer"),
+         ("degeneration", "degeneration_rate")]
 
 
-def render_report(summary: dict) -> str:
-    """A markdown table, one row per evaluated point, with each stage's change over the point before."""
-    header = ["point", "stage kind"]
-    for title, _, _, with_delta in COLUMNS:
-        header += [title, f"Δ {title}"] if with_delta else [title]
-    header += ["train loss", "train s"]
+def render_report(summary: dict, plots: list[str] | None = None) -> str:
+    """Markdown: quality per point, gains over the previous point and the base, speed and cost, per family."""
+    entries = summary["entries"]
+    settings = summary["evaluation"]
     lines = [f"# dharma_train run: {summary['run']}", "",
-             f"Evaluated on {_pages(summary)} pages, task `{summary['evaluation']['task']}`, "
-             f"greedy decoding, at most {summary['evaluation']['max_new_tokens']} new tokens.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    previous = None
-    for entry in summary["entries"]:
-        metrics = entry["metrics"]
-        cells = [entry["stage"], entry["kind"]]
-        for _, key, fmt, with_delta in COLUMNS:
-            cells.append(fmt.format(metrics[key]))
-            if with_delta:
-                cells.append("" if previous is None else f"{metrics[key] - previous[key]:+.3f}")
-        loss = entry["train"].get("train_loss")
-        seconds = entry["train"].get("wall_seconds")
-        cells += ["" if loss is None else f"{loss:.3f}", "" if seconds is None else f"{seconds:.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-        previous = metrics
-    lines += ["", "CER: character error rate of the page's plain text (JSON answers are read field by field), "
-              "after Unicode NFC and white-space folding; lower is better. Δ: change against the row above.",
-              "Models: " + ", ".join(f"`{e['stage']}` → {e['model']}" for e in summary["entries"]), ""]
+             f"Evaluated on {entries[0]['metrics']['pages'] if entries else 0} held-out pages, task "
+             f"`{settings['task']}`, greedy decoding, at most {settings['max_new_tokens']} new tokens per page. "
+             f"Formulas: docs/evaluation.md.", "", "## Quality", ""]
+    lines += _table(["point", "kind"] + [h for h, _, _ in QUALITY],
+                    [[e["stage"], e["kind"]] + [_cell(e["metrics"], k, f) for _, k, f in QUALITY] for e in entries])
+    lines += ["", "## What each stage gained", "", "Gain: change over the row above. vs base: change since the base.",
+              ""]
+    header = ["point"] + [f"{h} gain" for h, _ in GAINS] + [f"{h} vs base" for h, _ in GAINS]
+    rows = []
+    for index, entry in enumerate(entries[1:], start=1):
+        before, base, now = entries[index - 1]["metrics"], entries[0]["metrics"], entry["metrics"]
+        rows.append([entry["stage"]] + [_delta(now, before, k) for _, k in GAINS]
+                    + [_delta(now, base, k) for _, k in GAINS])
+    lines += _table(header, rows) if rows else ["(no stage yet)"]
+    lines += ["", "## Speed and cost", "",
+              f"Cost per million pages at ${settings.get('price_per_hour', 0):.2f} per hour of the evaluating "
+              "machine; degenerate pages included, as they hold their batch to the token bound.", ""]
+    lines += _table(["point"] + [h for h, _, _ in SPEED] + ["train loss", "train s"],
+                    [[e["stage"]] + [_cell(e["metrics"], k, f) for _, k, f in SPEED]
+                     + [_number(e["train"].get("train_loss"), "{:.3f}"),
+                        _number(e["train"].get("wall_seconds"), "{:.0f}")] for e in entries])
+    lines += ["", "## Per data family", ""]
+    families = sorted({family for e in entries for family in e["metrics"].get("by_family", {})})
+    header = ["point"] + [f"{family} {name}" for family in families for name in ("quality", "CER", "degeneration")]
+    lines += _table(header, [[e["stage"]] + [_cell(e["metrics"]["by_family"].get(family, {}), key, fmt)
+                                             for family in families
+                                             for key, fmt in (("quality_score", "{:.3f}"), ("cer", "{:.3f}"),
+                                                              ("degeneration_rate", "{:.1%}"))]
+                             for e in entries])
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
+    lines += ["", "## Models", ""] + [f"- `{e['stage']}`: {e['model']}" for e in entries] + [""]
     return "\n".join(lines)
 
 
-def write_report(summary: dict, path: Path) -> None:
-    write_text_atomically(path, render_report(summary))
+def write_report(summary: dict, path: Path, plots: list[str] | None = None) -> None:
+    write_text_atomically(path, render_report(summary, plots))
 
 
-def _pages(summary: dict) -> int:
-    return summary["entries"][0]["metrics"]["pages"] if summary["entries"] else 0
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _cell(metrics: dict, key: str, fmt: str) -> str:
+    return _number(metrics.get(key), fmt)
+
+
+def _number(value, fmt: str) -> str:
+    return "" if value is None else fmt.format(value)
+
+
+def _delta(now: dict, before: dict, key: str) -> str:
+    if key not in now or key not in before:
+        return ""
+    return f"{now[key] - before[key]:+.3f}"

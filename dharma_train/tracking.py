@@ -30,3 +30,36 @@ def report_to(config: TrackingConfig, run_dir: str) -> list[str]:
     os.environ["WANDB_MODE"] = mode
     os.environ.setdefault("WANDB_DIR", run_dir)
     return ["wandb"]
+
+
+class EvaluationLog:
+    """Each evaluated point's metrics as one wandb step (run `<name>/evaluation`); does nothing when tracking is off."""
+
+    def __init__(self, config: TrackingConfig, run_name: str, run_dir: str):
+        self.run = None
+        if config.backend == "wandb":
+            import wandb
+
+            report_to(config, run_dir)  # sets WANDB_MODE and the project
+            self.run = wandb.init(project=config.project, name=f"{run_name}/evaluation", dir=run_dir,
+                                  mode=os.environ["WANDB_MODE"], reinit="create_new")
+
+    def log(self, step: int, point: str, metrics: dict) -> None:
+        if self.run is not None:
+            self.run.log({**flatten(metrics, "eval"), "point": point}, step=step)
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+def flatten(metrics: dict, prefix: str) -> dict:
+    """Nested metric dicts as `prefix/a/b` keys, numbers only."""
+    flat = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}/{key}"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[f"{prefix}/{key}"] = value
+    return flat

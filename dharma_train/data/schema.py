@@ -41,7 +41,7 @@ def parse_answer(output: str) -> PageAnswer | None:
     """A model output as a PageAnswer, or None when it is not a JSON object of the schema's string fields."""
     try:
         fields = json.loads(output)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError, as is an over-long integer
         return None
     if not isinstance(fields, dict):
         return None

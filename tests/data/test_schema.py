@@ -33,3 +33,7 @@ def test_parse_answer_rejects_what_is_not_the_schema(output):
 def test_parse_answer_round_trips():
     answer = PageAnswer(header="a", margin="b", footer="c", text="d")
     assert parse_answer(answer.to_json()) == answer
+
+
+def test_parse_answer_survives_an_overlong_integer():
+    assert parse_answer('{"text": ' + "9" * 5000 + "}") is None

@@ -1,0 +1,30 @@
+import pytest
+
+from dharma_train.tracking import EvaluationLog, TrackingConfig, flatten, report_to
+
+
+def test_flatten_keeps_numbers_and_nests_families():
+    flat = flatten({"cer": 0.5, "pages": 3, "ok": True, "name": "x", "by_family": {"legal": {"cer": 0.25}}}, "eval")
+    assert flat == {"eval/cer": 0.5, "eval/pages": 3, "eval/by_family/legal/cer": 0.25}
+
+
+def test_tracking_off_reports_nowhere(tmp_path):
+    assert report_to(TrackingConfig(), str(tmp_path)) == []
+    log = EvaluationLog(TrackingConfig(), "run", str(tmp_path))
+    log.log(0, "base", {"cer": 1.0})
+    log.close()
+
+
+def test_wandb_without_a_key_logs_offline(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for name in ("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    log = EvaluationLog(TrackingConfig(backend="wandb"), "run", str(tmp_path))
+    log.log(0, "base", {"cer": 1.0, "by_family": {"legal": {"cer": 0.5}}})
+    log.close()
+    assert list((tmp_path / "wandb").glob("offline-run-*")), "an offline run is written under the run folder"
+
+
+def test_bad_backend_is_refused():
+    with pytest.raises(ValueError, match="tracking.backend"):
+        TrackingConfig(backend="mlflow")

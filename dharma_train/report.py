@@ -60,6 +60,12 @@ def render_report(summary: dict, plots: list[str] | None = None) -> str:
                     [[e["stage"]] + [_cell(e["metrics"], k, f) for _, k, f in SPEED]
                      + [_number(e["train"].get("train_loss"), "{:.3f}"),
                         _number(e["train"].get("wall_seconds"), "{:.0f}")] for e in entries])
+    lines += ["", "## Per answer field", "", "CER and WER of each JSON field against the same field of the reference, "
+              "over the pages where the field is present.", ""]
+    fields = ("header", "margin", "footer", "text")
+    lines += _table(["point"] + [f"{field} {rate}" for field in fields for rate in ("CER", "WER")],
+                    [[e["stage"]] + [_cell(e["metrics"], f"{field}_{rate}", "{:.3f}")
+                                     for field in fields for rate in ("cer", "wer")] for e in entries])
     lines += ["", "## Per data family", ""]
     families = sorted({family for e in entries for family in e["metrics"].get("by_family", {})})
     header = ["point"] + [f"{family} {name}" for family in families for name in ("quality", "CER", "degeneration")]

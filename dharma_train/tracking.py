@@ -1,4 +1,4 @@
-"""Experiment tracking through wandb: online with a key, offline without one, or off."""
+"""Experiment tracking: wandb (online with a key, offline without one), TensorBoard files, or off."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 @dataclass
 class TrackingConfig:
-    backend: str = "none"  # none | wandb
+    backend: str = "none"  # none | wandb | tensorboard
     project: str = "dharma_train"
     mode: str = "auto"  # auto: online when WANDB_API_KEY is set, else offline | online | offline
 
     def __post_init__(self):
-        if self.backend not in ("none", "wandb"):
-            raise ValueError(f"tracking.backend must be 'none' or 'wandb', got {self.backend!r}")
+        if self.backend not in ("none", "wandb", "tensorboard"):
+            raise ValueError(f"tracking.backend must be 'none', 'wandb' or 'tensorboard', got {self.backend!r}")
         if self.mode not in ("auto", "online", "offline"):
             raise ValueError(f"tracking.mode must be 'auto', 'online' or 'offline', got {self.mode!r}")
 
@@ -23,6 +23,8 @@ def report_to(config: TrackingConfig, run_dir: str) -> list[str]:
     """The Trainer's `report_to`, with wandb's environment set so runs group under one project, offline by default."""
     if config.backend == "none":
         return []
+    if config.backend == "tensorboard":
+        return ["tensorboard"]  # the Trainer writes under its output_dir
     mode = config.mode
     if mode == "auto":
         mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
@@ -33,10 +35,15 @@ def report_to(config: TrackingConfig, run_dir: str) -> list[str]:
 
 
 class EvaluationLog:
-    """Each evaluated point's metrics as one wandb step (run `<name>/evaluation`); does nothing when tracking is off."""
+    """Each evaluated point's metrics as one step: a wandb run `<name>/evaluation` or TensorBoard files."""
 
     def __init__(self, config: TrackingConfig, run_name: str, run_dir: str):
         self.run = None
+        self.writer = None
+        if config.backend == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=os.path.join(run_dir, "tensorboard", "evaluation"))
         if config.backend == "wandb":
             import wandb
 
@@ -47,11 +54,18 @@ class EvaluationLog:
     def log(self, step: int, point: str, metrics: dict) -> None:
         if self.run is not None:
             self.run.log({**flatten(metrics, "eval"), "point": point}, step=step)
+        if self.writer is not None:
+            for key, value in flatten(metrics, "eval").items():
+                self.writer.add_scalar(key, value, global_step=step)
+            self.writer.add_text("eval/point", point, global_step=step)
 
     def close(self) -> None:
         if self.run is not None:
             self.run.finish()
             self.run = None
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 def flatten(metrics: dict, prefix: str) -> dict:

@@ -44,3 +44,10 @@ def test_plots_are_written_as_png(tmp_path):
     assert names == ["scores.png", "degeneration.png"]
     for name in names:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_per_field_rates_get_their_own_table():
+    summary = {**SUMMARY, "entries": [{**SUMMARY["entries"][0],
+                                       "metrics": {**_metrics(0.5, 0.8, 0.2), "footer_cer": 0.125}}]}
+    report = render_report(summary)
+    assert "footer CER" in report and "0.125" in report

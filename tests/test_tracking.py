@@ -28,3 +28,13 @@ def test_wandb_without_a_key_logs_offline(tmp_path, monkeypatch):
 def test_bad_backend_is_refused():
     with pytest.raises(ValueError, match="tracking.backend"):
         TrackingConfig(backend="mlflow")
+
+
+def test_tensorboard_writes_evaluation_events(tmp_path):
+    log = EvaluationLog(TrackingConfig(backend="tensorboard"), "run", str(tmp_path))
+    log.log(0, "base", {"cer": 1.0})
+    log.log(1, "sft", {"cer": 0.5})
+    log.close()
+    events = list((tmp_path / "tensorboard" / "evaluation").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    assert report_to(TrackingConfig(backend="tensorboard"), str(tmp_path)) == ["tensorboard"]

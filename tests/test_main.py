@@ -71,6 +71,8 @@ def test_default_command_runs_the_whole_tiny_ladder_and_the_model_learns(tmp_pat
     structured = entries["structured"]["metrics"]
     assert structured["cer"] < base_cer - 0.1, (base_cer, structured["cer"])
     assert structured["json_valid_rate"] >= 0.5 > entries["base"]["metrics"]["json_valid_rate"]
+    assert structured["quality_score"] > entries["base"]["metrics"]["quality_score"] + 0.1
+    assert (out / "scores.png").is_file() and (out / "degeneration.png").is_file()
     report = (out / "report.md").read_text()
     assert "| base | base |" in report and "| dpo | dpo |" in report
     assert f"{base_cer:.3f}" in report and f"{structured['cer']:.3f}" in report

@@ -70,9 +70,7 @@ class Pipeline:
         from dharma_train.models.loading import load_model, load_processor
 
         settings = self.context.model
-        model = load_model(artifact, dtype=self.context.trainer.model_dtype(),
-                           attn_implementation=settings.attn_implementation,
-                           vision_attention=settings.vision_attention,
+        model = load_model(artifact, dtype=self.context.trainer.model_dtype(), settings=settings,
                            device=self.context.trainer.resolved_device())
         processor = load_processor(artifact.processor_location, settings.min_pixels, settings.max_pixels)
         metrics = evaluate(model, processor, pages, self.evaluation, output_dir=folder)

@@ -10,6 +10,7 @@ import torch
 
 from dharma_train.artifact import ModelArtifact
 from dharma_train.errors import ModelUnavailableError
+from dharma_train.models.config import ModelConfig
 from dharma_train.models.processor import Qwen2_5_VLImageProcessor
 
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -70,21 +71,21 @@ def load_processor(location: str, min_pixels: int | None = None, max_pixels: int
     return processor
 
 
-def load_model(artifact: ModelArtifact, dtype: str = "float32", attn_implementation: str = "sdpa",
-               device: str | None = None, vision_attention: str = "varlen"):
+def load_model(artifact: ModelArtifact, dtype: str = "float32", settings: ModelConfig | None = None,
+               device: str | None = None):
     """Full weights as one plain transformers model; adapter chains are loaded and merged into their base."""
     from transformers import AutoModelForImageTextToText
 
     from dharma_train.models.vision_attention import use_varlen_vision_attention
 
+    settings = settings or ModelConfig()
     if artifact.base is not None:
         from peft import PeftModel
 
-        base = load_model(artifact.base, dtype=dtype, attn_implementation=attn_implementation, device=device,
-                          vision_attention=vision_attention)
+        base = load_model(artifact.base, dtype=dtype, settings=settings, device=device)
         return PeftModel.from_pretrained(base, artifact.path).merge_and_unload()
     model = AutoModelForImageTextToText.from_pretrained(
-        artifact.path, dtype=DTYPES[dtype], attn_implementation=attn_implementation)
-    if vision_attention == "varlen" and "flash" not in attn_implementation:
+        artifact.path, dtype=DTYPES[dtype], attn_implementation=settings.attn_implementation)
+    if settings.vision_attention == "varlen" and "flash" not in settings.attn_implementation:
         use_varlen_vision_attention(model)
     return model.to(device) if device else model

@@ -63,15 +63,13 @@ class DPOStage:
         save_pairs(pairs, output_dir)
         processor = load_processor(model.processor_location, context.model.min_pixels, context.model.max_pixels)
         dtype = context.trainer.training_dtype(opt.method)
-        network = load_model(model, dtype=dtype, attn_implementation=context.model.attn_implementation,
-                             vision_attention=context.model.vision_attention)
+        network = load_model(model, dtype=dtype, settings=context.model)
         reference = None
         if opt.method == "full":
             if opt.freeze_vision:
                 freeze_vision_tower(network)
             # An explicit frozen copy: TRL would otherwise reload the reference from config._name_or_path.
-            reference = load_model(model, dtype=dtype, attn_implementation=context.model.attn_implementation,
-                             vision_attention=context.model.vision_attention)
+            reference = load_model(model, dtype=dtype, settings=context.model)
         loss_types, loss_weights = ["sigmoid"], [1.0]
         if cfg.sft_loss_weight > 0:
             loss_types, loss_weights = ["sigmoid", "sft"], [1.0, cfg.sft_loss_weight]

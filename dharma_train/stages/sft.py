@@ -47,9 +47,7 @@ class SFTStage:
 
         opt = self.config.optimization
         processor = load_processor(model.processor_location, context.model.min_pixels, context.model.max_pixels)
-        network = load_model(model, dtype=context.trainer.training_dtype(opt.method),
-                             attn_implementation=context.model.attn_implementation,
-                             vision_attention=context.model.vision_attention)
+        network = load_model(model, dtype=context.trainer.training_dtype(opt.method), settings=context.model)
         if opt.method == "full" and opt.freeze_vision:
             log.info("%s: froze %d vision-tower parameters", self.name, freeze_vision_tower(network))
         args = SFTConfig(**trainer_arguments(opt, context.trainer, str(output_dir / "trainer"),

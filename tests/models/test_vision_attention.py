@@ -1,5 +1,6 @@
 import torch
 
+from dharma_train.models.config import ModelConfig
 from dharma_train.models.loading import load_model
 from dharma_train.models.vision_attention import use_varlen_vision_attention, varlen_available
 
@@ -9,8 +10,8 @@ def test_every_vision_layer_is_patched_once_and_cpu_output_is_unchanged(tiny_art
 
     from dharma_train.models.loading import load_processor
 
-    stock = load_model(tiny_artifact, vision_attention="stock")
-    patched = load_model(tiny_artifact, vision_attention="varlen")
+    stock = load_model(tiny_artifact, settings=ModelConfig(vision_attention="stock"))
+    patched = load_model(tiny_artifact, settings=ModelConfig(vision_attention="varlen"))
     depth = stock.config.vision_config.depth
     assert use_varlen_vision_attention(patched) == 0  # already patched: idempotent
     assert sum(hasattr(m, "_dharma_stock_forward") for m in patched.modules()) == (depth if varlen_available() else 0)

@@ -76,12 +76,17 @@ def render_report(summary: dict, plots: list[str] | None = None) -> str:
                              for e in entries])
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
-    lines += ["", "## Models", ""] + [f"- `{e['stage']}`: {e['model']}" for e in entries] + [""]
+    lines += ["", "## Models", ""] + [f"- `{e['stage']}`: {e['model']}" + _skipped(e) for e in entries] + [""]
     return "\n".join(lines)
 
 
 def write_report(summary: dict, path: Path, plots: list[str] | None = None) -> None:
     write_text_atomically(path, render_report(summary, plots))
+
+
+def _skipped(entry: dict) -> str:
+    reason = entry.get("train", {}).get("skipped")
+    return f" (stage skipped, model passed on: {reason})" if reason else ""
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

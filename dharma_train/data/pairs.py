@@ -26,6 +26,7 @@ class PreferencePair:
     chosen: str
     rejected: str
     reason: str = "given"  # why the rejected answer is bad, kept for inspection
+    source: str = "given"  # how the rejected answer was made: given, synthetic, greedy, sample-N
 
 
 def loop_pairs(pages: PageSet, task: str, seed: int = 0, repeats: int = 12) -> list[PreferencePair]:
@@ -38,7 +39,8 @@ def loop_pairs(pages: PageSet, task: str, seed: int = 0, repeats: int = 12) -> l
         cut = rng.randint(max(1, len(words) // 3), max(1, len(words) - 1))
         unit = " ".join(words[max(0, cut - rng.randint(1, 3)):cut])
         rejected = " ".join(words[:cut]) + (" " + unit) * repeats
-        pairs.append(PreferencePair(id=page.id, image=page.image, chosen=chosen, rejected=rejected, reason="loop"))
+        pairs.append(PreferencePair(id=page.id, image=page.image, chosen=chosen, rejected=rejected, reason="loop",
+                                    source="synthetic"))
     return pairs
 
 
@@ -82,4 +84,4 @@ def _parse_pair(line: str, where: str, root: Path) -> PreferencePair:
     if not image.is_file():
         raise DataError(f"{where}: image {image} does not exist")
     return PreferencePair(id=str(row["id"]), image=image, chosen=row["chosen"], rejected=row["rejected"],
-                          reason=str(row.get("reason", "given")))
+                          reason=str(row.get("reason", "given")), source=str(row.get("source", "given")))

@@ -36,17 +36,19 @@ def resolve_cache(cache: str, device: torch.device) -> str:
 
 
 def decode(model, inputs: dict, max_new_tokens: int, eos_token_id: int, pad_token_id: int,
-           cache: str = "dynamic") -> torch.Tensor:
-    """Greedy new tokens for one prepared batch; the one call both evaluation and the benchmark time."""
+           cache: str = "dynamic", sampling: dict | None = None) -> torch.Tensor:
+    """New tokens for one prepared batch: greedy, or sampled with `sampling` (temperature, top_p)."""
     options = {"cache_implementation": "static"} if cache == "static" else {}
+    options.update({"do_sample": True, **sampling} if sampling else {"do_sample": False})
     with torch.inference_mode():
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                eos_token_id=eos_token_id, pad_token_id=pad_token_id, **options)
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
+                                pad_token_id=pad_token_id, **options)
     return output[:, inputs["input_ids"].shape[1]:]
 
 
 def generate(model, processor, pages: list[Page], task: str, max_new_tokens: int, batch_size: int,
-             cache: str = "auto", progress: bool = True) -> tuple[list[Generation], float]:
+             cache: str = "auto", progress: bool = True, sampling: dict | None = None,
+             ) -> tuple[list[Generation], float]:
     """Answers for pages in their given order, and the total wall time spent generating them."""
     tokenizer = processor.tokenizer
     prompt = tokenizer.apply_chat_template(prompt_messages(task), add_generation_prompt=True, tokenize=False)
@@ -72,7 +74,8 @@ def generate(model, processor, pages: list[Page], task: str, max_new_tokens: int
             inputs = upcoming.result().to(device)
             if number + 1 < len(batches):
                 upcoming = pool.submit(prepare, batches[number + 1])
-            new_ids = decode(model, inputs, max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id, cache)
+            new_ids = decode(model, inputs, max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id, cache,
+                             sampling)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - batch_start

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dharma_train.artifact import ModelArtifact
+from dharma_train.errors import DataError
+from dharma_train.mining import MiningConfig
 from dharma_train.data.pages import PageSet
 from dharma_train.stage import StageContext, StageResult
 from dharma_train.training import OptimizationConfig
@@ -13,12 +15,14 @@ from dharma_train.training import OptimizationConfig
 
 @dataclass
 class DPOStageConfig:
-    """`conf/stage/dpo.yaml`. pairs=synthetic builds loop-rejected pairs from the pages; otherwise a pairs.jsonl path."""
+    """`conf/stage/dpo.yaml`. pairs: mined (the input model's own failures), synthetic (loop-shaped rejected answers
+    built from the pages), or a pairs.jsonl path."""
 
     kind: str = "dpo"
     task: str = "structured"
     data: str | None = None
-    pairs: str = "synthetic"
+    pairs: str = "mined"
+    mining: MiningConfig = field(default_factory=MiningConfig)
     beta: float = 0.1
     sft_loss_weight: float = 0.0  # > 0 adds an SFT term on the chosen answers so quality does not drift
     optimization: OptimizationConfig = field(default_factory=lambda: OptimizationConfig(learning_rate=5e-6))
@@ -40,7 +44,7 @@ class DPOStage:
 
     def check(self) -> None:
         """Read a given pairs file before any model loads, so a bad path or row fails the run at once."""
-        if self.config.pairs != "synthetic":
+        if self.config.pairs not in ("synthetic", "mined"):
             from dharma_train.data.pairs import load_pairs
 
             load_pairs(self.config.pairs)
@@ -50,20 +54,33 @@ class DPOStage:
 
         from dharma_train.data.conversation import dpo_dataset
         from dharma_train.data.pairs import load_pairs, loop_pairs, save_pairs
+        from dharma_train.files import write_json_atomically
         from dharma_train.models.loading import load_model, load_processor
         from dharma_train.stages.saving import save_trained, write_stage_record
         from dharma_train.tracking import report_to
         from dharma_train.training import freeze_vision_tower, lora_config, trainer_arguments
 
         cfg, opt = self.config, self.config.optimization
-        if cfg.pairs == "synthetic":
+        processor = load_processor(model.processor_location, context.model.min_pixels, context.model.max_pixels)
+        dtype = context.trainer.training_dtype(opt.method)
+        network = load_model(model, dtype=dtype, settings=context.model)
+        mining = {}
+        if cfg.pairs == "mined":
+            pairs, mining = self._mine(network, processor, pages, context)
+        elif cfg.pairs == "synthetic":
             pairs = loop_pairs(pages, cfg.task, seed=context.trainer.seed)
         else:
             pairs = load_pairs(cfg.pairs)
         save_pairs(pairs, output_dir)
-        processor = load_processor(model.processor_location, context.model.min_pixels, context.model.max_pixels)
-        dtype = context.trainer.training_dtype(opt.method)
-        network = load_model(model, dtype=dtype, settings=context.model)
+        write_json_atomically(output_dir / "pairs_summary.json", {"source": cfg.pairs, "pairs": len(pairs), **mining})
+        if cfg.pairs == "mined" and len(pairs) < cfg.mining.min_pairs:
+            reason = (f"{self.name}: only {len(pairs)} preference pairs (need {cfg.mining.min_pairs}): "
+                      f"the input model rarely fails on these pages")
+            if cfg.mining.on_too_few == "fail":
+                raise DataError(reason + "; set mining.on_too_few=skip to pass the model on untrained")
+            write_stage_record(output_dir, {"name": self.name, "kind": self.kind, "input": model.to_dict(),
+                                            "output": model.to_dict(), "config": asdict(cfg), "skipped": reason})
+            return StageResult(self.name, model, {"skipped": reason, "pairs": len(pairs), **mining})
         reference = None
         if opt.method == "full":
             if opt.freeze_vision:
@@ -83,10 +100,22 @@ class DPOStage:
             processing_class=processor, peft_config=lora_config(opt.lora) if opt.method == "lora" else None,
         )
         metrics = trainer.train().metrics
-        metrics["pairs"] = len(pairs)
+        metrics.update({"pairs": len(pairs), **mining})
         artifact = save_trained(trainer.model, processor, model, output_dir, opt.save,
                                 context.trainer.model_dtype())
         write_stage_record(output_dir, {"name": self.name, "kind": self.kind, "input": model.to_dict(),
                                         "output": artifact.to_dict(), "config": asdict(cfg),
                                         "pairs": len(pairs), "metrics": metrics})
         return StageResult(self.name, artifact, metrics)
+
+    def _mine(self, network, processor, pages: PageSet, context: StageContext) -> tuple[list, dict]:
+        """Mine with the model about to be trained, on the device it will train on."""
+        from dharma_train.mining import mine_pairs
+
+        device = context.trainer.resolved_device()
+        network.to(device)
+        pairs, stats = mine_pairs(network, processor, pages, self.config.task, self.config.mining,
+                                  seed=context.trainer.seed)
+        network.train()
+        return pairs, {"mining": stats}
+

@@ -1,5 +1,7 @@
 """DPO on the tiny model: LoRA (base as implicit reference) and full fine-tuning (explicit frozen reference)."""
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModelForImageTextToText
@@ -7,12 +9,14 @@ from transformers import AutoModelForImageTextToText
 from dharma_train import DPOStage, DPOStageConfig, StageContext
 from dharma_train.data.pairs import load_pairs, loop_pairs, save_pairs
 from dharma_train.errors import DataError
+from dharma_train.mining import MiningConfig
 from dharma_train.training import OptimizationConfig, TrainerConfig
 
 CONTEXT = StageContext(trainer=TrainerConfig(device="cpu", precision="fp32", logging_steps=1))
 
 
 def _dpo(method, **extra):
+    extra.setdefault("pairs", "synthetic")
     return DPOStageConfig(optimization=OptimizationConfig(method=method, max_steps=2, batch_size=4,
                                                           learning_rate=1e-3), **extra)
 
@@ -41,3 +45,38 @@ def test_missing_pairs_file_is_named(tiny_artifact, pages, tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         DPOStage("dpo", _dpo("lora", pairs=str(tmp_path / "nope.jsonl"))).run(
             tiny_artifact, pages[0], tmp_path, CONTEXT)
+
+
+SMALL_MINING = MiningConfig(samples_per_page=1, max_new_tokens=24, batch_size=8, min_pairs=4)
+
+
+@pytest.mark.slow
+def test_mined_pairs_are_the_models_own_failures_with_provenance(tiny_artifact, pages, tmp_path):
+    result = DPOStage("dpo", _dpo("lora", pairs="mined", mining=SMALL_MINING)).run(
+        tiny_artifact, pages[0], tmp_path, CONTEXT)
+    mined = load_pairs(tmp_path)
+    assert result.metrics["pairs"] == len(mined) >= 4
+    assert {pair.source for pair in mined} <= {"greedy", "sample-0"}
+    assert all(pair.reason in ("degenerate", "invalid_json", "schema", "furniture_repeat") for pair in mined)
+    assert all(pair.chosen == page_answer(pages[0], pair.id) for pair in mined)
+    summary = json.loads((tmp_path / "pairs_summary.json").read_text())
+    assert summary["mining"]["generated"] == 2 * len(pages[0])  # greedy + one sample per page
+    assert sum(summary["mining"]["pairs_by_reason"].values()) == len(mined)
+
+
+@pytest.mark.slow
+def test_too_few_mined_pairs_skip_or_fail_as_configured(tiny_artifact, pages, tmp_path):
+    picky = MiningConfig(greedy=True, samples_per_page=0, max_new_tokens=8, reasons=["furniture_repeat"],
+                         min_pairs=1)  # an untrained model never repeats page furniture in 8 tokens
+    result = DPOStage("dpo", _dpo("lora", pairs="mined", mining=picky)).run(
+        tiny_artifact, pages[0], tmp_path / "skip", CONTEXT)
+    assert result.artifact == tiny_artifact and "only 0 preference pairs" in result.metrics["skipped"]
+    assert not (tmp_path / "skip" / "model").exists()
+    picky.on_too_few = "fail"
+    with pytest.raises(DataError, match="only 0 preference pairs"):
+        DPOStage("dpo", _dpo("lora", pairs="mined", mining=picky)).run(tiny_artifact, pages[0], tmp_path / "f",
+                                                                       CONTEXT)
+
+
+def page_answer(page_set, page_id):
+    return next(page.answer.to_json() for page in page_set if page.id == page_id)

@@ -1,0 +1,100 @@
+"""DPO pair mining: the model's own bad answers become the rejected side, the ground truth the chosen side.
+
+DharmaOCR's anti-degeneration DPO: generate with the SFT model on training pages (greedy and sampled), keep the
+outputs the evaluation module flags (loops, invalid JSON, schema violations, page furniture repeated in the
+body), and pair each with the page's true answer. Usable alone (`mine_pairs`) and inside the `dpo` stage
+(`pairs: mined`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+
+from dharma_train.data.pages import PageSet
+from dharma_train.data.pairs import PreferencePair
+from dharma_train.data.prompts import target_text
+from dharma_train.evaluation.generate import generate
+from dharma_train.evaluation.metrics import PageScore, score_page
+
+log = logging.getLogger(__name__)
+
+REASONS = ("degenerate", "furniture_repeat", "invalid_json", "schema")
+
+
+@dataclass
+class MiningConfig:
+    """How candidates are generated and which failures become rejected answers (`stages.NAME.mining`)."""
+
+    greedy: bool = True  # include the greedy answer: the one evaluation sees
+    samples_per_page: int = 2  # sampled answers per page, on top of greedy
+    temperature: float = 1.0
+    top_p: float = 0.95
+    max_new_tokens: int = 512  # the bound a looping answer runs into
+    batch_size: int = 8
+    reasons: list[str] = field(default_factory=lambda: list(REASONS))
+    max_pairs_per_page: int = 2
+    min_pairs: int = 8  # fewer than this: act per `on_too_few`
+    on_too_few: str = "skip"  # skip: the stage passes its input model on, with the reason in the report | fail
+
+    def __post_init__(self):
+        unknown = sorted(set(self.reasons) - set(REASONS))
+        if unknown or not self.reasons:
+            raise ValueError(f"mining.reasons must be a non-empty subset of {list(REASONS)}, got {self.reasons}")
+        if self.on_too_few not in ("skip", "fail"):
+            raise ValueError(f"mining.on_too_few must be 'skip' or 'fail', got {self.on_too_few!r}")
+        if not self.greedy and self.samples_per_page < 1:
+            raise ValueError("mining needs greedy=true or samples_per_page >= 1")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.max_pairs_per_page < 1 or self.min_pairs < 1:
+            raise ValueError("mining: temperature > 0, 0 < top_p <= 1, max_pairs_per_page and min_pairs >= 1")
+
+
+def rejection_reason(score: PageScore) -> str:
+    """The mining reason for a scored answer, or "" when the answer is acceptable."""
+    if score.degeneration_reason == "furniture_repeat":
+        return "furniture_repeat"
+    if score.degenerate:
+        return "degenerate"
+    if not score.json_valid:
+        return "invalid_json"
+    if not score.schema_valid:
+        return "schema"
+    return ""
+
+
+def mine_pairs(model, processor, pages: PageSet, task: str, config: MiningConfig, seed: int = 0,
+               progress: bool = True) -> tuple[list[PreferencePair], dict]:
+    """Preference pairs from the model's own failures on the pages, and counts of what was generated and kept."""
+    passes = ([("greedy", None)] if config.greedy else []) + [
+        (f"sample-{n}", {"temperature": config.temperature, "top_p": config.top_p})
+        for n in range(config.samples_per_page)]
+    pairs: list[PreferencePair] = []
+    per_page: Counter = Counter()
+    seen: set[tuple[str, str]] = set()
+    counts = Counter()
+    for number, (source, sampling) in enumerate(passes):
+        torch.manual_seed(seed + number)
+        generations, _ = generate(model, processor, pages.pages, task, config.max_new_tokens, config.batch_size,
+                                  cache="auto", progress=progress, sampling=sampling)
+        for page, generation in zip(pages, generations):
+            counts["generated"] += 1
+            score = score_page(page.id, page.family, generation.text, page.answer, generation.hit_token_limit,
+                               generation.new_tokens)
+            reason = rejection_reason(score)
+            counts[f"found_{reason or 'clean'}"] += 1
+            chosen = target_text(page.answer, task)
+            if (reason not in config.reasons or per_page[page.id] >= config.max_pairs_per_page
+                    or (page.id, generation.text) in seen or generation.text == chosen):
+                continue
+            seen.add((page.id, generation.text))
+            per_page[page.id] += 1
+            pairs.append(PreferencePair(id=page.id, image=page.image, chosen=chosen, rejected=generation.text,
+                                        reason=reason, source=source))
+    stats = {"pages": len(pages), "pairs": len(pairs), **dict(sorted(counts.items())),
+             "pairs_by_reason": dict(sorted(Counter(p.reason for p in pairs).items()))}
+    log.info("mined %d pairs from %d answers on %d pages: %s", len(pairs), counts["generated"], len(pages),
+             stats["pairs_by_reason"])
+    return pairs, stats

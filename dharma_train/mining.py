@@ -75,12 +75,17 @@ def mine_pairs(model, processor, pages: PageSet, task: str, config: MiningConfig
     per_page: Counter = Counter()
     seen: set[tuple[str, str]] = set()
     counts = Counter()
+    seconds = 0.0
     for number, (source, sampling) in enumerate(passes):
         torch.manual_seed(seed + number)
-        generations, _ = generate(model, processor, pages.pages, task, config.max_new_tokens, config.batch_size,
+        generations, elapsed = generate(model, processor, pages.pages, task, config.max_new_tokens, config.batch_size,
                                   cache="auto", progress=progress, sampling=sampling)
+        seconds += elapsed
         for page, generation in zip(pages, generations):
             counts["generated"] += 1
+            if not generation.text.strip():  # nothing but special tokens: no text to prefer against
+                counts["found_empty"] += 1
+                continue
             score = score_page(page.id, page.family, generation.text, page.answer, generation.hit_token_limit,
                                generation.new_tokens)
             reason = rejection_reason(score)
@@ -93,7 +98,7 @@ def mine_pairs(model, processor, pages: PageSet, task: str, config: MiningConfig
             per_page[page.id] += 1
             pairs.append(PreferencePair(id=page.id, image=page.image, chosen=chosen, rejected=generation.text,
                                         reason=reason, source=source))
-    stats = {"pages": len(pages), "pairs": len(pairs), **dict(sorted(counts.items())),
+    stats = {"pages": len(pages), "pairs": len(pairs), "seconds": seconds, **dict(sorted(counts.items())),
              "pairs_by_reason": dict(sorted(Counter(p.reason for p in pairs).items()))}
     log.info("mined %d pairs from %d answers on %d pages: %s", len(pairs), counts["generated"], len(pages),
              stats["pairs_by_reason"])

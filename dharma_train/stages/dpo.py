@@ -53,8 +53,6 @@ class DPOStage:
         from trl import DPOConfig, DPOTrainer
 
         from dharma_train.data.conversation import dpo_dataset
-        from dharma_train.data.pairs import load_pairs, loop_pairs, save_pairs
-        from dharma_train.files import write_json_atomically
         from dharma_train.models.loading import load_model, load_processor
         from dharma_train.stages.saving import save_trained, write_stage_record
         from dharma_train.tracking import report_to
@@ -64,15 +62,7 @@ class DPOStage:
         processor = load_processor(model.processor_location, context.model.min_pixels, context.model.max_pixels)
         dtype = context.trainer.training_dtype(opt.method)
         network = load_model(model, dtype=dtype, settings=context.model)
-        mining = {}
-        if cfg.pairs == "mined":
-            pairs, mining = self._mine(network, processor, pages, context)
-        elif cfg.pairs == "synthetic":
-            pairs = loop_pairs(pages, cfg.task, seed=context.trainer.seed)
-        else:
-            pairs = load_pairs(cfg.pairs)
-        save_pairs(pairs, output_dir)
-        write_json_atomically(output_dir / "pairs_summary.json", {"source": cfg.pairs, "pairs": len(pairs), **mining})
+        pairs, mining = self._collect_pairs(network, processor, pages, output_dir, context)
         if cfg.pairs == "mined" and len(pairs) < cfg.mining.min_pairs:
             reason = (f"{self.name}: only {len(pairs)} preference pairs (need {cfg.mining.min_pairs}): "
                       f"the input model rarely fails on these pages")
@@ -108,14 +98,24 @@ class DPOStage:
                                         "pairs": len(pairs), "metrics": metrics})
         return StageResult(self.name, artifact, metrics)
 
-    def _mine(self, network, processor, pages: PageSet, context: StageContext) -> tuple[list, dict]:
-        """Mine with the model about to be trained, on the device it will train on."""
+    def _collect_pairs(self, network, processor, pages: PageSet, output_dir: Path,
+                       context: StageContext) -> tuple[list, dict]:
+        """The configured pairs, saved with a summary; mining uses the model about to be trained, on its device."""
+        from dharma_train.data.pairs import load_pairs, loop_pairs, save_pairs
+        from dharma_train.files import write_json_atomically
         from dharma_train.mining import mine_pairs
 
-        device = context.trainer.resolved_device()
-        network.to(device)
-        pairs, stats = mine_pairs(network, processor, pages, self.config.task, self.config.mining,
-                                  seed=context.trainer.seed)
-        network.train()
-        return pairs, {"mining": stats}
+        cfg, mining = self.config, {}
+        if cfg.pairs == "mined":
+            network.to(context.trainer.resolved_device())
+            pairs, stats = mine_pairs(network, processor, pages, cfg.task, cfg.mining, seed=context.trainer.seed)
+            network.train()
+            mining = {"mining": stats}
+        elif cfg.pairs == "synthetic":
+            pairs = loop_pairs(pages, cfg.task, seed=context.trainer.seed)
+        else:
+            pairs = load_pairs(cfg.pairs)
+        save_pairs(pairs, output_dir)
+        write_json_atomically(output_dir / "pairs_summary.json", {"source": cfg.pairs, "pairs": len(pairs), **mining})
+        return pairs, mining
 

@@ -46,9 +46,6 @@ def execute(config: RunConfig) -> dict:
     if config.model.path != TINY:
         check_available(ModelArtifact(path=config.model.path))
     config.trainer.check_hardware()
-    for stage in config.stages.values():
-        if stage.data:
-            load_pages(stage.data)
     train, eval_pages = prepare_pages(config)
     log.info("pages: %d for training (%s), %d for evaluation (%s)", len(train), train.root, len(eval_pages),
              eval_pages.root)

@@ -2,7 +2,7 @@
 
 Qwen2.5-VL's vision tower attends within windows listed by `cu_seqlens`. With sdpa, transformers runs one kernel
 per window per layer (tens of thousands per page batch): on an H100 that loop is ~94 % of a training step and
-most of a generation prefill (docs/gpu.md). Unless flash-attn is requested, this module swaps each vision
+most of a generation prefill (docs/generation-benchmark.md). Unless flash-attn is requested, this module swaps each vision
 attention's forward for one that makes a single `torch.nn.attention.varlen.varlen_attn` call per layer over the
 same `cu_seqlens` — on CUDA in bf16/fp16, where that kernel runs; elsewhere the stock forward runs unchanged.
 Hand-written because transformers routes varlen only to flash-attn (5.17 to 5.23).

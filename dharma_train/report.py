@@ -74,6 +74,7 @@ def render_report(summary: dict, plots: list[str] | None = None) -> str:
                                              for key, fmt in (("quality_score", "{:.3f}"), ("cer", "{:.3f}"),
                                                               ("degeneration_rate", "{:.1%}"))]
                              for e in entries])
+    lines += _pairs_section(entries)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     lines += ["", "## Models", ""] + [f"- `{e['stage']}`: {e['model']}" + _skipped(e) for e in entries] + [""]
@@ -82,6 +83,25 @@ def render_report(summary: dict, plots: list[str] | None = None) -> str:
 
 def write_report(summary: dict, path: Path, plots: list[str] | None = None) -> None:
     write_text_atomically(path, render_report(summary, plots))
+
+
+def _pairs_section(entries: list[dict]) -> list[str]:
+    """What each preference stage trained on: mined answers and why they were rejected."""
+    rows = []
+    for e in entries:
+        train = e.get("train", {})
+        if "pairs" not in train:
+            continue
+        mining = train.get("mining", {})
+        found = ", ".join(f"{k.removeprefix('found_')} {v}" for k, v in mining.items() if k.startswith("found_"))
+        by_reason = ", ".join(f"{k} {v}" for k, v in mining.get("pairs_by_reason", {}).items())
+        rows.append([e["stage"], str(train["pairs"]), "mined" if mining else "given or synthetic",
+                     str(mining.get("generated", "")), found, by_reason])
+    if not rows:
+        return []
+    return ["", "## Preference pairs", "", "Answers the input model generated while mining, what the detectors "
+            "found in them, and the pairs kept (chosen: the ground truth).", ""] + _table(
+        ["point", "pairs", "source", "answers generated", "found", "pairs by reason"], rows)
 
 
 def _skipped(entry: dict) -> str:

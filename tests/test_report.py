@@ -51,3 +51,13 @@ def test_per_field_rates_get_their_own_table():
                                        "metrics": {**_metrics(0.5, 0.8, 0.2), "footer_cer": 0.125}}]}
     report = render_report(summary)
     assert "footer CER" in report and "0.125" in report
+
+
+def test_mined_pairs_are_reported_with_their_reasons():
+    mining = {"pages": 4, "pairs": 5, "generated": 8, "found_clean": 3, "found_degenerate": 5,
+              "pairs_by_reason": {"degenerate": 5}}
+    dpo = {**SUMMARY["entries"][2], "train": {**SUMMARY["entries"][2]["train"], "pairs": 5, "mining": mining}}
+    report = render_report({**SUMMARY, "entries": SUMMARY["entries"][:2] + [dpo]})
+    assert "## Preference pairs" in report
+    assert "| dpo | 5 | mined | 8 | clean 3, degenerate 5 | degenerate 5 |" in report
+    assert "## Preference pairs" not in render_report(SUMMARY)

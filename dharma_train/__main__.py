@@ -6,7 +6,9 @@ With no arguments it runs the embedded `tiny` recipe: the whole ladder on a rand
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import tempfile
 
 import hydra
 from omegaconf import DictConfig
@@ -18,22 +20,37 @@ log = logging.getLogger("dharma_train")
 
 
 def _run(cfg: DictConfig) -> None:
+    from dharma_train import distributed
     from dharma_train.config import validate
     from dharma_train.run import execute
 
     try:
         config = validate(cfg)
+        distributed.start(cpu=config.trainer.resolved_device() == "cpu")
+        # `${now:...}` resolves in each process and can differ by a second: every process takes rank 0's folder.
+        config.output_dir = distributed.broadcast(config.output_dir)
         summary = execute(config)
     except DharmaError as error:
         log.error("%s", error)
         sys.exit(2)
-    log.info("finished: %s/report.md", config.output_dir)
-    print(open(f"{config.output_dir}/report.md", encoding="utf-8").read())
+    if distributed.is_main():
+        log.info("finished: %s/report.md", config.output_dir)
+        print(open(f"{config.output_dir}/report.md", encoding="utf-8").read())
     return summary
+
+
+def _keep_hydra_files_to_rank_zero(argv: list[str]) -> list[str]:
+    """Processes other than rank 0 keep Hydra's own files (log, resolved config) out of the run folder."""
+    rank = os.environ.get("RANK", "0")
+    if rank == "0":
+        return argv
+    return [*argv, "hydra.output_subdir=null",
+            f"hydra.run.dir={tempfile.gettempdir()}/dharma_train_hydra/rank{rank}_pid{os.getpid()}"]
 
 
 def main() -> None:
     register_recipes()
+    sys.argv = _keep_hydra_files_to_rank_zero(sys.argv)
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=CONFIG_NAME)(_run)()
 
 

@@ -17,7 +17,7 @@ import torch
 from dharma_train.data.pages import PageSet
 from dharma_train.data.pairs import PreferencePair
 from dharma_train.data.prompts import target_text
-from dharma_train.evaluation.generate import generate
+from dharma_train.evaluation.generate import generate_across_ranks
 from dharma_train.evaluation.metrics import PageScore, score_page
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,10 @@ def rejection_reason(score: PageScore) -> str:
 
 def mine_pairs(model, processor, pages: PageSet, task: str, config: MiningConfig, seed: int = 0,
                progress: bool = True) -> tuple[list[PreferencePair], dict]:
-    """Preference pairs from the model's own failures on the pages, and counts of what was generated and kept."""
+    """Preference pairs from the model's own failures on the pages, and counts of what was generated and kept.
+
+    Under several processes each generates on its share of the pages; every process gets the same pairs.
+    """
     passes = ([("greedy", None)] if config.greedy else []) + [
         (f"sample-{n}", {"temperature": config.temperature, "top_p": config.top_p})
         for n in range(config.samples_per_page)]
@@ -78,8 +81,9 @@ def mine_pairs(model, processor, pages: PageSet, task: str, config: MiningConfig
     seconds = 0.0
     for number, (source, sampling) in enumerate(passes):
         torch.manual_seed(seed + number)
-        generations, elapsed = generate(model, processor, pages.pages, task, config.max_new_tokens, config.batch_size,
-                                  cache="auto", progress=progress, sampling=sampling)
+        generations, elapsed = generate_across_ranks(model, processor, pages.pages, task, config.max_new_tokens,
+                                                     config.batch_size, cache="auto", progress=progress,
+                                                     sampling=sampling)
         seconds += elapsed
         for page, generation in zip(pages, generations):
             counts["generated"] += 1

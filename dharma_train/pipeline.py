@@ -9,13 +9,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dharma_train.artifact import ModelArtifact
+from dharma_train.distributed import is_main
 from dharma_train.data.pages import PageSet, load_pages
 from dharma_train.files import write_json_atomically
 from dharma_train.evaluation.hook import EvalConfig, evaluate
 from dharma_train.plots import plot_run
 from dharma_train.report import write_report
 from dharma_train.stage import Stage, StageContext
-from dharma_train.tracking import EvaluationLog
+from dharma_train.tracking import EvaluationLog, TrackingConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,10 @@ class Pipeline:
     context: StageContext = field(default_factory=StageContext)
 
     def run(self, base: ModelArtifact, train: PageSet, eval_pages: PageSet, output_dir: str | Path) -> dict:
-        """Evaluate the base, then train and evaluate each stage; summary.json and report.md grow after each point."""
+        """Evaluate the base, then train and evaluate each stage; summary.json and report.md grow after each point.
+
+        Launched on several processes, every process runs this; rank 0 alone writes and tracks.
+        """
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         stage_pages = self._stage_pages(train)  # loaded first: a bad data path fails before any model loads
@@ -35,7 +39,8 @@ class Pipeline:
             if hasattr(stage, "check"):
                 stage.check()
         summary = {"run": self.context.run_name, "evaluation": asdict(self.evaluation), "entries": []}
-        tracker = EvaluationLog(self.context.tracking, self.context.run_name, str(output_dir))
+        tracker = EvaluationLog(self.context.tracking if is_main() else TrackingConfig(), self.context.run_name,
+                                str(output_dir))
         try:
             total = len(self.stages)
             log.info("[0/%d] evaluating the base model %s", total, base.path)
@@ -76,7 +81,8 @@ class Pipeline:
         metrics = evaluate(model, processor, pages, self.evaluation, output_dir=folder)
         del model
         gc.collect()
-        write_json_atomically(folder / "metrics.json", metrics)
+        if is_main():
+            write_json_atomically(folder / "metrics.json", metrics)
         return {"stage": name, "kind": kind, "model": artifact.path, "artifact": artifact.to_dict(),
                 "metrics": metrics, "train": train}
 
@@ -84,6 +90,8 @@ class Pipeline:
     def _record(summary: dict, tracker: EvaluationLog, entry: dict, output_dir: Path) -> None:
         """Append a point, then rewrite summary.json, the plots and report.md, and log it."""
         summary["entries"].append(entry)
+        if not is_main():
+            return
         tracker.log(len(summary["entries"]) - 1, entry["stage"], entry["metrics"])
         write_json_atomically(output_dir / "summary.json", summary)
         write_report(summary, output_dir / "report.md", plots=plot_run(summary, output_dir))

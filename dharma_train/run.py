@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from dharma_train import distributed
 from dharma_train.artifact import ModelArtifact
 from dharma_train.config import RunConfig
 from dharma_train.data.pages import PageSet, load_pages
@@ -26,15 +27,15 @@ def base_artifact(path: str) -> ModelArtifact:
 
 
 def prepare_pages(config: RunConfig) -> tuple[PageSet, PageSet]:
-    """The given page folders, with any missing split generated into the run folder."""
+    """The given page folders, with any missing split generated into the run folder (by rank 0 alone)."""
     data = config.data
     given = {split: load_pages(path) for split, path in (("train", data.train), ("eval", data.eval)) if path}
     if len(given) < 2:
         from dharma_train.data.synthetic import generate_splits
 
         s = data.synthetic
-        generated = generate_splits(Path(config.output_dir) / "data", n_train=s.train_pages, n_eval=s.eval_pages,
-                                    seed=s.seed, width=s.width, height=s.height)
+        generated = distributed.on_main(generate_splits, Path(config.output_dir) / "data", n_train=s.train_pages,
+                                        n_eval=s.eval_pages, seed=s.seed, width=s.width, height=s.height)
         given = {"train": given.get("train", generated[0]), "eval": given.get("eval", generated[1])}
     return given["train"], given["eval"]
 
@@ -46,10 +47,14 @@ def execute(config: RunConfig) -> dict:
     if config.model.path != TINY:
         check_available(ModelArtifact(path=config.model.path))
     config.trainer.check_hardware()
+    distributed.start(cpu=config.trainer.resolved_device() == "cpu")
+    config.trainer.hardware.check(config.trainer.resolved_device(), distributed.world_size(), distributed.launched(),
+                                  {f"stages.{name}": stage.optimization.batch_size
+                                   for name, stage in config.stages.items()})
     train, eval_pages = prepare_pages(config)
     log.info("pages: %d for training (%s), %d for evaluation (%s)", len(train), train.root, len(eval_pages),
              eval_pages.root)
-    base = base_artifact(config.model.path)
+    base = distributed.on_main(base_artifact, config.model.path)  # the tiny model is built once, by rank 0
     pipeline = Pipeline(
         stages=[build_stage(name, stage) for name, stage in config.stages.items()],
         evaluation=config.evaluation,

@@ -7,6 +7,8 @@ from functools import cache
 
 import torch
 
+from dharma_train.hardware import HardwareConfig
+
 # Language-model projections only: the vision tower's MLP reuses the names gate/up/down_proj.
 LANGUAGE_LINEARS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
@@ -31,6 +33,7 @@ class TrainerConfig:
     dataloader_workers: int = 0
     seed: int = 0
     logging_steps: int = 10
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)  # group `hardware`: single | ddp | fsdp2 | zero3
 
     def __post_init__(self):
         _choice("trainer.device", self.device, ("auto", "cpu", "cuda"))
@@ -105,12 +108,17 @@ class OptimizationConfig:
 
 def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig, output_dir: str,
                       report_to: list[str], run_name: str) -> dict:
-    """Keyword arguments both SFTConfig and DPOConfig take, derived from our configs; nothing is saved mid-run."""
+    """Keyword arguments both SFTConfig and DPOConfig take, derived from our configs; nothing is saved mid-run.
+
+    `batch_size` is the global batch: each of the run's processes takes an equal share of it.
+    """
+    from dharma_train.distributed import world_size
+
     precision = hardware.resolved_precision()
     return {
         "output_dir": output_dir,
         "run_name": run_name,
-        "per_device_train_batch_size": optimization.batch_size,
+        "per_device_train_batch_size": max(1, optimization.batch_size // world_size()),
         "gradient_accumulation_steps": optimization.gradient_accumulation,
         "learning_rate": optimization.learning_rate,
         "max_steps": optimization.max_steps,
@@ -123,7 +131,8 @@ def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig,
         "report_to": report_to,
         "bf16": precision == "bf16",
         "use_cpu": hardware.resolved_device() == "cpu",
-        _checkpointing_argument(): hardware.gradient_checkpointing,
+        _checkpointing_argument(): hardware.hardware.trainer_checkpointing(hardware.gradient_checkpointing),
+        **hardware.hardware.trainer_arguments(activation_checkpointing=hardware.gradient_checkpointing),
         "dataloader_num_workers": hardware.dataloader_workers,
         "seed": hardware.seed,
         "data_seed": hardware.seed,

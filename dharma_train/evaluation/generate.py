@@ -93,3 +93,15 @@ def _pixels(page: Page) -> int:
     """Image area from the file header alone, to order pages without decoding them."""
     with Image.open(page.image) as image:
         return image.width * image.height
+
+
+def generate_across_ranks(model, processor, pages: list[Page], task: str, max_new_tokens: int, batch_size: int,
+                          cache: str = "auto", progress: bool = True, sampling: dict | None = None,
+                          ) -> tuple[list[Generation], float]:
+    """`generate` with the pages split over the run's processes: every process gets every answer, in page order,
+    and the slowest process's wall time. With one process it is `generate`."""
+    from dharma_train import distributed
+
+    generations, seconds = generate(model, processor, distributed.shard(pages), task, max_new_tokens, batch_size,
+                                    cache=cache, progress=progress and distributed.is_main(), sampling=sampling)
+    return distributed.gather(generations), max(distributed.gather([seconds]))

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dharma_train.data.pages import PageSet
-from dharma_train.evaluation.generate import generate
+from dharma_train.distributed import is_main
+from dharma_train.evaluation.generate import generate_across_ranks
 from dharma_train.evaluation.metrics import aggregate, score_page
 from dharma_train.files import write_jsonl_atomically
 
@@ -40,16 +41,17 @@ class EvalConfig:
 
 def evaluate(model, processor, pages: PageSet, config: EvalConfig, output_dir: str | Path | None = None,
              progress: bool = True) -> dict:
-    """Generate on the pages, score them, and (given a folder) keep every output in predictions.jsonl."""
+    """Generate on the pages (split over the run's processes), score them, and (given a folder) keep every output
+    in predictions.jsonl, written by rank 0; every process returns the same metrics."""
     selected = pages.pages[: config.max_pages] if config.max_pages else pages.pages
-    generations, seconds = generate(model, processor, selected, config.task, config.max_new_tokens,
-                                    config.batch_size, cache=config.cache, progress=progress)
+    generations, seconds = generate_across_ranks(model, processor, selected, config.task, config.max_new_tokens,
+                                                 config.batch_size, cache=config.cache, progress=progress)
     scores = [score_page(page.id, page.family, g.text, page.answer, g.hit_token_limit, g.new_tokens)
               for page, g in zip(selected, generations)]
     metrics = aggregate(scores)
     metrics.update(throughput([g.new_tokens for g in generations], [g.seconds for g in generations], seconds,
                               config.price_per_hour))
-    if output_dir is not None:
+    if output_dir is not None and is_main():
         write_jsonl_atomically(Path(output_dir) / "predictions.jsonl",
                                ({**asdict(score), "output": g.text} for score, g in zip(scores, generations)))
     return metrics

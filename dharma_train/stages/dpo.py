@@ -54,7 +54,7 @@ class DPOStage:
 
         from dharma_train.data.conversation import dpo_dataset
         from dharma_train.models.loading import load_model, load_processor
-        from dharma_train.stages.saving import save_trained, write_stage_record
+        from dharma_train.stages.saving import save_from_trainer, write_stage_record
         from dharma_train.tracking import report_to
         from dharma_train.training import freeze_vision_tower, lora_config, trainer_arguments
 
@@ -91,8 +91,8 @@ class DPOStage:
         )
         metrics = trainer.train().metrics
         metrics.update({"pairs": len(pairs), **mining})
-        artifact = save_trained(trainer.model, processor, model, output_dir, opt.save,
-                                context.trainer.model_dtype())
+        artifact = save_from_trainer(trainer, processor, model, output_dir, opt.save,
+                                     context.trainer.model_dtype())
         write_stage_record(output_dir, {"name": self.name, "kind": self.kind, "input": model.to_dict(),
                                         "output": artifact.to_dict(), "config": asdict(cfg),
                                         "pairs": len(pairs), "metrics": metrics})
@@ -102,6 +102,7 @@ class DPOStage:
                        context: StageContext) -> tuple[list, dict]:
         """The configured pairs, saved with a summary; mining uses the model about to be trained, on its device."""
         from dharma_train.data.pairs import load_pairs, loop_pairs, save_pairs
+        from dharma_train.distributed import is_main
         from dharma_train.files import write_json_atomically
         from dharma_train.mining import mine_pairs
 
@@ -115,7 +116,9 @@ class DPOStage:
             pairs = loop_pairs(pages, cfg.task, seed=context.trainer.seed)
         else:
             pairs = load_pairs(cfg.pairs)
-        save_pairs(pairs, output_dir)
-        write_json_atomically(output_dir / "pairs_summary.json", {"source": cfg.pairs, "pairs": len(pairs), **mining})
+        if is_main():
+            save_pairs(pairs, output_dir)
+            write_json_atomically(output_dir / "pairs_summary.json",
+                                  {"source": cfg.pairs, "pairs": len(pairs), **mining})
         return pairs, mining
 

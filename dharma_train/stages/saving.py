@@ -1,13 +1,54 @@
-"""Saving a trained model as the next stage's input: written to a temporary folder, then renamed into place."""
+"""Saving a trained model as the next stage's input: written to a temporary folder, then renamed into place.
+
+Under several processes rank 0 writes; when the model is sharded (FSDP2, ZeRO-3) every process first takes part in
+gathering its full weights. Either way the result is a plain transformers folder that loads on one GPU.
+"""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
+from dharma_train import distributed
 from dharma_train.artifact import ModelArtifact
 from dharma_train.files import write_json_atomically
 from dharma_train.models.loading import DTYPES
+
+log = logging.getLogger(__name__)
+
+
+def save_from_trainer(trainer, processor, source: ModelArtifact, output_dir: Path, save: str,
+                      dtype: str = "float32") -> ModelArtifact:
+    """`save_trained` for a trained TRL trainer, on every process; all of them return the saved artifact.
+
+    A sharded model is gathered by `Trainer.save_model` (FSDP2 full state dict, ZeRO-3 16-bit consolidation) into
+    `gathered.tmp/` on rank 0, which reloads it as one plain model (merging a LoRA adapter onto its base) and
+    saves it the usual way. Otherwise rank 0 already holds the whole model and saves it directly.
+    """
+    sharded = bool(getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False))
+    if not sharded:
+        return distributed.on_main(save_trained, trainer.model, processor, source, output_dir, save, dtype)
+    gathered = output_dir / "gathered.tmp"
+    log.info("gathering the sharded model's full weights to rank 0")
+    trainer.save_model(str(gathered))  # a collective: every process must call it
+    return distributed.on_main(_save_gathered, gathered, processor, source, output_dir, save, dtype)
+
+
+def _save_gathered(gathered: Path, processor, source: ModelArtifact, output_dir: Path, save: str,
+                   dtype: str) -> ModelArtifact:
+    from dharma_train.models.loading import load_model
+
+    if (gathered / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = load_model(source, dtype=dtype)
+        model = PeftModel.from_pretrained(base, str(gathered))
+    else:
+        model = load_model(ModelArtifact(path=str(gathered)), dtype=dtype)
+    artifact = save_trained(model, processor, source, output_dir, save, dtype)
+    shutil.rmtree(gathered, ignore_errors=True)
+    return artifact
 
 
 def save_trained(model, processor, source: ModelArtifact, output_dir: Path, save: str,
@@ -36,5 +77,6 @@ def _save_atomically(model, processor, target: Path) -> Path:
 
 
 def write_stage_record(output_dir: Path, record: dict) -> None:
-    """stage.json: what the stage started from, its resolved config and its training metrics."""
-    write_json_atomically(output_dir / "stage.json", record)
+    """stage.json: what the stage started from, its resolved config and its training metrics (rank 0 writes)."""
+    if distributed.is_main():
+        write_json_atomically(output_dir / "stage.json", record)

@@ -41,7 +41,7 @@ class SFTStage:
 
         from dharma_train.data.conversation import sft_dataset
         from dharma_train.models.loading import load_model, load_processor
-        from dharma_train.stages.saving import save_trained, write_stage_record
+        from dharma_train.stages.saving import save_from_trainer, write_stage_record
         from dharma_train.tracking import report_to
         from dharma_train.training import freeze_vision_tower, lora_config, trainer_arguments
 
@@ -58,8 +58,8 @@ class SFTStage:
             processing_class=processor, peft_config=lora_config(opt.lora) if opt.method == "lora" else None,
         )
         metrics = trainer.train().metrics
-        artifact = save_trained(trainer.model, processor, model, output_dir, opt.save,
-                                context.trainer.model_dtype())
+        artifact = save_from_trainer(trainer, processor, model, output_dir, opt.save,
+                                     context.trainer.model_dtype())
         write_stage_record(output_dir, {"name": self.name, "kind": self.kind, "input": model.to_dict(),
                                         "output": artifact.to_dict(), "config": asdict(self.config),
                                         "train_pages": str(pages.root), "metrics": metrics})

@@ -93,3 +93,27 @@ def test_sample_boundaries_come_from_positions_that_restart_at_zero():
     cu_seqlens, longest = _boundaries(torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]]))
     assert cu_seqlens.tolist() == [0, 3, 5, 9] and longest == 4
     assert _boundaries(torch.tensor([[0, 1, 2], [0, 1, 2]])) == (None, None)
+
+
+def test_dpo_per_token_log_probs_match_on_a_preference_batch(tiny_artifact, pages):
+    """DPO's batch is [chosen; rejected] with left-padded prompts: the packed model scores every token the same."""
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+    from trl.trainer.utils import add_fused_lm_head
+
+    from dharma_train.data.conversation import dpo_dataset
+    from dharma_train.data.pairs import loop_pairs
+
+    processor = load_processor(tiny_artifact.path)
+    rows = dpo_dataset(loop_pairs(pages[0], "structured")[:3], "structured")
+    batch = DataCollatorForVisionPreference(processor)([rows[i] for i in range(3)])
+    labels = batch["input_ids"].masked_fill(batch.pop("completion_mask") == 0, -100)
+    stock = load_model(tiny_artifact).eval()
+    packed = copy.deepcopy(stock)
+    use_padding_free(packed)
+    scores = []
+    for model in (stock, packed):
+        add_fused_lm_head(model)
+        with torch.no_grad():
+            scores.append(model(**batch, labels=labels, use_cache=False, fused_lm_head=True).log_probs)
+    assert (batch["attention_mask"] == 0).any()
+    torch.testing.assert_close(scores[1], scores[0], rtol=1e-5, atol=1e-5)

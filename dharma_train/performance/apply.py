@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
 from dharma_train.performance.config import PerformanceConfig
@@ -28,6 +29,17 @@ def speed_up(model, config: PerformanceConfig, device: str) -> dict[str, str]:
     for name, state in outcome.items():
         (log.info if state == "on" else log.warning)("performance.%s: %s", name, state)
     return outcome
+
+
+def quantized_base(method: str, config: PerformanceConfig) -> bool:
+    """QLoRA: whether a stage of this method loads its frozen base in 4-bit (LoRA, lora_4bit, bitsandbytes here)."""
+    if not (config.lora_4bit and method == "lora"):
+        return False
+    if importlib.util.find_spec("bitsandbytes") is None:
+        log.warning("performance.lora_4bit: off (needs bitsandbytes: pip install bitsandbytes)")
+        return False
+    log.info("performance.lora_4bit: on (frozen base in 4-bit NF4)")
+    return True
 
 
 def _try(possible: bool, apply, reason: str) -> str:

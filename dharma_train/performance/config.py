@@ -15,6 +15,7 @@ class PerformanceConfig:
     checkpoint_every: int = 1  # with trainer.gradient_checkpointing: recompute every n-th layer, keep the rest
     fused_optimizer: bool = True  # fused AdamW on CUDA (one kernel for all parameters)
     prefetch_batches: int = 2  # batches each data-loader worker prepares ahead (workers: trainer.dataloader_workers)
+    lora_4bit: bool = False  # QLoRA: LoRA stages load the frozen language model in 4-bit NF4 (bitsandbytes)
 
     def __post_init__(self):
         if self.checkpoint_every < 1:

@@ -54,7 +54,7 @@ class DPOStage:
 
         from dharma_train.data.conversation import dpo_dataset
         from dharma_train.models.loading import load_model, load_processor
-        from dharma_train.performance import speed_up
+        from dharma_train.performance import quantized_base, speed_up
         from dharma_train.stages.saving import save_trained, write_stage_record
         from dharma_train.tracking import report_to
         from dharma_train.training import freeze_vision_tower, lora_config, trainer_arguments
@@ -62,7 +62,8 @@ class DPOStage:
         cfg, opt = self.config, self.config.optimization
         processor = load_processor(model.processor_location, context.model.min_pixels, context.model.max_pixels)
         dtype = context.trainer.training_dtype(opt.method)
-        network = load_model(model, dtype=dtype, settings=context.model)
+        network = load_model(model, dtype=dtype, settings=context.model,
+                             quantize_4bit=quantized_base(opt.method, context.trainer.performance))
         pairs, mining = self._collect_pairs(network, processor, pages, output_dir, context)
         if cfg.pairs == "mined" and len(pairs) < cfg.mining.min_pairs:
             reason = (f"{self.name}: only {len(pairs)} preference pairs (need {cfg.mining.min_pairs}): "

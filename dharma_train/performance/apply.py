@@ -66,9 +66,10 @@ def performance_arguments(config: PerformanceConfig, device: str, gradient_check
 
     on_gpu = device == "cuda"
     arguments = {"optim": "adamw_torch_fused" if on_gpu and config.fused_optimizer else "adamw_torch"}
-    if gradient_checkpointing:
-        arguments[f"{_checkpointing_argument()}_kwargs"] = {"use_reentrant": False,
-                                                            "every_n_layers": config.checkpoint_every}
+    if gradient_checkpointing and config.checkpoint_every > 1:
+        # SFT keeps this for the whole run; TRL's DPOTrainer re-enables checkpointing on every layer after each
+        # reference forward, so DPO recomputes every layer from its second step on.
+        arguments[f"{_checkpointing_argument()}_kwargs"] = {"every_n_layers": config.checkpoint_every}
     if dataloader_workers > 0:
         arguments.update(dataloader_persistent_workers=True, dataloader_prefetch_factor=config.prefetch_batches,
                          dataloader_pin_memory=on_gpu)

@@ -43,10 +43,10 @@ def quantized_base(method: str, config: PerformanceConfig) -> bool:
 
 
 def _try(possible: bool, apply, reason: str) -> str:
+    """Apply when possible; "on" only if some module was actually patched (apply returns how many)."""
     if not possible:
         return f"off ({reason})"
-    apply()
-    return "on"
+    return "on" if apply() else "off (no Qwen2.5-VL module of that kind in this model)"
 
 
 def compile_layers(model) -> int:
@@ -65,7 +65,11 @@ def performance_arguments(config: PerformanceConfig, device: str, gradient_check
     from dharma_train.training import _checkpointing_argument
 
     on_gpu = device == "cuda"
-    arguments = {"optim": "adamw_torch_fused" if on_gpu and config.fused_optimizer else "adamw_torch"}
+    arguments = {}
+    if not config.fused_optimizer:
+        arguments["optim"] = "adamw_torch"
+    elif on_gpu:
+        arguments["optim"] = "adamw_torch_fused"  # elsewhere: transformers' default (fused too, from torch 2.8)
     if gradient_checkpointing and config.checkpoint_every > 1:
         # SFT keeps this for the whole run; TRL's DPOTrainer re-enables checkpointing on every layer after each
         # reference forward, so DPO recomputes every layer from its second step on.

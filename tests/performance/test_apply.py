@@ -70,7 +70,9 @@ def test_training_arguments_carry_optimizer_checkpointing_and_loader_settings():
     assert next(v for k, v in args.items() if k.endswith("checkpointing_kwargs")) == {"every_n_layers": 2}
     assert args["dataloader_persistent_workers"] and args["dataloader_prefetch_factor"] == 2
     cpu = performance_arguments(PerformanceConfig(), "cpu", gradient_checkpointing=True, dataloader_workers=0)
-    assert cpu == {"optim": "adamw_torch"}  # every layer checkpointed: transformers' own default kwargs
+    assert cpu == {}  # transformers' defaults: its own optimizer choice, every layer checkpointed
+    unfused = performance_arguments(PerformanceConfig(fused_optimizer=False), "cuda", False, 0)
+    assert unfused == {"optim": "adamw_torch"}
 
 
 def test_trl_configs_accept_the_arguments(tmp_path):
@@ -81,3 +83,10 @@ def test_trl_configs_accept_the_arguments(tmp_path):
     for config_class in (SFTConfig, DPOConfig):
         config = config_class(**trainer_arguments(OptimizationConfig(), hardware, str(tmp_path), [], "run"))
         assert config.dataloader_prefetch_factor == 2 and config.dataloader_persistent_workers
+
+
+def test_a_model_without_qwen_modules_reports_nothing_applied():
+    import torch
+
+    outcome = speed_up(torch.nn.Sequential(torch.nn.Linear(4, 4)), PerformanceConfig(), "cuda")
+    assert outcome["padding_free"].startswith("off (no Qwen2.5-VL module")

@@ -8,6 +8,7 @@ from functools import cache
 import torch
 
 from dharma_train.hardware import HardwareConfig
+from dharma_train.performance import PerformanceConfig, performance_arguments
 
 # Language-model projections only: the vision tower's MLP reuses the names gate/up/down_proj.
 LANGUAGE_LINEARS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -34,6 +35,7 @@ class TrainerConfig:
     seed: int = 0
     logging_steps: int = 10
     hardware: HardwareConfig = field(default_factory=HardwareConfig)  # group `hardware`: single | ddp | fsdp2 | zero3
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
 
     def __post_init__(self):
         _choice("trainer.device", self.device, ("auto", "cpu", "cuda"))
@@ -137,6 +139,8 @@ def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig,
         "seed": hardware.seed,
         "data_seed": hardware.seed,
         "max_length": None,  # lengths are checked per sample before training; never cut through image tokens
+        **performance_arguments(hardware.performance, hardware.resolved_device(), hardware.gradient_checkpointing,
+                                hardware.dataloader_workers),
     }
 
 

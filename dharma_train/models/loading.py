@@ -72,8 +72,12 @@ def load_processor(location: str, min_pixels: int | None = None, max_pixels: int
 
 
 def load_model(artifact: ModelArtifact, dtype: str = "float32", settings: ModelConfig | None = None,
-               device: str | None = None):
-    """Full weights as one plain transformers model; adapter chains are loaded and merged into their base."""
+               device: str | None = None, quantize_4bit: bool = False):
+    """Full weights as one plain transformers model; adapter chains are loaded and merged into their base.
+
+    quantize_4bit: the language model's linears in 4-bit NF4 (bitsandbytes), computing in `dtype`: QLoRA's frozen
+    base. The vision tower and the LM head stay in `dtype`.
+    """
     from transformers import AutoModelForImageTextToText
 
     from dharma_train.models.vision_attention import use_varlen_vision_attention
@@ -82,10 +86,29 @@ def load_model(artifact: ModelArtifact, dtype: str = "float32", settings: ModelC
     if artifact.base is not None:
         from peft import PeftModel
 
-        base = load_model(artifact.base, dtype=dtype, settings=settings, device=device)
+        base = load_model(artifact.base, dtype=dtype, settings=settings, device=device, quantize_4bit=quantize_4bit)
         return PeftModel.from_pretrained(base, artifact.path).merge_and_unload()
+    # bitsandbytes quantizes as the weights reach their device, so a 4-bit model is placed at load time
+    quantization = {"quantization_config": _nf4(dtype), "device_map": {"": device or _default_device()}} \
+        if quantize_4bit else {}
     model = AutoModelForImageTextToText.from_pretrained(
-        artifact.path, dtype=DTYPES[dtype], attn_implementation=settings.attn_implementation)
+        artifact.path, dtype=DTYPES[dtype], attn_implementation=settings.attn_implementation, **quantization)
     if settings.vision_attention == "varlen" and "flash" not in settings.attn_implementation:
         use_varlen_vision_attention(model)
-    return model.to(device) if device else model
+    return model.to(device) if device and not quantize_4bit else model
+
+
+def _default_device() -> str:
+    return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+
+
+def _nf4(dtype: str):
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=DTYPES[dtype], llm_int8_skip_modules=["lm_head", "model.visual"])
+
+
+def is_quantized(model) -> bool:
+    """Loaded with a bitsandbytes (or other) quantization config, through any peft wrapper."""
+    return getattr(getattr(model, "config", None), "quantization_config", None) is not None

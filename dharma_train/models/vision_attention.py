@@ -2,9 +2,10 @@
 
 Qwen2.5-VL's vision tower attends within windows listed by `cu_seqlens`. With sdpa, transformers runs one kernel
 per window per layer (tens of thousands per page batch): on an H100 that loop is ~94 % of a training step and
-most of a generation prefill (docs/generation-benchmark.md). Unless flash-attn is requested, this module swaps each vision
-attention's forward for one that makes a single `torch.nn.attention.varlen.varlen_attn` call per layer over the
-same `cu_seqlens` — on CUDA in bf16/fp16, where that kernel runs; elsewhere the stock forward runs unchanged.
+most of a generation prefill (docs/generation-benchmark.md, docs/performance.md). Unless flash-attn is requested,
+this module swaps each vision attention's forward for one that attends over all windows at once through
+`dharma_train.models.varlen.attend`: one `varlen_attn` launch (forward and backward) on CUDA in bf16/fp16, and
+elsewhere the same per-window sdpa loop transformers runs, so CPU and fp32 results match the stock forward.
 Hand-written because transformers routes varlen only to flash-attn (5.17 to 5.23).
 """
 
@@ -14,13 +15,9 @@ import types
 
 import torch
 
+from dharma_train.models.varlen import attend, max_seqlen as longest, varlen_available
 
-def varlen_available() -> bool:
-    try:
-        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
-    except ImportError:
-        return False
-    return True
+__all__ = ["use_varlen_vision_attention", "varlen_available"]
 
 
 def use_varlen_vision_attention(model) -> int:
@@ -40,21 +37,12 @@ def use_varlen_vision_attention(model) -> int:
 def _varlen_forward(self, hidden_states: torch.Tensor, cu_seqlens: torch.Tensor,
                     position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
                     max_seqlen: int | None = None, **kwargs) -> torch.Tensor:
-    """The stock computation (qkv, 2D rotary, attention per window, proj) with one varlen kernel for all windows."""
-    if not (hidden_states.is_cuda and hidden_states.dtype in (torch.bfloat16, torch.float16)):
-        return self._dharma_stock_forward(hidden_states, cu_seqlens, position_embeddings=position_embeddings,
-                                          max_seqlen=max_seqlen, **kwargs)
-    from torch.nn.attention.varlen import varlen_attn
-
+    """The stock computation (qkv, 2D rotary, attention per window, proj) with every window in one call."""
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
 
     seq_length = hidden_states.shape[0]
     query, key, value = self.qkv(hidden_states).reshape(seq_length, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
     cos, sin = position_embeddings
     query, key = apply_rotary_pos_emb_vision(query, key, cos, sin)
-    cu_seqlens = cu_seqlens.to(torch.int32)
-    if max_seqlen is None:
-        max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
-    output = varlen_attn(query.contiguous(), key.contiguous(), value.contiguous(), cu_seqlens, cu_seqlens,
-                         int(max_seqlen), int(max_seqlen), scale=self.scaling)
+    output = attend(query, key, value, cu_seqlens, max_seqlen or longest(cu_seqlens), self.scaling, causal=False)
     return self.proj(output.reshape(seq_length, -1))

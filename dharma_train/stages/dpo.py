@@ -54,6 +54,7 @@ class DPOStage:
 
         from dharma_train.data.conversation import dpo_dataset
         from dharma_train.models.loading import load_model, load_processor
+        from dharma_train.performance import quantized_base, speed_up
         from dharma_train.stages.saving import save_from_trainer, write_stage_record
         from dharma_train.tracking import report_to
         from dharma_train.training import freeze_vision_tower, lora_config, trainer_arguments
@@ -61,7 +62,8 @@ class DPOStage:
         cfg, opt = self.config, self.config.optimization
         processor = load_processor(model.processor_location, context.model.min_pixels, context.model.max_pixels)
         dtype = context.trainer.training_dtype(opt.method)
-        network = load_model(model, dtype=dtype, settings=context.model)
+        network = load_model(model, dtype=dtype, settings=context.model,
+                             quantize_4bit=quantized_base(opt.method, context.trainer.performance))
         pairs, mining = self._collect_pairs(network, processor, pages, output_dir, context)
         if cfg.pairs == "mined" and len(pairs) < cfg.mining.min_pairs:
             reason = (f"{self.name}: only {len(pairs)} preference pairs (need {cfg.mining.min_pairs}): "
@@ -77,6 +79,8 @@ class DPOStage:
                 freeze_vision_tower(network)
             # An explicit frozen copy: TRL would otherwise reload the reference from config._name_or_path.
             reference = load_model(model, dtype=dtype, settings=context.model)
+        for trained_or_reference in filter(None, (network, reference)):
+            speed_up(trained_or_reference, context.trainer.performance, context.trainer.resolved_device())
         loss_types, loss_weights = ["sigmoid"], [1.0]
         if cfg.sft_loss_weight > 0:
             loss_types, loss_weights = ["sigmoid", "sft"], [1.0, cfg.sft_loss_weight]

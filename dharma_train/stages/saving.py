@@ -13,7 +13,7 @@ from pathlib import Path
 from dharma_train import distributed
 from dharma_train.artifact import ModelArtifact
 from dharma_train.files import write_json_atomically
-from dharma_train.models.loading import DTYPES
+from dharma_train.models.loading import DTYPES, is_quantized, load_model
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,9 @@ def save_trained(model, processor, source: ModelArtifact, output_dir: Path, save
         adapter_dir = _save_atomically(model, processor, output_dir / "adapter")
         if save == "adapter":
             return ModelArtifact(path=str(adapter_dir), base=source)
-        model = model.merge_and_unload()
+        # A 4-bit base (QLoRA) is merged at full precision: the saved adapter onto a freshly loaded base
+        model = load_model(ModelArtifact(path=str(adapter_dir), base=source), dtype=dtype) if is_quantized(model) \
+            else model.merge_and_unload()
     model = model.to(DTYPES[dtype])
     return ModelArtifact(path=str(_save_atomically(model, processor, output_dir / "model")))
 

@@ -41,15 +41,18 @@ class SFTStage:
 
         from dharma_train.data.conversation import sft_dataset
         from dharma_train.models.loading import load_model, load_processor
+        from dharma_train.performance import quantized_base, speed_up
         from dharma_train.stages.saving import save_from_trainer, write_stage_record
         from dharma_train.tracking import report_to
         from dharma_train.training import freeze_vision_tower, lora_config, trainer_arguments
 
         opt = self.config.optimization
         processor = load_processor(model.processor_location, context.model.min_pixels, context.model.max_pixels)
-        network = load_model(model, dtype=context.trainer.training_dtype(opt.method), settings=context.model)
+        network = load_model(model, dtype=context.trainer.training_dtype(opt.method), settings=context.model,
+                             quantize_4bit=quantized_base(opt.method, context.trainer.performance))
         if opt.method == "full" and opt.freeze_vision:
             log.info("%s: froze %d vision-tower parameters", self.name, freeze_vision_tower(network))
+        speed_up(network, context.trainer.performance, context.trainer.resolved_device())
         args = SFTConfig(**trainer_arguments(opt, context.trainer, str(output_dir / "trainer"),
                                              report_to(context.tracking, str(output_dir)),
                                              f"{context.run_name}/{self.name}"))

@@ -1,0 +1,24 @@
+"""Which training speed-ups a run uses (`trainer.performance`); each one is skipped with a log line where it cannot run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class PerformanceConfig:
+    """Speed and memory options for the trained stages; docs/performance.md measures each on an H100."""
+
+    padding_free: bool = True  # pack each padded batch into one row in the language model: no compute on pad tokens
+    fused_kernels: bool = True  # liger-kernel RMSNorm and SwiGLU (CUDA, when liger-kernel is installed)
+    compile: bool = False  # torch.compile every vision block and decoder layer (CUDA)
+    checkpoint_every: int = 1  # with trainer.gradient_checkpointing: recompute every n-th layer, keep the rest
+    fused_optimizer: bool = True  # fused AdamW on CUDA (one kernel for all parameters)
+    prefetch_batches: int = 2  # batches each data-loader worker prepares ahead (workers: trainer.dataloader_workers)
+    lora_4bit: bool = False  # QLoRA: LoRA stages load the frozen language model in 4-bit NF4 (bitsandbytes)
+
+    def __post_init__(self):
+        if self.checkpoint_every < 1:
+            raise ValueError(f"trainer.performance.checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.prefetch_batches < 1:
+            raise ValueError(f"trainer.performance.prefetch_batches must be >= 1, got {self.prefetch_batches}")

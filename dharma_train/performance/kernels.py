@@ -1,0 +1,56 @@
+"""Fused Triton kernels from liger-kernel for the memory-bound layers: RMSNorm and the SwiGLU gate.
+
+Eager RMSNorm is six kernels with fp32 copies saved for backward; eager SwiGLU saves silu(gate) as well as gate
+and up. liger-kernel's versions are one kernel each way and save only their inputs. Patched per instance (not
+liger's class-level `apply_liger_kernel_to_*`), so models built later in the same process stay stock. The LM
+head's fused cross-entropy is not needed here: TRL's trainers already score only the labelled positions in chunks
+(`add_fused_lm_head`), so the 152k-vocabulary logits are never materialized.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import types
+
+import torch
+
+NORMS = ("Qwen2RMSNorm", "Qwen2_5_VLRMSNorm")
+GATED_MLPS = ("Qwen2MLP", "Qwen2_5_VLMLP")  # the language model's MLP and the vision tower's, both silu-gated
+SILU = ("SiLU", "SiLUActivation")  # torch's and transformers' names for the same function
+
+
+def liger_available() -> bool:
+    return importlib.util.find_spec("liger_kernel") is not None
+
+
+def use_fused_kernels(model) -> int:
+    """Swap RMSNorm and silu-gated MLP forwards for liger-kernel's; returns how many modules were patched."""
+    patched = 0
+    for module in model.modules():
+        if getattr(module, "_dharma_stock_forward", None) is not None:
+            continue
+        name = type(module).__name__
+        if name in NORMS:
+            replacement = _rms_norm_forward
+        elif name in GATED_MLPS and type(getattr(module, "act_fn", None)).__name__ in SILU:
+            replacement = _swiglu_forward
+        else:
+            continue
+        module._dharma_stock_forward = module.forward
+        module.forward = types.MethodType(replacement, module)
+        patched += 1
+    return patched
+
+
+def _rms_norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    """Qwen's RMSNorm (fp32 statistics, cast back before the weight: liger's "llama" casting) in one kernel."""
+    from liger_kernel.transformers.functional import liger_rms_norm
+
+    return liger_rms_norm(hidden_states, self.weight, self.variance_epsilon, casting_mode="llama", in_place=False)
+
+
+def _swiglu_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    """down(silu(gate(x)) * up(x)) with the gate product fused; the projections (LoRA-wrapped or not) run as they are."""
+    from liger_kernel.transformers.functional import liger_swiglu
+
+    return self.down_proj(liger_swiglu(self.gate_proj(hidden_states), self.up_proj(hidden_states)))

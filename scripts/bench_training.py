@@ -1,0 +1,377 @@
+"""Training speed on one GPU: a plain transformers/TRL run against dharma_train's path, same model, same data.
+
+Model: random-init Qwen2.5-VL shapes (3B: 3.75B parameters; 7B: 8.3B), full 151,936/152,064 vocabulary, special
+token ids of the offline tiny tokenizer, so the real processor, chat template and TRL collator build every batch.
+Data: synthetic pages in three sizes (560 to 1,472 image tokens) with answers from ~70 to ~2,000 tokens, in one
+shuffled order shared by every configuration (same seed, same batches).
+
+baseline: what a plain TRL user runs: `SFTTrainer` on the stock model (sdpa, transformers' per-window vision
+attention, padded batches, no fused kernels), gradient checkpointing on every layer, data loaded in the training
+process. TRL 1.16 already fuses the LM head's cross-entropy, and transformers 5.17 already defaults to fused AdamW.
+dharma_train: the SFT stage's own path: `load_model`'s varlen vision attention, `performance.speed_up` and
+`trainer_arguments` built from `TrainerConfig` (conf/trainer/gpu.yaml unless overridden).
+Both train the same parameters: full fine-tuning keeps fp32 master weights under bf16 autocast (dharma_train's
+precision rule) and freezes the vision tower unless "+vision" is named; LoRA puts r=16 adapters on every
+language-model linear and freezes the rest.
+
+Per configuration: useful (non-pad) tokens/s, MFU (6 x all parameters x useful tokens / step time / 989 TFLOP/s,
+the issue's convention), peak memory, and the ratio to the baseline of the same method.
+
+    run(command="cd .carry/gpu-perf && bash scripts/device_bench_training.sh", carry=[".carry/gpu-perf", ".whl"])
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import random
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+PEAK_TFLOPS = 989.0  # H100 SXM dense bf16
+SHAPES = {
+    "3b": ({"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+            "num_attention_heads": 16, "num_key_value_heads": 2, "tie_word_embeddings": True}, 2048),
+    "7b": ({"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+            "num_attention_heads": 28, "num_key_value_heads": 4, "tie_word_embeddings": False}, 3584),
+}
+# (width, height) of the pages and their share; image tokens 560 / 962 / 1,472 at 28 px per merged token
+PAGE_SIZES = [((560, 784), 1), ((728, 1036), 1), ((896, 1288), 2)]
+ANSWER_PARTS = [1, 1, 2, 4]  # answers joined per page: short (~70-670 tokens) up to long (~1,500-2,000)
+
+
+def build_model(tokenizer, shape: str, dtype: torch.dtype):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    text, out_hidden = SHAPES[shape]
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in
+           ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_end|>", "<|endoftext|>")}
+    config = Qwen2_5_VLConfig(
+        text_config={**text, "max_position_embeddings": 128000, "eos_token_id": ids["<|im_end|>"],
+                     "pad_token_id": ids["<|endoftext|>"], "bos_token_id": None,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}},
+        vision_config={"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                       "out_hidden_size": out_hidden, "fullatt_block_indexes": [7, 15, 23, 31], "window_size": 112,
+                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=text["tie_word_embeddings"])
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")
+    return model
+
+
+def make_pages(work: Path, count: int):
+    """Pages of three sizes; some answers are several pages' answers joined, for the long tail of dense pages."""
+    from dharma_train.data.pages import Page, PageSet
+    from dharma_train.data.schema import PageAnswer
+    from dharma_train.data.synthetic import generate_pages
+
+    sizes = [size for size, share in PAGE_SIZES for _ in range(share)]
+    rng = random.Random(0)
+    pages = []
+    for index in range(count):
+        width, height = sizes[index % len(sizes)]
+        parts = generate_pages(work / f"page{index}", ANSWER_PARTS[index % len(ANSWER_PARTS)], seed=index,
+                               width=width, height=height, max_words=600).pages
+        answer = PageAnswer(header=parts[0].answer.header, margin=parts[0].answer.margin,
+                            footer=parts[0].answer.footer, text="\n".join(p.answer.text for p in parts))
+        pages.append(Page(id=f"page{index}", image=parts[0].image, answer=answer, family=parts[0].family))
+    rng.shuffle(pages)
+    return PageSet(root=work, pages=pages)
+
+
+class StepTimer:
+    """Trainer callback: wall time and useful tokens of every optimizer step after the warm-up ones."""
+
+    def __init__(self, model, warmup: int, steps: int, profile_step: int | None = None):
+        from transformers import TrainerCallback
+
+        self.warmup, self.steps, self.profile_step, self.profiler = warmup, steps, profile_step, None
+        self.tokens, self.step_tokens, self.times = [], [], []
+        model.register_forward_pre_hook(self._count, with_kwargs=True)
+        timer = self
+
+        class Callback(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                if timer.profile_step is not None and state.global_step == timer.profile_step:
+                    timer.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+                    timer.profiler.__enter__()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                torch.cuda.synchronize()
+                timer.times.append(time.perf_counter())
+                timer.step_tokens.append(int(sum(timer.tokens)) if timer.tokens else 0)
+                timer.tokens.clear()
+                if timer.profiler is not None and timer.profile_step is not None:
+                    timer.profiler.__exit__(None, None, None)
+                    timer.profile_step = None
+
+        self.callback = Callback()
+
+    def _count(self, module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if mask is not None and module.training:
+            self.tokens.append(mask.sum())
+
+    def summary(self) -> dict:
+        last = self.warmup + self.steps  # a profiled step, if any, comes after the timed ones
+        times, tokens = self.times[self.warmup - 1:last], self.step_tokens[self.warmup:last]
+        seconds = times[-1] - times[0]
+        return {"steps_timed": len(times) - 1, "seconds": seconds, "useful_tokens": sum(tokens),
+                "tokens_per_second": sum(tokens) / seconds,
+                "step_seconds": [round(b - a, 3) for a, b in zip(times, times[1:])]}
+
+
+def run_config(name: str, spec: dict, pages, processor, args) -> dict:
+    """Build the model and trainer of one configuration, train warm-up + timed steps, measure, free the GPU."""
+    from trl import SFTConfig, SFTTrainer
+
+    from dharma_train.data.conversation import sft_dataset
+    from dharma_train.models.vision_attention import use_varlen_vision_attention
+    from dharma_train.performance import PerformanceConfig, speed_up
+    from dharma_train.training import (LoraSettings, OptimizationConfig, TrainerConfig, freeze_vision_tower,
+                                       lora_config, trainer_arguments)
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    full = spec["method"] == "full"
+    model = build_model(processor.tokenizer, spec.get("shape", "3b"), torch.float32 if full else torch.bfloat16)
+    parameters = sum(p.numel() for p in model.parameters())
+    if full and not spec.get("train_vision"):
+        freeze_vision_tower(model)
+    profiled = name == args.profile
+    steps = args.warmup + args.steps + profiled
+    optimization = OptimizationConfig(method=spec["method"], lora=LoraSettings(r=16, alpha=32),
+                                      learning_rate=1e-5, max_steps=steps, batch_size=args.batch,
+                                      warmup=0, lr_scheduler="constant")
+    peft = lora_config(optimization.lora) if not full else None
+    output_dir = str(Path(args.work) / name)
+    outcome = {}
+    if spec["path"] == "baseline":
+        config = SFTConfig(output_dir=output_dir, per_device_train_batch_size=args.batch, max_steps=steps,
+                           learning_rate=1e-5, lr_scheduler_type="constant", bf16=True, gradient_checkpointing=True,
+                           max_length=None, report_to=[], save_strategy="no", logging_steps=1, seed=0, data_seed=0)
+    else:
+        performance = replace(PerformanceConfig(), **spec.get("performance", {}))
+        hardware = TrainerConfig(device="cuda", precision="bf16", dataloader_workers=args.workers, logging_steps=1,
+                                 gradient_checkpointing=spec.get("checkpointing", True), performance=performance)
+        use_varlen_vision_attention(model)
+        outcome = speed_up(model, performance, "cuda")
+        config = SFTConfig(**trainer_arguments(optimization, hardware, output_dir, [], name))
+    trainer = SFTTrainer(model=model, args=config, train_dataset=sft_dataset(pages, "structured"),
+                         processing_class=processor, peft_config=peft)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    timer = StepTimer(trainer.model, args.warmup, args.steps, profile_step=steps - 1 if profiled else None)
+    trainer.add_callback(timer.callback)
+    row = {"config": name, **spec, "parameters": parameters, "trainable": trainable, "applied": outcome}
+    try:
+        trainer.train()
+        row.update(timer.summary())
+        row["mfu"] = 6 * parameters * row["tokens_per_second"] / (PEAK_TFLOPS * 1e12)
+        row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        if timer.profiler is not None:
+            row["profile"] = kernel_breakdown(timer.profiler, Path(args.out) / f"profile_{name}.txt")
+    except torch.OutOfMemoryError as error:
+        row.update(error=f"out of memory: {str(error).splitlines()[0][:120]}",
+                   peak_gib=torch.cuda.max_memory_allocated() / 2**30)
+    del trainer, model, timer
+    gc.collect()
+    torch.cuda.empty_cache()
+    print(json.dumps({k: v for k, v in row.items() if k != "profile"}), flush=True)
+    return row
+
+
+KERNEL_GROUPS = [  # first match wins; names as CUDA kernels appear in the profiler
+    ("attention (flash / sdpa)", ("flash", "fmha", "attention", "cudnn")),
+    ("matrix multiply", ("gemm", "cutlass", "nvjet", "xmma", "wgmma", "sm90", "ampere")),
+    ("optimizer", ("adam", "multi_tensor")),
+    ("liger / triton fused", ("triton", "rms_norm", "swiglu", "liger", "_kernel")),
+    ("copies and casts", ("copy", "memcpy", "memset", "cast", "fill")),
+    ("reductions", ("reduce", "sum", "norm", "softmax", "cumsum", "scan", "sort", "index")),
+    ("elementwise", ("elementwise", "vectorized", "unrolled", "where", "mul", "add")),
+]
+
+
+def kernel_breakdown(profiler, path: Path) -> dict:
+    """CUDA time per kernel group for the profiled step, plus the top kernels, written to `path`."""
+    events = [e for e in profiler.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    total = sum(e.device_time_total for e in events) or 1.0
+    groups, launches = {}, 0
+    for event in events:
+        launches += event.count
+        name = event.key.lower()
+        group = next((g for g, keys in KERNEL_GROUPS if any(k in name for k in keys)), "other")
+        groups[group] = groups.get(group, 0.0) + event.device_time_total
+    top = sorted(events, key=lambda e: -e.device_time_total)[:25]
+    lines = [f"{e.device_time_total / 1e3:10.1f} ms {e.count:7d}x  {e.key[:140]}" for e in top]
+    path.write_text("\n".join(lines) + "\n")
+    return {"gpu_ms": total / 1e3, "kernel_launches": launches,
+            "groups_percent": {g: round(100 * t / total, 1) for g, t in sorted(groups.items(), key=lambda x: -x[1])},
+            "top": lines[:12]}
+
+
+def check_equivalence(pages, processor, batches: int = 3) -> dict:
+    """3B shape, bf16: the plain model (padded, stock attention, transformers' loss) against dharma_train's fast path
+    (varlen vision, padding-free, liger, TRL's fused LM head), same weights, SGD steps in lockstep."""
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+    from trl.trainer.utils import add_fused_lm_head
+
+    from dharma_train.data.conversation import sft_dataset
+    from dharma_train.models.vision_attention import use_varlen_vision_attention
+    from dharma_train.performance import PerformanceConfig, speed_up
+
+    plain = build_model(processor.tokenizer, "3b", torch.bfloat16).train()
+    fast = copy.deepcopy(plain)
+    use_varlen_vision_attention(fast)
+    applied = speed_up(fast, PerformanceConfig(), "cuda")
+    add_fused_lm_head(fast)
+    for model in (plain, fast):
+        model.gradient_checkpointing_enable({"use_reentrant": False})
+    optimizers = [torch.optim.SGD(m.parameters(), lr=1e-3) for m in (plain, fast)]
+    collate = DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True)
+    rows = sft_dataset(pages, "structured")
+    steps = []
+    for step in range(batches):
+        batch = {k: v.to("cuda") for k, v in collate([rows[2 * step + i] for i in range(2)]).items()}
+        losses = []
+        for model, optimizer, kwargs in ((plain, optimizers[0], {}), (fast, optimizers[1], {"fused_lm_head": True})):
+            optimizer.zero_grad()
+            loss = model(**batch, **kwargs).loss
+            loss.backward()
+            losses.append(float(loss))
+        # parameter by parameter: one flat fp32 copy of 3.75 B gradients would take 15 GB per model
+        squared_difference = squared_reference = squared_fast = dot = 0.0
+        for a, b in zip(plain.parameters(), fast.parameters()):
+            if a.grad is not None:
+                ga, gb = a.grad.float(), b.grad.float()
+                squared_difference += float((gb - ga).square().sum())
+                squared_reference += float(ga.square().sum())
+                squared_fast += float(gb.square().sum())
+                dot += float((ga * gb).sum())
+        for optimizer in optimizers:
+            optimizer.step()
+        steps.append({"step": step, "tokens": int(batch["attention_mask"].sum()),
+                      "pad": int((1 - batch["attention_mask"]).sum()), "loss_plain": losses[0], "loss_fast": losses[1],
+                      "loss_rel_diff": abs(losses[1] - losses[0]) / abs(losses[0]),
+                      "grad_rel_diff": (squared_difference / squared_reference) ** 0.5,
+                      "grad_cosine": dot / (squared_reference * squared_fast) ** 0.5})
+        print(json.dumps(steps[-1]), flush=True)
+    del plain, fast, optimizers
+    gc.collect()
+    torch.cuda.empty_cache()
+    return {"applied": applied, "steps": steps}
+
+
+CONFIGS = {
+    "baseline-full": {"path": "baseline", "method": "full"},
+    "ours-full": {"path": "ours", "method": "full"},
+    "baseline-full+vision": {"path": "baseline", "method": "full", "train_vision": True},
+    "ours-full+vision": {"path": "ours", "method": "full", "train_vision": True},
+    "baseline-lora": {"path": "baseline", "method": "lora"},
+    "ours-lora": {"path": "ours", "method": "lora"},
+    "baseline-lora-7b": {"path": "baseline", "method": "lora", "shape": "7b"},
+    "ours-lora-7b": {"path": "ours", "method": "lora", "shape": "7b"},
+}
+
+
+def parse_config(text: str) -> tuple[str, dict]:
+    """NAME or NAME:key=value,key=value (performance fields, or checkpointing=0/1) for exploring variants."""
+    name, _, overrides = text.partition(":")
+    spec = copy.deepcopy(CONFIGS[name])
+    for item in filter(None, overrides.split(",")):
+        key, value = item.split("=")
+        if key == "checkpointing":
+            spec["checkpointing"] = value == "1"
+        else:
+            spec.setdefault("performance", {})[key] = value in ("1", "true") if value in ("0", "1", "true", "false") \
+                else int(value)
+    return text, spec
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
+    parser.add_argument("--pages", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--check", action="store_true", help="first run the 3B plain-vs-fast equivalence check")
+    parser.add_argument("--profile", default=None, help="configuration whose first timed step is profiled")
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = parser.parse_args()
+    args.work = tempfile.mkdtemp()
+
+    import transformers
+    import trl
+
+    from dharma_train.models.loading import load_processor
+    from dharma_train.models.tiny import tiny_model_dir
+
+    work = Path(args.work)
+    from dharma_train.models.varlen import _kernel
+
+    print("varlen_attn parameters:", sorted(_kernel()[1]) if _kernel() else None, flush=True)
+    processor = load_processor(str(tiny_model_dir(work / "cache")), max_pixels=1288 * 896)
+    started = time.perf_counter()
+    pages = make_pages(work / "pages", args.pages)
+    tokens = [len(processor.tokenizer(p.answer.to_json())["input_ids"]) for p in pages]
+    print(f"{len(pages)} pages in {time.perf_counter() - started:.0f}s; answer tokens {min(tokens)}-{max(tokens)}, "
+          f"mean {sum(tokens) / len(tokens):.0f}", flush=True)
+    report = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "transformers": transformers.__version__,
+              "trl": trl.__version__, "peft": __import__("peft").__version__, "liger_kernel": _version("liger_kernel"),
+              "pages": len(pages), "batch": args.batch, "warmup_steps": args.warmup, "timed_steps": args.steps,
+              "answer_tokens": [min(tokens), max(tokens)], "rows": []}
+    if args.check:
+        report["equivalence"] = check_equivalence(pages, processor)
+    for text in args.configs:
+        name, spec = parse_config(text)
+        report["rows"].append(run_config(name, spec, pages, processor, args))
+        Path(args.out, "bench_training.json").write_text(json.dumps(report, indent=2))
+    print_table(report)
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package.replace("_", "-"))
+    except PackageNotFoundError:
+        return None
+
+
+def print_table(report: dict) -> None:
+    baselines = {(r["method"], r.get("shape", "3b"), bool(r.get("train_vision"))): r for r in report["rows"]
+                 if r["path"] == "baseline" and "tokens_per_second" in r}
+    print(f"\n{report['gpu']}, torch {report['torch']}, transformers {report['transformers']}, trl {report['trl']}, "
+          f"peft {report['peft']}, liger-kernel {report['liger_kernel']}; batch {report['batch']} pages, "
+          f"{report['timed_steps']} timed steps after {report['warmup_steps']} warm-up")
+    print("| configuration | trained params | useful tokens/s | MFU | peak memory | x baseline |")
+    print("|---|---|---|---|---|---|")
+    for row in report["rows"]:
+        if "tokens_per_second" not in row:
+            print(f"| {row['config']} | | {row.get('error')} | | {row['peak_gib']:.1f} GiB | |")
+            continue
+        base = baselines.get((row["method"], row.get("shape", "3b"), bool(row.get("train_vision"))))
+        ratio = f"{row['tokens_per_second'] / base['tokens_per_second']:.2f}x" if base else ""
+        print(f"| {row['config']} | {row['trainable'] / 1e9:.2f}B | {row['tokens_per_second']:,.0f} | "
+              f"{100 * row['mfu']:.1f} % | {row['peak_gib']:.1f} GiB | {ratio} |")
+    for row in report["rows"]:
+        if "profile" in row:
+            print(f"\nprofile of {row['config']} (one step, {row['profile']['gpu_ms']:.0f} ms GPU, "
+                  f"{row['profile']['kernel_launches']} kernel launches): {row['profile']['groups_percent']}")
+            print("\n".join(row["profile"]["top"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -17,6 +17,15 @@ def write_text_atomically(path: str | Path, text: str) -> Path:
     return path
 
 
+def write_bytes_atomically(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
+
+
 def write_json_atomically(path: str | Path, data) -> Path:
     return write_text_atomically(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 

@@ -1,0 +1,98 @@
+"""Image checks and fixes: modes become RGB or grayscale the way a scan would look, budgets are kept, damage is named."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dharma_train.data.images import fit_pixel_budget, image_bytes, prepare_image, to_supported_mode
+from dharma_train.data.validation import RowProblem
+
+
+def _encode(image: Image.Image, fmt="PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def test_transparent_pixels_become_white_paper_not_black():
+    image = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    image.putpixel((0, 0), (10, 20, 30, 255))
+    converted = to_supported_mode(image)
+    assert converted.mode == "RGB"
+    assert converted.getpixel((1, 1)) == (255, 255, 255) and converted.getpixel((0, 0)) == (10, 20, 30)
+    gray_alpha = to_supported_mode(Image.new("LA", (2, 2), (0, 0)))
+    assert gray_alpha.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped():
+    image = Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.uint16))
+    assert image.mode == "I;16"
+    converted = to_supported_mode(image)
+    assert converted.mode == "L" and list(converted.getdata()) == [0, 128, 255]
+
+
+@pytest.mark.parametrize("mode, expected", [("CMYK", "RGB"), ("P", "RGB"), ("1", "L"), ("YCbCr", "RGB")])
+def test_other_modes_convert(mode, expected):
+    assert to_supported_mode(Image.new(mode, (3, 3))).mode == expected
+
+
+def test_pixel_budget_keeps_the_aspect_ratio():
+    resized = fit_pixel_budget(Image.new("RGB", (3900, 5500)), 1_000_000)
+    assert resized.width * resized.height <= 1_000_000
+    assert abs(resized.width / resized.height - 3900 / 5500) < 0.01
+    assert resized.width * resized.height > 0.99 * 1_000_000
+
+
+def test_unchanged_bytes_are_stored_verbatim_with_their_format(tmp_path):
+    data = _encode(Image.new("L", (30, 40), 200), "JPEG")
+    prepared = prepare_image(data, None, tmp_path)
+    assert prepared.path.suffix == ".jpg" and prepared.path.read_bytes() == data and prepared.fixes == []
+
+
+def test_fixed_jpeg_stays_jpeg_and_png_stays_lossless(tmp_path):
+    jpeg = prepare_image(_encode(Image.new("CMYK", (30, 40)), "JPEG"), None, tmp_path)
+    png = prepare_image(_encode(Image.new("RGB", (300, 400))), None, tmp_path, max_pixels=10_000)
+    assert jpeg.path.suffix == ".jpg" and jpeg.fixes == [("converted_mode", "CMYK -> RGB")]
+    assert png.path.suffix == ".png" and png.fixes[0][0] == "resized"
+
+
+def test_files_that_need_no_fix_are_used_in_place(tmp_path):
+    source = tmp_path / "page.png"
+    source.write_bytes(_encode(Image.new("RGB", (30, 40))))
+    prepared = prepare_image(source.read_bytes(), source, tmp_path / "store")
+    assert prepared.path == source and not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("size, reason", [((1, 300), "unusable_size"), ((2000, 5), "unusable_size")])
+def test_strips_the_model_cannot_take_are_refused(tmp_path, size, reason):
+    with pytest.raises(RowProblem) as problem:
+        prepare_image(_encode(Image.new("RGB", size)), None, tmp_path)
+    assert problem.value.reason == reason
+
+
+def test_decompression_bombs_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(RowProblem) as problem:
+        prepare_image(_encode(Image.new("RGB", (30, 30))), None, tmp_path)
+    assert problem.value.reason == "decompression_bomb"
+
+
+@pytest.mark.parametrize("value, base64_value, reason", [
+    (None, None, "missing_field"),
+    ({"bytes": None, "path": None}, None, "missing_field"),
+    (12, None, "non_string_value"),
+    (None, 12, "non_string_value"),
+    (None, "abc", "corrupt_image"),  # bad padding
+    ("missing.png", None, "missing_file"),
+])
+def test_image_values_that_hold_no_image(tmp_path, value, base64_value, reason):
+    with pytest.raises(RowProblem) as problem:
+        image_bytes(value, base64_value, tmp_path)
+    assert problem.value.reason == reason
+
+
+def test_empty_bytes_are_corrupt(tmp_path):
+    with pytest.raises(RowProblem, match="0 bytes"):
+        prepare_image(b"", None, tmp_path)

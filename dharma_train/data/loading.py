@@ -1,7 +1,8 @@
 """Sources to PageSets: read every row, check it, fix what can be fixed, skip and report the rest.
 
-`load_source` loads one source; `load_splits` turns a run's `data` config into train/eval/test PageSets under
-`output_dir/data/loaded/`, with no image in two splits, and saves the LoadReport as `output_dir/data/load_report.json`.
+`load_source` loads one source and `load_page_set` saves one as a page folder; `load_splits` turns a run's `data`
+config into train/eval/test PageSets under `output_dir/data/loaded/`, with no image in two splits, and saves the
+LoadReport as `output_dir/data/load_report.json`.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def load_source(location: str | Path, images_dir: str | Path, *, format: str = "
     report = SourceReport(split=split, source=source.location, format=source.format)
     loaded = LoadedSource(pages=[], image_hashes={}, report=report)
     first_row_of_id: dict[str, str] = {}
-    for row in tqdm(source.rows, desc=f"checking {split} rows of {Path(str(location)).name}", unit="row",
-                    mininterval=2, leave=False):
+    for row in tqdm(source.rows, desc=f"checking {Path(str(location)).name}", unit="row", mininterval=2,
+                    leave=False):
         row_id = row.fields.get("id")  # as given, so even a row that fails its id check is named
         try:
             if row.problem:
@@ -69,7 +70,7 @@ def load_source(location: str | Path, images_dir: str | Path, *, format: str = "
         except RowProblem as problem:
             if strict:
                 raise DataError(f"{row.where} (id {row_id!r}): {problem.reason}: {problem.detail} "
-                                f"(data.strict=false skips and reports such rows)") from None
+                                f"(without strict, such rows are skipped and reported)") from None
             report.skip(problem.reason, problem.detail, row.where, None if row_id is None else str(row_id))
             continue
         first_row_of_id[text.id] = row.where
@@ -79,6 +80,21 @@ def load_source(location: str | Path, images_dir: str | Path, *, format: str = "
                                  task=text.task))
         report.use(text, image.fixes, row.where)
     return loaded
+
+
+def load_page_set(location: str | Path, folder: str | Path, *, format: str = "auto", strict: bool = False,
+                  max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "eval") -> PageSet:
+    """One source as a PageSet saved in `folder` (stored images in folder/images, the report beside pages.jsonl)."""
+    folder = Path(folder)
+    loaded = load_source(location, folder / "images", format=format, strict=strict, max_pixels=max_pixels,
+                         split=split)
+    write_json_atomically(folder / REPORT_FILE, LoadReport(sources=[loaded.report]).to_dict())
+    _log_source(loaded.report)
+    if not loaded.pages:
+        raise DataError(f"{location}: no usable pages ({loaded.report.summary_line()}); see {folder / REPORT_FILE}")
+    page_set = PageSet(folder, loaded.pages)
+    page_set.save()
+    return page_set
 
 
 def _image(row: RawRow, images_dir: Path, max_pixels: int):

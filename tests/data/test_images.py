@@ -1,4 +1,4 @@
-"""Image checks and fixes: modes become RGB or grayscale the way a scan would look, budgets are kept, damage is named."""
+"""Image checks and fixes: modes become RGB or grayscale as a scan would look, budgets are kept, damage is named."""
 
 import io
 

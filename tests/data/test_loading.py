@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dharma_train.data.loading import load_source
+from dharma_train.data.loading import REPORT_FILE, load_page_set, load_source
+from dharma_train.data.pages import load_pages
 from dharma_train.errors import DataError
 
 MAX_PIXELS = 200 * 200
@@ -230,3 +231,13 @@ def test_images_already_in_an_earlier_split_are_skipped(tmp_path):
     evaluation = load_source(tmp_path / "b.parquet", tmp_path / "images", split="eval", taken=taken)
     assert [p.id for p in evaluation.pages] == ["11", "12"]
     assert evaluation.report.skips == {"image_in_other_split": 1}
+
+
+def test_one_source_saved_as_a_page_folder_with_its_report(tmp_path):
+    _write_parquet(tmp_path / "bench.parquet")
+    page_set = load_page_set(tmp_path / "bench.parquet", tmp_path / "eval", max_pixels=MAX_PIXELS)
+    assert [p.id for p in load_pages(tmp_path / "eval")] == [p.id for p in page_set] == [str(i) for i in range(7)]
+    assert json.loads((tmp_path / "eval" / REPORT_FILE).read_text())["sources"][0]["skipped"] == 11
+    datasets.Dataset.from_list([{"id": 0, "image": b"x", "assistant": "{}"}]).to_parquet(str(tmp_path / "bad.parquet"))
+    with pytest.raises(DataError, match="no usable pages"):
+        load_page_set(tmp_path / "bad.parquet", tmp_path / "bad")

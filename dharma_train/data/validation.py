@@ -28,6 +28,7 @@ SKIP_REASONS = {
     "extra_fields": "the answer has keys outside header/margin/footer/text",
     "non_string_value": "a value that must be a string (answer field, id, image path) is not",
     "invalid_value": "task or family is not one of the accepted values",
+    "identical_pair": "a preference pair's chosen and rejected answers are the same",
     "duplicate_id": "an earlier row of the same split has this id",
     "duplicate_image": "an earlier row of the same split has the same image bytes",
     "image_in_other_split": "the same image bytes are already in an earlier split (no page leaks across splits)",
@@ -40,6 +41,7 @@ ANSWER_COLUMNS = ("assistant", "answer")  # the schema JSON: a string, or an obj
 PLAIN_COLUMNS = ("assistant_without_json", "text")  # a plain transcription, used when no JSON answer is given
 FAMILY_COLUMNS = ("family", "category")
 KNOWN_COLUMNS = frozenset({"id", "image", "image_base64", "task", *ANSWER_COLUMNS, *PLAIN_COLUMNS, *FAMILY_COLUMNS})
+PAIR_COLUMNS = frozenset({"id", "image", "images", "image_base64", "chosen", "rejected", "reason"})
 TASKS = ("structured", "plain")
 DEFAULT_FAMILY = "printed"
 EXAMPLES_PER_REASON = 5
@@ -77,6 +79,23 @@ def read_row_text(fields: dict) -> RowText:
     if not isinstance(family, str) or not family.strip():
         raise RowProblem("invalid_value", f"family must be a non-empty string, got {family!r}")
     return RowText(page_id, answer, task, family.strip())
+
+
+def read_pair_text(fields: dict) -> tuple[str, str]:
+    """A preference pair's chosen and rejected answers: two different non-empty strings."""
+    texts = []
+    for key in ("chosen", "rejected"):
+        value = fields.get(key)
+        if value is None:
+            raise RowProblem("missing_field", f"no '{key}'")
+        if not isinstance(value, str):
+            raise RowProblem("non_string_value", f"'{key}' must be a string, got {type(value).__name__}")
+        if not value.strip():
+            raise RowProblem("empty_answer", f"'{key}' is empty")
+        texts.append(value)
+    if texts[0] == texts[1]:
+        raise RowProblem("identical_pair", "'chosen' and 'rejected' are identical")
+    return texts[0], texts[1]
 
 
 def _row_id(value) -> str:
@@ -142,20 +161,24 @@ class SourceReport:
     families: Counter = field(default_factory=Counter)
     ignored_columns: Counter = field(default_factory=Counter)  # columns outside KNOWN_COLUMNS, with row counts
     examples: dict[str, list[dict]] = field(default_factory=dict)  # reason -> the first rows it hit
+    known_columns: frozenset = KNOWN_COLUMNS
 
     def note_columns(self, fields: dict) -> None:
-        self.ignored_columns.update(key for key in fields if key not in KNOWN_COLUMNS)
+        self.ignored_columns.update(key for key in fields if key not in self.known_columns)
 
-    def use(self, text: RowText, fixes: list[tuple[str, str]], where: str) -> None:
+    def use(self, text: RowText | None, fixes: list[tuple[str, str]], where: str, row_id: str | None = None) -> None:
+        """A row that became a page (its text counted by task and family) or a preference pair (text None)."""
         self.rows += 1
         self.used += 1
-        self.tasks[text.task] += 1
-        self.families[text.family] += 1
+        if text is not None:
+            self.tasks[text.task] += 1
+            self.families[text.family] += 1
+            row_id = text.id
         if fixes:
             self.fixed += 1
         for reason, detail in fixes:
             self.fixes[reason] += 1
-            self._example(reason, where, text.id, detail)
+            self._example(reason, where, row_id, detail)
 
     def skip(self, reason: str, detail: str, where: str, row_id: str | None) -> None:
         self.rows += 1

@@ -8,17 +8,23 @@ LoadReport as `output_dir/data/load_report.json`.
 from __future__ import annotations
 
 import logging
+import os
+from collections import deque
+from contextlib import closing
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from tqdm import tqdm
 
 from dharma_train.data.config import DEFAULT_MAX_PIXELS, DataConfig
-from dharma_train.data.images import image_bytes, prepare_image
+from dharma_train.data.images import PreparedImage, image_bytes, prepare_image
 from dharma_train.data.pages import Page, PageSet
 from dharma_train.data.sources import RawRow, open_source
 from dharma_train.data.splits import split_pages
-from dharma_train.data.validation import LoadReport, RowProblem, SourceReport, read_row_text
+from dharma_train.data.validation import LoadReport, RowProblem, RowText, SourceReport, read_row_text
 from dharma_train.errors import DataError
 from dharma_train.files import write_json_atomically
 
@@ -27,6 +33,9 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "eval", "test")
 LOADED_DIR = "loaded"  # under output_dir/data, beside the generated train/ and eval/ folders
 REPORT_FILE = "load_report.json"
+CHECK_THREADS = min(8, os.cpu_count() or 1)
+I = TypeVar("I")
+T = TypeVar("T")
 
 
 @dataclass
@@ -50,36 +59,88 @@ def load_source(location: str | Path, images_dir: str | Path, *, format: str = "
     source = open_source(location, format)
     report = SourceReport(split=split, source=source.location, format=source.format)
     loaded = LoadedSource(pages=[], image_hashes={}, report=report)
+    images_dir = Path(images_dir)
+
+    def check_image(item: tuple[RawRow, RowText | RowProblem]) -> tuple[RowText, PreparedImage]:
+        row, text = item
+        if isinstance(text, RowProblem):
+            raise text
+        data, path = image_bytes(row.fields.get("image"), row.fields.get("image_base64"), row.base)
+        return text, prepare_image(data, path, images_dir, max_pixels)
+
+    with closing(in_order_on_threads(_with_text(source.rows), check_image)) as checked:
+        for (row, _), result in tqdm(checked, desc=f"checking {Path(str(location)).name}", unit="row",
+                                     mininterval=2, leave=False):
+            _record(row, result, loaded, strict, taken)
+    return loaded
+
+
+def _record(row: RawRow, result, loaded: LoadedSource, strict: bool, taken: dict[str, str] | None) -> None:
+    """One checked row into the pages or the report, in source order: image duplicates are decided here."""
+    report = loaded.report
+    row_id = row.fields.get("id")  # as given, so even a row that fails its id check is named
+    report.note_columns(row.fields)
+    try:
+        if isinstance(result, RowProblem):
+            raise result
+        text, image = result
+        if image.sha256 in loaded.holders:
+            raise RowProblem("duplicate_image", f"same image bytes as {loaded.holders[image.sha256]}")
+        if taken and image.sha256 in taken:
+            raise RowProblem("image_in_other_split", f"the same image is already in the {taken[image.sha256]} split")
+    except RowProblem as problem:
+        if strict:
+            raise DataError(f"{row.where} (id {row_id!r}): {problem.reason}: {problem.detail} "
+                            f"(without strict, such rows are skipped and reported)") from None
+        report.skip(problem.reason, problem.detail, row.where, None if row_id is None else str(row_id))
+        return
+    loaded.holders[image.sha256] = f"{row.where} (id {text.id!r})"
+    loaded.image_hashes[text.id] = image.sha256
+    loaded.pages.append(Page(id=text.id, image=image.path, answer=text.answer, family=text.family, task=text.task))
+    report.use(text, image.fixes, row.where)
+
+
+def _with_text(rows: Iterable[RawRow]) -> Iterator[tuple[RawRow, RowText | RowProblem]]:
+    """Each row with its text checked, in order and before any image work: an id seen before is a duplicate."""
     first_row_of_id: dict[str, str] = {}
-    for row in tqdm(source.rows, desc=f"checking {Path(str(location)).name}", unit="row", mininterval=2,
-                    leave=False):
-        row_id = row.fields.get("id")  # as given, so even a row that fails its id check is named
+    for row in rows:
         try:
             if row.problem:
                 raise row.problem
-            report.note_columns(row.fields)
             text = read_row_text(row.fields)
             if text.id in first_row_of_id:
                 raise RowProblem("duplicate_id", f"id {text.id!r} is already used by {first_row_of_id[text.id]}")
-            image = _image(row, Path(images_dir), max_pixels)
-            if image.sha256 in loaded.holders:
-                raise RowProblem("duplicate_image", f"same image bytes as {loaded.holders[image.sha256]}")
-            if taken and image.sha256 in taken:
-                raise RowProblem("image_in_other_split", f"the same image is already in the {taken[image.sha256]} "
-                                                         f"split")
+            first_row_of_id[text.id] = row.where
+            yield row, text
         except RowProblem as problem:
-            if strict:
-                raise DataError(f"{row.where} (id {row_id!r}): {problem.reason}: {problem.detail} "
-                                f"(without strict, such rows are skipped and reported)") from None
-            report.skip(problem.reason, problem.detail, row.where, None if row_id is None else str(row_id))
-            continue
-        first_row_of_id[text.id] = row.where
-        loaded.holders[image.sha256] = f"{row.where} (id {text.id!r})"
-        loaded.image_hashes[text.id] = image.sha256
-        loaded.pages.append(Page(id=text.id, image=image.path, answer=text.answer, family=text.family,
-                                 task=text.task))
-        report.use(text, image.fixes, row.where)
-    return loaded
+            yield row, problem
+
+
+def in_order_on_threads(items: Iterable[I], check: Callable[[I], T]) -> Iterator[tuple[I, T | RowProblem]]:
+    """`check(item)` for every item on CHECK_THREADS threads, yielded in order; a RowProblem is yielded, not raised.
+
+    Threads run in parallel here because Pillow and hashlib release the GIL while they decode, resize and hash.
+    At most two items per thread are in flight, so memory stays flat on sources with large images.
+    """
+    def attempt(item: I):
+        try:
+            return check(item)
+        except RowProblem as problem:
+            return problem
+
+    pool = ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="dharma-check")
+    try:
+        pending: deque = deque()
+        for item in items:
+            pending.append((item, pool.submit(attempt, item)))
+            if len(pending) >= 2 * CHECK_THREADS:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+    finally:  # also when the caller stops early (strict mode): no thread outlives the loop or writes after it
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def load_page_set(location: str | Path, folder: str | Path, *, format: str = "auto", strict: bool = False,
@@ -95,11 +156,6 @@ def load_page_set(location: str | Path, folder: str | Path, *, format: str = "au
     page_set = PageSet(folder, loaded.pages)
     page_set.save()
     return page_set
-
-
-def _image(row: RawRow, images_dir: Path, max_pixels: int):
-    data, path = image_bytes(row.fields.get("image"), row.fields.get("image_base64"), row.base)
-    return prepare_image(data, path, images_dir, max_pixels)
 
 
 def load_splits(data: DataConfig, folder: str | Path) -> dict[str, PageSet]:

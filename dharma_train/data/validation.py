@@ -29,8 +29,8 @@ SKIP_REASONS = {
     "non_string_value": "a value that must be a string (answer field, id, image path) is not",
     "invalid_value": "task or family is not one of the accepted values",
     "identical_pair": "a preference pair's chosen and rejected answers are the same",
-    "duplicate_id": "an earlier row of the same split has this id",
-    "duplicate_image": "an earlier row of the same split has the same image bytes",
+    "duplicate_id": "an earlier row of the same source has this id (the first one keeps it, used or not)",
+    "duplicate_image": "an earlier row of the same source has the same image bytes",
     "image_in_other_split": "the same image bytes are already in an earlier split (no page leaks across splits)",
 }
 FIX_REASONS = {

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dharma_train.data.images import fit_pixel_budget, image_bytes, prepare_image, to_supported_mode
+from dharma_train.data.images import budget_size, image_bytes, prepare_image, to_supported_mode
 from dharma_train.data.validation import RowProblem
 
 
@@ -39,10 +39,22 @@ def test_other_modes_convert(mode, expected):
 
 
 def test_pixel_budget_keeps_the_aspect_ratio():
-    resized = fit_pixel_budget(Image.new("RGB", (3900, 5500)), 1_000_000)
-    assert resized.width * resized.height <= 1_000_000
-    assert abs(resized.width / resized.height - 3900 / 5500) < 0.01
-    assert resized.width * resized.height > 0.99 * 1_000_000
+    width, height = budget_size(3900, 5500, 1_000_000)
+    assert 0.99 * 1_000_000 < width * height <= 1_000_000
+    assert abs(width / height - 3900 / 5500) < 0.01
+    assert budget_size(1000, 1, 784) == (784, 1)
+
+
+@pytest.mark.parametrize("mode, fmt", [("CMYK", "JPEG"), ("P", "PNG"), ("1", "PNG"), ("I;16", "PNG"), ("LA", "PNG"),
+                                       ("RGBA", "PNG"), ("YCbCr", "TIFF")])
+def test_planned_fix_matches_the_stored_image(tmp_path, mode, fmt):
+    """The report's "A -> B" is planned from the header; the image written must be what it says."""
+    image = Image.new(mode, (60, 40)) if mode in ("I;16", "YCbCr") else Image.new("RGB", (60, 40), "red").convert(mode)
+    prepared = prepare_image(_encode(image, fmt), None, tmp_path, max_pixels=1000)
+    (_, converted), (_, resized) = prepared.fixes
+    with Image.open(prepared.path) as stored:
+        assert converted == f"{mode} -> {stored.mode}"
+        assert resized == f"60x40 -> {stored.width}x{stored.height} (max_pixels 1000)"
 
 
 def test_unchanged_bytes_are_stored_verbatim_with_their_format(tmp_path):
@@ -96,3 +108,20 @@ def test_image_values_that_hold_no_image(tmp_path, value, base64_value, reason):
 def test_empty_bytes_are_corrupt(tmp_path):
     with pytest.raises(RowProblem, match="0 bytes"):
         prepare_image(b"", None, tmp_path)
+
+
+def test_damaged_png_bytes_are_caught_by_their_checksums(tmp_path):
+    data = bytearray(_encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 40), dtype=np.uint8))))
+    data[len(data) // 2] ^= 0xFF
+    with pytest.raises(RowProblem) as problem:
+        prepare_image(bytes(data), None, tmp_path)
+    assert problem.value.reason == "corrupt_image" and "checksum" in problem.value.detail
+
+
+@pytest.mark.parametrize("fmt, mode", [("PNG", "RGB"), ("JPEG", "RGB"), ("PNG", "P"), ("TIFF", "CMYK")])
+def test_truncated_files_of_any_format_are_named(tmp_path, fmt, mode):
+    pixels = np.random.default_rng(1).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    data = _encode(Image.fromarray(pixels).convert(mode), fmt)
+    with pytest.raises(RowProblem) as problem:
+        prepare_image(data[: len(data) * 2 // 3], None, tmp_path)
+    assert problem.value.reason == "truncated_image", problem.value.detail

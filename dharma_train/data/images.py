@@ -27,6 +27,7 @@ from dharma_train.files import write_bytes_atomically
 
 MAX_ASPECT_RATIO = 200  # Qwen2.5-VL's smart_resize refuses longer strips
 SUPPORTED_MODES = ("RGB", "L")
+MAX_PATH_LENGTH = 4096  # Linux's PATH_MAX; a longer 'image' string is data, not a path
 DEEP_GRAY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # 16- and 32-bit grayscale, scaled to 8 bits
 GRAY_MODES = (*DEEP_GRAY_MODES, "1")
 EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp", "GIF": ".gif"}
@@ -50,6 +51,9 @@ def image_bytes(value, base64_value, base: Path | None) -> tuple[bytes, Path | N
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value), None
     if isinstance(value, str) and value:
+        if len(value) > MAX_PATH_LENGTH:
+            raise RowProblem("missing_file", f"'image' holds a {len(value)}-character string, not a file path "
+                                             f"(base64 belongs in 'image_base64')")
         path = Path(value)
         path = path if path.is_absolute() or base is None else base / path
         if not path.is_file():

@@ -98,6 +98,7 @@ def test_decompression_bombs_are_refused(tmp_path, monkeypatch):
     (None, 12, "non_string_value"),
     (None, "abc", "corrupt_image"),  # bad padding
     ("missing.png", None, "missing_file"),
+    ("iVBORw0KGgo" * 1000, None, "missing_file"),  # base64 in the wrong column: named, not an OSError
 ])
 def test_image_values_that_hold_no_image(tmp_path, value, base64_value, reason):
     with pytest.raises(RowProblem) as problem:

@@ -214,9 +214,11 @@ def test_hub_dataset_offline_is_one_clear_error(tmp_path):
 @pytest.mark.parametrize("location, message", [
     ("/no/such/place", "data source /no/such/place does not exist"),
     ("notes.txt", "cannot tell the format of a .txt file"),
+    ("notes.jsonl:train", "names a dataset split"),
 ])
 def test_unknown_sources_are_named(tmp_path, location, message):
     (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "notes.jsonl").write_text("{}")
     with pytest.raises(DataError, match=message):
         load_source(location if location.startswith("/") else tmp_path / location, tmp_path / "images")
 

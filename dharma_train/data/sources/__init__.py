@@ -53,6 +53,8 @@ def open_source(location: str | Path, format: str = "auto") -> Source:
     path, split = _split_suffix(location)
     resolved = detect_format(path, location) if format == "auto" else format
     _check_layout(path, resolved, location)
+    if split and resolved != "dataset":
+        raise DataError(f"data source {location}: ':{split}' names a dataset split, and this is a {resolved} source")
     if resolved == "pages":
         rows = jsonl.jsonl_rows(path / PAGES_FILE)
     elif resolved == "jsonl":

@@ -22,7 +22,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m dharma_train.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a local model folder, a hub id, or 'tiny'")
     parser.add_argument("--adapter-base", help="when --model is a LoRA adapter folder: the model it adapts")
-    parser.add_argument("--pages", help="a page folder (pages.jsonl + images); default: 16 generated pages")
+    parser.add_argument("--pages", help="any data source (a page folder, the benchmark's parquet files, JSONL, ...: "
+                                        "docs/data-loading.md); default: 16 generated pages")
+    parser.add_argument("--strict", action="store_true", help="stop at the first bad row instead of skipping it")
     parser.add_argument("--output-dir", default="evaluation", help="where metrics and predictions go")
     parser.add_argument("--task", default="structured", choices=["structured", "plain"])
     parser.add_argument("--max-new-tokens", type=int, default=2048)
@@ -38,7 +40,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict:
     """Check the model and pages first, then load, generate, score and write."""
     from dharma_train.artifact import ModelArtifact
-    from dharma_train.data.pages import load_pages
+    from dharma_train.data.config import DEFAULT_MAX_PIXELS
+    from dharma_train.data.loading import load_page_set
     from dharma_train.evaluation.hook import EvalConfig, evaluate
     from dharma_train.models.loading import check_available, load_model, load_processor
     from dharma_train.report import write_report
@@ -52,7 +55,8 @@ def run(args: argparse.Namespace) -> dict:
     check_available(artifact)
     output_dir = Path(args.output_dir)
     if args.pages:
-        pages = load_pages(args.pages)
+        pages = load_page_set(args.pages, output_dir / "pages", strict=args.strict,
+                              max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
     else:
         from dharma_train.data.synthetic import generate_pages
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from dharma_train import distributed
 from dharma_train.artifact import ModelArtifact
 from dharma_train.config import RunConfig
-from dharma_train.data.pages import PageSet, load_pages
+from dharma_train.data.loading import load_splits
+from dharma_train.data.pages import PageSet
 from dharma_train.models.config import TINY
 from dharma_train.pipeline import Pipeline
 from dharma_train.stage import StageContext
@@ -27,10 +28,11 @@ def base_artifact(path: str) -> ModelArtifact:
 
 
 def prepare_pages(config: RunConfig) -> tuple[PageSet, PageSet]:
-    """The given page folders, with any missing split generated into the run folder (by rank 0 alone)."""
+    """The configured sources loaded and checked (report in data/load_report.json); a missing split is generated
+    (by rank 0 alone)."""
     data = config.data
-    given = {split: load_pages(path) for split, path in (("train", data.train), ("eval", data.eval)) if path}
-    if len(given) < 2:
+    given = load_splits(data, Path(config.output_dir) / "data")
+    if "train" not in given or "eval" not in given:
         from dharma_train.data.synthetic import generate_splits
 
         s = data.synthetic

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+FORMATS = ("auto", "pages", "jsonl", "parquet", "dataset", "sidecar")  # see dharma_train/data/sources/
+DEFAULT_MAX_PIXELS = 12_845_056  # Qwen2.5-VL's processor default (16384 patches of 28 x 28 pixels)
+
 
 @dataclass
 class SyntheticConfig:
@@ -17,14 +20,48 @@ class SyntheticConfig:
 
 
 @dataclass
+class SplitConfig:
+    """Fractions of `data.train` held out as the eval and test splits, cut by image hash (docs/data-loading.md)."""
+
+    eval: float = 0.0
+    test: float = 0.0
+    seed: int = 0
+
+
+@dataclass
 class DataConfig:
-    train: str | None = None  # a page folder (pages.jsonl + images); None: generate
+    train: str | None = None  # a page folder, parquet, JSONL, dataset... (docs/data-loading.md); None: generate
     eval: str | None = None
+    test: str | None = None  # held out: checked and saved to data/loaded/test, never trained or evaluated on
+    format: str = "auto"  # auto | pages | jsonl | parquet | dataset | sidecar
+    strict: bool = False  # fail on the first bad row instead of skipping and reporting it
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger loaded images are scaled down to this (counted as fixed)
+    split: SplitConfig = field(default_factory=SplitConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self):
+        self.check_sources()
         s = self.synthetic
         if s.train_pages < 1 or s.eval_pages < 1:
             raise ValueError("data.synthetic.train_pages and eval_pages must be at least 1")
         if s.width < 56 or s.height < 56:
             raise ValueError("data.synthetic.width and height must be at least 56 pixels")
+
+    def check_sources(self) -> None:
+        """The loader options, checked at start-up; each message names its key."""
+        if self.format not in FORMATS:
+            raise ValueError(f"data.format must be one of {list(FORMATS)}, got {self.format!r}")
+        if self.max_pixels < 28 * 28:
+            raise ValueError(f"data.max_pixels must be at least {28 * 28} (one 28 x 28 patch), got {self.max_pixels}")
+        split = self.split
+        for name in ("eval", "test"):
+            fraction = getattr(split, name)
+            if not 0 <= fraction < 1:
+                raise ValueError(f"data.split.{name} must be a fraction in [0, 1), got {fraction}")
+            if fraction > 0 and not self.train:
+                raise ValueError(f"data.split.{name} carves pages out of data.train, which is not set")
+            if fraction > 0 and getattr(self, name):
+                raise ValueError(f"data.split.{name} and data.{name} both give the {name} split; set one")
+        if split.eval + split.test >= 1:
+            raise ValueError(f"data.split.eval + data.split.test must leave pages for training, got "
+                             f"{split.eval + split.test}")

@@ -1,4 +1,4 @@
-"""Preference pairs for DPO: read from a file, or built from pages with loop-shaped rejected answers.
+"""Preference pairs for DPO: read from pairs.jsonl or any data source, or built from pages with loop answers.
 
 Self-mined pairs (the model's own degenerate outputs) replace the synthetic ones once mining exists; both
 produce the same PreferencePair rows and the same `pairs.jsonl` format.
@@ -11,8 +11,12 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from dharma_train.data.config import DEFAULT_MAX_PIXELS
+from dharma_train.data.images import image_bytes, prepare_image
 from dharma_train.data.pages import PageSet
 from dharma_train.data.prompts import target_text
+from dharma_train.data.sources import open_source
+from dharma_train.data.validation import PAIR_COLUMNS, RowProblem, SourceReport, read_pair_text
 from dharma_train.errors import DataError
 from dharma_train.files import write_jsonl_atomically
 
@@ -85,3 +89,66 @@ def _parse_pair(line: str, where: str, root: Path) -> PreferencePair:
         raise DataError(f"{where}: image {image} does not exist")
     return PreferencePair(id=str(row["id"]), image=image, chosen=row["chosen"], rejected=row["rejected"],
                           reason=str(row.get("reason", "given")), source=str(row.get("source", "given")))
+
+
+def is_pairs_file(location: str | Path) -> bool:
+    """A pairs.jsonl (or a folder holding one), as save_pairs writes it: read by load_pairs, every row must be good."""
+    path = Path(location)
+    return path.name == PAIRS_FILE or (path.is_dir() and (path / PAIRS_FILE).is_file())
+
+
+def check_pair_source(location: str | Path) -> None:
+    """Before any model loads: a pairs.jsonl is read in full; another source must exist and hold rows, not pages."""
+    if is_pairs_file(location):
+        load_pairs(location)
+        return
+    source = open_source(location)
+    if source.format in ("pages", "sidecar"):
+        raise DataError(f"preference pairs {location}: a {source.format} folder holds pages, not pairs; give a "
+                        f"pairs.jsonl, a JSONL, parquet or dataset with image, chosen and rejected columns")
+
+
+def load_given_pairs(location: str | Path, images_dir: str | Path) -> tuple[list[PreferencePair], dict]:
+    """A pairs.jsonl as written by save_pairs, or any other pair source with its load report (for pairs_summary)."""
+    if is_pairs_file(location):
+        return load_pairs(location), {}
+    pairs, report = load_pair_source(location, images_dir)
+    if not pairs:
+        raise DataError(f"preference pairs {location}: no usable rows ({report.summary_line()})")
+    return pairs, {"load_report": report.to_dict()}
+
+
+def load_pair_source(location: str | Path, images_dir: str | Path, *, format: str = "auto", strict: bool = False,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[PreferencePair], SourceReport]:
+    """Pairs from a parquet file, a `datasets` dataset or a JSONL with columns (id?, image, chosen, rejected, prompt?),
+    checked row by row like pages: bad rows are skipped and counted (or, strict, fail).
+
+    A `prompt` column is not used: a stage pairs every image with its task's own instruction (data/prompts.py).
+    """
+    source = open_source(location, format)
+    report = SourceReport(split="pairs", source=source.location, format=source.format, known_columns=PAIR_COLUMNS)
+    pairs, ids = [], set()
+    for index, row in enumerate(source.rows):
+        row_id = str(row.fields.get("id", index))
+        try:
+            if row.problem:
+                raise row.problem
+            report.note_columns(row.fields)
+            chosen, rejected = read_pair_text(row.fields)
+            if row_id in ids:
+                raise RowProblem("duplicate_id", f"id {row_id!r} is used by an earlier pair")
+            image = row.fields.get("image")
+            if image is None and isinstance(row.fields.get("images"), list) and len(row.fields["images"]) == 1:
+                image = row.fields["images"][0]  # TRL's vision DPO layout: a list of one image
+            data, path = image_bytes(image, row.fields.get("image_base64"), row.base)
+            prepared = prepare_image(data, path, Path(images_dir), max_pixels)
+        except RowProblem as problem:
+            if strict:
+                raise DataError(f"{row.where} (id {row_id!r}): {problem.reason}: {problem.detail}") from None
+            report.skip(problem.reason, problem.detail, row.where, row_id)
+            continue
+        ids.add(row_id)
+        pairs.append(PreferencePair(id=row_id, image=prepared.path, chosen=chosen, rejected=rejected,
+                                    reason=str(row.fields.get("reason") or "given"), source="given"))
+        report.use(None, prepared.fixes, row.where, row_id)
+    return pairs, report

@@ -43,11 +43,11 @@ class DPOStage:
         self.config = config or DPOStageConfig()
 
     def check(self) -> None:
-        """Read a given pairs file before any model loads, so a bad path or row fails the run at once."""
+        """Read a given pairs file (or find another pair source) before any model loads: a bad path fails at once."""
         if self.config.pairs not in ("synthetic", "mined"):
-            from dharma_train.data.pairs import load_pairs
+            from dharma_train.data.pairs import check_pair_source
 
-            load_pairs(self.config.pairs)
+            check_pair_source(self.config.pairs)
 
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         from trl import DPOConfig, DPOTrainer
@@ -105,12 +105,12 @@ class DPOStage:
     def _collect_pairs(self, network, processor, pages: PageSet, output_dir: Path,
                        context: StageContext) -> tuple[list, dict]:
         """The configured pairs, saved with a summary; mining uses the model about to be trained, on its device."""
-        from dharma_train.data.pairs import load_pairs, loop_pairs, save_pairs
+        from dharma_train.data.pairs import load_given_pairs, loop_pairs, save_pairs
         from dharma_train.distributed import is_main
         from dharma_train.files import write_json_atomically
         from dharma_train.mining import mine_pairs
 
-        cfg, mining = self.config, {}
+        cfg, mining, loaded = self.config, {}, {}
         if cfg.pairs == "mined":
             network.to(context.trainer.resolved_device())
             pairs, stats = mine_pairs(network, processor, pages, cfg.task, cfg.mining, seed=context.trainer.seed)
@@ -119,10 +119,10 @@ class DPOStage:
         elif cfg.pairs == "synthetic":
             pairs = loop_pairs(pages, cfg.task, seed=context.trainer.seed)
         else:
-            pairs = load_pairs(cfg.pairs)
+            pairs, loaded = load_given_pairs(cfg.pairs, output_dir / "pair_images")
         if is_main():
             save_pairs(pairs, output_dir)
             write_json_atomically(output_dir / "pairs_summary.json",
-                                  {"source": cfg.pairs, "pairs": len(pairs), **mining})
+                                  {"source": cfg.pairs, "pairs": len(pairs), **mining, **loaded})
         return pairs, mining
 

@@ -1,0 +1,225 @@
+"""Row checks and the load report: every row read is either used (perhaps fixed) or skipped with a named reason.
+
+A row's columns follow the DharmaOCR-Benchmark (`id`, `image` or `image_base64`, `assistant` holding the answer
+JSON as a string, `assistant_without_json`), and page-folder rows (`answer` as an object, `family`, `task`) use the
+same names. A missing schema field means an empty one (the benchmark stores only the fields a page has). Answer
+keys outside the schema skip the row rather than being dropped: dropping them would drop text that is on the page
+from the target, and the model would learn to leave it out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+from dharma_train.data.schema import FIELDS, PageAnswer
+
+SKIP_REASONS = {
+    "missing_field": "a required column (id, image, answer) is absent or null",
+    "missing_file": "the image path does not exist",
+    "unreadable_text": "a line or sidecar file is not UTF-8 text",
+    "corrupt_image": "the image cannot be decoded",
+    "truncated_image": "the image data ends early",
+    "decompression_bomb": "the image has more pixels than Pillow will decode",
+    "unusable_size": "the image is empty or a strip with an aspect ratio over 200:1",
+    "invalid_json": "the answer is not a JSON object",
+    "empty_answer": "the answer is empty ('', {} or only empty fields)",
+    "extra_fields": "the answer has keys outside header/margin/footer/text",
+    "non_string_value": "a value that must be a string (answer field, id, image path) is not",
+    "invalid_value": "task or family is not one of the accepted values",
+    "identical_pair": "a preference pair's chosen and rejected answers are the same",
+    "duplicate_id": "an earlier row of the same source has this id (the first one keeps it, used or not)",
+    "duplicate_image": "an earlier row of the same source has the same image bytes",
+    "image_in_other_split": "the same image bytes are already in an earlier split (no page leaks across splits)",
+}
+FIX_REASONS = {
+    "converted_mode": "image mode other than RGB or grayscale converted (alpha over white, 16-bit scaled to 8)",
+    "resized": "image over the pixel budget (data.max_pixels) scaled down, aspect ratio kept",
+}
+ANSWER_COLUMNS = ("assistant", "answer")  # the schema JSON: a string, or an object in JSONL rows
+PLAIN_COLUMNS = ("assistant_without_json", "text")  # a plain transcription, used when no JSON answer is given
+FAMILY_COLUMNS = ("family", "category")
+KNOWN_COLUMNS = frozenset({"id", "image", "image_base64", "task", *ANSWER_COLUMNS, *PLAIN_COLUMNS, *FAMILY_COLUMNS})
+PAIR_COLUMNS = frozenset({"id", "image", "images", "image_base64", "chosen", "rejected", "reason"})
+TASKS = ("structured", "plain")
+DEFAULT_FAMILY = "printed"
+EXAMPLES_PER_REASON = 5
+
+
+class RowProblem(Exception):
+    """A row that cannot be used: `reason` is a key of SKIP_REASONS, `detail` what was found."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class RowText:
+    """What a row says about its page, before its image is looked at."""
+
+    id: str
+    answer: PageAnswer
+    task: str
+    family: str
+
+
+def read_row_text(fields: dict) -> RowText:
+    """The id, answer, task and family of a row; raises RowProblem naming the first thing wrong."""
+    page_id = _row_id(fields.get("id"))
+    answer, task = _answer(fields)
+    given_task = fields.get("task")
+    if given_task is not None:
+        if given_task not in TASKS:
+            raise RowProblem("invalid_value", f"task must be one of {list(TASKS)}, got {given_task!r}")
+        task = given_task
+    family = next((fields[key] for key in FAMILY_COLUMNS if fields.get(key) is not None), DEFAULT_FAMILY)
+    if not isinstance(family, str) or not family.strip():
+        raise RowProblem("invalid_value", f"family must be a non-empty string, got {family!r}")
+    return RowText(page_id, answer, task, family.strip())
+
+
+def read_pair_text(fields: dict) -> tuple[str, str]:
+    """A preference pair's chosen and rejected answers: two different non-empty strings."""
+    texts = []
+    for key in ("chosen", "rejected"):
+        value = fields.get(key)
+        if value is None:
+            raise RowProblem("missing_field", f"no '{key}'")
+        if not isinstance(value, str):
+            raise RowProblem("non_string_value", f"'{key}' must be a string, got {type(value).__name__}")
+        if not value.strip():
+            raise RowProblem("empty_answer", f"'{key}' is empty")
+        texts.append(value)
+    if texts[0] == texts[1]:
+        raise RowProblem("identical_pair", "'chosen' and 'rejected' are identical")
+    return texts[0], texts[1]
+
+
+def _row_id(value) -> str:
+    if value is None or value == "":
+        raise RowProblem("missing_field", "no 'id'")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise RowProblem("non_string_value", f"'id' must be a string or an integer, got {type(value).__name__}")
+    return str(value)
+
+
+def _answer(fields: dict) -> tuple[PageAnswer, str]:
+    """The schema answer from `assistant`/`answer`; failing those columns, the plain text (task plain)."""
+    column = next((key for key in ANSWER_COLUMNS if fields.get(key) is not None), None)
+    if column is None:
+        plain_column = next((key for key in PLAIN_COLUMNS if fields.get(key) is not None), None)
+        if plain_column is None:
+            raise RowProblem("missing_field", f"no answer: none of {list(ANSWER_COLUMNS + PLAIN_COLUMNS)}")
+        plain = fields[plain_column]
+        if not isinstance(plain, str):
+            raise RowProblem("non_string_value", f"'{plain_column}' must be a string, got {type(plain).__name__}")
+        if not plain.strip():
+            raise RowProblem("empty_answer", f"'{plain_column}' is empty")
+        return PageAnswer(text=plain), "plain"
+    value = fields[column]
+    if isinstance(value, str):
+        if not value.strip():
+            raise RowProblem("empty_answer", f"'{column}' is an empty string")
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError) as error:
+            raise RowProblem("invalid_json", f"'{column}' is not valid JSON ({error})") from None
+    elif not isinstance(value, dict):
+        raise RowProblem("non_string_value", f"'{column}' must be a JSON string, got {type(value).__name__}")
+    if not isinstance(value, dict):
+        raise RowProblem("invalid_json", f"'{column}' holds a JSON {type(value).__name__}, not an object")
+    extra = sorted(set(value) - set(FIELDS))
+    if extra:
+        raise RowProblem("extra_fields", f"'{column}' has key(s) {extra} outside the schema {list(FIELDS)}")
+    not_strings = sorted(key for key, item in value.items() if not isinstance(item, str))
+    if not_strings:
+        kinds = ", ".join(f"{key}: {type(value[key]).__name__}" for key in not_strings)
+        raise RowProblem("non_string_value", f"'{column}' field(s) must be strings ({kinds})")
+    answer = PageAnswer(**value)
+    if not any(getattr(answer, name).strip() for name in FIELDS):
+        raise RowProblem("empty_answer", f"'{column}' has no text in any field")
+    return answer, "structured"
+
+
+@dataclass
+class SourceReport:
+    """What became of every row of one source: rows = used + skipped; fixed rows are among the used."""
+
+    split: str
+    source: str
+    format: str
+    rows: int = 0
+    used: int = 0
+    fixed: int = 0
+    skipped: int = 0
+    fixes: Counter = field(default_factory=Counter)
+    skips: Counter = field(default_factory=Counter)
+    tasks: Counter = field(default_factory=Counter)
+    families: Counter = field(default_factory=Counter)
+    ignored_columns: Counter = field(default_factory=Counter)  # columns outside KNOWN_COLUMNS, with row counts
+    examples: dict[str, list[dict]] = field(default_factory=dict)  # reason -> the first rows it hit
+    known_columns: frozenset = KNOWN_COLUMNS
+
+    def note_columns(self, fields: dict) -> None:
+        self.ignored_columns.update(key for key in fields if key not in self.known_columns)
+
+    def use(self, text: RowText | None, fixes: list[tuple[str, str]], where: str, row_id: str | None = None) -> None:
+        """A row that became a page (its text counted by task and family) or a preference pair (text None)."""
+        self.rows += 1
+        self.used += 1
+        if text is not None:
+            self.tasks[text.task] += 1
+            self.families[text.family] += 1
+            row_id = text.id
+        if fixes:
+            self.fixed += 1
+        for reason, detail in fixes:
+            self.fixes[reason] += 1
+            self._example(reason, where, row_id, detail)
+
+    def skip(self, reason: str, detail: str, where: str, row_id: str | None) -> None:
+        self.rows += 1
+        self.skipped += 1
+        self.skips[reason] += 1
+        self._example(reason, where, row_id, detail)
+
+    def _example(self, reason: str, where: str, row_id: str | None, detail: str) -> None:
+        examples = self.examples.setdefault(reason, [])
+        if len(examples) < EXAMPLES_PER_REASON:
+            examples.append({"row": where, "id": row_id, "detail": detail})
+
+    def summary_line(self) -> str:
+        parts = [f"{self.rows} rows: {self.used} used ({self.fixed} fixed), {self.skipped} skipped"]
+        if self.skips:
+            parts.append("skipped: " + ", ".join(f"{key} {n}" for key, n in sorted(self.skips.items())))
+        if self.fixes:
+            parts.append("fixed: " + ", ".join(f"{key} {n}" for key, n in sorted(self.fixes.items())))
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {"split": self.split, "source": self.source, "format": self.format, "rows": self.rows,
+                "used": self.used, "fixed": self.fixed, "skipped": self.skipped,
+                "fixes": dict(sorted(self.fixes.items())), "skips": dict(sorted(self.skips.items())),
+                "tasks": dict(self.tasks), "families": dict(self.families),
+                "ignored_columns": dict(self.ignored_columns), "examples": self.examples}
+
+
+@dataclass
+class LoadReport:
+    """Every source a run loaded, and the pages each split ended with; saved as `data/load_report.json`."""
+
+    sources: list[SourceReport] = field(default_factory=list)
+    splits: dict[str, int] = field(default_factory=dict)
+    split_from: dict | None = None  # the data.split settings when eval/test were carved out of train
+
+    def to_dict(self) -> dict:
+        return {"sources": [source.to_dict() for source in self.sources], "splits": self.splits,
+                "split_from": self.split_from,
+                "reasons": {"skip": {key: SKIP_REASONS[key] for key in self._seen("skips")},
+                            "fix": {key: FIX_REASONS[key] for key in self._seen("fixes")}}}
+
+    def _seen(self, kind: str) -> list[str]:
+        return sorted({key for source in self.sources for key in getattr(source, kind)})

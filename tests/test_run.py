@@ -1,0 +1,87 @@
+"""run.prepare_pages, the one place config becomes pages: a benchmark parquet given on the command line reaches
+the stages, split by image hash, with its load report in the run folder."""
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from dharma_train import EvalConfig, ModelArtifact, PageSet, Pipeline, StageContext, StageResult, TrainerConfig
+from dharma_train.config import validate
+from dharma_train.configs import config_dir, register_recipes
+from dharma_train.run import prepare_pages
+
+
+def _benchmark_parquet(path: Path, n: int) -> Path:
+    """n good benchmark rows, then one with a corrupt image."""
+    rows = []
+    for i in range(n + 1):
+        buffer = io.BytesIO()
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 48, 3), dtype=np.uint8)).save(buffer, "PNG")
+        data = buffer.getvalue() if i < n else b"broken"
+        rows.append({"id": i, "image_base64": base64.b64encode(data).decode(),
+                     "assistant": json.dumps({"text": f"Página {i}"}), "assistant_without_json": f"Página {i}"})
+    datasets.Dataset.from_list(rows).to_parquet(str(path))
+    return path
+
+
+def _config(*overrides):
+    register_recipes()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return validate(compose(config_name="config", overrides=list(overrides)))
+
+
+@dataclass
+class RecordPages:
+    """A stage that trains nothing and remembers the pages it was given."""
+
+    name: str
+    seen: list = field(default_factory=list)
+
+    def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
+        self.seen = [page.id for page in pages]
+        return StageResult(self.name, model, {})
+
+
+def test_a_benchmark_parquet_on_the_command_line_reaches_the_stage(tmp_path, tiny_artifact):
+    source = _benchmark_parquet(tmp_path / "bench.parquet", 8)
+    out = tmp_path / "run"
+    config = _config(f"output_dir={out}", f"data.train={source}", "data.split.eval=0.25")
+    train, eval_pages = prepare_pages(config)
+    assert (len(train), len(eval_pages)) == (6, 2)
+    report = json.loads((out / "data" / "load_report.json").read_text())
+    assert report["sources"][0]["skips"] == {"corrupt_image": 1} and report["splits"] == {"train": 6, "eval": 2}
+    assert not (out / "data" / "train").exists(), "nothing generated when every split is given"
+    stage = RecordPages("record")
+    Pipeline(stages=[stage], evaluation=EvalConfig(max_new_tokens=2, batch_size=2),
+             context=StageContext(trainer=TrainerConfig(device="cpu"))).run(tiny_artifact, train, eval_pages, out)
+    assert stage.seen == [page.id for page in train]
+    assert not set(stage.seen) & {page.id for page in eval_pages}
+
+
+def test_a_missing_eval_split_is_still_generated(tmp_path):
+    source = _benchmark_parquet(tmp_path / "bench.parquet", 3)
+    config = _config(f"output_dir={tmp_path / 'run'}", f"data.train={source}", "data.synthetic.eval_pages=2")
+    train, eval_pages = prepare_pages(config)
+    assert [page.id for page in train] == ["0", "1", "2"] and len(eval_pages) == 2
+    assert eval_pages.root == tmp_path / "run" / "data" / "eval"
+
+
+def test_strict_mode_stops_the_command_with_the_row_before_any_model_loads(tmp_path):
+    source = _benchmark_parquet(tmp_path / "bench.parquet", 2)
+    result = subprocess.run([sys.executable, "-m", "dharma_train", f"output_dir={tmp_path / 'run'}",
+                             f"data.train={source}", "data.strict=true"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-2000:]
+    assert f"{source} row 2 (id 2): corrupt_image: not a readable image" in output
+    assert "Traceback" not in output and not (tmp_path / "run" / "00_base").exists()

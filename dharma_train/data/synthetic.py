@@ -34,7 +34,6 @@ JPEG_QUALITY = 92
 PROGRESS_BAR_FROM = 200  # below this a set takes about a second and a bar is only noise
 A4_WIDTH_PER_HEIGHT = 210 / 297
 WORDS_PER_PIXEL_OF_HEIGHT = 0.2
-OVERFLOW_RETRIES = 4  # a page whose text does not fit is redrawn with two thirds of the words, at most this often
 
 
 @dataclass(frozen=True)
@@ -89,8 +88,7 @@ def generate_pages(out_dir: str | Path, n: int, seed: int, width: int = 224, hei
     if workers == 1:
         pages = [_progress(write_page(job), bar) for job in jobs]
     else:
-        context = multiprocessing.get_context("spawn")  # safe beside torch's threads, and the same on every OS
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(workers, mp_context=_worker_context()) as pool:
             chunk = max(1, min(32, n // (workers * 8)))
             pages = [_progress(page, bar) for page in pool.map(write_page, jobs, chunksize=chunk)]
     bar.close()
@@ -123,8 +121,8 @@ def write_page(job: PageJob) -> Page:
     A page whose text cannot fit even at the smallest font is drawn again from a derived seed with two thirds of
     the words, so a large `max_words` fills pages without ever cutting text the answer names.
     """
-    max_words = job.max_words
-    for attempt in range(OVERFLOW_RETRIES + 1):
+    max_words, attempt = job.max_words, 0
+    while True:
         seed = job.seed if attempt == 0 else f"{job.seed}/retry{attempt}"
         rng = random.Random(seed)
         answer = make_page_answer(rng, job.family, max_words, seed)
@@ -132,9 +130,9 @@ def write_page(job: PageJob) -> Page:
             rendered = render_page(answer, job.family, job.width, job.height, rng, degrade=job.degrade)
             break
         except PageOverflow:
-            if attempt == OVERFLOW_RETRIES or max_words == 1:
+            if max_words == 1:
                 raise
-            max_words = max(1, max_words * 2 // 3)
+            max_words, attempt = max(1, max_words * 2 // 3), attempt + 1
     path = job.out_dir / "images" / f"{job.page_id}.{job.image_format}"
     if job.image_format == "png":
         write_png(rendered.image, path)
@@ -156,6 +154,17 @@ def make_page_answer(rng: random.Random, family: str, max_words: int, seed: str)
 def _portuguese_faker() -> Faker:
     """One per process: building a Faker takes tens of milliseconds, reseeding it almost nothing."""
     return Faker("pt_BR")
+
+
+def _worker_context():
+    """Workers forked from a server that imported this module once (importing dharma_train costs a second,
+    torch included), where the platform has one; fresh interpreters otherwise. Never a fork of the caller,
+    whose torch threads a fork could deadlock."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def _progress(page: Page, bar: tqdm) -> Page:

@@ -30,7 +30,9 @@ def write_contact_sheet(folder: str | Path, out: str | Path, count: int = 8, col
         sheet.paste(cell, ((index % columns) * cell_width, (index // columns) * cell_height))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out, format="PNG", optimize=True)
+    # 64 colours are plenty for eyes and keep a sheet of scanned-looking pages a few hundred KB instead of MBs
+    sheet.quantize(colors=64, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(out, format="PNG",
+                                                                                             optimize=True)
     return out
 
 
@@ -62,17 +64,14 @@ def _cell(page: Page) -> Image.Image:
     x, y, bottom = thumb.width + 2 * PAD, PAD, THUMB_HEIGHT + PAD
     draw.text((x, y), f"{page.id} · {page.family} · {page.task}", font=font, fill=(120, 120, 120))
     y += round(line_height * 1.5)
-    for field in FIELDS:
-        value = getattr(page.answer, field)
-        if not value:
-            continue
-        for line in _wrapped(f"{field}: {value}", font, PANEL_WIDTH):
-            if y + line_height > bottom:
-                draw.text((x, y - line_height), "…", font=font, fill=(120, 120, 120))
-                return cell
-            draw.text((x, y), line, font=font, fill=FIELD_COLOURS[field])
-            y += line_height
-        y += line_height // 2
+    lines = [(field, line) for field in FIELDS if getattr(page.answer, field)
+             for line in [*_wrapped(f"{field}: {getattr(page.answer, field)}", font, PANEL_WIDTH), ""]]
+    for index, (field, line) in enumerate(lines):
+        if y + 2 * line_height > bottom and any(text for _, text in lines[index + 1:]):
+            draw.text((x, y), "…", font=font, fill=(120, 120, 120))  # the rest of the answer does not fit
+            break
+        draw.text((x, y), line, font=font, fill=FIELD_COLOURS[field])
+        y += line_height if line else line_height // 2
     return cell
 
 

@@ -259,13 +259,16 @@ def _fill(template: str, fields: dict[str, str]) -> str:
 
 def _sentence_stream(rng: random.Random, templates: tuple[str, ...], fields: dict[str, str], max_words: int,
                      compose) -> list[str]:
-    """The templates in random order, each followed by a composed sentence, until the budget is surely covered."""
+    """The templates in random order, each followed by a composed sentence, until the budget is surely covered;
+    no sentence twice on a page (after a few collisions the budget is simply left unfilled)."""
     stream: list[str] = []
-    words = 0
+    words = tries = 0
     shuffled = rng.sample(templates, len(templates))
-    while words <= max_words:
-        sentence = _fill(shuffled[len(stream) // 2 % len(shuffled)], fields) if len(stream) % 2 == 0 \
-            else compose(rng, fields)
+    while words <= max_words and tries < 4 * max_words:
+        tries += 1
+        sentence = _fill(shuffled[tries // 2 % len(shuffled)], fields) if tries % 2 == 0 else compose(rng, fields)
+        if sentence in stream:
+            continue
         stream.append(sentence)
         words += len(sentence.split())
     return stream

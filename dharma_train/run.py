@@ -49,7 +49,7 @@ def resolve_stage_data(config: RunConfig) -> None:
     """A stage whose `data` names a generated set (GENERATED_SETS) gets that set generated into
     `output_dir/data/<name>` and its `data` replaced by the folder, so the pipeline and stage.json see a folder.
     Any other value is a page folder, left as it is (write `./general` for a folder of that name)."""
-    from dharma_train.data.synthetic import generate_pages
+    from dharma_train.data.synthetic import generate_pages, named_seed
 
     s = config.data.synthetic
     generated: dict[str, str] = {}
@@ -59,8 +59,8 @@ def resolve_stage_data(config: RunConfig) -> None:
             continue
         if name not in generated:
             folder = Path(config.output_dir) / "data" / name
-            generate_pages(folder, s.general_pages, seed=s.seed, width=s.width, height=s.height, task=name,
-                           id_prefix=name, max_words=s.max_words, workers=s.workers)
+            generate_pages(folder, s.general_pages, seed=named_seed(s.seed, name), width=s.width, height=s.height,
+                           task=name, id_prefix=name, max_words=s.max_words, workers=s.workers)
             generated[name] = str(folder)
         stage.data = generated[name]
 

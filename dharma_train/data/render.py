@@ -1,9 +1,9 @@
 """Draw a page plan: every word of the ground truth on the page, plus furniture that carries no text.
 
 Each line is one mask assembled from cached glyphs (typeset.py); handwriting moves every word on its own there:
-baseline wobble and drift, uneven spacing and pen pressure, then a slant for the whole line. Rules, ruled paper, coats of arms, form boxes, bar codes and
-signatures hold no characters, so they never need to appear in the answer. Scan or photo degradation
-(degrade.py) comes last.
+baseline wobble and drift, uneven spacing and pen pressure, then a slant for the whole line. Rules, ruled paper,
+coats of arms, form boxes, bar codes and signatures hold no characters, so they never need to appear in the
+answer. Scan or photo degradation (degrade.py) comes last.
 """
 
 from __future__ import annotations

@@ -112,7 +112,12 @@ def page_seed(seed: int, index: int) -> str:
 
 def eval_seed(seed: int) -> int:
     """A hash of the train seed rather than seed + 1, so the eval set of run 0 is not the train set of run 1."""
-    return int.from_bytes(hashlib.sha256(f"dharma-eval/{seed}".encode()).digest()[:8], "big")
+    return named_seed(seed, "eval")
+
+
+def named_seed(seed: int, name: str) -> int:
+    """The seed of another set drawn beside the training pages (eval, general...): unrelated to theirs."""
+    return int.from_bytes(hashlib.sha256(f"dharma-{name}/{seed}".encode()).digest()[:8], "big")
 
 
 def write_page(job: PageJob) -> Page:

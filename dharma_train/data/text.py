@@ -329,8 +329,9 @@ def _legal_answer(rng: random.Random, fields: dict[str, str], max_words: int) ->
     else:
         header = rng.choice((
             "TRIBUNAL DE JUSTIÇA DO ESTADO {estado_de} {estado}", "PREFEITURA MUNICIPAL DE {cidade}",
-            "CARTÓRIO DO {ordinal} OFÍCIO DE NOTAS DE {cidade}", "MINISTÉRIO PÚBLICO DO ESTADO {estado_de} {estado}",
-            "REGISTRO CIVIL DAS PESSOAS NATURAIS", "CÂMARA MUNICIPAL DE {cidade}", "{empresa}",
+            "CARTÓRIO DO {ordinal} OFÍCIO DE NOTAS DE {cidade}",
+            "MINISTÉRIO PÚBLICO DO ESTADO {estado_de} {estado}", "REGISTRO CIVIL DAS PESSOAS NATURAIS",
+            "CÂMARA MUNICIPAL DE {cidade}", "{empresa}",
         ))
         if rng.random() < 0.4:
             header += "\n" + rng.choice(DEPARTMENTS)

@@ -120,7 +120,8 @@ def test_two_columns_keep_reading_order():
 
 
 def test_markdown_headings_are_larger_and_list_items_have_bullets():
-    answer = PageAnswer(text="# Título da página\n\nUm parágrafo em português.\n\n## Section\n\n- first item\n- second")
+    answer = PageAnswer(text="# Título da página\n\nUm parágrafo em português.\n\n## Section\n\n- first item\n"
+                             "- second")
     style = choose_style(answer, "general", 724, random.Random(0))
     body = next(block for block in plan_page(answer, "general", 724, 1024, style).blocks if block.field == "text")
     sizes = {line.kind: line.font.size for line in body.lines}

@@ -60,7 +60,7 @@ def resolve_stage_data(config: RunConfig) -> None:
         if name not in generated:
             folder = Path(config.output_dir) / "data" / name
             generate_pages(folder, s.general_pages, seed=named_seed(s.seed, name), width=s.width, height=s.height,
-                           task=name, id_prefix=name, max_words=s.max_words, workers=s.workers)
+                           task=name, id_prefix=name, max_words=s.general_max_words, workers=s.workers)
             generated[name] = str(folder)
         stage.data = generated[name]
 

@@ -28,6 +28,8 @@ def test_a_stage_naming_general_trains_on_generated_mixed_language_pages(tmp_pat
     assert len(general) == 4
     assert {(page.family, page.task) for page in general} == {("general", "general")}
     assert all(page.answer.text.startswith("# ") for page in general)
+    markers = ("#", "##", "-")
+    assert all(len([w for w in page.answer.text.split() if w not in markers]) <= 20 for page in general)
     assert config.stages["structured"].data is None, "stages without data keep the run's training pages"
 
 

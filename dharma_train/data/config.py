@@ -18,6 +18,7 @@ class SyntheticConfig:
     families: list[str] = field(default_factory=lambda: ["printed", "handwritten", "legal"])
     max_words: int = 40  # body words per page at most (handwritten pages get three quarters)
     general_pages: int = 64  # pages of the `general` set, generated only when a stage's data names it
+    general_max_words: int = 20  # their word budget (other languages cost a Portuguese tokenizer more tokens)
     workers: int = 1  # processes drawing pages; the pages are the same bytes whatever the number
 
     def __post_init__(self):
@@ -26,8 +27,8 @@ class SyntheticConfig:
         unknown = sorted(set(self.families) - set(ALL_FAMILIES))
         if not self.families or unknown:
             raise ValueError(f"data.synthetic.families must name some of {list(ALL_FAMILIES)}, got {self.families}")
-        if self.max_words < 1 or self.general_pages < 1 or self.workers < 1:
-            raise ValueError("data.synthetic.max_words, general_pages and workers must be at least 1")
+        if min(self.max_words, self.general_pages, self.general_max_words, self.workers) < 1:
+            raise ValueError("data.synthetic.max_words, general_pages, general_max_words and workers must be >= 1")
 
 
 @dataclass

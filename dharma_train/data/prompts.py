@@ -7,8 +7,9 @@ STRUCTURED_PROMPT = (
     '"header", "margin", "footer" e "text".'
 )
 PLAIN_PROMPT = "Transcreva todo o texto desta página."
-# The general-OCR rung reads pages in any language and answers in Markdown, as general OCR models do.
-GENERAL_PROMPT = "Convert this page to Markdown, in reading order."
+# The general-OCR rung reads pages in any language and answers in Markdown, as general OCR models do; asked in
+# Portuguese like the other rungs, so what it learns (read the page, then stop) carries over to them.
+GENERAL_PROMPT = "Transcreva esta página em Markdown, na ordem de leitura."
 
 PROMPTS = {"structured": STRUCTURED_PROMPT, "plain": PLAIN_PROMPT, "general": GENERAL_PROMPT}
 TASKS = tuple(PROMPTS)

@@ -14,6 +14,9 @@ from dharma_train.data.schema import PageAnswer
 
 FAMILIES = ("printed", "handwritten", "legal")
 DEFAULT_MAX_WORDS = 40
+# Boletos, journal articles and two-line letterheads need a page with room: on a page of fewer words (a thumbnail)
+# their long numbers and furniture would shrink past reading.
+ROOMY_PAGE_WORDS = 80
 
 # State abbreviation -> (name, the contraction Portuguese uses after "Estado": "de São Paulo", "da Bahia", "do Pará").
 STATES = {
@@ -72,8 +75,8 @@ HANDWRITTEN_SENTENCES = (
     "A reunião foi marcada para o dia {data}, às {hora}, na casa de {primeiro_nome}.",
 )
 
-# A small grammar multiplies the templates: subject + verb + object + complement gives tens of thousands of
-# sentences, so a model trained on many pages meets varied Portuguese rather than sixteen memorised lines.
+# A small grammar continues the templates on long pages: subject + verb + object + complement gives tens of
+# thousands of sentences, so a full 1024 px page does not repeat the same sixteen lines.
 SUBJECTS = (
     "A pesquisa", "O governo municipal", "A população de {cidade}", "Essa mudança", "O estudo de {nome}",
     "A indústria têxtil", "O movimento operário", "A imprensa local", "A escola pública", "O comércio",
@@ -259,18 +262,18 @@ def _fill(template: str, fields: dict[str, str]) -> str:
 
 def _sentence_stream(rng: random.Random, templates: tuple[str, ...], fields: dict[str, str], max_words: int,
                      compose) -> list[str]:
-    """The templates in random order, each followed by a composed sentence, until the budget is surely covered;
-    no sentence twice on a page (after a few collisions the budget is simply left unfilled)."""
-    stream: list[str] = []
-    words = tries = 0
-    shuffled = rng.sample(templates, len(templates))
+    """The templates in random order, then composed sentences, until the budget is surely covered; no sentence
+    twice on a page (after a few collisions the budget is simply left unfilled). Short pages read like natural
+    prose; the grammar only fills pages longer than the templates."""
+    stream = [_fill(template, fields) for template in rng.sample(templates, len(templates))]
+    words = sum(len(sentence.split()) for sentence in stream)
+    tries = 0
     while words <= max_words and tries < 4 * max_words:
         tries += 1
-        sentence = _fill(shuffled[tries // 2 % len(shuffled)], fields) if tries % 2 == 0 else compose(rng, fields)
-        if sentence in stream:
-            continue
-        stream.append(sentence)
-        words += len(sentence.split())
+        sentence = compose(rng, fields)
+        if sentence not in stream:
+            stream.append(sentence)
+            words += len(sentence.split())
     return stream
 
 
@@ -287,7 +290,7 @@ def _printed_answer(rng: random.Random, fields: dict[str, str], max_words: int) 
     """A book page (running head, page number) or a journal article page (journal name, issue and page)."""
     title = rng.choice(BOOK_TITLES)
     page = fields["pagina"]
-    if rng.random() < 0.3:
+    if max_words >= ROOMY_PAGE_WORDS and rng.random() < 0.3:
         journal = rng.choice(("Revista Brasileira de História", "Cadernos de Pesquisa", "Revista de Economia",
                               "Estudos Avançados", "Revista de Letras"))
         header = rng.choice((journal, f"{journal} — {fields['nome']}", title))
@@ -319,7 +322,7 @@ def _handwritten_answer(rng: random.Random, fields: dict[str, str], max_words: i
 
 def _legal_answer(rng: random.Random, fields: dict[str, str], max_words: int) -> PageAnswer:
     """An ofício, certidão, contrato, procuração or boleto: institution on top, a stamp or folio in the margin."""
-    kind = rng.choice((*sorted(LEGAL_DOCUMENTS), "boleto"))
+    kind = rng.choice((*sorted(LEGAL_DOCUMENTS), *(("boleto",) if max_words >= ROOMY_PAGE_WORDS else ())))
     extra = {"ordinal": f"{rng.randint(1, 9)}º", "fls": str(rng.randint(1, 250)), "folha": str(rng.randint(1, 9)),
              "selo": "".join(rng.choices("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789", k=8))}
     slots = {**fields, **extra}
@@ -333,7 +336,7 @@ def _legal_answer(rng: random.Random, fields: dict[str, str], max_words: int) ->
             "MINISTÉRIO PÚBLICO DO ESTADO {estado_de} {estado}", "REGISTRO CIVIL DAS PESSOAS NATURAIS",
             "CÂMARA MUNICIPAL DE {cidade}", "{empresa}",
         ))
-        if rng.random() < 0.4:
+        if max_words >= ROOMY_PAGE_WORDS and rng.random() < 0.4:
             header += "\n" + rng.choice(DEPARTMENTS)
         clauses = rng.sample(LEGAL_CLAUSES, len(LEGAL_CLAUSES))
         text = bounded_text(rng, [_fill(sentence, slots) for sentence in (*LEGAL_DOCUMENTS[kind], *clauses)],

@@ -17,6 +17,9 @@ from dharma_train.stages import build_stage
 
 log = logging.getLogger(__name__)
 
+# Page sets a stage can name as its `data` instead of a folder; each is generated from `data.synthetic`.
+GENERATED_SETS = ("general",)  # mixed-language pages with Markdown answers, for the general-OCR rung
+
 
 def base_artifact(path: str) -> ModelArtifact:
     """The starting model: the embedded tiny model (built and cached on first use), a hub id or a folder."""
@@ -29,7 +32,7 @@ def base_artifact(path: str) -> ModelArtifact:
 
 def prepare_pages(config: RunConfig) -> tuple[PageSet, PageSet]:
     """The configured sources loaded and checked (report in data/load_report.json); a missing split is generated
-    (by rank 0 alone)."""
+    (by rank 0 alone); then each stage's own generated data (see resolve_stage_data)."""
     data = config.data
     given = load_splits(data, Path(config.output_dir) / "data")
     if "train" not in given or "eval" not in given:
@@ -37,9 +40,32 @@ def prepare_pages(config: RunConfig) -> tuple[PageSet, PageSet]:
 
         s = data.synthetic
         generated = distributed.on_main(generate_splits, Path(config.output_dir) / "data", n_train=s.train_pages,
-                                        n_eval=s.eval_pages, seed=s.seed, width=s.width, height=s.height)
+                                        n_eval=s.eval_pages, seed=s.seed, width=s.width, height=s.height,
+                                        families=s.families, max_words=s.max_words, workers=s.workers)
         given = {"train": given.get("train", generated[0]), "eval": given.get("eval", generated[1])}
+    resolve_stage_data(config)
     return given["train"], given["eval"]
+
+
+def resolve_stage_data(config: RunConfig) -> None:
+    """A stage whose `data` names a generated set (GENERATED_SETS) gets that set generated into
+    `output_dir/data/<name>` and its `data` replaced by the folder, so the pipeline and stage.json see a folder.
+    Any other value is a page folder, left as it is (write `./general` for a folder of that name)."""
+    from dharma_train.data.synthetic import generate_pages, named_seed
+
+    s = config.data.synthetic
+    generated: dict[str, str] = {}
+    for stage in config.stages.values():
+        name = getattr(stage, "data", None)
+        if name not in GENERATED_SETS:
+            continue
+        if name not in generated:
+            folder = Path(config.output_dir) / "data" / name
+            distributed.on_main(generate_pages, folder, s.general_pages, seed=named_seed(s.seed, name), width=s.width,
+                                height=s.height, task=name, id_prefix=name, max_words=s.general_max_words,
+                                workers=s.workers)
+            generated[name] = str(folder)
+        stage.data = generated[name]
 
 
 def execute(config: RunConfig) -> dict:

@@ -28,7 +28,8 @@ def test_every_recipe_composes_and_validates(recipe):
 def test_tiny_recipe_is_the_ladder_in_order():
     config = validate(_compose("output_dir=/tmp/x"))
     assert list(config.stages) == ["general_ocr", "structured", "dpo"]
-    assert [s.task for s in config.stages.values()] == ["plain", "structured", "structured"]
+    assert [s.task for s in config.stages.values()] == ["general", "structured", "structured"]
+    assert config.stages["general_ocr"].data == "general", "the general-OCR rung trains on its own generated pages"
 
 
 def test_nanonets_recipe_has_the_real_settings():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from dharma_train.data.prompts import TASKS
 from dharma_train.data.schema import PageAnswer
 from dharma_train.errors import DataError
 from dharma_train.files import write_jsonl_atomically
@@ -23,7 +24,7 @@ class Page:
     image: Path
     answer: PageAnswer
     family: str = "printed"
-    task: str = "structured"  # "structured": JSON schema answer; "plain": plain-text transcription
+    task: str = "structured"  # "structured": JSON schema answer; "plain": transcription; "general": Markdown
 
     def to_row(self, root: Path) -> dict:
         return {
@@ -98,8 +99,8 @@ def _parse_row(line: str, where: str, root: Path) -> Page:
     except ValueError as error:
         raise DataError(f"{where}: {error}") from None
     task = row.get("task", "structured")
-    if task not in ("structured", "plain"):
-        raise DataError(f"{where}: task must be 'structured' or 'plain', got {task!r}")
+    if task not in TASKS:
+        raise DataError(f"{where}: task must be one of {list(TASKS)}, got {task!r}")
     image = Path(row["image"])
     return Page(id=str(row["id"]), image=image if image.is_absolute() else root / image,
                 answer=answer, family=str(row.get("family", "printed")), task=task)

@@ -42,7 +42,8 @@ def loop_pairs(pages: PageSet, task: str, seed: int = 0, repeats: int = 12) -> l
         words = chosen.split(" ")
         cut = rng.randint(max(1, len(words) // 3), max(1, len(words) - 1))
         unit = " ".join(words[max(0, cut - rng.randint(1, 3)):cut])
-        rejected = " ".join(words[:cut]) + (" " + unit) * repeats
+        # a one-word unit ("à") needs more repeats than `repeats` to span a loop the detector recognises (64 chars)
+        rejected = " ".join(words[:cut]) + (" " + unit) * max(repeats, -(-64 // (len(unit) + 1)))
         pairs.append(PreferencePair(id=page.id, image=page.image, chosen=chosen, rejected=rejected, reason="loop",
                                     source="synthetic"))
     return pairs

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dharma_train.artifact import ModelArtifact
 from dharma_train.data.pages import PageSet
+from dharma_train.data.prompts import TASKS
 from dharma_train.stage import StageContext, StageResult
 from dharma_train.training import OptimizationConfig
 
@@ -16,16 +17,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SFTStageConfig:
-    """`conf/stage/sft.yaml`. task=plain is the general-OCR rung; task=structured the JSON-schema specialist."""
+    """`conf/stage/sft.yaml`. task=general (or plain) is the general-OCR rung; task=structured the JSON specialist."""
 
     kind: str = "sft"
-    task: str = "structured"  # structured | plain
-    data: str | None = None  # a page folder for this stage alone; None: the run's training pages
+    task: str = "structured"  # structured | plain | general (Markdown)
+    data: str | None = None  # a page folder for this stage alone, or a generated set (`general`); None: the run's
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
 
     def __post_init__(self):
-        if self.task not in ("structured", "plain"):
-            raise ValueError(f"task must be 'structured' or 'plain', got {self.task!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {list(TASKS)}, got {self.task!r}")
         self.optimization.check("optimization")
 
 

@@ -4,7 +4,8 @@ import re
 import pytest
 from faker import Faker
 
-from dharma_train.data.text import FAMILIES, bounded_paragraph, format_date, format_reais, make_answer
+from dharma_train.data.text import (FAMILIES, ROOMY_PAGE_WORDS, bounded_paragraph, format_date, format_reais,
+                                    make_answer)
 
 ACCENTS = set("çãõéáêíóú")
 
@@ -98,3 +99,15 @@ def test_bounded_paragraph_keeps_whole_sentences():
     assert bounded_paragraph(sentences, 5) == "Um dois três. Quatro cinco."
     assert bounded_paragraph(sentences, 4) == "Um dois três."
     assert bounded_paragraph(sentences, 2) == "Um dois"
+
+
+def test_forms_articles_and_letterheads_need_a_roomy_page():
+    """Boletos, journal articles and two-line letterheads come with page budgets of ROOMY_PAGE_WORDS and more."""
+    def rich(answer):
+        return "Linha digitável" in answer.text or "\n" in answer.header or ", v. " in answer.footer
+
+    small = [_answer(seed, family) for family in ("printed", "legal") for seed in range(60)]
+    roomy = [_answer(seed, family, max_words=ROOMY_PAGE_WORDS) for family in ("printed", "legal") for seed in range(60)]
+    assert not any(rich(answer) for answer in small)
+    assert sum(rich(answer) for answer in roomy) > 20
+    assert any("Linha digitável" in answer.text for answer in roomy)

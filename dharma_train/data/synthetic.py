@@ -17,6 +17,7 @@ from tqdm import tqdm
 from dharma_train.data.pages import Page, PageSet
 from dharma_train.data.render import render_page
 from dharma_train.data.text import DEFAULT_MAX_WORDS, FAMILIES, make_answer
+from dharma_train.files import atomic_path
 
 TASKS = ("structured", "plain")
 PNG_COMPRESS_LEVEL = 1  # noisy pages barely compress: level 1 is 4x faster than the default 6, files no larger
@@ -82,5 +83,6 @@ def _write_page(out_dir: Path, page_id: str, family: str, seed: str, faker: Fake
     answer = make_answer(rng, faker, family, max_words=max_words)
     image = render_page(answer, family, width, height, rng, degrade=degrade)
     path = out_dir / "images" / f"{page_id}.png"
-    image.save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    with atomic_path(path, sync=False) as tmp:  # a run killed mid-write never leaves a truncated image
+        image.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return Page(id=page_id, image=path, answer=answer, family=family, task=task)

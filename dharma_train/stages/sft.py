@@ -39,6 +39,7 @@ class SFTStage:
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         from trl import SFTConfig, SFTTrainer
 
+        from dharma_train.checkpoints import train_resumably
         from dharma_train.data.conversation import sft_dataset
         from dharma_train.models.loading import load_model, load_processor
         from dharma_train.stages.saving import save_trained, write_stage_record
@@ -57,7 +58,7 @@ class SFTStage:
             model=network, args=args, train_dataset=sft_dataset(pages, self.config.task),
             processing_class=processor, peft_config=lora_config(opt.lora) if opt.method == "lora" else None,
         )
-        metrics = trainer.train().metrics
+        metrics = train_resumably(trainer, context.trainer, self.name)  # resumes, stops on SIGTERM, catches NaN
         artifact = save_trained(trainer.model, processor, model, output_dir, opt.save,
                                 context.trainer.model_dtype())
         write_stage_record(output_dir, {"name": self.name, "kind": self.kind, "input": model.to_dict(),

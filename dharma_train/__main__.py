@@ -12,18 +12,28 @@ import hydra
 from omegaconf import DictConfig
 
 from dharma_train.configs import CONFIG_NAME, config_dir, register_recipes
-from dharma_train.errors import DharmaError
+from dharma_train.errors import DharmaError, Interrupted
 
 log = logging.getLogger("dharma_train")
 
 
 def _run(cfg: DictConfig) -> None:
     from dharma_train.config import validate
+    from dharma_train.environment import resume_command
+    from dharma_train.preemption import handle_signals
     from dharma_train.run import execute
 
+    argv = sys.argv[1:]
     try:
         config = validate(cfg)
-        summary = execute(config)
+        log.info("output_dir: %s (if interrupted, resume with: %s)", config.output_dir,
+                 resume_command(argv, config.output_dir))
+        with handle_signals():  # SIGTERM/SIGINT: checkpoint and stop cleanly (docs/running-long-jobs.md)
+            summary = execute(config, argv)
+    except Interrupted as error:
+        log.error("%s. Finished stages and the last complete checkpoint are kept; resume with:\n  %s", error,
+                  resume_command(argv, config.output_dir))
+        sys.exit(error.exit_status)
     except DharmaError as error:
         log.error("%s", error)
         sys.exit(2)

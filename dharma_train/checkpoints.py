@@ -84,8 +84,8 @@ class ReloadFullWeights(TrainerCallback):
         saved = type(model).from_pretrained(self.checkpoint, dtype=next(model.parameters()).dtype)
         model.load_state_dict(saved.state_dict(), strict=True)
         del saved
-        log.info("loaded the weights of %s through from_pretrained (the Trainer's own resume skips them: "
-                 "transformers#43701; its missing-keys warning above is expected)", self.checkpoint)
+        log.info("loaded the weights of %s through from_pretrained (a 'missing keys' warning from the Trainer just "
+                 "before is transformers#43701, handled here)", self.checkpoint)
         return control
 
 

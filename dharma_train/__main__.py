@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from dharma_train.configs import CONFIG_NAME, config_dir, register_recipes
-from dharma_train.errors import DharmaError
+from dharma_train.errors import DharmaError, Interrupted
 
 log = logging.getLogger("dharma_train")
 
@@ -22,14 +22,24 @@ log = logging.getLogger("dharma_train")
 def _run(cfg: DictConfig) -> None:
     from dharma_train import distributed
     from dharma_train.config import validate
+    from dharma_train.environment import resume_command
+    from dharma_train.preemption import handle_signals
     from dharma_train.run import execute
 
+    argv = sys.argv[1:]
     try:
         config = validate(cfg)
         distributed.start(cpu=config.trainer.resolved_device() == "cpu")
         # `${now:...}` resolves in each process and can differ by a second: every process takes rank 0's folder.
         config.output_dir = distributed.broadcast(config.output_dir)
-        summary = execute(config)
+        log.info("output_dir: %s (if interrupted, resume with: %s)", config.output_dir,
+                 resume_command(argv, config.output_dir))
+        with handle_signals():  # SIGTERM/SIGINT: checkpoint and stop cleanly (docs/running-long-jobs.md)
+            summary = execute(config, argv)
+    except Interrupted as error:
+        log.error("%s. Finished stages and the last complete checkpoint are kept; resume with:\n  %s", error,
+                  resume_command(argv, config.output_dir))
+        sys.exit(error.exit_status)
     except DharmaError as error:
         log.error("%s", error)
         sys.exit(2)

@@ -15,3 +15,24 @@ class DataError(DharmaError, ValueError):
 
 class ModelUnavailableError(DharmaError):
     """The model is neither a local folder nor in the Hugging Face cache, and the Hub cannot be reached."""
+
+
+class TrainingError(DharmaError):
+    """Training cannot go on safely (a non-finite loss or gradient); nothing was saved as finished."""
+
+
+class ResourceError(DharmaError):
+    """Not enough disk or memory for what the configuration asks; the message names the knobs that help."""
+
+
+class Interrupted(DharmaError):
+    """The run was stopped by a signal (SIGTERM, SIGINT); finished work is kept and the same command resumes it."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.signal_number = signal_number
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal number: what a shell reports for a process stopped by that signal."""
+        return 128 + self.signal_number

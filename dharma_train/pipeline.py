@@ -1,4 +1,9 @@
-"""A Pipeline runs stages in order and evaluates the base model and every stage's output the same way."""
+"""A Pipeline runs stages in order and evaluates the base model and every stage's output the same way.
+
+Run again into the same output folder, it reuses every point whose inputs are unchanged (its manifest says so,
+see manifest.py), re-runs the first changed stage and every stage after it, and says which and why; a stage that
+was interrupted resumes from its last checkpoint (trainer.resume=auto).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,15 @@ from pathlib import Path
 
 from dharma_train.artifact import ModelArtifact
 from dharma_train.distributed import is_main
+from dharma_train.checkpoints import remove_checkpoints
 from dharma_train.data.pages import PageSet, load_pages
-from dharma_train.files import write_json_atomically
 from dharma_train.evaluation.hook import EvalConfig, evaluate
+from dharma_train.files import write_json_atomically
+from dharma_train.manifest import (base_inputs, begin_attempt, evaluation_key, is_fresh, new_manifest,
+                                   pages_fingerprint, read_manifest, stage_inputs, write_manifest)
 from dharma_train.plots import plot_run
 from dharma_train.report import write_report
+from dharma_train.resources import evaluation_knobs, explain_out_of_memory, training_knobs
 from dharma_train.stage import Stage, StageContext
 from dharma_train.tracking import EvaluationLog, TrackingConfig
 
@@ -38,30 +47,85 @@ class Pipeline:
         for stage in self.stages:
             if hasattr(stage, "check"):
                 stage.check()
+        resume = self.context.trainer.resume == "auto"
+        fingerprints: dict[int, str] = {}
+
+        def fingerprint(pages: PageSet) -> str:
+            """Each page set is hashed once per run, however many stages train on it."""
+            if id(pages) not in fingerprints:
+                fingerprints[id(pages)] = pages_fingerprint(pages)
+            return fingerprints[id(pages)]
+
         summary = {"run": self.context.run_name, "evaluation": asdict(self.evaluation), "entries": []}
         tracker = EvaluationLog(self.context.tracking if is_main() else TrackingConfig(), self.context.run_name,
                                 str(output_dir))
+
+        def finish(manifest: dict, folder: Path) -> None:
+            self._evaluate_point(manifest, folder, eval_pages, fingerprint(eval_pages), summary, tracker,
+                                 output_dir)
+
         try:
             total = len(self.stages)
-            log.info("[0/%d] evaluating the base model %s", total, base.path)
-            self._record(summary, tracker, self._evaluate("base", "base", base, eval_pages, output_dir / "00_base", {}),
-                         output_dir)
-            current = base
+            folder = output_dir / "00_base"
+            inputs = base_inputs(base)
+            manifest = read_manifest(folder) if resume else None
+            if manifest is None or manifest["inputs"] != inputs:
+                manifest = write_manifest(folder, new_manifest("base", "base", inputs, base, {}))
+            log.info("[0/%d] base model %s", total, base.path)
+            finish(manifest, folder)
+            current, upstream, rerun = base, manifest["key"], None
             for index, stage in enumerate(self.stages, start=1):
-                stage_dir = output_dir / f"{index:02d}_{stage.name}"
-                stage_dir.mkdir(parents=True, exist_ok=True)
+                folder = output_dir / f"{index:02d}_{stage.name}"
                 kind = getattr(stage, "kind", type(stage).__name__)
-                log.info("[%d/%d] stage %s (%s) from %s", index, total, stage.name, kind, current.path)
-                started = time.perf_counter()
-                result = stage.run(current, stage_pages[stage.name], stage_dir, self.context)
-                train = {**result.metrics, "wall_seconds": time.perf_counter() - started}
-                current = result.artifact
-                log.info("[%d/%d] evaluating %s", index, total, stage.name)
-                self._record(summary, tracker, self._evaluate(stage.name, kind, current, eval_pages, stage_dir, train),
-                             output_dir)
+                pages = stage_pages[stage.name]
+                inputs = stage_inputs(stage, self.context, upstream, fingerprint(pages))
+                manifest = read_manifest(folder) if resume else None
+                fresh, reason = is_fresh(manifest, inputs) if rerun is None else (False, f"{rerun} before it re-ran")
+                if fresh:
+                    log.info("[%d/%d] stage %s: reused, %s", index, total, stage.name, reason)
+                else:
+                    log.info("[%d/%d] stage %s (%s): runs because %s", index, total, stage.name, kind,
+                             reason if resume else "trainer.resume=never")
+                    manifest = self._train(stage, kind, current, pages, folder, inputs, resume)
+                    rerun = stage.name
+                current, upstream = ModelArtifact.from_dict(manifest["artifact"]), manifest["key"]
+                finish(manifest, folder)
         finally:
             tracker.close()
         return summary
+
+    def _train(self, stage: Stage, kind: str, current: ModelArtifact, pages: PageSet, folder: Path, inputs: dict,
+               resume: bool) -> dict:
+        """Run a stage into its folder; its manifest, written last, marks it finished; then drop its checkpoints."""
+        if begin_attempt(folder, inputs, resume):
+            log.info("stage %s: an interrupted attempt with the same inputs left its work in %s; resuming",
+                     stage.name, folder)
+        started = time.perf_counter()
+        knobs = training_knobs(stage.name, getattr(stage, "config", None), self.context)
+        with explain_out_of_memory(f"in stage {stage.name}", knobs):
+            result = stage.run(current, pages, folder, self.context)
+        train = {**result.metrics, "wall_seconds": time.perf_counter() - started}
+        manifest = write_manifest(folder, new_manifest(stage.name, kind, inputs, result.artifact, train))
+        remove_checkpoints(folder)
+        return manifest
+
+    def _evaluate_point(self, manifest: dict, folder: Path, pages: PageSet, pages_key: str, summary: dict,
+                        tracker: EvaluationLog, output_dir: Path) -> None:
+        """Reuse the point's stored evaluation when nothing it depends on changed; otherwise evaluate and store it."""
+        name, kind = manifest["point"], manifest["kind"]
+        wanted = evaluation_key(self.evaluation, pages_key, self.context, manifest["key"])
+        stored = manifest.get("evaluation")
+        if stored and stored.get("key") == wanted:
+            log.info("%s: evaluation reused (same model, pages and evaluation settings)", name)
+            entry = stored["entry"]
+        else:
+            log.info("evaluating %s", name)
+            artifact = ModelArtifact.from_dict(manifest["artifact"])
+            with explain_out_of_memory(f"evaluating {name}", evaluation_knobs(self.evaluation, self.context)):
+                entry = self._evaluate(name, kind, artifact, pages, folder, manifest["train"])
+            manifest["evaluation"] = {"key": wanted, "entry": entry}
+            write_manifest(folder, manifest)
+        self._record(summary, tracker, entry, output_dir)
 
     def _stage_pages(self, train: PageSet) -> dict[str, PageSet]:
         pages = {}

@@ -68,9 +68,13 @@ def resolve_stage_data(config: RunConfig) -> None:
         stage.data = generated[name]
 
 
-def execute(config: RunConfig) -> dict:
-    """Fail on an unreachable model or bad data first, then train and evaluate every stage."""
+def execute(config: RunConfig, argv: list[str] | None = None) -> dict:
+    """Fail on an unreachable model, a memory budget it cannot fit or bad data first, then train and evaluate every
+    stage. Into an output_dir that already holds a run, finished stages are reused and an interrupted one resumes.
+    `argv`: the command-line overrides, recorded in run.json with the command that resumes the run."""
+    from dharma_train.environment import write_run_record
     from dharma_train.models.loading import check_available
+    from dharma_train.resources import check_training_memory
 
     if config.model.path != TINY:
         check_available(ModelArtifact(path=config.model.path))
@@ -79,10 +83,12 @@ def execute(config: RunConfig) -> dict:
     config.trainer.hardware.check(config.trainer.resolved_device(), distributed.world_size(), distributed.launched(),
                                   {f"stages.{name}": stage.optimization.batch_size
                                    for name, stage in config.stages.items()})
+    base = distributed.on_main(base_artifact, config.model.path)  # the tiny model is built once, by rank 0
+    check_training_memory(base.path, config.stages, config.trainer)
+    distributed.on_main(write_run_record, config, argv)
     train, eval_pages = prepare_pages(config)
     log.info("pages: %d for training (%s), %d for evaluation (%s)", len(train), train.root, len(eval_pages),
              eval_pages.root)
-    base = distributed.on_main(base_artifact, config.model.path)  # the tiny model is built once, by rank 0
     pipeline = Pipeline(
         stages=[build_stage(name, stage) for name, stage in config.stages.items()],
         evaluation=config.evaluation,

@@ -34,7 +34,9 @@ class Stage(Protocol):
     """Anything with a name that turns one saved model into another saved model.
 
     A stage may also define `check()`, which the pipeline calls for every stage before any model loads, to fail
-    fast on inputs it can read cheaply (a pairs file, say).
+    fast on inputs it can read cheaply (a pairs file, say); a dataclass `config`, whose values (with the stage's
+    inputs) decide whether a re-run may reuse its finished output (manifest.py); and `input_files()`, the files
+    beyond its pages that its output depends on.
     """
 
     name: str

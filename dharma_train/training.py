@@ -36,12 +36,24 @@ class TrainerConfig:
     logging_steps: int = 10
     hardware: HardwareConfig = field(default_factory=HardwareConfig)  # group `hardware`: single | ddp | fsdp2 | zero3
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
+    # Long jobs (docs/running-long-jobs.md)
+    checkpoint_every: int = 100  # optimizer steps between trainer checkpoints, the points a stage resumes from; 0: none
+    keep_checkpoints: int = 2  # newest checkpoints kept while a stage trains; all are removed once it finishes
+    resume: str = "auto"  # auto: reuse finished stages, resume an interrupted one from its checkpoint | never
+    on_nonfinite: str = "stop"  # a NaN/inf gradient: stop the stage (nothing saved) | skip: drop that batch's update
+    memory_budget_gb: float | None = None  # memory a stage may use; None: the GPU's own (unchecked on a CPU)
 
     def __post_init__(self):
         _choice("trainer.device", self.device, ("auto", "cpu", "cuda"))
         _choice("trainer.precision", self.precision, ("auto", "bf16", "fp32"))
+        _choice("trainer.resume", self.resume, ("auto", "never"))
+        _choice("trainer.on_nonfinite", self.on_nonfinite, ("stop", "skip"))
         if self.precision == "bf16" and self.device == "cpu":
             raise ValueError("trainer.precision=bf16 with trainer.device=cpu is not supported; use fp32")
+        if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
+            raise ValueError("trainer.checkpoint_every must be >= 0 (0: no checkpoints) and keep_checkpoints >= 1")
+        if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
+            raise ValueError("trainer.memory_budget_gb must be > 0, or null to use the GPU's memory")
 
     def check_hardware(self) -> None:
         """Checks against this machine, made at run start (not at validation, so recipes validate anywhere)."""
@@ -110,9 +122,10 @@ class OptimizationConfig:
 
 def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig, output_dir: str,
                       report_to: list[str], run_name: str) -> dict:
-    """Keyword arguments both SFTConfig and DPOConfig take, derived from our configs; nothing is saved mid-run.
+    """Keyword arguments both SFTConfig and DPOConfig take, derived from our configs.
 
-    `batch_size` is the global batch: each of the run's processes takes an equal share of it.
+    `batch_size` is the global batch: each of the run's processes takes an equal share of it. Checkpoints (model,
+    optimizer, scheduler, RNG, step) every `checkpoint_every` steps are what a stage resumes from.
     """
     from dharma_train.distributed import world_size
 
@@ -129,7 +142,9 @@ def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig,
         "weight_decay": optimization.weight_decay,
         "lr_scheduler_type": optimization.lr_scheduler,
         "logging_steps": hardware.logging_steps,
-        "save_strategy": "no",
+        "save_strategy": "steps" if hardware.checkpoint_every else "no",
+        "save_steps": hardware.checkpoint_every or 500,
+        "save_total_limit": hardware.keep_checkpoints,
         "report_to": report_to,
         "bf16": precision == "bf16",
         "use_cpu": hardware.resolved_device() == "cpu",

@@ -4,6 +4,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from dharma_train import EvalConfig, ModelArtifact, PageSet, Pipeline, StageContext, StageResult, TrainerConfig
 
 
@@ -38,3 +40,83 @@ def test_custom_stage_runs_between_evaluations(tiny_artifact, pages, tmp_path):
     predictions = (tmp_path / "01_noop" / "predictions.jsonl").read_text().splitlines()
     assert len(predictions) == len(eval_pages)
     assert all(json.loads(line)["hit_token_limit"] for line in predictions)  # 8 tokens: every output is cut
+
+
+@dataclass
+class Knob:
+    factor: float = 1.0
+
+
+@dataclass
+class Recorded:
+    """A stage with a typed config that records when it actually runs (it passes its input model on)."""
+
+    name: str
+    config: Knob
+    ran: list
+
+    def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
+        self.ran.append(self.name)
+        return StageResult(self.name, model, {"factor": self.config.factor})
+
+
+def _ladder(ran, b_factor=1.0, max_new_tokens=4, resume="auto"):
+    stages = [Recorded("a", Knob(), ran), Recorded("b", Knob(b_factor), ran), Recorded("c", Knob(), ran)]
+    return Pipeline(stages=stages, evaluation=EvalConfig(max_new_tokens=max_new_tokens, batch_size=2, max_pages=1),
+                    context=StageContext(trainer=TrainerConfig(device="cpu", resume=resume), run_name="cache"))
+
+
+def test_a_rerun_reuses_finished_stages_and_changing_one_reruns_it_and_the_later_ones(tiny_artifact, pages, tmp_path,
+                                                                                      caplog):
+    train, eval_pages = pages
+    ran = []
+    first = _ladder(ran).run(tiny_artifact, train, eval_pages, tmp_path)
+    assert ran == ["a", "b", "c"]
+
+    ran.clear()
+    caplog.clear()
+    with caplog.at_level("INFO", logger="dharma_train.pipeline"):
+        again = _ladder(ran).run(tiny_artifact, train, eval_pages, tmp_path)
+    assert ran == [], "nothing changed: nothing re-runs"
+    assert again["entries"] == json.loads(json.dumps(first["entries"], default=str))
+    assert "evaluating" not in caplog.text, "a reused point's stored evaluation is reused too"
+
+    ran.clear()
+    caplog.clear()
+    with caplog.at_level("INFO", logger="dharma_train.pipeline"):
+        changed = _ladder(ran, b_factor=2.0).run(tiny_artifact, train, eval_pages, tmp_path)
+    assert ran == ["b", "c"]
+    assert "stage a: reused, it finished earlier with the same inputs" in caplog.text
+    assert "stage b (Recorded): runs because its config changed (factor: 1.0 -> 2.0)" in caplog.text
+    assert "stage c (Recorded): runs because b before it re-ran" in caplog.text
+    assert [e["train"].get("factor") for e in changed["entries"]] == [None, 1.0, 2.0, 1.0]
+
+    ran.clear()
+    caplog.clear()
+    with caplog.at_level("INFO", logger="dharma_train.pipeline"):
+        _ladder(ran, b_factor=2.0, max_new_tokens=6).run(tiny_artifact, train, eval_pages, tmp_path)
+    assert ran == [], "an evaluation setting changes no model"
+    assert caplog.text.count("evaluating ") == 4, "but every point is evaluated again"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert all(json.loads(line)["new_tokens"] <= 6 for line in (tmp_path / "03_c" / "predictions.jsonl").open())
+    assert summary["evaluation"]["max_new_tokens"] == 6
+
+    ran.clear()
+    _ladder(ran, b_factor=2.0, max_new_tokens=6, resume="never").run(tiny_artifact, train, eval_pages, tmp_path)
+    assert ran == ["a", "b", "c"], "trainer.resume=never starts every stage afresh"
+
+
+def test_an_out_of_memory_stage_names_what_to_lower(tiny_artifact, pages, tmp_path):
+    import torch
+
+    from dharma_train.errors import ResourceError
+
+    class Greedy(Recorded):
+        def run(self, *args):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    pipeline = Pipeline(stages=[Greedy("big", Knob(), [])], evaluation=EvalConfig(max_new_tokens=2, max_pages=1),
+                        context=StageContext(trainer=TrainerConfig(device="cpu")))
+    with pytest.raises(ResourceError, match=r"CUDA ran out of memory in stage big .*model\.max_pixels"):
+        pipeline.run(tiny_artifact, *pages, tmp_path)
+    assert not (tmp_path / "01_big" / "manifest.json").exists()

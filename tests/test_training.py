@@ -16,13 +16,27 @@ def test_cpu_defaults_to_fp32_and_refuses_bf16():
         TrainerConfig(device="cpu", precision="bf16")
 
 
-def test_trainer_arguments_never_truncate_and_never_checkpoint_mid_stage():
-    args = trainer_arguments(OptimizationConfig(batch_size=3, gradient_accumulation=2), TrainerConfig(device="cpu"),
-                             "out", [], "run/stage")
+def test_trainer_arguments_never_truncate_and_checkpoint_on_the_configured_schedule():
+    args = trainer_arguments(OptimizationConfig(batch_size=3, gradient_accumulation=2),
+                             TrainerConfig(device="cpu", checkpoint_every=25, keep_checkpoints=3), "out", [], "run/s")
     assert args["max_length"] is None
-    assert args["save_strategy"] == "no"
+    assert (args["save_strategy"], args["save_steps"], args["save_total_limit"]) == ("steps", 25, 3)
     assert (args["per_device_train_batch_size"], args["gradient_accumulation_steps"]) == (3, 2)
     assert args["use_cpu"] and not args["bf16"]
+    off = trainer_arguments(OptimizationConfig(), TrainerConfig(device="cpu", checkpoint_every=0), "out", [], "r/s")
+    assert off["save_strategy"] == "no"
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"resume": "sometimes"}, "trainer.resume must be one of"),
+    ({"on_nonfinite": "ignore"}, "trainer.on_nonfinite must be one of"),
+    ({"checkpoint_every": -1}, "checkpoint_every must be >= 0"),
+    ({"keep_checkpoints": 0}, "keep_checkpoints >= 1"),
+    ({"memory_budget_gb": 0.0}, "memory_budget_gb must be > 0"),
+])
+def test_long_job_settings_are_checked(values, message):
+    with pytest.raises(ValueError, match=message):
+        TrainerConfig(**values)
 
 
 def test_freeze_vision_tower_freezes_exactly_the_visual_parameters(tiny_artifact):

@@ -27,6 +27,7 @@ from dharma_train.data.prompts import TASKS
 from dharma_train.data.render import render_page
 from dharma_train.data.schema import PageAnswer
 from dharma_train.data.text import DEFAULT_MAX_WORDS, FAMILIES, make_answer
+from dharma_train.files import atomic_path
 
 ALL_FAMILIES = (*FAMILIES, GENERAL_FAMILY)
 IMAGE_FORMATS = ("png", "jpg")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from dharma_train.mining import MiningConfig
 from dharma_train.data.pages import PageSet
 from dharma_train.stage import StageContext, StageResult
 from dharma_train.training import OptimizationConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,9 +52,14 @@ class DPOStage:
 
             check_pair_source(self.config.pairs)
 
+    def input_files(self) -> list[str]:
+        """Files beyond the pages that the trained model depends on: a given pairs file (see manifest.py)."""
+        return [] if self.config.pairs in ("synthetic", "mined") else [self.config.pairs]
+
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         from trl import DPOConfig, DPOTrainer
 
+        from dharma_train.checkpoints import train_resumably
         from dharma_train.data.conversation import dpo_dataset
         from dharma_train.models.loading import load_model, load_processor
         from dharma_train.performance import quantized_base, speed_up
@@ -93,7 +101,7 @@ class DPOStage:
             model=network, ref_model=reference, args=args, train_dataset=dpo_dataset(pairs, cfg.task),
             processing_class=processor, peft_config=lora_config(opt.lora) if opt.method == "lora" else None,
         )
-        metrics = trainer.train().metrics
+        metrics = train_resumably(trainer, context.trainer, self.name)  # resumes, stops on SIGTERM, catches NaN
         metrics.update({"pairs": len(pairs), **mining})
         artifact = save_from_trainer(trainer, processor, model, output_dir, opt.save,
                                      context.trainer.model_dtype())
@@ -105,12 +113,17 @@ class DPOStage:
     def _collect_pairs(self, network, processor, pages: PageSet, output_dir: Path,
                        context: StageContext) -> tuple[list, dict]:
         """The configured pairs, saved with a summary; mining uses the model about to be trained, on its device."""
-        from dharma_train.data.pairs import load_given_pairs, loop_pairs, save_pairs
+        from dharma_train.data.pairs import load_given_pairs, load_pairs, loop_pairs, save_pairs
         from dharma_train.distributed import is_main
-        from dharma_train.files import write_json_atomically
+        from dharma_train.files import read_json_or_none, write_json_atomically
         from dharma_train.mining import mine_pairs
 
         cfg, mining, loaded = self.config, {}, {}
+        collected = read_json_or_none(output_dir / "pairs_summary.json")  # written after pairs.jsonl
+        if context.trainer.resume == "auto" and collected is not None:
+            pairs = load_pairs(output_dir)  # an interrupted attempt's pairs: the resumed run trains on the same
+            log.info("%s: reusing the %d pairs collected before the interruption", self.name, len(pairs))
+            return pairs, {"mining": collected["mining"]} if "mining" in collected else {}
         if cfg.pairs == "mined":
             network.to(context.trainer.resolved_device())
             pairs, stats = mine_pairs(network, processor, pages, cfg.task, cfg.mining, seed=context.trainer.seed)

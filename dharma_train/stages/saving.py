@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dharma_train import distributed
 from dharma_train.artifact import ModelArtifact
-from dharma_train.files import write_json_atomically
+from dharma_train.files import write_folder_atomically, write_json_atomically
 from dharma_train.models.loading import DTYPES, is_quantized, load_model
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ def _save_gathered(gathered: Path, processor, source: ModelArtifact, output_dir:
     artifact = save_trained(model, processor, source, output_dir, save, dtype)
     shutil.rmtree(gathered, ignore_errors=True)
     return artifact
+from dharma_train.resources import check_free_disk, tensor_bytes
 
 
 def save_trained(model, processor, source: ModelArtifact, output_dir: Path, save: str,
@@ -69,13 +70,15 @@ def save_trained(model, processor, source: ModelArtifact, output_dir: Path, save
 
 
 def _save_atomically(model, processor, target: Path) -> Path:
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
+    """Free disk checked first; then written whole beside `target` and swapped in (files.write_folder_atomically)."""
+    adapter_only = hasattr(model, "peft_config")
+    check_free_disk(target.parent, tensor_bytes(model, trainable_only=adapter_only), f"saving {target}")
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+
+    return write_folder_atomically(target, write)
 
 
 def write_stage_record(output_dir: Path, record: dict) -> None:

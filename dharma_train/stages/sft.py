@@ -40,6 +40,7 @@ class SFTStage:
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         from trl import SFTConfig, SFTTrainer
 
+        from dharma_train.checkpoints import train_resumably
         from dharma_train.data.conversation import sft_dataset
         from dharma_train.models.loading import load_model, load_processor
         from dharma_train.performance import quantized_base, speed_up
@@ -61,7 +62,7 @@ class SFTStage:
             model=network, args=args, train_dataset=sft_dataset(pages, self.config.task),
             processing_class=processor, peft_config=lora_config(opt.lora) if opt.method == "lora" else None,
         )
-        metrics = trainer.train().metrics
+        metrics = train_resumably(trainer, context.trainer, self.name)  # resumes, stops on SIGTERM, catches NaN
         artifact = save_from_trainer(trainer, processor, model, output_dir, opt.save,
                                      context.trainer.model_dtype())
         write_stage_record(output_dir, {"name": self.name, "kind": self.kind, "input": model.to_dict(),

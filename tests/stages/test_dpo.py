@@ -80,3 +80,29 @@ def test_too_few_mined_pairs_skip_or_fail_as_configured(tiny_artifact, pages, tm
 
 def page_answer(page_set, page_id):
     return next(page.answer.to_json() for page in page_set if page.id == page_id)
+
+
+@pytest.mark.slow
+def test_an_interrupted_dpo_stage_resumes_on_its_saved_pairs_and_checkpoint(tiny_artifact, pages, tmp_path):
+    """Resumed from step 2 with pairs=mined, it must not mine again: it trains on the pairs saved before the
+    interruption and ends with exactly the uninterrupted run's LoRA weights."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    context = StageContext(trainer=TrainerConfig(device="cpu", precision="fp32", logging_steps=1, checkpoint_every=2))
+    steps = dict(max_steps=4, batch_size=4, learning_rate=1e-3)
+    whole = tmp_path / "whole"
+    DPOStage("dpo", DPOStageConfig(pairs="synthetic", optimization=OptimizationConfig(method="lora", **steps))).run(
+        tiny_artifact, pages[0], whole, context)
+    resumed = tmp_path / "resumed"
+    (resumed / "trainer").mkdir(parents=True)
+    for name in ("pairs.jsonl", "pairs_summary.json"):
+        shutil.copy(whole / name, resumed / name)
+    shutil.copytree(whole / "trainer" / "checkpoint-2", resumed / "trainer" / "checkpoint-2")
+    mined = DPOStageConfig(pairs="mined", mining=SMALL_MINING, optimization=OptimizationConfig(method="lora", **steps))
+    result = DPOStage("dpo", mined).run(tiny_artifact, pages[0], resumed, context)
+    assert result.metrics["resumed_from_step"] == 2 and "mining" not in result.metrics
+    assert load_pairs(resumed) == load_pairs(whole)
+    before, after = (load_file(folder / "adapter" / "adapter_model.safetensors") for folder in (whole, resumed))
+    assert before.keys() == after.keys() and all(torch.equal(before[name], after[name]) for name in before)

@@ -1,0 +1,98 @@
+"""The run record (`output_dir/run.json`): how the run was started, with what code, packages and hardware.
+
+Enough to repeat a run, or to tell why two runs differ: the full resolved config, the command and the one that
+resumes it, dharma_train's git commit (when it runs from a checkout), package versions and the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+import time
+from dataclasses import asdict
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+from dharma_train.files import write_json_atomically
+
+RUN_RECORD = "run.json"
+PACKAGES = ("dharma_train", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
+            "hydra-core", "omegaconf", "numpy", "pillow")
+
+
+@cache
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages a run's numbers depend on (None: not installed), and Python's."""
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_state() -> dict | None:
+    """The commit of the checkout dharma_train runs from, and whether it has uncommitted changes; None outside git."""
+    source = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def hardware() -> dict:
+    """The machine: CPU, memory, torch's threads, and each visible GPU."""
+    import torch
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
+    gpus = [{"name": torch.cuda.get_device_name(i),
+             "memory_gb": round(torch.cuda.get_device_properties(i).total_memory / 1024**3, 1)}
+            for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {"platform": platform.platform(), "machine": platform.machine(), "cpu": _cpu_name(),
+            "cpu_count": os.cpu_count(), "memory_gb": round(memory / 1024**3, 1) if memory else None,
+            "torch_threads": torch.get_num_threads(), "cuda": torch.version.cuda, "gpus": gpus}
+
+
+def resume_command(argv: list[str], output_dir: str) -> str:
+    """The command line that continues this run: the same overrides, with output_dir pinned to this run's folder."""
+    kept = [arg for arg in argv if not arg.lstrip("+~").startswith("output_dir=")]
+    return shlex.join(["python", "-m", "dharma_train", *kept, f"output_dir={Path(output_dir).resolve()}"])
+
+
+def write_run_record(config, argv: list[str] | None = None) -> Path:
+    """run.json for this invocation (a resumed run rewrites it; each stage's manifest keeps its own versions).
+
+    `argv`: the command-line overrides, when the run came from the command line.
+    """
+    record = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": shlex.join(["python", "-m", "dharma_train", *argv]) if argv is not None else None,
+        "resume_command": resume_command(argv, config.output_dir) if argv is not None else None,
+        "config": asdict(config),
+        "git": git_state(),
+        "packages": package_versions(),
+        "hardware": hardware(),
+    }
+    return write_json_atomically(Path(config.output_dir) / RUN_RECORD, record)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,88 @@
+"""Stage manifests: what counts as finished, what counts as changed, and what an interrupted attempt may keep."""
+
+import json
+
+from dharma_train.artifact import ModelArtifact
+from dharma_train.data.synthetic import generate_pages
+from dharma_train.manifest import (MANIFEST, begin_attempt, describe_changes, is_fresh, new_manifest,
+                                   pages_fingerprint, path_fingerprint, read_manifest, stage_inputs, write_manifest)
+from dharma_train.stage import StageContext
+from dharma_train.stages import SFTStage, SFTStageConfig
+from dharma_train.training import OptimizationConfig, TrainerConfig
+
+
+def _inputs(learning_rate=1e-3, seed=0, workers=0, upstream="abc", pages="p1", **trainer):
+    stage = SFTStage("structured", SFTStageConfig(optimization=OptimizationConfig(learning_rate=learning_rate)))
+    context = StageContext(trainer=TrainerConfig(device="cpu", seed=seed, dataloader_workers=workers, **trainer))
+    return stage_inputs(stage, context, upstream, pages)
+
+
+def test_a_manifest_written_for_the_inputs_is_fresh_and_survives_a_round_trip(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    write_manifest(tmp_path, new_manifest("structured", "sft", _inputs(), ModelArtifact(str(model)), {"loss": 1}))
+    manifest = read_manifest(tmp_path)
+    assert is_fresh(manifest, _inputs()) == (True, "it finished earlier with the same inputs")
+    assert manifest["versions"]["torch"] and manifest["versions"]["dharma_train"]
+
+
+def test_each_kind_of_change_is_named():
+    before = _inputs()
+    assert describe_changes(before, _inputs(learning_rate=2e-3)) == \
+        "its config changed (optimization.learning_rate: 0.001 -> 0.002)"
+    assert describe_changes(before, _inputs(seed=1)) == "trainer settings changed (seed: 0 -> 1)"
+    assert describe_changes(before, _inputs(upstream="def")) == "its input model changed"
+    assert describe_changes(before, _inputs(pages="p2")) == "its training pages changed"
+    fresh, reason = is_fresh({"inputs": before, "artifact": {"path": "/x"}, "key": "k"}, _inputs(seed=3))
+    assert not fresh and reason == "trainer settings changed (seed: 0 -> 3)"
+
+
+def test_speed_and_memory_settings_are_not_inputs():
+    """Turning on checkpointing or more workers after an out-of-memory error must not re-train finished stages."""
+    assert _inputs() == _inputs(workers=4, gradient_checkpointing=True, checkpoint_every=7, keep_checkpoints=5,
+                                resume="never", memory_budget_gb=12.0, logging_steps=3)
+
+
+def test_missing_unreadable_or_truncated_manifests_mean_not_finished(tmp_path):
+    assert read_manifest(tmp_path) is None
+    assert is_fresh(None, _inputs()) == (False, "it has not finished in this output_dir before")
+    model = tmp_path / "model"
+    model.mkdir()
+    write_manifest(tmp_path, new_manifest("s", "sft", _inputs(), ModelArtifact(str(model)), {}))
+    text = (tmp_path / MANIFEST).read_text()
+    (tmp_path / MANIFEST).write_text(text[: len(text) // 2])  # a write cut short (what atomic writes prevent)
+    assert read_manifest(tmp_path) is None
+    (tmp_path / MANIFEST).write_text(json.dumps({"point": "s"}))
+    assert read_manifest(tmp_path) is None
+
+
+def test_a_manifest_whose_model_is_gone_is_stale(tmp_path):
+    manifest = new_manifest("s", "sft", _inputs(), ModelArtifact(str(tmp_path / "gone")), {})
+    assert is_fresh(manifest, _inputs()) == (False, f"its saved model {tmp_path / 'gone'} is missing")
+
+
+def test_an_attempt_keeps_its_work_only_for_the_same_inputs(tmp_path):
+    stage = tmp_path / "02_structured"
+    assert begin_attempt(stage, _inputs(), resume=True) is False  # nothing to resume: a fresh folder
+    (stage / "trainer" / "checkpoint-2").mkdir(parents=True)
+    write_manifest(stage, {"stale": True})
+    assert begin_attempt(stage, _inputs(), resume=True) is True
+    assert (stage / "trainer" / "checkpoint-2").is_dir() and not (stage / MANIFEST).exists()
+    assert begin_attempt(stage, _inputs(learning_rate=5e-3), resume=True) is False
+    assert not (stage / "trainer").exists(), "checkpoints of other inputs must never be resumed"
+    (stage / "trainer").mkdir()
+    assert begin_attempt(stage, _inputs(learning_rate=5e-3), resume=False) is False
+    assert not (stage / "trainer").exists()
+
+
+def test_regenerated_synthetic_pages_have_the_same_fingerprint_and_an_edit_changes_it(tmp_path):
+    first = generate_pages(tmp_path / "a", n=3, seed=5)
+    again = generate_pages(tmp_path / "a", n=3, seed=5)
+    assert pages_fingerprint(first) == pages_fingerprint(again)
+    other_seed = generate_pages(tmp_path / "b", n=3, seed=6)
+    assert pages_fingerprint(other_seed) != pages_fingerprint(first)
+    pages_before, folder_before = pages_fingerprint(first), path_fingerprint(tmp_path / "a")
+    image = first.pages[0].image
+    image.write_bytes(image.read_bytes() + b"\0")
+    assert pages_fingerprint(first) != pages_before
+    assert path_fingerprint(tmp_path / "a") != folder_before

@@ -1,0 +1,130 @@
+"""Long jobs, as users run them: `python -m dharma_train` killed mid-stage or mid-save, then the same command again.
+
+A short two-rung ladder runs once uninterrupted (the reference). A run interrupted twice and resumed with the same
+command must end with exactly the reference's evaluation metrics and final weights: the CPU run is deterministic,
+and the resumed stage restores optimizer, scheduler, RNG and data position from its checkpoint.
+"""
+
+import hashlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+# The tiny recipe's two SFT rungs, short (its DPO stage left out to keep CI quick; tests/stages/test_dpo.py resumes
+# DPO on its saved pairs).
+SHORT = ["~stages.dpo", "stages.general_ocr.optimization.max_steps=4", "stages.structured.optimization.max_steps=6",
+         "data.synthetic.train_pages=8", "data.synthetic.eval_pages=2", "evaluation.max_new_tokens=8",
+         "trainer.checkpoint_every=2", "trainer.logging_steps=1",
+         *[f"stages.{name}.optimization.batch_size=4" for name in ("general_ocr", "structured")]]
+TIMING = {"seconds", "pages_per_second", "new_tokens_per_second", "latency_p50_seconds", "latency_p95_seconds",
+          "cost_per_million_pages"}
+ENV = {"HF_HUB_OFFLINE": "1"}
+
+
+def _command(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "dharma_train", *SHORT, *extra, f"output_dir={out}"]
+
+
+def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=900)
+
+
+def _start(command: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(command, cwd=cwd, env={**os.environ, **ENV}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            pytest.fail(f"the run ended before {path} appeared:\n{process.stdout.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{path} did not appear within {timeout} s")
+        time.sleep(0.05)
+
+
+def _quality(summary_path: Path) -> dict:
+    """Each point's evaluation metrics without the timing ones (wall-clock speed differs between any two runs)."""
+    entries = json.loads(summary_path.read_text())["entries"]
+    return {e["stage"]: {k: v for k, v in e["metrics"].items() if k not in TIMING} for e in entries}
+
+
+def _weights(run: Path) -> str:
+    return hashlib.sha256((run / "02_structured" / "model" / "model.safetensors").read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The same command, never interrupted."""
+    folder = tmp_path_factory.mktemp("reference")
+    result = _run(_command(folder / "run"), folder)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return folder / "run"
+
+
+KILL_DURING_SAVE = """
+import os, signal, sys
+import dharma_train.files as files
+from dharma_train.__main__ import main
+
+real_sync = files._sync_file
+
+def sync_then_die(path):
+    # The model's weights are written and synced into model.tmp; the folder is not yet renamed into place.
+    real_sync(path)
+    if path.name == "model.safetensors" and path.parent.name == "model.tmp" and "01_general_ocr" in str(path):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+files._sync_file = sync_then_die
+sys.argv = ["dharma_train", *sys.argv[1:]]
+main()
+"""
+
+
+def test_killed_inside_a_save_then_by_sigterm_mid_stage_the_same_command_ends_as_if_never_interrupted(reference,
+                                                                                                     tmp_path):
+    """One run, interrupted twice: SIGKILL inside the first stage's model save (the stage must not count as
+    finished), then SIGTERM in the middle of the second stage (checkpoint, clean exit, resume command)."""
+    out = tmp_path / "run"
+    driver = tmp_path / "kill_during_save.py"
+    driver.write_text(KILL_DURING_SAVE)
+    killed = _run([sys.executable, str(driver), *_command(out)[3:]], tmp_path)
+    assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]
+    first = out / "01_general_ocr"
+    assert (first / "model.tmp" / "model.safetensors").is_file(), "the kill landed inside the save"
+    assert not (first / "model").exists() and not (first / "manifest.json").exists()
+
+    process = _start(_command(out), tmp_path)
+    _wait_for(out / "02_structured" / "trainer" / "checkpoint-2" / "trainer_state.json", process)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert "stage general_ocr (sft): runs because it has not finished in this output_dir before" in output
+    assert "stage structured stopped by SIGTERM at step" in output and "Traceback" not in output
+    assert f"resume with:\n  {shlex.join(['python', '-m', 'dharma_train', *SHORT, f'output_dir={out}'])}" in output
+    assert (first / "manifest.json").is_file() and not (first / "model.tmp").exists()
+    assert not (out / "02_structured" / "manifest.json").exists(), "an interrupted stage is not finished"
+    assert not (out / "02_structured" / "model").exists()
+
+    resumed = _run(_command(out), tmp_path)
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-3000:]
+    assert "stage general_ocr: reused" in log
+    assert "stage structured: resuming from" in log and "checkpoint-" in log
+    assert _quality(out / "summary.json") == _quality(reference / "summary.json")
+    assert _weights(out) == _weights(reference), "same weights, byte for byte, as the uninterrupted run"
+    assert not list(out.glob("*/trainer/checkpoint-*")), "finished stages drop their checkpoints"
+    record = json.loads((out / "run.json").read_text())
+    assert record["config"]["trainer"]["seed"] == 0 and record["packages"]["torch"]
+    assert record["resume_command"].endswith(f"output_dir={out}")

@@ -18,17 +18,20 @@ log = logging.getLogger("dharma_train")
 
 
 def _run(cfg: DictConfig) -> None:
+    from dharma_train.ablation import run_ablation
     from dharma_train.config import validate
     from dharma_train.run import execute
 
     try:
         config = validate(cfg)
-        summary = execute(config)
+        ablation = bool(config.ablation.bases)
+        summary = run_ablation(config) if ablation else execute(config)
     except DharmaError as error:
         log.error("%s", error)
         sys.exit(2)
-    log.info("finished: %s/report.md", config.output_dir)
-    print(open(f"{config.output_dir}/report.md", encoding="utf-8").read())
+    report = f"{config.output_dir}/{'comparison.md' if ablation else 'report.md'}"
+    log.info("finished: %s", report)
+    print(open(report, encoding="utf-8").read())
     return summary
 
 

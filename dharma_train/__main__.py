@@ -21,6 +21,7 @@ log = logging.getLogger("dharma_train")
 
 def _run(cfg: DictConfig) -> None:
     from dharma_train import distributed
+    from dharma_train.ablation import run_ablation
     from dharma_train.config import validate
     from dharma_train.environment import resume_command
     from dharma_train.preemption import handle_signals
@@ -35,7 +36,8 @@ def _run(cfg: DictConfig) -> None:
         log.info("output_dir: %s (if interrupted, resume with: %s)", config.output_dir,
                  resume_command(argv, config.output_dir))
         with handle_signals():  # SIGTERM/SIGINT: checkpoint and stop cleanly (docs/running-long-jobs.md)
-            summary = execute(config, argv)
+            ablation = bool(config.ablation.bases)
+            summary = run_ablation(config) if ablation else execute(config, argv)
     except Interrupted as error:
         log.error("%s. Finished stages and the last complete checkpoint are kept; resume with:\n  %s", error,
                   resume_command(argv, config.output_dir))
@@ -44,8 +46,9 @@ def _run(cfg: DictConfig) -> None:
         log.error("%s", error)
         sys.exit(2)
     if distributed.is_main():
-        log.info("finished: %s/report.md", config.output_dir)
-        print(open(f"{config.output_dir}/report.md", encoding="utf-8").read())
+        report = f"{config.output_dir}/{'comparison.md' if ablation else 'report.md'}"
+        log.info("finished: %s", report)
+        print(open(report, encoding="utf-8").read())
     return summary
 
 

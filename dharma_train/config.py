@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dharma_train.ablation import AblationConfig
 from dharma_train.data.config import DataConfig
 from dharma_train.errors import ConfigError
 from dharma_train.evaluation.hook import EvalConfig
@@ -20,7 +21,7 @@ from dharma_train.tracking import TrackingConfig
 from dharma_train.training import TrainerConfig
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "evaluation": EvalConfig, "trainer": TrainerConfig,
-            "tracking": TrackingConfig}
+            "tracking": TrackingConfig, "ablation": AblationConfig}
 TOP_LEVEL = {"name", "output_dir", "stages", *SECTIONS}
 
 
@@ -34,6 +35,7 @@ class RunConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)  # bases: one run per base, then a comparison
 
 
 def validate(cfg: DictConfig | dict) -> RunConfig:
@@ -56,6 +58,10 @@ def validate(cfg: DictConfig | dict) -> RunConfig:
         if kind not in STAGE_CONFIGS:
             raise ConfigError(f"config key 'stages.{name}.kind' must be one of {sorted(STAGE_CONFIGS)}, got {kind!r}")
         typed_stages[name] = typed(f"stages.{name}", STAGE_CONFIGS[kind], stage)
+    try:
+        sections["ablation"].check_stages(list(typed_stages))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     return RunConfig(name=values["name"], output_dir=values["output_dir"], stages=typed_stages, **sections)
 
 

@@ -23,15 +23,50 @@ def plot_run(summary: dict, folder: str | Path) -> list[str]:
 
 def plot_lines(points: list[str], lines: dict[str, list[float | None]], title: str, path: Path) -> str:
     """A line per series over the stage axis; missing values leave gaps."""
+    figure, axis = _axes()
+    for label, values in lines.items():
+        axis.plot(points, [float("nan") if v is None else v for v in values], marker="o",
+                  linewidth=2.5 if label == "all pages" else 1.2, label=label)
+    return _finish(figure, axis, title, path)
+
+
+def plot_by_base(points: list[str], lines: dict[str, list[float | None]], title: str, path: Path) -> str:
+    """An ablation's figure: one line per base over the shared stage axis; dotted across stages a base skipped."""
+    figure, axis = _axes()
+    for label, values in lines.items():
+        kept = [(x, v) for x, v in enumerate(values) if v is not None]
+        (through,) = axis.plot([x for x, _ in kept], [v for _, v in kept], linestyle=":", linewidth=1.2)
+        for number, segment in enumerate(_consecutive(kept)):
+            axis.plot([x for x, _ in segment], [v for _, v in segment], marker="o", linewidth=2,
+                      color=through.get_color(), label=label if number == 0 else None)
+    axis.set_xticks(range(len(points)), points)
+    return _finish(figure, axis, title, path)
+
+
+def _consecutive(points: list[tuple[int, float]]) -> list[list[tuple[int, float]]]:
+    """Split (x, y) points into runs of neighbouring x positions."""
+    segments: list[list[tuple[int, float]]] = []
+    for point in points:
+        if segments and point[0] == segments[-1][-1][0] + 1:
+            segments[-1].append(point)
+        else:
+            segments.append([point])
+    return segments
+
+
+def _axes():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6.4, 3.8), dpi=110)
-    for label, values in lines.items():
-        axis.plot(points, [float("nan") if v is None else v for v in values], marker="o",
-                  linewidth=2.5 if label == "all pages" else 1.2, label=label)
+    return plt.subplots(figsize=(6.4, 3.8), dpi=110)
+
+
+def _finish(figure, axis, title: str, path: Path) -> str:
+    """Title, grid and legend, then an atomic save (temporary file renamed into place)."""
+    import matplotlib.pyplot as plt
+
     axis.set_title(title)
     axis.set_xlabel("evaluated point")
     axis.grid(alpha=0.3)

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The OCR-rung experiment (scripts/experiment_ocr_rung.py, docs/experiments/ocr-rung.md) on one GPU: each seed's
+# general base is pretrained, then its three arms run side by side (a 30 M model leaves the GPU mostly idle).
+# Through the device tool, from a copy of this worktree under the main checkout's .carry/ (see BRIEF.md):
+#   run(command="cd .carry/recipes && bash scripts/device_experiment_ocr_rung.sh", carry=[".carry/recipes", ".whl"])
+# SEEDS="0 1" and SCALE=small by default; each process is cut at a time limit so the call always returns results.
+set -uo pipefail
+WHL=${WHL:-../../.whl}
+[ -d "$WHL" ] || WHL=.whl
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHL"/*.whl
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
+OUT=${OUT:-/tmp/out}; WORK=${WORK:-/tmp/ocr_rung}; SEEDS=${SEEDS:-"0 1"}; SCALE=${SCALE:-small}
+# Limits sized from the first attempt (2026-11-23: prepare did not finish in 110 s); the whole script stays < 600 s.
+PREPARE_LIMIT=${PREPARE_LIMIT:-240}; ARM_LIMIT=${ARM_LIMIT:-300}
+mkdir -p "$OUT" "$WORK/logs"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -c "import torch, transformers, peft, trl, datasets; print('torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__, '| trl', trl.__version__, '| datasets', datasets.__version__)"
+EXPERIMENT="python3 scripts/experiment_ocr_rung.py"
+start=$(date +%s)
+for seed in $SEEDS; do
+  (
+    timeout "$PREPARE_LIMIT" $EXPERIMENT prepare --seed "$seed" --scale "$SCALE" --work "$WORK" \
+      > "$WORK/logs/prepare_seed$seed.log" 2>&1 || { echo "seed $seed: prepare failed or timed out"; exit 1; }
+    echo "seed $seed prepared after $(( $(date +%s) - start )) s"
+    for arm in with_rung no_rung no_rung_budget; do
+      ( timeout "$ARM_LIMIT" $EXPERIMENT arm --arm "$arm" --seed "$seed" --scale "$SCALE" --work "$WORK" \
+          > "$WORK/logs/${arm}_seed$seed.log" 2>&1 || echo "seed $seed $arm: failed or timed out (partial points kept)"
+        echo "seed $seed $arm done after $(( $(date +%s) - start )) s" ) &
+    done
+    wait
+  ) &
+done
+wait
+echo "experiment wall: $(( $(date +%s) - start )) s"
+$EXPERIMENT compare --work "$WORK" --out "$OUT"
+# Progress bars redraw with \r: split on it, drop the bars, keep log lines and the trainers' metrics.
+for log in "$WORK"/logs/*.log; do echo "=== $log"; tr '\r' '\n' < "$log" | grep -v "^ *$" | grep -v "[0-9]%|.*|" | tail -60; done > "$OUT/logs.txt"

@@ -1,0 +1,133 @@
+"""Ablation: several bases through the same stages on shared pages, resumed base by base, compared in one table."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from dharma_train.ablation import base_config, finished, shared_pages
+from dharma_train.config import validate
+from dharma_train.configs import config_dir, register_recipes
+from dharma_train.errors import ConfigError
+
+
+def _config(*overrides):
+    register_recipes()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return validate(compose(config_name="config", overrides=list(overrides)))
+
+
+def test_tiny_ablation_lists_a_base_without_and_one_with_the_ocr_rung(tmp_path):
+    config = _config("recipe=tiny_ablation", f"output_dir={tmp_path}")
+    assert {name: base.skip for name, base in config.ablation.bases.items()} == {"tiny": ["general_ocr"],
+                                                                                 "tiny_ocr_rung": []}
+    plain = base_config(config, "tiny", "/pages/train", "/pages/eval")
+    rung = base_config(config, "tiny_ocr_rung", "/pages/train", "/pages/eval")
+    assert list(plain.stages) == ["structured", "dpo"] and list(rung.stages) == ["general_ocr", "structured", "dpo"]
+    assert plain.stages["structured"] == rung.stages["structured"], "the shared stages have the same settings"
+    assert plain.output_dir == str(tmp_path / "tiny") and plain.name == "tiny_ablation-tiny"
+    assert (plain.data.train, plain.data.eval) == ("/pages/train", "/pages/eval") == (rung.data.train, rung.data.eval)
+    assert not plain.ablation.bases, "a base's own run is an ordinary run"
+
+
+def test_an_ordinary_recipe_has_no_bases():
+    assert _config("output_dir=/tmp/x").ablation.bases == {}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("ablation.bases.tiny.skip=[structure]", r"ablation\.bases\.tiny\.skip names unknown stage\(s\) \['structure'\]"),
+    ("ablation.bases.tiny.skip=[general_ocr,structured,dpo]", r"ablation\.bases\.tiny\.skip leaves no stage"),
+    ("+ablation.bases.data.path=tiny", r"ablation\.bases\.data: a base name is a folder name"),
+])
+def test_bad_ablation_settings_name_their_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        _config("recipe=tiny_ablation", "output_dir=/tmp/x", override)
+
+
+def test_an_unknown_ablation_key_is_refused():
+    with pytest.raises(Exception, match="skipped"):
+        _config("recipe=tiny_ablation", "output_dir=/tmp/x", "ablation.bases.tiny.skipped=[dpo]")
+
+
+def test_a_base_is_finished_only_when_its_summary_has_every_point(tmp_path):
+    assert not finished(tmp_path, ["structured", "dpo"])
+    entries = [{"stage": "base"}, {"stage": "structured"}]
+    (tmp_path / "summary.json").write_text(json.dumps({"entries": entries}))
+    assert not finished(tmp_path, ["structured", "dpo"])
+    (tmp_path / "summary.json").write_text(json.dumps({"entries": entries + [{"stage": "dpo"}]}))
+    assert finished(tmp_path, ["structured", "dpo"])
+
+
+def test_pages_are_generated_once_then_reused(tmp_path):
+    config = _config("recipe=tiny_ablation", f"output_dir={tmp_path}", "data.synthetic.train_pages=3",
+                     "data.synthetic.eval_pages=2")
+    train, eval_pages = shared_pages(config)
+    assert (train, eval_pages) == (str(tmp_path / "data" / "train"), str(tmp_path / "data" / "eval"))
+    written = (tmp_path / "data" / "train" / "pages.jsonl").stat().st_mtime_ns
+    assert shared_pages(config) == (train, eval_pages)
+    assert (tmp_path / "data" / "train" / "pages.jsonl").stat().st_mtime_ns == written
+    given = _config("recipe=tiny_ablation", f"output_dir={tmp_path / 'other'}", f"data.train={train}",
+                    f"data.eval={eval_pages}")
+    assert shared_pages(given) == (train, eval_pages) and not (tmp_path / "other").exists()
+
+
+SHORT = ["data.synthetic.train_pages=16", "data.synthetic.eval_pages=6", "evaluation.max_new_tokens=96",
+         "stages.general_ocr.optimization.max_steps=15", "stages.structured.optimization.max_steps=25",
+         "stages.dpo.optimization.max_steps=2"]
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "dharma_train", *args], cwd=cwd,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=1800)
+
+
+@pytest.mark.slow
+def test_tiny_ablation_end_to_end_writes_the_comparison_and_resumes(tmp_path):
+    """Shortened stages (tens of steps): the table's rows are both bases' summary points, then a rerun skips both.
+
+    About a minute of two free cores; the stages are too short to learn much, so only the bookkeeping is checked."""
+    out = tmp_path / "ablation"
+    result = _cli("recipe=tiny_ablation", f"output_dir={out}", *SHORT, cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    summaries = {base: json.loads((out / base / "summary.json").read_text()) for base in ("tiny", "tiny_ocr_rung")}
+    assert [e["stage"] for e in summaries["tiny"]["entries"]] == ["base", "structured", "dpo"]
+    assert [e["stage"] for e in summaries["tiny_ocr_rung"]["entries"]] == ["base", "general_ocr", "structured", "dpo"]
+    with (out / "comparison.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [(row["base"], row["stage"]) for row in table] == [
+        (base, entry["stage"]) for base, summary in summaries.items() for entry in summary["entries"]]
+    for row in table:
+        metrics = next(e["metrics"] for e in summaries[row["base"]]["entries"] if e["stage"] == row["stage"])
+        assert float(row["quality"]) == pytest.approx(metrics["quality_score"])
+        assert float(row["degeneration"]) == pytest.approx(metrics["degeneration_rate"])
+        assert float(row["cost_per_million_pages"]) == pytest.approx(metrics["cost_per_million_pages"])
+        assert float(row["printed_quality"]) == pytest.approx(metrics["by_family"]["printed"]["quality_score"])
+    # Shared pages: generated once, and the same untrained model scores the same on them from both bases.
+    assert sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != ".hydra") == ["data", "tiny", "tiny_ocr_rung"]
+    assert table[0]["quality"] == table[3]["quality"] and table[0]["cer"] == table[3]["cer"]
+    for stage_dir in ("tiny/01_structured", "tiny_ocr_rung/02_structured"):
+        record = json.loads((out / stage_dir / "stage.json").read_text())
+        assert record["train_pages"] == str(out / "data" / "train")
+    markdown = (out / "comparison.md").read_text()
+    assert "| tiny_ocr_rung | general_ocr | sft |" in markdown and "| tiny | dpo | dpo |" in markdown
+    assert (out / "comparison_scores.png").is_file() and (out / "comparison_degeneration.png").is_file()
+
+    before = {base: (out / base / "summary.json").stat().st_mtime_ns for base in summaries}
+    again = _cli("recipe=tiny_ablation", f"output_dir={out}", *SHORT, cwd=tmp_path)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert (again.stdout + again.stderr).count("finished earlier") == 2
+    assert {base: (out / base / "summary.json").stat().st_mtime_ns for base in summaries} == before
+
+
+def test_the_ablation_group_yaml_is_the_dataclass_default():
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from dharma_train.ablation import AblationConfig
+
+    assert OmegaConf.load(Path(config_dir()) / "ablation" / "none.yaml") == OmegaConf.structured(AblationConfig)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dharma_train.artifact import ModelArtifact
-from dharma_train.distributed import is_main
+from dharma_train.distributed import is_main, on_main
 from dharma_train.checkpoints import remove_checkpoints
 from dharma_train.data.pages import PageSet, load_pages
 from dharma_train.evaluation.hook import EvalConfig, evaluate
@@ -68,9 +68,9 @@ class Pipeline:
             total = len(self.stages)
             folder = output_dir / "00_base"
             inputs = base_inputs(base)
-            manifest = read_manifest(folder) if resume else None
+            manifest = _read_manifest(folder, resume)
             if manifest is None or manifest["inputs"] != inputs:
-                manifest = write_manifest(folder, new_manifest("base", "base", inputs, base, {}))
+                manifest = _write_manifest(folder, new_manifest("base", "base", inputs, base, {}))
             log.info("[0/%d] base model %s", total, base.path)
             finish(manifest, folder)
             current, upstream, rerun = base, manifest["key"], None
@@ -79,7 +79,7 @@ class Pipeline:
                 kind = getattr(stage, "kind", type(stage).__name__)
                 pages = stage_pages[stage.name]
                 inputs = stage_inputs(stage, self.context, upstream, fingerprint(pages))
-                manifest = read_manifest(folder) if resume else None
+                manifest = _read_manifest(folder, resume)
                 fresh, reason = is_fresh(manifest, inputs) if rerun is None else (False, f"{rerun} before it re-ran")
                 if fresh:
                     log.info("[%d/%d] stage %s: reused, %s", index, total, stage.name, reason)
@@ -97,7 +97,7 @@ class Pipeline:
     def _train(self, stage: Stage, kind: str, current: ModelArtifact, pages: PageSet, folder: Path, inputs: dict,
                resume: bool) -> dict:
         """Run a stage into its folder; its manifest, written last, marks it finished; then drop its checkpoints."""
-        if begin_attempt(folder, inputs, resume):
+        if on_main(begin_attempt, folder, inputs, resume):
             log.info("stage %s: an interrupted attempt with the same inputs left its work in %s; resuming",
                      stage.name, folder)
         started = time.perf_counter()
@@ -105,8 +105,8 @@ class Pipeline:
         with explain_out_of_memory(f"in stage {stage.name}", knobs):
             result = stage.run(current, pages, folder, self.context)
         train = {**result.metrics, "wall_seconds": time.perf_counter() - started}
-        manifest = write_manifest(folder, new_manifest(stage.name, kind, inputs, result.artifact, train))
-        remove_checkpoints(folder)
+        manifest = _write_manifest(folder, new_manifest(stage.name, kind, inputs, result.artifact, train))
+        on_main(remove_checkpoints, folder)
         return manifest
 
     def _evaluate_point(self, manifest: dict, folder: Path, pages: PageSet, pages_key: str, summary: dict,
@@ -124,7 +124,7 @@ class Pipeline:
             with explain_out_of_memory(f"evaluating {name}", evaluation_knobs(self.evaluation, self.context)):
                 entry = self._evaluate(name, kind, artifact, pages, folder, manifest["train"])
             manifest["evaluation"] = {"key": wanted, "entry": entry}
-            write_manifest(folder, manifest)
+            _write_manifest(folder, manifest)
         self._record(summary, tracker, entry, output_dir)
 
     def _stage_pages(self, train: PageSet) -> dict[str, PageSet]:
@@ -159,3 +159,14 @@ class Pipeline:
         tracker.log(len(summary["entries"]) - 1, entry["stage"], entry["metrics"])
         write_json_atomically(output_dir / "summary.json", summary)
         write_report(summary, output_dir / "report.md", plots=plot_run(summary, output_dir))
+
+
+def _read_manifest(folder: Path, resume: bool) -> dict | None:
+    """Rank 0's reading on every process, so all of them reuse or re-run the same stages."""
+    return on_main(read_manifest, folder) if resume else None
+
+
+def _write_manifest(folder: Path, manifest: dict) -> dict:
+    """Written by rank 0 alone (every process holds the same manifest)."""
+    on_main(write_manifest, folder, manifest)
+    return manifest

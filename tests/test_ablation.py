@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from dharma_train.ablation import base_config, finished, shared_pages
 from dharma_train.config import validate
 from dharma_train.configs import config_dir, register_recipes
+from dharma_train.data.pages import load_pages
 from dharma_train.errors import ConfigError
 
 
@@ -109,9 +110,13 @@ def test_tiny_ablation_end_to_end_writes_the_comparison_and_resumes(tmp_path):
     # Shared pages: generated once, and the same untrained model scores the same on them from both bases.
     assert sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != ".hydra") == ["data", "tiny", "tiny_ocr_rung"]
     assert table[0]["quality"] == table[3]["quality"] and table[0]["cer"] == table[3]["cer"]
-    for stage_dir in ("tiny/01_structured", "tiny_ocr_rung/02_structured"):
+    # Each base checks the shared pages into its own index (data/loaded), which points at the shared images.
+    shared = load_pages(out / "data" / "train")
+    for base, stage_dir in (("tiny", "tiny/01_structured"), ("tiny_ocr_rung", "tiny_ocr_rung/02_structured")):
         record = json.loads((out / stage_dir / "stage.json").read_text())
-        assert record["train_pages"] == str(out / "data" / "train")
+        assert record["train_pages"] == str(out / base / "data" / "loaded" / "train")
+        used = load_pages(record["train_pages"])
+        assert [(p.id, p.image.resolve()) for p in used.pages] == [(p.id, p.image.resolve()) for p in shared.pages]
     markdown = (out / "comparison.md").read_text()
     assert "| tiny_ocr_rung | general_ocr | sft |" in markdown and "| tiny | dpo | dpo |" in markdown
     assert (out / "comparison_scores.png").is_file() and (out / "comparison_degeneration.png").is_file()

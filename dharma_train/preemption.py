@@ -100,8 +100,30 @@ class StopOnSignal(TrainerCallback):
     def __init__(self, request: StopRequest):
         self.request = request
 
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        """Data-loader workers leave SIGTERM and SIGINT to this process: a scheduler signals every process of the
+        job, and a worker killed by it would fail the step before the checkpoint is saved."""
+        loader = getattr(train_dataloader, "base_dataloader", train_dataloader)  # accelerate wraps the DataLoader
+        if getattr(loader, "num_workers", 0) > 0 and not isinstance(loader.worker_init_fn, IgnoreStopSignals):
+            loader.worker_init_fn = IgnoreStopSignals(loader.worker_init_fn)
+        return control
+
     def on_step_end(self, args, state, control, **kwargs):
         if self.request.requested:
             control.should_save = True
             control.should_training_stop = True
         return control
+
+
+class IgnoreStopSignals:
+    """A data-loader worker_init_fn: ignore SIGTERM and SIGINT (the trainer's process stops the workers itself),
+    then run the loader's own init function. A class, not a closure, so spawned workers can unpickle it."""
+
+    def __init__(self, then=None):
+        self.then = then
+
+    def __call__(self, worker_id: int) -> None:
+        for number in SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
+        if self.then is not None:
+            self.then(worker_id)

@@ -128,3 +128,18 @@ def test_killed_inside_a_save_then_by_sigterm_mid_stage_the_same_command_ends_as
     record = json.loads((out / "run.json").read_text())
     assert record["config"]["trainer"]["seed"] == 0 and record["packages"]["torch"]
     assert record["resume_command"].endswith(f"output_dir={out}")
+
+
+def test_sigterm_to_the_whole_process_group_with_loader_workers_still_checkpoints_and_exits_cleanly(tmp_path):
+    """A scheduler's time limit (Slurm, `timeout`) signals every process of the job, the data-loader workers too:
+    they must leave the stop to the trainer rather than die and take the step down with a worker error."""
+    out = tmp_path / "run"
+    process = subprocess.Popen(_command(out, "trainer.dataloader_workers=2"), cwd=tmp_path,
+                               env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    _wait_for(out / "01_general_ocr" / "trainer" / "checkpoint-2" / "trainer_state.json", process)
+    os.killpg(process.pid, signal.SIGTERM)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert "stage general_ocr stopped by SIGTERM at step" in output, output[-3000:]
+    assert "Traceback" not in output and "DataLoader worker" not in output, output[-3000:]

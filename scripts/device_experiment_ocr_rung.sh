@@ -16,7 +16,14 @@ mkdir -p "$OUT" "$WORK/logs"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, transformers, peft, trl, datasets; print('torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__, '| trl', trl.__version__, '| datasets', datasets.__version__)"
 EXPERIMENT="python3 scripts/experiment_ocr_rung.py"
-start=$(date +%s)
+collect() {  # the table, plots and logs so far into $OUT: a call cut short (time or budget) still returns them
+  $EXPERIMENT compare --work "$WORK" --out "$OUT" > "$OUT/compare.txt" 2>&1
+  # Progress bars redraw with \r: split on it, drop the bars, keep log lines and the trainers' metrics.
+  for log in "$WORK"/logs/*.log; do echo "=== $log"; tr '\r' '\n' < "$log" | grep -v "^ *$" | grep -v "[0-9]%|.*|" | tail -60; done > "$OUT/logs.txt"
+}
+( while sleep 30; do collect; done ) &
+collector=$!
+start=$(date +%s); seeds=()
 for seed in $SEEDS; do
   (
     timeout "$PREPARE_LIMIT" $EXPERIMENT prepare --seed "$seed" --scale "$SCALE" --work "$WORK" \
@@ -29,9 +36,10 @@ for seed in $SEEDS; do
     done
     wait
   ) &
+  seeds+=($!)
 done
-wait
+wait "${seeds[@]}"  # not the collector
 echo "experiment wall: $(( $(date +%s) - start )) s"
-$EXPERIMENT compare --work "$WORK" --out "$OUT"
-# Progress bars redraw with \r: split on it, drop the bars, keep log lines and the trainers' metrics.
-for log in "$WORK"/logs/*.log; do echo "=== $log"; tr '\r' '\n' < "$log" | grep -v "^ *$" | grep -v "[0-9]%|.*|" | tail -60; done > "$OUT/logs.txt"
+kill "$collector" 2>/dev/null
+collect
+cat "$OUT/compare.txt"

@@ -51,6 +51,11 @@ class Pipeline:
                 result = stage.run(current, stage_pages[stage.name], stage_dir, self.context)
                 train = {**result.metrics, "wall_seconds": time.perf_counter() - started}
                 current = result.artifact
+                if not getattr(stage, "evaluates_output", True):  # same weights as the point before (export)
+                    summary.setdefault("not_evaluated", []).append(
+                        {"stage": stage.name, "kind": kind, "model": current.path, "train": train})
+                    self._write(summary, output_dir)
+                    continue
                 log.info("[%d/%d] evaluating %s", index, total, stage.name)
                 self._record(summary, tracker, self._evaluate(stage.name, kind, current, eval_pages, stage_dir, train),
                              output_dir)
@@ -74,6 +79,8 @@ class Pipeline:
                            device=self.context.trainer.resolved_device())
         processor = load_processor(artifact.processor_location, settings.min_pixels, settings.max_pixels)
         metrics = evaluate(model, processor, pages, self.evaluation, output_dir=folder)
+        size = artifact.weights_bytes()
+        metrics["weights_megabytes"] = None if size is None else size / 1e6
         del model
         gc.collect()
         write_json_atomically(folder / "metrics.json", metrics)
@@ -85,5 +92,9 @@ class Pipeline:
         """Append a point, then rewrite summary.json, the plots and report.md, and log it."""
         summary["entries"].append(entry)
         tracker.log(len(summary["entries"]) - 1, entry["stage"], entry["metrics"])
+        Pipeline._write(summary, output_dir)
+
+    @staticmethod
+    def _write(summary: dict, output_dir: Path) -> None:
         write_json_atomically(output_dir / "summary.json", summary)
         write_report(summary, output_dir / "report.md", plots=plot_run(summary, output_dir))

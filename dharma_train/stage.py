@@ -34,7 +34,8 @@ class Stage(Protocol):
     """Anything with a name that turns one saved model into another saved model.
 
     A stage may also define `check()`, which the pipeline calls for every stage before any model loads, to fail
-    fast on inputs it can read cheaply (a pairs file, say).
+    fast on inputs it can read cheaply (a pairs file, say). A stage whose output has its input's weights (export)
+    sets `evaluates_output = False`, and the pipeline records it without evaluating it again.
     """
 
     name: str

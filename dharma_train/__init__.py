@@ -11,7 +11,8 @@ from dharma_train.errors import ConfigError, DataError, DharmaError, ModelUnavai
 from dharma_train.evaluation.hook import EvalConfig, evaluate
 from dharma_train.pipeline import Pipeline
 from dharma_train.stage import Stage, StageContext, StageResult
-from dharma_train.stages import DPOStage, DPOStageConfig, SFTStage, SFTStageConfig
+from dharma_train.stages import (DPOStage, DPOStageConfig, ExportStage, ExportStageConfig, QuantizeStage,
+                                 QuantizeStageConfig, SFTStage, SFTStageConfig)
 from dharma_train.training import LoraSettings, OptimizationConfig, TrainerConfig
 
 __version__ = "0.1.0"
@@ -32,8 +33,9 @@ def generate_splits(out_dir, n_train: int = 64, n_eval: int = 16, seed: int = 0,
 
 
 __all__ = [
-    "ConfigError", "DPOStage", "DPOStageConfig", "DataError", "DharmaError", "EvalConfig", "LoraSettings",
-    "ModelArtifact", "ModelUnavailableError", "OptimizationConfig", "Page", "PageAnswer", "PageSet", "Pipeline",
-    "PreferencePair", "SFTStage", "SFTStageConfig", "Stage", "StageContext", "StageResult", "TrainerConfig",
+    "ConfigError", "DPOStage", "DPOStageConfig", "DataError", "DharmaError", "EvalConfig", "ExportStage",
+    "ExportStageConfig", "LoraSettings", "ModelArtifact", "ModelUnavailableError", "OptimizationConfig", "Page",
+    "PageAnswer", "PageSet", "Pipeline", "PreferencePair", "QuantizeStage", "QuantizeStageConfig", "SFTStage",
+    "SFTStageConfig", "Stage", "StageContext", "StageResult", "TrainerConfig",
     "evaluate", "generate_splits", "load_pages", "load_pairs", "loop_pairs", "parse_answer", "tiny_model",
 ]

@@ -70,15 +70,19 @@ def base_config(config: RunConfig, name: str, train: str, eval_pages: str) -> Ru
 
 
 def finished(run_dir: str | Path, stage_names: list[str]) -> bool:
-    """True when run_dir/summary.json holds the base point and every stage, in order."""
+    """True when run_dir/summary.json holds the base point and every stage, in order (a stage that is recorded
+    without an evaluation, such as export, is listed under `not_evaluated`)."""
     from dharma_train.comparison import read_summary
     from dharma_train.errors import DataError
 
     try:
-        entries = read_summary(run_dir)["entries"]
+        summary = read_summary(run_dir)
     except DataError:
         return False
-    return [entry["stage"] for entry in entries] == ["base", *stage_names]
+    recorded = {entry["stage"] for entry in summary["entries"] + summary.get("not_evaluated", [])}
+    evaluated = [entry["stage"] for entry in summary["entries"]]
+    return evaluated == ["base", *[name for name in stage_names if name in evaluated]] and \
+        recorded == {"base", *stage_names}
 
 
 def shared_pages(config: RunConfig) -> tuple[str, str]:

@@ -31,6 +31,14 @@ class ModelArtifact:
     def is_local(self) -> bool:
         return Path(self.path).exists()
 
+    def weights_bytes(self) -> int | None:
+        """Size of the safetensors weights on disk, the base's included for an adapter; None for a hub id."""
+        if not self.is_local:
+            return None
+        base = self.base.weights_bytes() if self.base else 0
+        own = sum(f.stat().st_size for f in Path(self.path).glob("*.safetensors"))
+        return None if base is None else base + own
+
     def to_dict(self) -> dict:
         return {"path": self.path, "processor_path": self.processor_path,
                 "base": self.base.to_dict() if self.base else None}

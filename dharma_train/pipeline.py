@@ -89,7 +89,13 @@ class Pipeline:
                     manifest = self._train(stage, kind, current, pages, folder, inputs, resume)
                     rerun = stage.name
                 current, upstream = ModelArtifact.from_dict(manifest["artifact"]), manifest["key"]
-                finish(manifest, folder)
+                if getattr(stage, "evaluates_output", True):
+                    finish(manifest, folder)
+                else:  # the same weights as the point before (export): recorded, not evaluated again
+                    summary.setdefault("not_evaluated", []).append(
+                        {"stage": stage.name, "kind": kind, "model": current.path, "train": manifest["train"]})
+                    if is_main():
+                        self._write(summary, output_dir)
         finally:
             tracker.close()
         return summary
@@ -143,6 +149,8 @@ class Pipeline:
                            device=self.context.trainer.resolved_device())
         processor = load_processor(artifact.processor_location, settings.min_pixels, settings.max_pixels)
         metrics = evaluate(model, processor, pages, self.evaluation, output_dir=folder)
+        size = artifact.weights_bytes()
+        metrics["weights_megabytes"] = None if size is None else size / 1e6
         del model
         gc.collect()
         if is_main():
@@ -157,6 +165,10 @@ class Pipeline:
         if not is_main():
             return
         tracker.log(len(summary["entries"]) - 1, entry["stage"], entry["metrics"])
+        Pipeline._write(summary, output_dir)
+
+    @staticmethod
+    def _write(summary: dict, output_dir: Path) -> None:
         write_json_atomically(output_dir / "summary.json", summary)
         write_report(summary, output_dir / "report.md", plots=plot_run(summary, output_dir))
 

@@ -29,6 +29,9 @@ SPEED = [
     ("p95 latency s", "latency_p95_seconds", "{:.2f}"),
     ("hit token limit", "token_limit_rate", "{:.0%}"),
     ("cost per M pages", "cost_per_million_pages", "${:,.0f}"),
+    ("weights MB", "weights_megabytes", "{:,.1f}"),
+    ("model memory GiB", "model_memory_gib", "{:.3f}"),
+    ("peak GPU GiB", "peak_memory_gib", "{:.1f}"),
 ]
 GAINS = [("quality", "quality_score"), ("paper score", "paper_score"), ("CER", "cer"),
          ("degeneration", "degeneration_rate")]
@@ -77,7 +80,9 @@ def render_report(summary: dict, plots: list[str] | None = None) -> str:
     lines += _pairs_section(entries)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
-    lines += ["", "## Models", ""] + [f"- `{e['stage']}`: {e['model']}" + _skipped(e) for e in entries] + [""]
+    lines += ["", "## Models", ""] + [f"- `{e['stage']}`: {e['model']}" + _skipped(e) for e in entries]
+    lines += [f"- `{e['stage']}` ({e['kind']}): {e['model']} (not evaluated again: same weights as the point before)"
+              for e in summary.get("not_evaluated", [])] + [""]
     return "\n".join(lines)
 
 

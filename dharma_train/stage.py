@@ -36,7 +36,8 @@ class Stage(Protocol):
     A stage may also define `check()`, which the pipeline calls for every stage before any model loads, to fail
     fast on inputs it can read cheaply (a pairs file, say); a dataclass `config`, whose values (with the stage's
     inputs) decide whether a re-run may reuse its finished output (manifest.py); and `input_files()`, the files
-    beyond its pages that its output depends on.
+    beyond its pages that its output depends on. A stage whose output has its input's weights (export) sets
+    `evaluates_output = False`, and the pipeline records it without evaluating it again.
     """
 
     name: str

@@ -24,8 +24,8 @@ def _config(*overrides):
 
 def test_tiny_ablation_lists_a_base_without_and_one_with_the_ocr_rung(tmp_path):
     config = _config("recipe=tiny_ablation", f"output_dir={tmp_path}")
-    assert {name: base.skip for name, base in config.ablation.bases.items()} == {"tiny": ["general_ocr"],
-                                                                                 "tiny_ocr_rung": []}
+    assert {name: base.skip for name, base in config.ablation.bases.items()} == {
+        "tiny": ["general_ocr", "quantize", "export"], "tiny_ocr_rung": ["quantize", "export"]}
     plain = base_config(config, "tiny", "/pages/train", "/pages/eval")
     rung = base_config(config, "tiny_ocr_rung", "/pages/train", "/pages/eval")
     assert list(plain.stages) == ["structured", "dpo"] and list(rung.stages) == ["general_ocr", "structured", "dpo"]
@@ -41,7 +41,8 @@ def test_an_ordinary_recipe_has_no_bases():
 
 @pytest.mark.parametrize("override, message", [
     ("ablation.bases.tiny.skip=[structure]", r"ablation\.bases\.tiny\.skip names unknown stage\(s\) \['structure'\]"),
-    ("ablation.bases.tiny.skip=[general_ocr,structured,dpo]", r"ablation\.bases\.tiny\.skip leaves no stage"),
+    ("ablation.bases.tiny.skip=[general_ocr,structured,dpo,quantize,export]",
+     r"ablation\.bases\.tiny\.skip leaves no stage"),
     ("+ablation.bases.data.path=tiny", r"ablation\.bases\.data: a base name is a folder name"),
 ])
 def test_bad_ablation_settings_name_their_key(override, message):
@@ -61,6 +62,10 @@ def test_a_base_is_finished_only_when_its_summary_has_every_point(tmp_path):
     assert not finished(tmp_path, ["structured", "dpo"])
     (tmp_path / "summary.json").write_text(json.dumps({"entries": entries + [{"stage": "dpo"}]}))
     assert finished(tmp_path, ["structured", "dpo"])
+    assert not finished(tmp_path, ["structured", "dpo", "export"]), "export not recorded yet"
+    (tmp_path / "summary.json").write_text(json.dumps({"entries": entries + [{"stage": "dpo"}],
+                                                       "not_evaluated": [{"stage": "export"}]}))
+    assert finished(tmp_path, ["structured", "dpo", "export"]), "export is recorded, not evaluated"
 
 
 def test_pages_are_generated_once_then_reused(tmp_path):

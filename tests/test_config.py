@@ -27,14 +27,17 @@ def test_every_recipe_composes_and_validates(recipe):
 
 def test_tiny_recipe_is_the_ladder_in_order():
     config = validate(_compose("output_dir=/tmp/x"))
-    assert list(config.stages) == ["general_ocr", "structured", "dpo"]
-    assert [s.task for s in config.stages.values()] == ["general", "structured", "structured"]
+    assert list(config.stages) == ["general_ocr", "structured", "dpo", "quantize", "export"]
+    assert [s.kind for s in config.stages.values()] == ["sft", "sft", "dpo", "quantize", "export"]
+    assert [s.task for s in list(config.stages.values())[:4]] == ["general", "structured", "structured", "structured"]
     assert config.stages["general_ocr"].data == "general", "the general-OCR rung trains on its own generated pages"
+    assert config.stages["quantize"].scheme == "awq_w4a16"
 
 
 def test_nanonets_recipe_has_the_real_settings():
     config = validate(_compose("recipe=nanonets_3b", "output_dir=/tmp/x"))
     assert config.model.path == "nanonets/Nanonets-OCR2-3B"
+    assert list(config.stages)[-2:] == ["quantize", "export"] and config.stages["quantize"].scheme == "awq_w4a16"
     assert config.trainer.precision == "bf16" or config.trainer.device == "cuda"
 
 

@@ -67,7 +67,7 @@ def test_default_command_runs_the_whole_tiny_ladder_and_the_model_learns(tmp_pat
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     entries = {entry["stage"]: entry for entry in summary["entries"]}
-    assert list(entries) == ["base", "general_ocr", "structured", "dpo"]
+    assert list(entries) == ["base", "general_ocr", "structured", "dpo", "quantize"]
     base_cer = entries["base"]["metrics"]["cer"]
     structured = entries["structured"]["metrics"]
     assert structured["cer"] < base_cer - 0.1, (base_cer, structured["cer"])
@@ -77,8 +77,16 @@ def test_default_command_runs_the_whole_tiny_ladder_and_the_model_learns(tmp_pat
     report = (out / "report.md").read_text()
     assert "| base | base |" in report and "| dpo | dpo |" in report
     assert f"{base_cer:.3f}" in report and f"{structured['cer']:.3f}" in report
-    for name in ("general_ocr", "structured", "dpo"):
+    for name in ("general_ocr", "structured", "dpo", "quantize"):
         assert (out / f"{list(entries).index(name):02d}_{name}" / "model" / "model.safetensors").is_file()
+    # bf16 and AWQ side by side in the report; the exported folder carries the card with the run's numbers
+    quantized = entries["quantize"]
+    assert quantized["train"]["scheme"] == "awq_w4a16"
+    assert quantized["metrics"]["weights_megabytes"] < entries["dpo"]["metrics"]["weights_megabytes"]
+    assert "| quantize | quantize |" in report
+    assert summary["not_evaluated"][0]["stage"] == "export"
+    card = (out / "05_export" / "model" / "README.md").read_text()
+    assert f"{quantized['metrics']['quality_score']:.3f}" in card and "4-bit int weights (group 128)" in card
     # the saved model is an ordinary checkpoint
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys; from transformers import AutoModelForImageTextToText as M;"

@@ -71,7 +71,9 @@ def test_real_recipes_fit_one_gpu_in_bf16_with_lora(recipe):
     assert config.trainer.gradient_checkpointing
     paths = [base.path for base in config.ablation.bases.values()] or [config.model.path]
     assert TINY not in paths
-    for stage in config.stages.values():
+    trained = [stage for stage in config.stages.values() if hasattr(stage, "optimization")]
+    assert trained and [stage.kind for stage in config.stages.values()][-2:] == ["quantize", "export"]
+    for stage in trained:
         assert stage.optimization.method == "lora", "full fine-tuning of 3B+ in fp32 master weights exceeds 80 GB"
         assert stage.optimization.batch_size * stage.optimization.gradient_accumulation >= 8
 
@@ -79,10 +81,10 @@ def test_real_recipes_fit_one_gpu_in_bf16_with_lora(recipe):
 def test_general_bases_climb_the_whole_ladder_and_specialists_start_at_the_portuguese_rung():
     for recipe in ("qwen25vl_3b", "qwen25vl_7b"):
         config = _config(recipe)
-        assert list(config.stages) == ["general_ocr", "structured", "dpo"]
+        assert list(config.stages) == ["general_ocr", "structured", "dpo", "quantize", "export"]
         assert config.stages["general_ocr"].task == "plain"
     for recipe in ("nanonets_3b", "olmocr2_7b"):
-        assert list(_config(recipe).stages) == ["structured", "dpo"]
+        assert list(_config(recipe).stages) == ["structured", "dpo", "quantize", "export"]
 
 
 def test_the_7b_pair_differs_only_in_the_model():

@@ -2,13 +2,17 @@
 
 Throughput counts every page, degenerate ones included: a looping page holds its whole batch to the token bound,
 which is exactly the cost DharmaOCR measured. Cost per million pages is the configured hourly price of the
-machine divided by the measured page rate.
+machine divided by the measured page rate. Memory is what the loaded weights hold after generation (a compressed
+checkpoint may be decompressed when it runs) and, on a GPU, the peak allocated while generating.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import chain
 from pathlib import Path
+
+import torch
 
 from dharma_train.data.pages import PageSet
 from dharma_train.distributed import is_main
@@ -44,6 +48,9 @@ def evaluate(model, processor, pages: PageSet, config: EvalConfig, output_dir: s
     """Generate on the pages (split over the run's processes), score them, and (given a folder) keep every output
     in predictions.jsonl, written by rank 0; every process returns the same metrics."""
     selected = pages.pages[: config.max_pages] if config.max_pages else pages.pages
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
     generations, seconds = generate_across_ranks(model, processor, selected, config.task, config.max_new_tokens,
                                                  config.batch_size, cache=config.cache, progress=progress)
     scores = [score_page(page.id, page.family, g.text, page.answer, g.hit_token_limit, g.new_tokens)
@@ -51,6 +58,7 @@ def evaluate(model, processor, pages: PageSet, config: EvalConfig, output_dir: s
     metrics = aggregate(scores)
     metrics.update(throughput([g.new_tokens for g in generations], [g.seconds for g in generations], seconds,
                               config.price_per_hour))
+    metrics.update(memory(model, on_gpu))
     if output_dir is not None and is_main():
         write_jsonl_atomically(Path(output_dir) / "predictions.jsonl",
                                ({**asdict(score), "output": g.text} for score, g in zip(scores, generations)))
@@ -69,6 +77,13 @@ def throughput(new_tokens: list[int], latencies: list[float], seconds: float, pr
         "latency_p95_seconds": _percentile(ordered, 95),
         "cost_per_million_pages": price_per_hour / 3600 / pages_per_second * 1e6 if pages_per_second else 0.0,
     }
+
+
+def memory(model, on_gpu: bool) -> dict:
+    """GiB held by the model's weights and buffers now, and the GPU's peak allocation since the last reset."""
+    held = sum(t.numel() * t.element_size() for t in chain(model.parameters(), model.buffers()))
+    return {"model_memory_gib": held / 2**30,
+            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None}
 
 
 def _percentile(ordered: list[float], percent: float) -> float:

@@ -12,6 +12,7 @@ from dharma_train.artifact import ModelArtifact
 from dharma_train.errors import ModelUnavailableError
 from dharma_train.models.config import ModelConfig
 from dharma_train.models.processor import Qwen2_5_VLImageProcessor
+from dharma_train.models.quantized import require_loader
 
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -26,6 +27,7 @@ def check_available(artifact: ModelArtifact) -> None:
         marker = "adapter_config.json" if artifact.is_adapter else "config.json"
         if not (Path(path) / marker).is_file():
             raise ModelUnavailableError(f"model folder {path} has no {marker}")
+        require_loader(path)
         return
     if not HUB_ID.fullmatch(path):
         raise ModelUnavailableError(f"model folder {path} does not exist")
@@ -52,12 +54,20 @@ def _check_hub_model(repo_id: str) -> None:
 
 
 def load_processor(location: str, min_pixels: int | None = None, max_pixels: int | None = None):
-    """The artifact's processor, with the pixel budget applied; handles the image-only tiny processor."""
+    """The artifact's processor, with the pixel budget applied.
+
+    The image-only processor serves the tiny model, and any Qwen2.5-VL folder where torchvision (which the stock
+    processor's video half needs) is not installed.
+    """
+    import importlib.util
+
     from transformers import AutoProcessor
 
     config_file = Path(location) / "processor_config.json"
     processor_class = json.loads(config_file.read_text()).get("processor_class") if config_file.is_file() else None
-    if processor_class == Qwen2_5_VLImageProcessor.__name__:
+    image_only = processor_class == Qwen2_5_VLImageProcessor.__name__ or (
+        processor_class == "Qwen2_5_VLProcessor" and importlib.util.find_spec("torchvision") is None)
+    if image_only:
         processor = Qwen2_5_VLImageProcessor.from_pretrained(location)
     else:
         processor = AutoProcessor.from_pretrained(location)
@@ -76,7 +86,9 @@ def load_model(artifact: ModelArtifact, dtype: str = "float32", settings: ModelC
     """Full weights as one plain transformers model; adapter chains are loaded and merged into their base.
 
     quantize_4bit: the language model's linears in 4-bit NF4 (bitsandbytes), computing in `dtype`: QLoRA's frozen
-    base. The vision tower and the LM head stay in `dtype`.
+    base. The vision tower and the LM head stay in `dtype`. Quantized folders (compressed-tensors, bitsandbytes)
+    load through transformers too; bitsandbytes weights are placed at load time, since a 4-bit model cannot be
+    moved with `.to()`.
     """
     from transformers import AutoModelForImageTextToText
 
@@ -88,14 +100,19 @@ def load_model(artifact: ModelArtifact, dtype: str = "float32", settings: ModelC
 
         base = load_model(artifact.base, dtype=dtype, settings=settings, device=device, quantize_4bit=quantize_4bit)
         return PeftModel.from_pretrained(base, artifact.path).merge_and_unload()
+    method = require_loader(artifact.path)
     # bitsandbytes quantizes as the weights reach their device, so a 4-bit model is placed at load time
-    quantization = {"quantization_config": _nf4(dtype), "device_map": {"": device or _default_device()}} \
-        if quantize_4bit else {}
+    if quantize_4bit:
+        placement = {"quantization_config": _nf4(dtype), "device_map": {"": device or _default_device()}}
+    elif method == "bitsandbytes":
+        placement = {"device_map": {"": device or _default_device()}}
+    else:
+        placement = {}
     model = AutoModelForImageTextToText.from_pretrained(
-        artifact.path, dtype=DTYPES[dtype], attn_implementation=settings.attn_implementation, **quantization)
+        artifact.path, dtype=DTYPES[dtype], attn_implementation=settings.attn_implementation, **placement)
     if settings.vision_attention == "varlen" and "flash" not in settings.attn_implementation:
         use_varlen_vision_attention(model)
-    return model.to(device) if device and not quantize_4bit else model
+    return model.to(device) if device and not placement else model
 
 
 def _default_device() -> str:

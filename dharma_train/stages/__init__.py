@@ -1,10 +1,13 @@
-"""Training stages. Each module holds one stage and its typed config; STAGES maps a config `kind` to both."""
+"""Pipeline stages. Each module holds one stage and its typed config; STAGES maps a config `kind` to both."""
 
 from dharma_train.stages.dpo import DPOStage, DPOStageConfig
+from dharma_train.stages.export import ExportStage, ExportStageConfig
+from dharma_train.stages.quantize import QuantizeStage, QuantizeStageConfig
 from dharma_train.stages.sft import SFTStage, SFTStageConfig
 
-STAGES = {"sft": SFTStage, "dpo": DPOStage}
-STAGE_CONFIGS = {"sft": SFTStageConfig, "dpo": DPOStageConfig}
+STAGES = {"sft": SFTStage, "dpo": DPOStage, "quantize": QuantizeStage, "export": ExportStage}
+STAGE_CONFIGS = {"sft": SFTStageConfig, "dpo": DPOStageConfig, "quantize": QuantizeStageConfig,
+                 "export": ExportStageConfig}
 
 
 def build_stage(name: str, config):
@@ -12,4 +15,5 @@ def build_stage(name: str, config):
     return STAGES[config.kind](name, config)
 
 
-__all__ = ["DPOStage", "DPOStageConfig", "SFTStage", "SFTStageConfig", "STAGES", "STAGE_CONFIGS", "build_stage"]
+__all__ = ["DPOStage", "DPOStageConfig", "ExportStage", "ExportStageConfig", "QuantizeStage", "QuantizeStageConfig",
+           "SFTStage", "SFTStageConfig", "STAGES", "STAGE_CONFIGS", "build_stage"]

@@ -1,0 +1,148 @@
+"""Quantization on the tiny model, on CPU: AWQ and FP8 through llm-compressor, NF4 through bitsandbytes.
+
+The outputs load with plain transformers, keep the vision tower's weights untouched, and hold 4-bit weights.
+"""
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import AutoModelForImageTextToText
+
+from dharma_train import StageContext, TrainerConfig
+from dharma_train.artifact import ModelArtifact
+from dharma_train.data.pages import PageSet
+from dharma_train.errors import ConfigError, DataError, ModelUnavailableError
+from dharma_train.evaluation.hook import EvalConfig, evaluate
+from dharma_train.models.loading import load_model, load_processor
+from dharma_train.stages.quantize import QuantizeStage, QuantizeStageConfig, check_quantizable
+
+CONTEXT = StageContext(trainer=TrainerConfig(device="cpu", precision="fp32"))
+needs_llmcompressor = pytest.mark.skipif(importlib.util.find_spec("llmcompressor") is None,
+                                         reason="llm-compressor is not installed (pip install 'dharma_train[quantize]')")
+needs_bitsandbytes = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,
+                                        reason="bitsandbytes is not installed (optional: pip install bitsandbytes)")
+
+
+def _quantize(scheme, artifact, pages, folder, **extra):
+    config = QuantizeStageConfig(scheme=scheme, calibration_pages=4, min_calibration_pages=4, **extra)
+    return QuantizeStage("quantize", config).run(artifact, pages, folder, CONTEXT)
+
+
+@pytest.fixture(scope="module")
+def awq(tiny_artifact, pages, tmp_path_factory):
+    """One AWQ run shared by the tests that read its output."""
+    folder = tmp_path_factory.mktemp("awq")
+    return folder, _quantize("awq_w4a16", tiny_artifact, pages[0], folder)
+
+
+def _vision_state(model):
+    return {name: tensor for name, tensor in model.state_dict().items() if ".visual." in f".{name}"}
+
+
+@needs_llmcompressor
+def test_awq_w4a16_packs_language_linears_into_4_bits_and_leaves_the_vision_tower(tiny_artifact, pages, awq):
+    stage_dir, result = awq
+    folder = stage_dir / "model"
+    assert result.artifact.path == str(folder)
+    assert result.metrics["calibration_pages"] == 4
+    assert json.loads((stage_dir / "stage.json").read_text())["metrics"]["scheme"] == "awq_w4a16"
+    assert result.metrics["output_weights_bytes"] < result.metrics["input_weights_bytes"]
+    quantization = json.loads((folder / "config.json").read_text())["quantization_config"]
+    weights = quantization["config_groups"]["group_0"]["weights"]
+    assert (quantization["quant_method"], weights["num_bits"], weights["group_size"]) == ("compressed-tensors", 4, 128)
+    with safe_open(folder / "model.safetensors", "pt") as stored:
+        keys = set(stored.keys())
+    assert any(key.endswith("mlp.gate_proj.weight_packed") for key in keys)
+    assert not any("visual" in key and "weight_packed" in key for key in keys)
+
+    source = AutoModelForImageTextToText.from_pretrained(tiny_artifact.path)
+    quantized = load_model(result.artifact)
+    for name, tensor in _vision_state(source).items():
+        assert torch.equal(tensor, _vision_state(quantized)[name]), f"vision weight {name} changed"
+    # The first forward decompresses; every language linear then holds 16 levels per group of 128 inputs.
+    metrics = evaluate(quantized, load_processor(result.artifact.path), PageSet(pages[1].root, pages[1].pages[:2]),
+                       EvalConfig(max_new_tokens=4, batch_size=2), progress=False)
+    assert metrics["pages"] == 2 and metrics["model_memory_gib"] > 0
+    layer = quantized.model.language_model.layers[0].mlp.gate_proj
+    groups = layer.weight.detach().reshape(layer.out_features, -1, 128)
+    levels = groups / layer.weight_scale.detach().unsqueeze(-1)
+    assert torch.allclose(levels, levels.round(), atol=1e-3) and levels.abs().max() <= 8
+    assert not torch.equal(layer.weight, source.model.language_model.layers[0].mlp.gate_proj.weight)
+
+
+@needs_llmcompressor
+def test_fp8_needs_no_calibration_pages(tiny_artifact, pages, tmp_path):
+    few = PageSet(pages[0].root, pages[0].pages[:1])
+    result = _quantize("fp8", tiny_artifact, few, tmp_path)
+    assert result.metrics["calibration_pages"] == 0
+    weights = json.loads((tmp_path / "model" / "config.json").read_text())["quantization_config"]["config_groups"]
+    assert weights["group_0"]["weights"]["type"] == "float" and weights["group_0"]["weights"]["num_bits"] == 8
+    assert load_model(result.artifact) is not None
+
+
+@needs_bitsandbytes
+def test_bnb4_saves_nf4_weights_that_load_with_device_map(tiny_artifact, pages, tmp_path):
+    result = _quantize("bnb4", tiny_artifact, pages[0], tmp_path)
+    model = load_model(result.artifact, device="cpu")
+    assert type(model.model.language_model.layers[0].mlp.gate_proj).__name__ == "Linear4bit"
+    assert type(model.model.visual.blocks[0].mlp.gate_proj) is torch.nn.Linear
+
+
+def test_bad_inputs_stop_before_any_model_loads(tiny_artifact, pages, tmp_path):
+    adapter = ModelArtifact(path=str(tmp_path / "adapter"), base=tiny_artifact)
+    with pytest.raises(ConfigError, match="LoRA adapter, not merged weights"):
+        check_quantizable(adapter, "quantize")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    with pytest.raises(ConfigError, match=r"architecture \['LlamaForCausalLM'\].*not supported"):
+        check_quantizable(ModelArtifact(path=str(other)), "quantize")
+    (other / "config.json").write_text(json.dumps({"architectures": ["Qwen2_5_VLForConditionalGeneration"],
+                                                   "quantization_config": {"quant_method": "compressed-tensors"}}))
+    with pytest.raises(ConfigError, match="already quantized"):
+        check_quantizable(ModelArtifact(path=str(other)), "quantize")
+    with pytest.raises(ConfigError, match="not a local model folder"):
+        check_quantizable(ModelArtifact(path="someone/model"), "quantize")
+    stage = QuantizeStage("quantize", QuantizeStageConfig(calibration_pages=64, min_calibration_pages=32))
+    with pytest.raises(DataError, match="16 calibration pages .* needs at least 32"):
+        stage.run(tiny_artifact, pages[0], tmp_path / "q", CONTEXT)
+    assert not (tmp_path / "q" / "model").exists()
+
+
+def test_config_refuses_unknown_schemes_and_bad_patterns():
+    with pytest.raises(ValueError, match="scheme"):
+        QuantizeStageConfig(scheme="gguf")
+    with pytest.raises(ValueError, match="min_calibration_pages"):
+        QuantizeStageConfig(calibration_pages=8, min_calibration_pages=16)
+    with pytest.raises(ValueError, match="not a regular expression"):
+        QuantizeStageConfig(ignore=["visual("])
+
+
+def test_missing_library_is_reported_by_check(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llmcompressor" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"needs the llmcompressor package: pip install 'dharma_train\[quantize\]'"):
+        QuantizeStage("quantize").check()
+
+
+@needs_llmcompressor
+def test_quantized_folder_loads_without_dharma_train(awq):
+    code = ("import sys; from transformers import AutoModelForImageTextToText as M;"
+            f"m = M.from_pretrained(r'{awq[0] / 'model'}');"
+            "print(type(m.model.visual.blocks[0].mlp.gate_proj).__name__, 'dharma_train' in sys.modules)")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.split() == ["Linear", "False"]
+
+
+@needs_llmcompressor
+def test_loading_a_quantized_folder_without_its_package_names_the_install(awq, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "compressed_tensors" else real(name, *a))
+    with pytest.raises(ModelUnavailableError, match=r"compressed-tensors; .* pip install 'dharma_train\[quantize\]'"):
+        load_model(awq[1].artifact)

@@ -70,10 +70,10 @@ def performance_arguments(config: PerformanceConfig, device: str, gradient_check
         arguments["optim"] = "adamw_torch"
     elif on_gpu:
         arguments["optim"] = "adamw_torch_fused"  # elsewhere: transformers' default (fused too, from torch 2.8)
-    if gradient_checkpointing and config.checkpoint_every > 1:
+    if gradient_checkpointing and config.recompute_every_n_layers > 1:
         # SFT keeps this for the whole run; TRL's DPOTrainer re-enables checkpointing on every layer after each
         # reference forward, so DPO recomputes every layer from its second step on.
-        arguments[f"{_checkpointing_argument()}_kwargs"] = {"every_n_layers": config.checkpoint_every}
+        arguments[f"{_checkpointing_argument()}_kwargs"] = {"every_n_layers": config.recompute_every_n_layers}
     if dataloader_workers > 0:
         arguments.update(dataloader_persistent_workers=True, dataloader_prefetch_factor=config.prefetch_batches,
                          dataloader_pin_memory=on_gpu)

@@ -30,8 +30,8 @@ def test_bad_performance_value_names_its_key():
     from dharma_train.config import typed
     from dharma_train.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="checkpoint_every"):
-        typed("trainer", TrainerConfig, {"performance": {"checkpoint_every": 0}})
+    with pytest.raises(ConfigError, match="recompute_every_n_layers"):
+        typed("trainer", TrainerConfig, {"performance": {"recompute_every_n_layers": 0}})
 
 
 def test_on_cpu_every_speed_up_is_off_and_the_model_is_untouched(tiny_artifact):
@@ -66,7 +66,7 @@ def test_fused_kernels_patch_every_norm_and_gated_mlp_once(tiny_artifact):
 
 
 def test_training_arguments_carry_optimizer_checkpointing_and_loader_settings():
-    args = performance_arguments(PerformanceConfig(checkpoint_every=2), "cuda", gradient_checkpointing=True,
+    args = performance_arguments(PerformanceConfig(recompute_every_n_layers=2), "cuda", gradient_checkpointing=True,
                                  dataloader_workers=4)
     assert args["optim"] == "adamw_torch_fused"
     assert next(v for k, v in args.items() if k.endswith("checkpointing_kwargs")) == {"every_n_layers": 2}
@@ -81,7 +81,7 @@ def test_trl_configs_accept_the_arguments(tmp_path):
     from trl import DPOConfig, SFTConfig
 
     hardware = TrainerConfig(device="cpu", gradient_checkpointing=True, dataloader_workers=2,
-                             performance=PerformanceConfig(checkpoint_every=3))
+                             performance=PerformanceConfig(recompute_every_n_layers=3))
     for config_class in (SFTConfig, DPOConfig):
         config = config_class(**trainer_arguments(OptimizationConfig(), hardware, str(tmp_path), [], "run"))
         assert config.dataloader_prefetch_factor == 2 and config.dataloader_persistent_workers

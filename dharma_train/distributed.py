@@ -9,6 +9,8 @@ identity. Communication goes through accelerate's PartialState, the same state T
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Callable, Sequence, TypeVar
 
 import torch.distributed as dist
@@ -88,3 +90,19 @@ def on_main(function: Callable[..., T], *args, **kwargs) -> T:
     """Run `function` on rank 0 alone; the others wait and receive its result (paths, page sets, artifacts)."""
     result = function(*args, **kwargs) if is_main() else None
     return broadcast(result)
+
+
+@contextmanager
+def hidden_process_group() -> Iterator[None]:
+    """For rank 0 working alone inside `on_main`: libraries that turn collective whenever a process group exists
+    (llm-compressor's calibration all-reduces its statistics) see none until the block ends, instead of waiting
+    for ranks that are not there."""
+    if not dist.is_available() or not dist.is_initialized():
+        yield
+        return
+    initialized = dist.is_initialized
+    dist.is_initialized = lambda: False
+    try:
+        yield
+    finally:
+        dist.is_initialized = initialized

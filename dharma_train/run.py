@@ -82,7 +82,7 @@ def execute(config: RunConfig, argv: list[str] | None = None) -> dict:
     distributed.start(cpu=config.trainer.resolved_device() == "cpu")
     config.trainer.hardware.check(config.trainer.resolved_device(), distributed.world_size(), distributed.launched(),
                                   {f"stages.{name}": stage.optimization.batch_size
-                                   for name, stage in config.stages.items()})
+                                   for name, stage in config.stages.items() if hasattr(stage, "optimization")})
     base = distributed.on_main(base_artifact, config.model.path)  # the tiny model is built once, by rank 0
     check_training_memory(base.path, config.stages, config.trainer)
     distributed.on_main(write_run_record, config, argv)

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from dharma_train import distributed
 from dharma_train.artifact import ModelArtifact
 from dharma_train.data.pages import PageSet
 from dharma_train.errors import ConfigError, DataError
@@ -76,8 +77,6 @@ class QuantizeStage:
 
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         """Quantization is one process's work: in a multi-GPU run rank 0 quantizes and the others wait for its result."""
-        from dharma_train import distributed
-
         return distributed.on_main(self._run, model, pages, output_dir, context)
 
     def _run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
@@ -99,7 +98,8 @@ class QuantizeStage:
         else:
             # Stock vision attention: llm-compressor traces the model, and the vision tower stays in 16 bits anyway.
             network = load_model(model, dtype=dtype, settings=replace(context.model, vision_attention="stock"))
-            _llm_compressor(network, processor, calibration, tmp, cfg)
+            with distributed.hidden_process_group():  # rank 0 quantizes alone (see run)
+                _llm_compressor(network, processor, calibration, tmp, cfg)
         seconds = time.perf_counter() - started
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)

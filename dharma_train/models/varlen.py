@@ -10,10 +10,13 @@ Both the vision tower (windows, bidirectional) and the packed language model (sa
 from __future__ import annotations
 
 import inspect
+import logging
 from functools import cache
 
 import torch
 import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
 
 HALF = (torch.bfloat16, torch.float16)
 
@@ -42,7 +45,18 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seqle
     """Attention within each sequence of a packed [tokens, heads, dim] batch; key/value may have fewer heads (GQA)."""
     if uses_kernel(query):
         return _varlen_kernel(query, key, value, cu_seqlens, max_seqlen, scale, causal)
+    if query.is_cuda:
+        _warn_slow_path_once(query.dtype)
     return _per_sequence(query, key, value, cu_seqlens, scale, causal)
+
+
+@cache
+def _warn_slow_path_once(dtype: torch.dtype) -> None:
+    """fp32 on a GPU silently costs many times the step time (docs/experiments/ocr-rung.md): say so once."""
+    log.warning("attention over packed sequences in %s on CUDA runs one sdpa call per sequence (the one-launch varlen "
+                "kernel needs bf16/fp16%s); with many vision windows this dominates the step: use "
+                "trainer.precision=auto or bf16", str(dtype).removeprefix("torch."),
+                "" if varlen_available() else " and PyTorch >= 2.10")
 
 
 def _varlen_kernel(query, key, value, cu_seqlens, max_seqlen, scale, causal):

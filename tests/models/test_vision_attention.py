@@ -66,3 +66,17 @@ def test_longest_sequence_is_computed_once_per_boundaries_tensor():
     assert max_seqlen(cu_seqlens) == 7
     cu_seqlens[2] = 100  # a cached answer is not recomputed
     assert max_seqlen(cu_seqlens) == 7
+
+
+def test_fp32_on_a_gpu_is_named_as_the_slow_path_once(caplog):
+    """The per-window loop is what fp32 on CUDA gets; the warning says so once per dtype, not once per layer."""
+    import logging
+
+    from dharma_train.models import varlen
+
+    varlen._warn_slow_path_once.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="dharma_train.models.varlen"):
+        for _ in range(3):
+            varlen._warn_slow_path_once(torch.float32)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "dharma_train.models.varlen"]
+    assert len(warnings) == 1 and "float32" in warnings[0] and "trainer.precision" in warnings[0]

@@ -244,10 +244,11 @@ def _context(seed: int, name: str):
     from dharma_train.stage import StageContext
     from dharma_train.training import TrainerConfig
 
-    # fp32: the model is small enough that bf16 buys no speed, and the tiny ladder's bf16 runs drifted run to run.
-    # No mid-stage checkpoints: every stage is a few minutes long. Loader workers (EXPERIMENT_LOADER_WORKERS) made
-    # the steps slower on the H100 (2.4 s against 2.0 s with none, attempts 2-3).
-    return StageContext(trainer=TrainerConfig(device="auto", precision="fp32", seed=seed, logging_steps=25,
+    # precision auto: bf16 autocast over fp32 master weights on a GPU, fp32 on a CPU. Attempts 1-4 trained in fp32 on
+    # the H100 at ~2 s a step: fp32 takes the vision tower's one-sdpa-call-per-window loop, since the one-launch
+    # varlen kernel needs half precision (dharma_train/models/varlen.py). No mid-stage checkpoints: every stage is
+    # a few minutes long. Loader workers (EXPERIMENT_LOADER_WORKERS) did not help there (2.4 s a step against 2.0 s).
+    return StageContext(trainer=TrainerConfig(device="auto", precision="auto", seed=seed, logging_steps=25,
                                               dataloader_workers=WORKERS, checkpoint_every=0),
                         run_name=f"ocr_rung-{name}-seed{seed}")
 

@@ -87,9 +87,22 @@ def barrier() -> None:
 
 
 def on_main(function: Callable[..., T], *args, **kwargs) -> T:
-    """Run `function` on rank 0 alone; the others wait and receive its result (paths, page sets, artifacts)."""
-    result = function(*args, **kwargs) if is_main() else None
-    return broadcast(result)
+    """Run `function` on rank 0 alone; the others wait and receive its result (paths, page sets, artifacts).
+
+    An exception on rank 0 is raised on every process, so none is left waiting for a result that never comes.
+    """
+    if world_size() == 1:
+        return function(*args, **kwargs)
+    outcome: tuple[bool, object] | None = None
+    if is_main():
+        try:
+            outcome = (True, function(*args, **kwargs))
+        except Exception as error:  # sent to the other ranks, then raised here too
+            outcome = (False, error)
+    succeeded, value = broadcast(outcome)
+    if not succeeded:
+        raise value
+    return value
 
 
 @contextmanager

@@ -34,7 +34,7 @@ def prepare_pages(config: RunConfig) -> tuple[PageSet, PageSet]:
     """The configured sources loaded and checked (report in data/load_report.json); a missing split is generated
     (by rank 0 alone); then each stage's own generated data (see resolve_stage_data)."""
     data = config.data
-    given = load_splits(data, Path(config.output_dir) / "data")
+    given = distributed.on_main(load_splits, data, Path(config.output_dir) / "data")  # checked once, by rank 0
     if "train" not in given or "eval" not in given:
         from dharma_train.data.synthetic import generate_splits
 

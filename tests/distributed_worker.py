@@ -9,12 +9,17 @@ from pathlib import Path
 from dharma_train import distributed
 from dharma_train.artifact import ModelArtifact
 from dharma_train.data.pages import load_pages
+from dharma_train.errors import DataError
 from dharma_train.evaluation.hook import EvalConfig, evaluate
 from dharma_train.mining import MiningConfig, mine_pairs
 from dharma_train.models.loading import load_model, load_processor
 from dharma_train.pipeline import Pipeline
 from dharma_train.stage import StageContext, StageResult
 from dharma_train.training import TrainerConfig
+
+
+def _fail_on_rank(rank: int):
+    raise DataError(f"rank {rank} found bad data")
 
 
 class KeepModel:
@@ -36,7 +41,12 @@ def main(model_dir: str, pages_dir: str, out: str) -> None:
                               MiningConfig(samples_per_page=0, max_new_tokens=8, batch_size=1), progress=False)
     Pipeline(stages=[KeepModel()], evaluation=config,
              context=StageContext(trainer=TrainerConfig(device="cpu"))).run(artifact, pages, pages, own / "pipeline")
-    result = {"rank": rank, "world": distributed.world_size(), "shard": [p.id for p in distributed.shard(pages.pages)],
+    try:  # rank 0 fails alone: every process must get its error rather than wait for a result
+        distributed.on_main(_fail_on_rank, rank)
+        failure = None
+    except DataError as error:
+        failure = str(error)
+    result = {"rank": rank, "on_main_failure": failure, "world": distributed.world_size(), "shard": [p.id for p in distributed.shard(pages.pages)],
               "metrics": metrics, "pairs": [asdict(p) for p in pairs], "mining": stats,
               "output_dir": distributed.broadcast(f"outputs/run-{rank}")}
     (out / f"rank{rank}.json").write_text(json.dumps(result, default=str))

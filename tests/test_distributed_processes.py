@@ -76,3 +76,8 @@ def test_only_rank_zero_writes(two_processes):
             "pipeline/00_base/metrics.json", "pipeline/01_noop/predictions.jsonl"} <= written
     assert not [path for path in (out / "rank1").rglob("*") if path.is_file()], "rank 1 wrote files"
     assert [r["output_dir"] for r in ranks] == ["outputs/run-0", "outputs/run-0"]  # rank 0's folder everywhere
+
+
+def test_an_error_on_rank_zero_inside_on_main_reaches_every_process(two_processes):
+    _, _, ranks = two_processes
+    assert [r["on_main_failure"] for r in ranks] == ["rank 0 found bad data"] * 2

@@ -79,10 +79,9 @@ def finished(run_dir: str | Path, stage_names: list[str]) -> bool:
         summary = read_summary(run_dir)
     except DataError:
         return False
-    recorded = {entry["stage"] for entry in summary["entries"] + summary.get("not_evaluated", [])}
-    evaluated = [entry["stage"] for entry in summary["entries"]]
-    return evaluated == ["base", *[name for name in stage_names if name in evaluated]] and \
-        recorded == {"base", *stage_names}
+    not_evaluated = {entry["stage"] for entry in summary.get("not_evaluated", [])}
+    return [entry["stage"] for entry in summary["entries"]] == \
+        [name for name in ["base", *stage_names] if name not in not_evaluated]
 
 
 def shared_pages(config: RunConfig) -> tuple[str, str]:

@@ -71,7 +71,7 @@ class Scale:
 
 SCALES = {
     "small": Scale(),
-    # Sized to the steps one 10-minute device call holds at the ~2 s per step measured on an H100 (attempts 2-3).
+    # A quick timing check: sized to the ~2 s per step an H100 took in fp32 (attempts 2-3); bf16 runs it in 190 s.
     "short": Scale(scene_pages=800, rung_pages=320, train_pages=320, dpo_pages=48, eval_pages=24, pretrain_steps=50,
                    rung_steps=40, structured_steps=50, dpo_steps=5, max_new_tokens=160),
     # The embedded tiny model's shape on a 2-core CPU (MODEL_SHAPES): the same question, a smaller model, ~30 min.
@@ -231,6 +231,7 @@ def compare_all(work: Path, out: Path) -> None:
             for folder in sorted(work.glob("seed*")) for arm in ARMS if (folder / arm / "summary.json").is_file()}
     rows = compare(runs)
     write_comparison(rows, out)
+    write_arm_means(rows, out)
     walls = {name: json.loads((path / "wall.json").read_text())["seconds"]
              for name, path in runs.items() if (path / "wall.json").is_file()}
     prepared = {folder.name: json.loads((folder / "prepared.json").read_text())
@@ -240,6 +241,37 @@ def compare_all(work: Path, out: Path) -> None:
     print(json.dumps({"arm_seconds": walls}, indent=2))
 
 
+def write_arm_means(rows: list[dict], out: Path) -> None:
+    """Per arm, the mean over seeds at every point (table and plots): fifteen seed lines on one plot do not read."""
+    from statistics import mean, stdev
+
+    from dharma_train.comparison import stage_order
+    from dharma_train.plots import plot_by_base
+
+    points = stage_order(rows)
+    metrics = [("quality", "mean quality score over seeds (higher is better)", "arm_means_scores.png"),
+               ("degeneration", "mean degeneration rate over seeds (lower is better)", "arm_means_degeneration.png")]
+    seeds = {row["base"].split(" ")[1] for row in rows}
+    lines = [f"# Means over seeds, per arm ({len(seeds)} seeds; ± is the sample standard deviation)", "",
+             "| arm | metric | " + " | ".join(points) + " |", "|---|---|" + "---|" * len(points)]
+    for column, title, name in metrics:
+        means = {}
+        for arm in ARMS:
+            cells, values = [], []
+            for point in points:
+                found = [row[column] for row in rows if row["base"].split(" ")[0] == arm and row["stage"] == point
+                         and row.get(column) is not None]
+                values.append(mean(found) if found else None)
+                spread = f" ± {stdev(found):.3f}" if len(found) > 1 else ""
+                cells.append(f"{mean(found):.3f}{spread} (n={len(found)})" if found else "")
+            if any(v is not None for v in values):
+                means[arm] = values
+                lines.append(f"| {arm} | {column} | " + " | ".join(cells) + " |")
+        plot_by_base(points, means, title, out / name)
+    (out / "arm_means.md").write_text("\n".join(lines) + "\n\n![scores](arm_means_scores.png)\n"
+                                      "![degeneration](arm_means_degeneration.png)\n", encoding="utf-8")
+
+
 def _context(seed: int, name: str):
     from dharma_train.stage import StageContext
     from dharma_train.training import TrainerConfig
@@ -247,7 +279,8 @@ def _context(seed: int, name: str):
     # precision auto: bf16 autocast over fp32 master weights on a GPU, fp32 on a CPU. Attempts 1-4 trained in fp32 on
     # the H100 at ~2 s a step: fp32 takes the vision tower's one-sdpa-call-per-window loop, since the one-launch
     # varlen kernel needs half precision (dharma_train/models/varlen.py). No mid-stage checkpoints: every stage is
-    # a few minutes long. Loader workers (EXPERIMENT_LOADER_WORKERS) did not help there (2.4 s a step against 2.0 s).
+    # a few minutes long. Loader workers (EXPERIMENT_LOADER_WORKERS) did not help in fp32 (2.4 s a step against 2.0 s);
+    # in bf16, with two, pretraining ran at ~3.5 steps a second (docs/experiments/ocr-rung.md).
     return StageContext(trainer=TrainerConfig(device="auto", precision="auto", seed=seed, logging_steps=25,
                                               dataloader_workers=WORKERS, checkpoint_every=0),
                         run_name=f"ocr_rung-{name}-seed{seed}")

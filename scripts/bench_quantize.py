@@ -4,7 +4,8 @@ on both models over the same pages (throughput, memory, cost per million pages).
 Model: random-init Qwen2.5-VL-3B shape (scripts/bench_generation.py), bf16, saved to disk so the stage runs exactly
 as in a pipeline: `QuantizeStage.run` (llm-compressor AWQ, calibrated on synthetic pages with their answers), then
 `load_model` + `evaluate` for each model. Random weights make the quality numbers meaningless (the answers are
-noise); the point is speed, memory and size. Both models decode with the dynamic cache (no compile time).
+noise); the point is speed, memory and size. Both models decode with the dynamic cache (no compile time); each is measured
+`--rounds` times, bf16 first in even rounds and AWQ first in odd ones.
 Also checks that an exported tiny folder loads with plain `AutoProcessor` where torchvision is installed.
 
 Run on the device from the repository root (wheels: scripts/device_bench_quantize.sh):
@@ -49,6 +50,8 @@ def main():
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--width", type=int, default=644)
     parser.add_argument("--height", type=int, default=896)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="measurements of each model, alternating which goes first, so order effects show")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
 
@@ -104,14 +107,17 @@ def main():
 
     device = trainer.resolved_device()
     settings = EvalConfig(max_new_tokens=args.new_tokens, batch_size=args.batch, cache="dynamic")
-    for name, artifact in (("bf16", ModelArtifact(path=str(source))), ("awq_w4a16", result.artifact)):
+    models = [("bf16", ModelArtifact(path=str(source))), ("awq_w4a16", result.artifact)]
+    order = [(round_, model) for round_ in range(args.rounds) for model in (models if round_ % 2 == 0 else models[::-1])]
+    for round_, (name, artifact) in order:
         model = load_model(artifact, dtype=trainer.model_dtype(), settings=context.model, device=device)
         loaded = torch.cuda.memory_allocated() / 2**30 if device == "cuda" else None
         # Warm-up: kernels, allocator, and the decompression a compressed-tensors model does on its first forward.
         evaluate(model, processor, PageSet(pages.root, pages.pages[: args.batch]),
                  EvalConfig(max_new_tokens=4, batch_size=args.batch, cache="dynamic"), progress=False)
         metrics = evaluate(model, processor, pages, settings, progress=False)
-        row = {"model": name, "weights_gb_on_disk": artifact.weights_bytes() / 1e9, "gpu_gib_after_load": loaded,
+        row = {"model": name, "round": round_, "weights_gb_on_disk": artifact.weights_bytes() / 1e9,
+               "gpu_gib_after_load": loaded,
                **{key: metrics[key] for key in ("pages_per_second", "new_tokens_per_second", "seconds",
                                                  "cost_per_million_pages", "model_memory_gib", "peak_memory_gib",
                                                  "quality_score", "degeneration_rate", "token_limit_rate")}}
@@ -157,10 +163,10 @@ def _version(name: str) -> str | None:
 def _print_table(report: dict) -> None:
     print(f"\n{report['gpu']}, torch {report['torch']}, transformers {report['transformers']}, llmcompressor "
           f"{report['llmcompressor']}, compressed-tensors {report['compressed_tensors']}")
-    print("| model | weights on disk GB | GPU GiB after load | GiB held after warm-up | peak GiB | new tokens/s | "
-          "pages/hour | cost per M pages |\n|---|---|---|---|---|---|---|---|")
+    print("| model | round | weights on disk GB | GPU GiB after load | GiB held after warm-up | peak GiB | new tokens/s | "
+          "pages/hour | cost per M pages |\n|---|---|---|---|---|---|---|---|---|")
     for r in report["rows"]:
-        print(f"| {r['model']} | {r['weights_gb_on_disk']:.2f} | {_f(r['gpu_gib_after_load'])} | "
+        print(f"| {r['model']} | {r['round']} | {r['weights_gb_on_disk']:.2f} | {_f(r['gpu_gib_after_load'])} | "
               f"{r['model_memory_gib']:.2f} | {_f(r['peak_memory_gib'])} | {r['new_tokens_per_second']:.0f} | "
               f"{r['pages_per_second'] * 3600:,.0f} | ${r['cost_per_million_pages']:,.0f} |")
     print(f"AutoProcessor on an exported folder: {report.get('auto_processor')}")

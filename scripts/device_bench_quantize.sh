@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # bf16 against AWQ W4A16 on the GPU machine (see scripts/bench_quantize.py). The image lacks llm-compressor and its
-# needs; their wheels travel in a folder of their own. From the lead's checkout, with this tree copied to .carry/NAME:
-#   run(command="cd .carry/NAME && bash scripts/device_bench_quantize.sh ../../.whl ../export-wheels",
-#       carry=[".carry/NAME", ".whl", ".carry/export-wheels"])
+# needs; their wheels travel in a folder of their own (docs/quantization.md has the measured command):
+#   run(command="bash scripts/device_bench_quantize.sh .whl .carry/export-wheels", carry=[".whl", ".carry/export-wheels"])
 # Wheels (llmcompressor 0.14.0.1, compressed-tensors 0.19.0, loguru, pydantic + pydantic-core, annotated-types,
 # typing-inspection): the pip download command in /work/.library/device/README.md, one version each.
 set -euo pipefail

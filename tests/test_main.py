@@ -86,7 +86,8 @@ def test_default_command_runs_the_whole_tiny_ladder_and_the_model_learns(tmp_pat
     assert "| quantize | quantize |" in report
     assert summary["not_evaluated"][0]["stage"] == "export"
     card = (out / "05_export" / "model" / "README.md").read_text()
-    assert f"{quantized['metrics']['quality_score']:.3f}" in card and "4-bit int weights (group 128)" in card
+    assert f"{quantized['metrics']['quality_score']:.3f}" in card and "4-bit int weights (group 32)" in card
+    assert quantized["metrics"]["json_valid_rate"] >= 0.5, "groups of 32 keep the tiny model's JSON (README)"
     # the saved model is an ordinary checkpoint
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys; from transformers import AutoModelForImageTextToText as M;"

@@ -1,8 +1,9 @@
 """Post-training quantization: the merged model in, a smaller checkpoint out that plain transformers and vLLM load.
 
 Schemes:
-- awq_w4a16: AWQ through llm-compressor: 4-bit integer weights (groups of 128), 16-bit activations, calibrated on
-  the run's own training pages (each page's image, prompt and answer), saved in compressed-tensors format;
+- awq_w4a16: AWQ through llm-compressor: 4-bit integer weights (symmetric, one scale per `group_size` inputs, 128 by
+  default), 16-bit activations, calibrated on the run's own training pages (each page's image, prompt and answer),
+  saved in compressed-tensors format;
 - fp8: FP8 weights and dynamic per-token FP8 activations through llm-compressor; needs no calibration;
 - bnb4: bitsandbytes NF4 weights through transformers; needs no calibration, loads with bitsandbytes only.
 The vision tower and lm_head stay in 16 bits by default (`ignore`).
@@ -30,6 +31,7 @@ SUPPORTED_ARCHITECTURES = ("Qwen2_5_VLForConditionalGeneration",)
 PACKAGES = {"awq_w4a16": ("llmcompressor", "pip install 'dharma_train[quantize]'"),
             "fp8": ("llmcompressor", "pip install 'dharma_train[quantize]'"),
             "bnb4": ("bitsandbytes", "pip install 'bitsandbytes>=0.45'")}
+GROUP_SIZES = (32, 64, 128)  # the int4 group sizes vLLM's Marlin kernels serve
 
 
 @dataclass
@@ -44,6 +46,7 @@ class QuantizeStageConfig:
     calibration_pages: int = 128
     min_calibration_pages: int = 32
     max_seq_length: int = 8192
+    group_size: int = 128
     ignore: list[str] = field(default_factory=lambda: [r".*visual\..*", r"(.*\.)?lm_head"])
 
     def __post_init__(self):
@@ -51,6 +54,8 @@ class QuantizeStageConfig:
             raise ValueError(f"scheme must be one of {list(SCHEMES)}, got {self.scheme!r}")
         if self.task not in ("structured", "plain"):
             raise ValueError(f"task must be 'structured' or 'plain', got {self.task!r}")
+        if self.group_size not in GROUP_SIZES:
+            raise ValueError(f"group_size must be one of {list(GROUP_SIZES)}, got {self.group_size}")
         if not 1 <= self.min_calibration_pages <= self.calibration_pages:
             raise ValueError("need 1 <= min_calibration_pages <= calibration_pages")
         for pattern in self.ignore:
@@ -86,6 +91,8 @@ class QuantizeStage:
         cfg = self.config
         self.check()
         check_quantizable(model, self.name)
+        if cfg.scheme == "awq_w4a16":
+            check_group_size(model, cfg.group_size, self.name)
         calibration = self._calibration_pages(pages)
         processor = load_processor(model.processor_location, context.model.min_pixels, context.model.max_pixels)
         dtype = context.trainer.model_dtype()
@@ -140,15 +147,32 @@ def check_quantizable(model: ModelArtifact, stage: str) -> None:
                           f"quantization supports {list(SUPPORTED_ARCHITECTURES)}")
 
 
+def check_group_size(model: ModelArtifact, group_size: int, stage: str) -> None:
+    """Every language linear's input width must split into whole groups; checked before the model loads."""
+    config = json.loads((Path(model.path) / "config.json").read_text())
+    text = config.get("text_config") or config
+    widths = {key: text.get(key) for key in ("hidden_size", "intermediate_size") if text.get(key)}
+    uneven = {key: width for key, width in widths.items() if width % group_size}
+    if uneven:
+        raise ConfigError(f"stage {stage}: group_size {group_size} does not divide {uneven} of {model.path}; "
+                          f"choose one of {[g for g in GROUP_SIZES if all(w % g == 0 for w in widths.values())]}")
+
+
 def _llm_compressor(network, processor, pages: list, target: Path, cfg: QuantizeStageConfig) -> None:
     """AWQ (calibrated on the pages) or FP8 through llm-compressor's oneshot, saved compressed with the processor."""
     from llmcompressor import oneshot
 
     ignore = [f"re:{pattern}" for pattern in cfg.ignore]
     if cfg.scheme == "awq_w4a16":
-        from llmcompressor.modifiers.awq import AWQModifier
+        from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+        from llmcompressor.modifiers.quantization import QuantizationModifier
+        from llmcompressor.modifiers.transform.awq import AWQModifier
 
-        recipe = AWQModifier(targets=["Linear"], scheme="W4A16", ignore=ignore)
+        # llm-compressor's W4A16 preset with the group size made a setting.
+        weights = QuantizationArgs(num_bits=4, type="int", strategy="group", group_size=cfg.group_size,
+                                   symmetric=True, dynamic=False)
+        recipe = [AWQModifier(), QuantizationModifier(
+            config_groups={"group_0": QuantizationScheme(targets=["Linear"], weights=weights)}, ignore=ignore)]
         data = {"dataset": calibration_loader(pages, processor, cfg.task),
                 "sequential_targets": ["Qwen2_5_VLDecoderLayer"], "max_seq_length": cfg.max_seq_length}
     else:

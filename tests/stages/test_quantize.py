@@ -35,9 +35,9 @@ def _quantize(scheme, artifact, pages, folder, **extra):
 
 @pytest.fixture(scope="module")
 def awq(tiny_artifact, pages, tmp_path_factory):
-    """One AWQ run shared by the tests that read its output."""
+    """One AWQ run shared by the tests that read its output (groups of 64: not the default, so the setting is seen)."""
     folder = tmp_path_factory.mktemp("awq")
-    return folder, _quantize("awq_w4a16", tiny_artifact, pages[0], folder)
+    return folder, _quantize("awq_w4a16", tiny_artifact, pages[0], folder, group_size=64)
 
 
 def _vision_state(model):
@@ -54,7 +54,7 @@ def test_awq_w4a16_packs_language_linears_into_4_bits_and_leaves_the_vision_towe
     assert result.metrics["output_weights_bytes"] < result.metrics["input_weights_bytes"]
     quantization = json.loads((folder / "config.json").read_text())["quantization_config"]
     weights = quantization["config_groups"]["group_0"]["weights"]
-    assert (quantization["quant_method"], weights["num_bits"], weights["group_size"]) == ("compressed-tensors", 4, 128)
+    assert (quantization["quant_method"], weights["num_bits"], weights["group_size"]) == ("compressed-tensors", 4, 64)
     with safe_open(folder / "model.safetensors", "pt") as stored:
         keys = set(stored.keys())
     assert any(key.endswith("mlp.gate_proj.weight_packed") for key in keys)
@@ -64,12 +64,12 @@ def test_awq_w4a16_packs_language_linears_into_4_bits_and_leaves_the_vision_towe
     quantized = load_model(result.artifact)
     for name, tensor in _vision_state(source).items():
         assert torch.equal(tensor, _vision_state(quantized)[name]), f"vision weight {name} changed"
-    # The first forward decompresses; every language linear then holds 16 levels per group of 128 inputs.
+    # The first forward decompresses; every language linear then holds 16 levels per group of 64 inputs.
     metrics = evaluate(quantized, load_processor(result.artifact.path), PageSet(pages[1].root, pages[1].pages[:2]),
                        EvalConfig(max_new_tokens=4, batch_size=2), progress=False)
     assert metrics["pages"] == 2 and metrics["model_memory_gib"] > 0
     layer = quantized.model.language_model.layers[0].mlp.gate_proj
-    groups = layer.weight.detach().reshape(layer.out_features, -1, 128)
+    groups = layer.weight.detach().reshape(layer.out_features, -1, 64)
     levels = groups / layer.weight_scale.detach().unsqueeze(-1)
     assert torch.allclose(levels, levels.round(), atol=1e-3) and levels.abs().max() <= 8
     assert not torch.equal(layer.weight, source.model.language_model.layers[0].mlp.gate_proj.weight)
@@ -108,6 +108,11 @@ def test_bad_inputs_stop_before_any_model_loads(tiny_artifact, pages, tmp_path):
         check_quantizable(ModelArtifact(path=str(other)), "quantize")
     with pytest.raises(ConfigError, match="not a local model folder"):
         check_quantizable(ModelArtifact(path="someone/model"), "quantize")
+    (other / "config.json").write_text(json.dumps({"architectures": ["Qwen2_5_VLForConditionalGeneration"],
+                                                   "text_config": {"hidden_size": 96, "intermediate_size": 384}}))
+    uneven = QuantizeStage("quantize", QuantizeStageConfig(group_size=64))
+    with pytest.raises(ConfigError, match=r"group_size 64 does not divide \{'hidden_size': 96\}.*one of \[32\]"):
+        uneven.run(ModelArtifact(path=str(other)), pages[0], tmp_path / "uneven", CONTEXT)
     stage = QuantizeStage("quantize", QuantizeStageConfig(calibration_pages=64, min_calibration_pages=32))
     with pytest.raises(DataError, match="16 calibration pages .* needs at least 32"):
         stage.run(tiny_artifact, pages[0], tmp_path / "q", CONTEXT)
@@ -121,6 +126,8 @@ def test_config_refuses_unknown_schemes_and_bad_patterns():
         QuantizeStageConfig(calibration_pages=8, min_calibration_pages=16)
     with pytest.raises(ValueError, match="not a regular expression"):
         QuantizeStageConfig(ignore=["visual("])
+    with pytest.raises(ValueError, match=r"group_size must be one of \[32, 64, 128\], got 48"):
+        QuantizeStageConfig(group_size=48)
 
 
 def test_missing_library_is_reported_by_check(monkeypatch):

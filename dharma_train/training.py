@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -12,6 +13,7 @@ from dharma_train.performance import PerformanceConfig, performance_arguments
 
 # Language-model projections only: the vision tower's MLP reuses the names gate/up/down_proj.
 LANGUAGE_LINEARS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+GPU_LOADER_WORKERS = 4  # per training process, fewer where the machine has fewer cores per GPU
 
 @cache
 def _checkpointing_argument() -> str:
@@ -31,7 +33,7 @@ class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32) | bf16 | fp32
     gradient_checkpointing: bool = False
-    dataloader_workers: int = 0
+    dataloader_workers: int | None = None  # None: GPU_LOADER_WORKERS on a CUDA GPU, 0 on a CPU
     seed: int = 0
     logging_steps: int = 10
     hardware: HardwareConfig = field(default_factory=HardwareConfig)  # group `hardware`: single | ddp | fsdp2 | zero3
@@ -52,6 +54,8 @@ class TrainerConfig:
             raise ValueError("trainer.precision=bf16 with trainer.device=cpu is not supported; use fp32")
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise ValueError("trainer.checkpoint_every must be >= 0 (0: no checkpoints) and keep_checkpoints >= 1")
+        if self.dataloader_workers is not None and self.dataloader_workers < 0:
+            raise ValueError("trainer.dataloader_workers must be >= 0, or null for the device's default")
         if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
             raise ValueError("trainer.memory_budget_gb must be > 0, or null to use the GPU's memory")
 
@@ -68,6 +72,15 @@ class TrainerConfig:
         if self.device != "auto":
             return self.device
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def resolved_workers(self) -> int:
+        """Image preprocessing in the training process starves a GPU (2.2x fewer steps/s on an H100 with none:
+        docs/experiments/ocr-rung.md); on a CPU, workers only compete with training for the same cores."""
+        if self.dataloader_workers is not None:
+            return self.dataloader_workers
+        if self.resolved_device() != "cuda":
+            return 0
+        return min(GPU_LOADER_WORKERS, max((os.cpu_count() or 1) // max(torch.cuda.device_count(), 1) - 1, 0))
 
     def resolved_precision(self) -> str:
         if self.precision != "auto":
@@ -150,12 +163,12 @@ def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig,
         "use_cpu": hardware.resolved_device() == "cpu",
         _checkpointing_argument(): hardware.hardware.trainer_checkpointing(hardware.gradient_checkpointing),
         **hardware.hardware.trainer_arguments(activation_checkpointing=hardware.gradient_checkpointing),
-        "dataloader_num_workers": hardware.dataloader_workers,
+        "dataloader_num_workers": hardware.resolved_workers(),
         "seed": hardware.seed,
         "data_seed": hardware.seed,
         "max_length": None,  # lengths are checked per sample before training; never cut through image tokens
         **performance_arguments(hardware.performance, hardware.resolved_device(), hardware.gradient_checkpointing,
-                                hardware.dataloader_workers),
+                                hardware.resolved_workers()),
     }
 
 

@@ -16,6 +16,13 @@ def test_cpu_defaults_to_fp32_and_refuses_bf16():
         TrainerConfig(device="cpu", precision="bf16")
 
 
+def test_loader_workers_default_to_none_on_a_cpu_and_an_explicit_count_is_kept():
+    assert TrainerConfig(device="cpu").resolved_workers() == 0
+    assert TrainerConfig(device="cpu", dataloader_workers=2).resolved_workers() == 2
+    args = trainer_arguments(OptimizationConfig(), TrainerConfig(device="cpu", dataloader_workers=3), "out", [], "r/s")
+    assert args["dataloader_num_workers"] == 3 and args["dataloader_persistent_workers"]
+
+
 def test_trainer_arguments_never_truncate_and_checkpoint_on_the_configured_schedule():
     args = trainer_arguments(OptimizationConfig(batch_size=3, gradient_accumulation=2),
                              TrainerConfig(device="cpu", checkpoint_every=25, keep_checkpoints=3), "out", [], "run/s")
@@ -33,6 +40,7 @@ def test_trainer_arguments_never_truncate_and_checkpoint_on_the_configured_sched
     ({"checkpoint_every": -1}, "checkpoint_every must be >= 0"),
     ({"keep_checkpoints": 0}, "keep_checkpoints >= 1"),
     ({"memory_budget_gb": 0.0}, "memory_budget_gb must be > 0"),
+    ({"dataloader_workers": -1}, "dataloader_workers must be >= 0"),
 ])
 def test_long_job_settings_are_checked(values, message):
     with pytest.raises(ValueError, match=message):

@@ -142,7 +142,7 @@ def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig,
     """
     from dharma_train.distributed import world_size
 
-    precision = hardware.resolved_precision()
+    precision, workers = hardware.resolved_precision(), hardware.resolved_workers()
     return {
         "output_dir": output_dir,
         "run_name": run_name,
@@ -163,12 +163,12 @@ def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig,
         "use_cpu": hardware.resolved_device() == "cpu",
         _checkpointing_argument(): hardware.hardware.trainer_checkpointing(hardware.gradient_checkpointing),
         **hardware.hardware.trainer_arguments(activation_checkpointing=hardware.gradient_checkpointing),
-        "dataloader_num_workers": hardware.resolved_workers(),
+        "dataloader_num_workers": workers,
         "seed": hardware.seed,
         "data_seed": hardware.seed,
         "max_length": None,  # lengths are checked per sample before training; never cut through image tokens
         **performance_arguments(hardware.performance, hardware.resolved_device(), hardware.gradient_checkpointing,
-                                hardware.resolved_workers()),
+                                workers),
     }
 
 

@@ -4,8 +4,8 @@ on both models over the same pages (throughput, memory, cost per million pages).
 Model: random-init Qwen2.5-VL-3B shape (scripts/bench_generation.py), bf16, saved to disk so the stage runs exactly
 as in a pipeline: `QuantizeStage.run` (llm-compressor AWQ, calibrated on synthetic pages with their answers), then
 `load_model` + `evaluate` for each model. Random weights make the quality numbers meaningless (the answers are
-noise); the point is speed, memory and size. Both models decode with the dynamic cache (no compile time); each is measured
-`--rounds` times, bf16 first in even rounds and AWQ first in odd ones.
+noise); the point is speed, memory and size. Both models decode with the dynamic cache (no compile time); each is
+measured `--rounds` times, bf16 first in even rounds and AWQ first in odd ones.
 Also checks that an exported tiny folder loads with plain `AutoProcessor` where torchvision is installed.
 
 Run on the device from the repository root (wheels: scripts/device_bench_quantize.sh):
@@ -108,7 +108,8 @@ def main():
     device = trainer.resolved_device()
     settings = EvalConfig(max_new_tokens=args.new_tokens, batch_size=args.batch, cache="dynamic")
     models = [("bf16", ModelArtifact(path=str(source))), ("awq_w4a16", result.artifact)]
-    order = [(round_, model) for round_ in range(args.rounds) for model in (models if round_ % 2 == 0 else models[::-1])]
+    order = [(round_, model) for round_ in range(args.rounds)
+             for model in (models if round_ % 2 == 0 else models[::-1])]
     for round_, (name, artifact) in order:
         model = load_model(artifact, dtype=trainer.model_dtype(), settings=context.model, device=device)
         loaded = torch.cuda.memory_allocated() / 2**30 if device == "cuda" else None
@@ -163,8 +164,8 @@ def _version(name: str) -> str | None:
 def _print_table(report: dict) -> None:
     print(f"\n{report['gpu']}, torch {report['torch']}, transformers {report['transformers']}, llmcompressor "
           f"{report['llmcompressor']}, compressed-tensors {report['compressed_tensors']}")
-    print("| model | round | weights on disk GB | GPU GiB after load | GiB held after warm-up | peak GiB | new tokens/s | "
-          "pages/hour | cost per M pages |\n|---|---|---|---|---|---|---|---|---|")
+    print("| model | round | weights on disk GB | GPU GiB after load | GiB held after warm-up | peak GiB | "
+          "new tokens/s | pages/hour | cost per M pages |\n|---|---|---|---|---|---|---|---|---|")
     for r in report["rows"]:
         print(f"| {r['model']} | {r['round']} | {r['weights_gb_on_disk']:.2f} | {_f(r['gpu_gib_after_load'])} | "
               f"{r['model_memory_gib']:.2f} | {_f(r['peak_memory_gib'])} | {r['new_tokens_per_second']:.0f} | "

@@ -261,9 +261,10 @@ def write_arm_means(rows: list[dict], out: Path) -> None:
             for point in points:
                 found = [row[column] for row in rows if row["base"].split(" ")[0] == arm and row["stage"] == point
                          and row.get(column) is not None]
-                values.append(mean(found) if found else None)
+                average = mean(found) if found else None
+                values.append(average)
                 spread = f" ± {stdev(found):.3f}" if len(found) > 1 else ""
-                cells.append(f"{mean(found):.3f}{spread} (n={len(found)})" if found else "")
+                cells.append(f"{average:.3f}{spread} (n={len(found)})" if found else "")
             if any(v is not None for v in values):
                 means[arm] = values
                 lines.append(f"| {arm} | {column} | " + " | ".join(cells) + " |")

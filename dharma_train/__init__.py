@@ -11,9 +11,17 @@ from dharma_train.errors import ConfigError, DataError, DharmaError, ModelUnavai
 from dharma_train.evaluation.hook import EvalConfig, evaluate
 from dharma_train.pipeline import Pipeline
 from dharma_train.stage import Stage, StageContext, StageResult
-from dharma_train.stages import (DPOStage, DPOStageConfig, ExportStage, ExportStageConfig, QuantizeStage,
-                                 QuantizeStageConfig, SFTStage, SFTStageConfig)
-from dharma_train.training import LoraSettings, OptimizationConfig, TrainerConfig
+from dharma_train.stages import (
+    DPOStage,
+    DPOStageConfig,
+    ExportStage,
+    ExportStageConfig,
+    QuantizeStage,
+    QuantizeStageConfig,
+    SFTStage,
+    SFTStageConfig,
+)
+from dharma_train.training.config import LoraSettings, OptimizationConfig, TrainerConfig
 
 __version__ = "0.1.0"
 
@@ -26,8 +34,8 @@ def tiny_model(cache_dir=None) -> ModelArtifact:
 
 
 def generate_splits(out_dir, n_train: int = 64, n_eval: int = 16, seed: int = 0, **kwargs):
-    """Synthetic pt-BR train and eval pages (see dharma_train.data.synthetic)."""
-    from dharma_train.data.synthetic import generate_splits as _generate
+    """Synthetic pt-BR train and eval pages (see dharma_train.data.synthetic.generate)."""
+    from dharma_train.data.synthetic.generate import generate_splits as _generate
 
     return _generate(out_dir, n_train=n_train, n_eval=n_eval, seed=seed, **kwargs)
 

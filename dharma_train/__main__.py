@@ -13,26 +13,27 @@ import tempfile
 import hydra
 from omegaconf import DictConfig
 
-from dharma_train.configs import CONFIG_NAME, config_dir, register_recipes
+from dharma_train.config_files import CONFIG_NAME, config_dir, register_recipes
 from dharma_train.errors import DharmaError, Interrupted
 
 log = logging.getLogger("dharma_train")
 
 
 def _run(cfg: DictConfig) -> None:
+    from dataclasses import replace
+
     from dharma_train import distributed
-    from dharma_train.ablation import run_ablation
     from dharma_train.config import validate
-    from dharma_train.environment import resume_command
-    from dharma_train.preemption import handle_signals
-    from dharma_train.run import execute
+    from dharma_train.reporting.run_record import resume_command
+    from dharma_train.run import execute, run_ablation
+    from dharma_train.training.preemption import handle_signals
 
     argv = sys.argv[1:]
     try:
         config = validate(cfg)
         distributed.start(cpu=config.trainer.resolved_device() == "cpu")
         # `${now:...}` resolves in each process and can differ by a second: every process takes rank 0's folder.
-        config.output_dir = distributed.broadcast(config.output_dir)
+        config = replace(config, output_dir=distributed.broadcast(config.output_dir))
         log.info("output_dir: %s (if interrupted, resume with: %s)", config.output_dir,
                  resume_command(argv, config.output_dir))
         with handle_signals():  # SIGTERM/SIGINT: checkpoint and stop cleanly (docs/running-long-jobs.md)

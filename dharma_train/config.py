@@ -16,9 +16,9 @@ from dharma_train.data.config import DataConfig
 from dharma_train.errors import ConfigError
 from dharma_train.evaluation.hook import EvalConfig
 from dharma_train.models.config import ModelConfig
+from dharma_train.reporting.tracking import TrackingConfig
 from dharma_train.stages import STAGE_CONFIGS
-from dharma_train.tracking import TrackingConfig
-from dharma_train.training import TrainerConfig
+from dharma_train.training.config import TrainerConfig
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "evaluation": EvalConfig, "trainer": TrainerConfig,
             "tracking": TrackingConfig, "ablation": AblationConfig}

@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from dharma_train.artifact import ModelArtifact
 from dharma_train.data.pages import PageSet
-from dharma_train.environment import package_versions
 from dharma_train.files import read_json_or_none, write_json_atomically
 from dharma_train.models.loading import HUB_ID
+from dharma_train.reporting.run_record import package_versions
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,7 @@ def begin_attempt(folder: str | Path, inputs: dict, resume: bool) -> bool:
 def stage_inputs(stage, context, upstream: str, pages: str) -> dict:
     """Everything a stage's model depends on; `upstream` is the key of the point it starts from, `pages` the
     fingerprint of its training pages."""
-    config = getattr(stage, "config", None)
-    files = getattr(stage, "input_files", lambda: [])()
+    config, files = stage.config, stage.input_files()
     return _json({
         "dharma_train": package_versions()["dharma_train"],
         "stage": f"{type(stage).__module__}.{type(stage).__qualname__}",

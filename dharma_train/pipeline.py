@@ -14,18 +14,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dharma_train.artifact import ModelArtifact
-from dharma_train.distributed import is_main, on_main
-from dharma_train.checkpoints import remove_checkpoints
 from dharma_train.data.pages import PageSet, load_pages
+from dharma_train.distributed import is_main, on_main
 from dharma_train.evaluation.hook import EvalConfig, evaluate
 from dharma_train.files import write_json_atomically
-from dharma_train.manifest import (base_inputs, begin_attempt, evaluation_key, is_fresh, new_manifest,
-                                   pages_fingerprint, read_manifest, stage_inputs, write_manifest)
-from dharma_train.plots import plot_run
-from dharma_train.report import write_report
-from dharma_train.resources import evaluation_knobs, explain_out_of_memory, training_knobs
-from dharma_train.stage import Stage, StageContext
-from dharma_train.tracking import EvaluationLog, TrackingConfig
+from dharma_train.manifest import (
+    base_inputs,
+    begin_attempt,
+    evaluation_key,
+    is_fresh,
+    new_manifest,
+    pages_fingerprint,
+    read_manifest,
+    stage_inputs,
+    write_manifest,
+)
+from dharma_train.preflight import check_stages
+from dharma_train.reporting.plots import plot_run
+from dharma_train.reporting.report import write_report
+from dharma_train.reporting.tracking import EvaluationLog, TrackingConfig
+from dharma_train.stage import Stage, StageContext, stage_data
+from dharma_train.training.checkpoints import remove_checkpoints
+from dharma_train.training.resources import evaluation_knobs, explain_out_of_memory, training_knobs
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +53,8 @@ class Pipeline:
         """
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
+        check_stages(self.stages)
         stage_pages = self._stage_pages(train)  # loaded first: a bad data path fails before any model loads
-        for stage in self.stages:
-            if hasattr(stage, "check"):
-                stage.check()
         resume = self.context.trainer.resume == "auto"
         fingerprints: dict[int, str] = {}
 
@@ -76,7 +84,7 @@ class Pipeline:
             current, upstream, rerun = base, manifest["key"], None
             for index, stage in enumerate(self.stages, start=1):
                 folder = output_dir / f"{index:02d}_{stage.name}"
-                kind = getattr(stage, "kind", type(stage).__name__)
+                kind = stage.kind
                 pages = stage_pages[stage.name]
                 inputs = stage_inputs(stage, self.context, upstream, fingerprint(pages))
                 manifest = _read_manifest(folder, resume)
@@ -89,7 +97,7 @@ class Pipeline:
                     manifest = self._train(stage, kind, current, pages, folder, inputs, resume)
                     rerun = stage.name
                 current, upstream = ModelArtifact.from_dict(manifest["artifact"]), manifest["key"]
-                if getattr(stage, "evaluates_output", True):
+                if stage.evaluates_output:
                     finish(manifest, folder)
                 else:  # the same weights as the point before (export): recorded, not evaluated again
                     summary.setdefault("not_evaluated", []).append(
@@ -107,7 +115,7 @@ class Pipeline:
             log.info("stage %s: an interrupted attempt with the same inputs left its work in %s; resuming",
                      stage.name, folder)
         started = time.perf_counter()
-        knobs = training_knobs(stage.name, getattr(stage, "config", None), self.context)
+        knobs = training_knobs(stage.name, stage.config, self.context)
         with explain_out_of_memory(f"in stage {stage.name}", knobs):
             result = stage.run(current, pages, folder, self.context)
         train = {**result.metrics, "wall_seconds": time.perf_counter() - started}
@@ -136,7 +144,7 @@ class Pipeline:
     def _stage_pages(self, train: PageSet) -> dict[str, PageSet]:
         pages = {}
         for stage in self.stages:
-            own = getattr(getattr(stage, "config", None), "data", None)
+            own = stage_data(stage)
             pages[stage.name] = load_pages(own) if own else train
         return pages
 

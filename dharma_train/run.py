@@ -1,17 +1,24 @@
-"""From a validated RunConfig to a finished run: check the model, prepare pages, run the pipeline."""
+"""From a validated RunConfig to a finished run: check, resolve once what the run needs, run the pipeline.
+
+`resolve` turns the config into new values (the pages, each stage's own pages); nothing here changes the config.
+An ablation (`ablation.bases`) is one ordinary run per base on shared pages, then one comparison.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dharma_train import distributed
+from dharma_train.ablation import DATA_FOLDER, AblationConfig
 from dharma_train.artifact import ModelArtifact
 from dharma_train.config import RunConfig
 from dharma_train.data.loading import load_splits
-from dharma_train.data.pages import PageSet
+from dharma_train.data.pages import PAGES_FILE, PageSet
 from dharma_train.models.config import TINY
 from dharma_train.pipeline import Pipeline
+from dharma_train.preflight import check_machine, check_memory, check_models_reachable
 from dharma_train.stage import StageContext
 from dharma_train.stages import build_stage
 
@@ -19,6 +26,15 @@ log = logging.getLogger(__name__)
 
 # Page sets a stage can name as its `data` instead of a folder; each is generated from `data.synthetic`.
 GENERATED_SETS = ("general",)  # mixed-language pages with Markdown answers, for the general-OCR rung
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run needs beyond its validated config, resolved once."""
+
+    train: PageSet
+    eval_pages: PageSet
+    stages: dict[str, object]  # each stage's config; a generated set's name (GENERATED_SETS) replaced by its folder
 
 
 def base_artifact(path: str) -> ModelArtifact:
@@ -30,69 +46,135 @@ def base_artifact(path: str) -> ModelArtifact:
     return ModelArtifact(path=path)
 
 
-def prepare_pages(config: RunConfig) -> tuple[PageSet, PageSet]:
-    """The configured sources loaded and checked (report in data/load_report.json); a missing split is generated
-    (by rank 0 alone); then each stage's own generated data (see resolve_stage_data)."""
+def resolve(config: RunConfig) -> RunPlan:
+    """The configured sources loaded and checked (report in data/load_report.json), a missing split generated (by
+    rank 0 alone), and each stage's generated set written under `output_dir/data`."""
+    train, eval_pages = _splits(config)
+    return RunPlan(train=train, eval_pages=eval_pages, stages=resolve_stage_data(config, Path(config.output_dir)))
+
+
+def _splits(config: RunConfig) -> tuple[PageSet, PageSet]:
     data = config.data
-    given = distributed.on_main(load_splits, data, Path(config.output_dir) / "data")  # checked once, by rank 0
+    given = distributed.on_main(load_splits, data, Path(config.output_dir) / DATA_FOLDER)  # checked once, by rank 0
     if "train" not in given or "eval" not in given:
-        from dharma_train.data.synthetic import generate_splits
+        from dharma_train.data.synthetic.generate import generate_splits
 
         s = data.synthetic
-        generated = distributed.on_main(generate_splits, Path(config.output_dir) / "data", n_train=s.train_pages,
-                                        n_eval=s.eval_pages, seed=s.seed, width=s.width, height=s.height,
-                                        families=s.families, max_words=s.max_words, workers=s.workers)
+        generated = distributed.on_main(generate_splits, Path(config.output_dir) / DATA_FOLDER,
+                                        n_train=s.train_pages, n_eval=s.eval_pages, seed=s.seed, width=s.width,
+                                        height=s.height, families=s.families, max_words=s.max_words,
+                                        workers=s.workers)
         given = {"train": given.get("train", generated[0]), "eval": given.get("eval", generated[1])}
-    resolve_stage_data(config)
     return given["train"], given["eval"]
 
 
-def resolve_stage_data(config: RunConfig) -> None:
-    """A stage whose `data` names a generated set (GENERATED_SETS) gets that set generated into
-    `output_dir/data/<name>` and its `data` replaced by the folder, so the pipeline and stage.json see a folder.
-    Any other value is a page folder, left as it is (write `./general` for a folder of that name)."""
-    from dharma_train.data.synthetic import generate_pages, named_seed
+def resolve_stage_data(config: RunConfig, run_dir: Path) -> dict[str, object]:
+    """Stage configs in which a `data` naming a generated set (GENERATED_SETS) becomes `run_dir/data/<name>`,
+    generated there (the same bytes on every run). Any other value is a page folder, left as it is
+    (write `./general` for a folder of that name)."""
+    from dharma_train.data.synthetic.generate import generate_pages, named_seed
 
     s = config.data.synthetic
-    generated: dict[str, str] = {}
-    for stage in config.stages.values():
-        name = getattr(stage, "data", None)
-        if name not in GENERATED_SETS:
+    resolved = {}
+    for name, stage in config.stages.items():
+        data = getattr(stage, "data", None)
+        if data not in GENERATED_SETS:
+            resolved[name] = stage
             continue
-        if name not in generated:
-            folder = Path(config.output_dir) / "data" / name
-            distributed.on_main(generate_pages, folder, s.general_pages, seed=named_seed(s.seed, name), width=s.width,
-                                height=s.height, task=name, id_prefix=name, max_words=s.general_max_words,
-                                workers=s.workers)
-            generated[name] = str(folder)
-        stage.data = generated[name]
+        folder = run_dir / DATA_FOLDER / data
+        distributed.on_main(generate_pages, folder, s.general_pages, seed=named_seed(s.seed, data), width=s.width,
+                            height=s.height, task=data, id_prefix=data, max_words=s.general_max_words,
+                            workers=s.workers)
+        resolved[name] = replace(stage, data=str(folder))
+    return resolved
 
 
 def execute(config: RunConfig, argv: list[str] | None = None) -> dict:
-    """Fail on an unreachable model, a memory budget it cannot fit or bad data first, then train and evaluate every
-    stage. Into an output_dir that already holds a run, finished stages are reused and an interrupted one resumes.
-    `argv`: the command-line overrides, recorded in run.json with the command that resumes the run."""
-    from dharma_train.environment import write_run_record
-    from dharma_train.models.loading import check_available
-    from dharma_train.resources import check_training_memory
+    """Fail on an unreachable model, a machine or memory budget it cannot fit, or bad data first, then train and
+    evaluate every stage. Into an output_dir that already holds a run, finished stages are reused and an interrupted
+    one resumes. `argv`: the command-line overrides, recorded in run.json with the command that resumes the run."""
+    from dharma_train.reporting.run_record import write_run_record
 
-    if config.model.path != TINY:
-        check_available(ModelArtifact(path=config.model.path))
-    config.trainer.check_hardware()
+    check_models_reachable([config.model.path])
     distributed.start(cpu=config.trainer.resolved_device() == "cpu")
-    config.trainer.hardware.check(config.trainer.resolved_device(), distributed.world_size(), distributed.launched(),
-                                  {f"stages.{name}": stage.optimization.batch_size
-                                   for name, stage in config.stages.items() if hasattr(stage, "optimization")})
+    check_machine(config)
     base = distributed.on_main(base_artifact, config.model.path)  # the tiny model is built once, by rank 0
-    check_training_memory(base.path, config.stages, config.trainer)
+    check_memory(base, config)
     distributed.on_main(write_run_record, config, argv)
-    train, eval_pages = prepare_pages(config)
-    log.info("pages: %d for training (%s), %d for evaluation (%s)", len(train), train.root, len(eval_pages),
-             eval_pages.root)
+    plan = resolve(config)
+    log.info("pages: %d for training (%s), %d for evaluation (%s)", len(plan.train), plan.train.root,
+             len(plan.eval_pages), plan.eval_pages.root)
     pipeline = Pipeline(
-        stages=[build_stage(name, stage) for name, stage in config.stages.items()],
+        stages=[build_stage(name, stage) for name, stage in plan.stages.items()],
         evaluation=config.evaluation,
         context=StageContext(trainer=config.trainer, model=config.model, tracking=config.tracking,
                              run_name=config.name),
     )
-    return pipeline.run(base, train, eval_pages, config.output_dir)
+    return pipeline.run(base, plan.train, plan.eval_pages, config.output_dir)
+
+
+# ---- ablation: several bases through the same stages --------------------------------------------------------------
+
+def base_config(config: RunConfig, name: str, train: str, eval_pages: str) -> RunConfig:
+    """The ordinary run of one base: its model, its stages, the shared pages, its own folder."""
+    base = config.ablation.bases[name]
+    return replace(
+        config, name=f"{config.name}-{name}", output_dir=str(Path(config.output_dir) / name),
+        model=replace(config.model, path=base.path), data=replace(config.data, train=train, eval=eval_pages),
+        stages={stage: settings for stage, settings in config.stages.items() if stage not in base.skip},
+        ablation=AblationConfig(),
+    )
+
+
+def finished(run_dir: str | Path, stage_names: list[str]) -> bool:
+    """True when run_dir/summary.json holds the base point and every stage, in order (a stage that is recorded
+    without an evaluation, such as export, is listed under `not_evaluated`)."""
+    from dharma_train.errors import DataError
+    from dharma_train.reporting.comparison import read_summary
+
+    try:
+        summary = read_summary(run_dir)
+    except DataError:
+        return False
+    not_evaluated = {entry["stage"] for entry in summary.get("not_evaluated", [])}
+    return [entry["stage"] for entry in summary["entries"]] == \
+        [name for name in ["base", *stage_names] if name not in not_evaluated]
+
+
+def shared_pages(config: RunConfig) -> tuple[str, str]:
+    """Train and eval folders every base uses: the given ones, pages generated earlier, or new ones."""
+    data = config.data
+    folder = Path(config.output_dir) / DATA_FOLDER
+    earlier = {split: folder / split for split in ("train", "eval") if (folder / split / PAGES_FILE).is_file()}
+    train = data.train or earlier.get("train")
+    eval_pages = data.eval or earlier.get("eval")
+    if train and eval_pages:
+        log.info("shared pages: %s (train), %s (eval)", train, eval_pages)
+        return str(train), str(eval_pages)
+    generated_train, generated_eval = _splits(config)
+    return str(generated_train.root), str(generated_eval.root)
+
+
+def run_ablation(config: RunConfig) -> list[dict]:
+    """Check every base, share the pages (and each stage's generated set), run each unfinished base, then compare."""
+    from dharma_train.reporting.comparison import compare, write_comparison
+
+    check_models_reachable([base.path for base in config.ablation.bases.values()])  # before any base trains
+    config.trainer.check_hardware()
+    train, eval_pages = shared_pages(config)
+    stages = resolve_stage_data(config, Path(config.output_dir))  # shared folders, the same on every run and resume
+    runs = {}
+    for number, name in enumerate(config.ablation.bases, start=1):
+        run = base_config(replace(config, stages=stages), name, train, eval_pages)
+        runs[name] = run.output_dir
+        if finished(run.output_dir, list(run.stages)):
+            log.info("base %d/%d %s: finished earlier in %s, not run again", number, len(config.ablation.bases), name,
+                     run.output_dir)
+            continue
+        log.info("base %d/%d %s (%s): stages %s", number, len(config.ablation.bases), name, run.model.path,
+                 list(run.stages))
+        execute(run)
+    rows = compare(runs)
+    written = write_comparison(rows, config.output_dir)
+    log.info("comparison: %s", ", ".join(str(p) for p in written))
+    return rows

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 from dharma_train.artifact import ModelArtifact
 from dharma_train.data.pages import PageSet
+from dharma_train.errors import ConfigError
 from dharma_train.models.config import ModelConfig
-from dharma_train.tracking import TrackingConfig
-from dharma_train.training import TrainerConfig
+from dharma_train.reporting.tracking import TrackingConfig
+from dharma_train.training.config import TrainerConfig
 
 
 @dataclass
@@ -31,16 +32,43 @@ class StageResult:
 
 
 class Stage(Protocol):
-    """Anything with a name that turns one saved model into another saved model.
+    """Anything that turns one saved model into another saved model: every member the pipeline uses is named here.
 
-    A stage may also define `check()`, which the pipeline calls for every stage before any model loads, to fail
-    fast on inputs it can read cheaply (a pairs file, say); a dataclass `config`, whose values (with the stage's
-    inputs) decide whether a re-run may reuse its finished output (manifest.py); and `input_files()`, the files
-    beyond its pages that its output depends on. A stage whose output has its input's weights (export) sets
-    `evaluates_output = False`, and the pipeline records it without evaluating it again.
+    Subclass it to inherit the defaults below, or define every member yourself (structural typing).
     """
 
-    name: str
+    name: str  # the stage's folder is NN_<name>
+    config: Any = None  # a dataclass whose values (with the inputs) decide whether a re-run may reuse its output;
+    #                     its `data` (a page folder or None) names the pages it trains on instead of the run's
+    evaluates_output: ClassVar[bool] = True  # False when the output has its input's weights (export): not evaluated
+
+    @property
+    def kind(self) -> str:
+        """What it does (sft, dpo, quantize, export), shown in summary.json, the report and the model card."""
+        return type(self).__name__
+
+    def check(self) -> None:
+        """Fail fast on inputs readable cheaply (a pairs file, say); called for every stage before any model loads."""
+
+    def input_files(self) -> list[str]:
+        """Files beyond the pages that the output depends on (their fingerprints enter the stage's key)."""
+        return []
 
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         ...
+
+
+STAGE_MEMBERS = ("name", "kind", "config", "evaluates_output", "check", "input_files", "run")
+
+
+def check_stage(stage: object) -> None:
+    """Refuse an object that lacks a member of the contract, naming what is missing (before any work starts)."""
+    missing = [member for member in STAGE_MEMBERS if not hasattr(stage, member)]
+    if missing:
+        raise ConfigError(f"{type(stage).__name__} is not a Stage: it lacks {missing} "
+                          f"(subclass dharma_train.Stage to inherit the defaults)")
+
+
+def stage_data(stage: Stage) -> str | None:
+    """The page folder a stage trains on instead of the run's training pages, if its config names one."""
+    return getattr(stage.config, "data", None)

@@ -57,11 +57,12 @@ def model_7b(tokenizer):
 
 def prepare(work: Path, shape: str, pages: int):
     """Rank 0 builds the model folder and the pages; returns (model folder, page set, tokens per sample)."""
+    from PIL import Image
+
     from dharma_train.data.prompts import prompt_messages, target_text
-    from dharma_train.data.synthetic import generate_pages
+    from dharma_train.data.synthetic.generate import generate_pages
     from dharma_train.models.loading import load_processor
     from dharma_train.models.tiny import tiny_model_dir
-    from PIL import Image
 
     tiny = tiny_model_dir(work / "cache")
     if shape == "tiny":
@@ -102,11 +103,11 @@ def main():
 
     from dharma_train import distributed
     from dharma_train.artifact import ModelArtifact
-    from dharma_train.hardware import HardwareConfig
     from dharma_train.models.config import ModelConfig
     from dharma_train.stage import StageContext
     from dharma_train.stages.sft import SFTStage, SFTStageConfig
-    from dharma_train.training import OptimizationConfig, TrainerConfig
+    from dharma_train.training.config import OptimizationConfig, TrainerConfig
+    from dharma_train.training.hardware import HardwareConfig
 
     on_gpu = args.device == "cuda"
     trainer = TrainerConfig(device=args.device, precision="bf16" if on_gpu else "fp32", gradient_checkpointing=on_gpu,

@@ -31,11 +31,11 @@ def main():
     from dharma_train import DPOStage, DPOStageConfig, LoraSettings, OptimizationConfig, StageContext, TrainerConfig
     from dharma_train.artifact import ModelArtifact
     from dharma_train.data.pairs import load_pairs
-    from dharma_train.data.synthetic import generate_pages
-    from dharma_train.mining import MiningConfig
+    from dharma_train.data.synthetic.generate import generate_pages
     from dharma_train.models.config import ModelConfig
     from dharma_train.models.loading import load_processor
     from dharma_train.models.tiny import tiny_model_dir
+    from dharma_train.stages.mining import MiningConfig
 
     work = Path(tempfile.mkdtemp())
     processor = load_processor(str(tiny_model_dir(work / "cache")), max_pixels=1288 * 896)

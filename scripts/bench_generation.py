@@ -114,7 +114,7 @@ def main():
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
 
-    from dharma_train.data.synthetic import generate_pages
+    from dharma_train.data.synthetic.generate import generate_pages
     from dharma_train.models.loading import load_processor
     from dharma_train.models.tiny import tiny_model_dir
     from dharma_train.models.vision_attention import use_varlen_vision_attention

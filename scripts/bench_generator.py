@@ -35,10 +35,10 @@ def main():
     parser.add_argument("--families", default="printed,handwritten,legal")
     args = parser.parse_args()
 
-    import PIL
     import numpy
+    import PIL
 
-    from dharma_train.data.synthetic import default_max_words, generate_pages, page_size
+    from dharma_train.data.synthetic.generate import default_max_words, generate_pages, page_size
 
     width, height = page_size(args.size)
     families = tuple(args.families.split(","))

@@ -34,7 +34,7 @@ def main():
 
     from dharma_train.data.config import DEFAULT_MAX_PIXELS
     from dharma_train.data.loading import load_source
-    from dharma_train.data.synthetic import generate_pages
+    from dharma_train.data.synthetic.generate import generate_pages
 
     work = Path(tempfile.mkdtemp(prefix="bench-loading-"))
     pages = generate_pages(work / "pages", args.rows, seed=0, width=args.width, height=args.height)

@@ -58,7 +58,7 @@ def main():
     from dharma_train import StageContext, TrainerConfig
     from dharma_train.artifact import ModelArtifact
     from dharma_train.data.pages import PageSet
-    from dharma_train.data.synthetic import generate_pages
+    from dharma_train.data.synthetic.generate import generate_pages
     from dharma_train.evaluation.hook import EvalConfig, evaluate
     from dharma_train.models.config import ModelConfig
     from dharma_train.models.loading import load_model, load_processor

@@ -73,7 +73,7 @@ def make_pages(work: Path, count: int):
     """Pages of three sizes; some answers are several pages' answers joined, for the long tail of dense pages."""
     from dharma_train.data.pages import Page, PageSet
     from dharma_train.data.schema import PageAnswer
-    from dharma_train.data.synthetic import generate_pages
+    from dharma_train.data.synthetic.generate import generate_pages
 
     sizes = [size for size, share in PAGE_SIZES for _ in range(share)]
     rng = random.Random(0)
@@ -137,9 +137,10 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
 
     from dharma_train.data.conversation import sft_dataset
     from dharma_train.models.vision_attention import use_varlen_vision_attention
-    from dharma_train.performance import PerformanceConfig, speed_up
-    from dharma_train.training import (LoraSettings, OptimizationConfig, TrainerConfig, freeze_vision_tower,
-                                       lora_config, trainer_arguments)
+    from dharma_train.training.arguments import trainer_arguments
+    from dharma_train.training.config import LoraSettings, OptimizationConfig, TrainerConfig
+    from dharma_train.training.model_setup import freeze_vision_tower, lora_config
+    from dharma_train.training.performance import PerformanceConfig, speed_up
 
     gc.collect()
     torch.cuda.empty_cache()
@@ -228,7 +229,7 @@ def check_equivalence(pages, processor, batches: int = 3) -> dict:
 
     from dharma_train.data.conversation import sft_dataset
     from dharma_train.models.vision_attention import use_varlen_vision_attention
-    from dharma_train.performance import PerformanceConfig, speed_up
+    from dharma_train.training.performance import PerformanceConfig, speed_up
 
     plain = build_model(processor.tokenizer, "3b", torch.bfloat16).train()
     fast = copy.deepcopy(plain)

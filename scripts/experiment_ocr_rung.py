@@ -147,10 +147,10 @@ def seed_dir(work: Path, seed: int) -> Path:
 def prepare(work: Path, seed: int, scale: Scale, shape: dict) -> None:
     """Build the random-init model, generate every page set, and pretrain the general base."""
     from dharma_train.artifact import ModelArtifact
-    from dharma_train.data.synthetic import generate_pages
+    from dharma_train.data.synthetic.generate import generate_pages
     from dharma_train.models.tiny import tiny_model_dir
     from dharma_train.stages import SFTStage, SFTStageConfig
-    from dharma_train.training import OptimizationConfig
+    from dharma_train.training.config import OptimizationConfig
 
     folder = seed_dir(work, seed)
     started = time.perf_counter()
@@ -178,9 +178,9 @@ def prepare(work: Path, seed: int, scale: Scale, shape: dict) -> None:
 
 def arm_stages(arm: str, scale: Scale, data: Path) -> dict:
     """The arm's stages after the general base; every SFT is full fine-tuning at the same learning rate."""
-    from dharma_train.mining import MiningConfig
     from dharma_train.stages import DPOStageConfig, SFTStageConfig
-    from dharma_train.training import OptimizationConfig
+    from dharma_train.stages.mining import MiningConfig
+    from dharma_train.training.config import OptimizationConfig
 
     def sft(task: str, steps: int, folder: str) -> SFTStageConfig:
         return SFTStageConfig(task=task, data=str(data / folder), optimization=OptimizationConfig(
@@ -225,7 +225,7 @@ def run_arm(work: Path, seed: int, arm: str, scale: Scale) -> None:
 
 def compare_all(work: Path, out: Path) -> None:
     """One comparison over every arm and seed (rows named 'arm seedN'), plus wall times, into `out`."""
-    from dharma_train.comparison import compare, write_comparison
+    from dharma_train.reporting.comparison import compare, write_comparison
 
     runs = {f"{arm} seed{folder.name[4:]}": folder / arm
             for folder in sorted(work.glob("seed*")) for arm in ARMS if (folder / arm / "summary.json").is_file()}
@@ -245,8 +245,8 @@ def write_arm_means(rows: list[dict], out: Path) -> None:
     """Per arm, the mean over seeds at every point (table and plots): fifteen seed lines on one plot do not read."""
     from statistics import mean, stdev
 
-    from dharma_train.comparison import stage_order
-    from dharma_train.plots import plot_by_base
+    from dharma_train.reporting.comparison import stage_order
+    from dharma_train.reporting.plots import plot_by_base
 
     points = stage_order(rows)
     metrics = [("quality", "mean quality score over seeds (higher is better)", "arm_means_scores.png"),
@@ -275,7 +275,7 @@ def write_arm_means(rows: list[dict], out: Path) -> None:
 
 def _context(seed: int, name: str):
     from dharma_train.stage import StageContext
-    from dharma_train.training import TrainerConfig
+    from dharma_train.training.config import TrainerConfig
 
     # precision auto: bf16 autocast over fp32 master weights on a GPU, fp32 on a CPU. Attempts 1-4 trained in fp32 on
     # the H100 at ~2 s a step: fp32 takes the vision tower's one-sdpa-call-per-window loop, since the one-launch

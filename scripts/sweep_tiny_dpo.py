@@ -10,10 +10,10 @@ import logging
 from omegaconf import OmegaConf
 
 from dharma_train import DPOStage, DPOStageConfig, ModelArtifact, OptimizationConfig, Pipeline, StageContext
-from dharma_train.configs import config_dir
+from dharma_train.config_files import config_dir
 from dharma_train.data.pages import load_pages
 from dharma_train.evaluation.hook import EvalConfig
-from dharma_train.training import TrainerConfig
+from dharma_train.training.config import TrainerConfig
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("run")

@@ -30,6 +30,6 @@ def tiny_artifact(tiny_cache):
 @pytest.fixture(scope="session")
 def pages(tmp_path_factory):
     """A small train/eval split of synthetic pages shared by the stage tests."""
-    from dharma_train.data.synthetic import generate_splits
+    from dharma_train.data.synthetic.generate import generate_splits
 
     return generate_splits(tmp_path_factory.mktemp("pages"), n_train=16, n_eval=4, seed=1)

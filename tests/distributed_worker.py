@@ -11,18 +11,18 @@ from dharma_train.artifact import ModelArtifact
 from dharma_train.data.pages import load_pages
 from dharma_train.errors import DataError
 from dharma_train.evaluation.hook import EvalConfig, evaluate
-from dharma_train.mining import MiningConfig, mine_pairs
 from dharma_train.models.loading import load_model, load_processor
 from dharma_train.pipeline import Pipeline
-from dharma_train.stage import StageContext, StageResult
-from dharma_train.training import TrainerConfig
+from dharma_train.stage import Stage, StageContext, StageResult
+from dharma_train.stages.mining import MiningConfig, mine_pairs
+from dharma_train.training.config import TrainerConfig
 
 
 def _fail_on_rank(rank: int):
     raise DataError(f"rank {rank} found bad data")
 
 
-class KeepModel:
+class KeepModel(Stage):
     name = "noop"
 
     def run(self, model, pages, output_dir, context):

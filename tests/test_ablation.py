@@ -9,9 +9,9 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from dharma_train.ablation import base_config, finished, shared_pages
+from dharma_train.run import base_config, finished, shared_pages
 from dharma_train.config import validate
-from dharma_train.configs import config_dir, register_recipes
+from dharma_train.config_files import config_dir, register_recipes
 from dharma_train.data.pages import load_pages
 from dharma_train.errors import ConfigError
 
@@ -131,6 +131,14 @@ def test_tiny_ablation_end_to_end_writes_the_comparison_and_resumes(tmp_path):
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert (again.stdout + again.stderr).count("finished earlier") == 2
     assert {base: (out / base / "summary.json").stat().st_mtime_ns for base in summaries} == before
+
+    # A base interrupted after its stages finished resumes without re-running any: the general-OCR rung's generated
+    # pages resolve to the same shared folder on every run (they once moved into the base's folder on a resume).
+    (out / "tiny_ocr_rung" / "summary.json").unlink()
+    resumed = _cli("recipe=tiny_ablation", f"output_dir={out}", *SHORT, cwd=tmp_path)
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-3000:]
+    assert "stage general_ocr: reused" in log and "runs because" not in log, log[-3000:]
 
 
 def test_the_ablation_group_yaml_is_the_dataclass_default():

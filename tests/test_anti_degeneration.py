@@ -9,11 +9,21 @@ import json
 
 import pytest
 
-from dharma_train import (DPOStage, DPOStageConfig, EvalConfig, OptimizationConfig, SFTStage, SFTStageConfig,
-                          StageContext, TrainerConfig, evaluate, generate_splits)
+from dharma_train import (
+    DPOStage,
+    DPOStageConfig,
+    EvalConfig,
+    OptimizationConfig,
+    SFTStage,
+    SFTStageConfig,
+    StageContext,
+    TrainerConfig,
+    evaluate,
+    generate_splits,
+)
 from dharma_train.data.pairs import load_pairs
-from dharma_train.mining import MiningConfig
 from dharma_train.models.loading import load_model, load_processor
+from dharma_train.stages.mining import MiningConfig
 
 CONTEXT = StageContext(trainer=TrainerConfig(device="cpu", precision="fp32", logging_steps=50))
 EVAL = EvalConfig(max_new_tokens=96, batch_size=16)

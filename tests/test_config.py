@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from dharma_train.config import validate
-from dharma_train.configs import config_dir, recipe_names, register_recipes
+from dharma_train.config_files import config_dir, recipe_names, register_recipes
 from dharma_train.errors import ConfigError
 from dharma_train.stages import STAGE_CONFIGS
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from dharma_train.data.synthetic import generate_pages
+from dharma_train.data.synthetic.generate import generate_pages
 from dharma_train.evaluation.hook import EvalConfig, evaluate
-from dharma_train.mining import MiningConfig, mine_pairs
 from dharma_train.models.loading import load_model, load_processor
+from dharma_train.stages.mining import MiningConfig, mine_pairs
 
 pytestmark = pytest.mark.slow  # two processes load the model and generate: about a minute on 2 busy cores
 

@@ -3,12 +3,22 @@
 import json
 
 from dharma_train.artifact import ModelArtifact
-from dharma_train.data.synthetic import generate_pages
-from dharma_train.manifest import (MANIFEST, begin_attempt, describe_changes, is_fresh, new_manifest,
-                                   pages_fingerprint, path_fingerprint, read_manifest, stage_inputs, write_manifest)
+from dharma_train.data.synthetic.generate import generate_pages
+from dharma_train.manifest import (
+    MANIFEST,
+    begin_attempt,
+    describe_changes,
+    is_fresh,
+    new_manifest,
+    pages_fingerprint,
+    path_fingerprint,
+    read_manifest,
+    stage_inputs,
+    write_manifest,
+)
 from dharma_train.stage import StageContext
 from dharma_train.stages import SFTStage, SFTStageConfig
-from dharma_train.training import OptimizationConfig, TrainerConfig
+from dharma_train.training.config import OptimizationConfig, TrainerConfig
 
 
 def _inputs(learning_rate=1e-3, seed=0, workers=0, upstream="abc", pages="p1", **trainer):

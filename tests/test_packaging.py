@@ -25,7 +25,7 @@ def test_wheel_ships_configs_and_runs_from_another_directory(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
-    result = subprocess.run([sys.executable, "-c", "import dharma_train.configs as c; print(c.config_dir())"],
+    result = subprocess.run([sys.executable, "-c", "import dharma_train.config_files as c; print(c.config_dir())"],
                             cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
     assert result.stdout.strip().startswith(str(tmp_path / "site")), "configs must come from the installed wheel"
     result = subprocess.run([sys.executable, "-m", "dharma_train", "recipe=nanonets_3b", "--cfg", "job"],

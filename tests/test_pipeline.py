@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from dharma_train import EvalConfig, ModelArtifact, PageSet, Pipeline, StageContext, StageResult, TrainerConfig
+from dharma_train import EvalConfig, ModelArtifact, PageSet, Pipeline, Stage, StageContext, StageResult, TrainerConfig
 
 
 @dataclass
-class KeepModel:
+class KeepModel(Stage):
     """A stage that changes nothing: its evaluation must equal the base's."""
 
     name: str
@@ -48,12 +48,12 @@ class Knob:
 
 
 @dataclass
-class Recorded:
+class Recorded(Stage):
     """A stage with a typed config that records when it actually runs (it passes its input model on)."""
 
     name: str
     config: Knob
-    ran: list
+    ran: list = None  # type: ignore[assignment]  (a default: the Stage protocol gives `config` one)
 
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         self.ran.append(self.name)
@@ -120,3 +120,19 @@ def test_an_out_of_memory_stage_names_what_to_lower(tiny_artifact, pages, tmp_pa
     with pytest.raises(ResourceError, match=r"CUDA ran out of memory in stage big .*model\.max_pixels"):
         pipeline.run(tiny_artifact, *pages, tmp_path)
     assert not (tmp_path / "01_big" / "manifest.json").exists()
+
+
+def test_an_object_lacking_a_member_of_the_stage_contract_is_refused_before_any_work(tiny_artifact, pages, tmp_path):
+    """The Stage protocol is the whole contract: what the pipeline uses is named, and a missing member is named."""
+    from dharma_train.errors import ConfigError
+
+    class Bare:
+        name = "bare"
+
+        def run(self, model, pages, output_dir, context):
+            return StageResult(self.name, model, {})
+
+    with pytest.raises(ConfigError, match=r"Bare is not a Stage: it lacks \['kind', 'config', 'evaluates_output', "
+                                          r"'check', 'input_files'\]"):
+        Pipeline(stages=[Bare()], evaluation=EvalConfig(max_new_tokens=4)).run(tiny_artifact, pages, pages, tmp_path)
+    assert not (tmp_path / "00_base").exists(), "refused before the base was evaluated"

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from dharma_train.config import validate
-from dharma_train.configs import config_dir, recipe_names, register_recipes
+from dharma_train.config_files import config_dir, recipe_names, register_recipes
 from dharma_train.models.config import TINY
 
 REAL = [name for name in recipe_names() if not name.startswith("tiny")]

@@ -1,4 +1,4 @@
-"""run.prepare_pages, the one place config becomes pages: a benchmark parquet given on the command line reaches
+"""run.resolve, the one place config becomes pages: a benchmark parquet given on the command line reaches
 the stages, split by image hash, with its load report in the run folder."""
 
 import base64
@@ -15,12 +15,12 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from dharma_train import EvalConfig, ModelArtifact, PageSet, Pipeline, StageContext, StageResult, TrainerConfig
+from dharma_train import EvalConfig, ModelArtifact, PageSet, Pipeline, Stage, StageContext, StageResult, TrainerConfig
 from dharma_train.config import validate
-from dharma_train.configs import config_dir, register_recipes
-from dharma_train.run import prepare_pages
+from dharma_train.config_files import config_dir, register_recipes
 from dharma_train.data.pages import load_pages
-from dharma_train.data.synthetic import generate_pages
+from dharma_train.data.synthetic.generate import generate_pages
+from dharma_train.run import resolve
 
 
 def _benchmark_parquet(path: Path, n: int) -> Path:
@@ -43,7 +43,7 @@ def _config(*overrides):
 
 
 @dataclass
-class RecordPages:
+class RecordPages(Stage):
     """A stage that trains nothing and remembers the pages it was given."""
 
     name: str
@@ -58,7 +58,8 @@ def test_a_benchmark_parquet_on_the_command_line_reaches_the_stage(tmp_path, tin
     source = _benchmark_parquet(tmp_path / "bench.parquet", 8)
     out = tmp_path / "run"
     config = _config(f"output_dir={out}", f"data.train={source}", "data.split.eval=0.25")
-    train, eval_pages = prepare_pages(config)
+    plan = resolve(config)
+    train, eval_pages = plan.train, plan.eval_pages
     assert (len(train), len(eval_pages)) == (6, 2)
     report = json.loads((out / "data" / "load_report.json").read_text())
     assert report["sources"][0]["skips"] == {"corrupt_image": 1} and report["splits"] == {"train": 6, "eval": 2}
@@ -73,7 +74,8 @@ def test_a_benchmark_parquet_on_the_command_line_reaches_the_stage(tmp_path, tin
 def test_a_missing_eval_split_is_still_generated(tmp_path):
     source = _benchmark_parquet(tmp_path / "bench.parquet", 3)
     config = _config(f"output_dir={tmp_path / 'run'}", f"data.train={source}", "data.synthetic.eval_pages=2")
-    train, eval_pages = prepare_pages(config)
+    plan = resolve(config)
+    train, eval_pages = plan.train, plan.eval_pages
     assert [page.id for page in train] == ["0", "1", "2"] and len(eval_pages) == 2
     assert eval_pages.root == tmp_path / "run" / "data" / "eval"
 
@@ -102,30 +104,32 @@ def _generated_config(tmp_path, *overrides):
 
 def test_a_stage_naming_general_trains_on_generated_mixed_language_pages(tmp_path):
     config = _generated_config(tmp_path)
-    train, evaluation = prepare_pages(config)
+    plan = resolve(config)
+    train, evaluation = plan.train, plan.eval_pages
     assert (len(train), len(evaluation)) == (3, 2)
     general_dir = tmp_path / "data" / "general"
-    assert config.stages["general_ocr"].data == str(general_dir)
+    assert plan.stages["general_ocr"].data == str(general_dir)
+    assert config.stages["general_ocr"].data == "general", "the validated config is never changed"
     general = load_pages(general_dir)
     assert len(general) == 4
     assert {(page.family, page.task) for page in general} == {("general", "general")}
     assert all(page.answer.text.startswith("# ") for page in general)
     markers = ("#", "##", "-")
     assert all(len([w for w in page.answer.text.split() if w not in markers]) <= 20 for page in general)
-    assert config.stages["structured"].data is None, "stages without data keep the run's training pages"
+    assert plan.stages["structured"].data is None, "stages without data keep the run's training pages"
 
 
 def test_a_folder_is_left_as_a_folder_and_nothing_else_is_generated(tmp_path):
     own = generate_pages(tmp_path / "own", 2, seed=0, task="plain")
     config = _generated_config(tmp_path / "run", f"stages.general_ocr.data={own.root}")
-    prepare_pages(config)
-    assert config.stages["general_ocr"].data == str(own.root)
+    assert resolve(config).stages["general_ocr"].data == str(own.root)
     assert not (tmp_path / "run" / "data" / "general").exists()
 
 
 def test_synthetic_options_reach_the_generated_splits(tmp_path):
     config = _generated_config(tmp_path, "data.synthetic.families=[legal]", "data.synthetic.max_words=8",
                      "stages.general_ocr.data=null")
-    train, evaluation = prepare_pages(config)
+    plan = resolve(config)
+    train, evaluation = plan.train, plan.eval_pages
     assert {page.family for page in [*train, *evaluation]} == {"legal"}
     assert all(len(page.answer.text.split()) <= 8 for page in train)

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from dharma_train.config import validate
-from dharma_train.configs import config_dir, register_recipes
+from dharma_train.config_files import config_dir, register_recipes
 from dharma_train.errors import ConfigError, DataError
 from dharma_train.run import execute
 
@@ -54,7 +54,7 @@ def test_bad_config_is_one_error_naming_the_key(changes, message):
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory):
-    from dharma_train.data.synthetic import generate_splits
+    from dharma_train.data.synthetic.generate import generate_splits
 
     train, evaluation = generate_splits(tmp_path_factory.mktemp("splits"), n_train=2, n_eval=1, seed=3)
     return train, evaluation

@@ -14,9 +14,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dharma_train.data.synthetic import (ALL_FAMILIES, IMAGE_FORMATS, default_families, default_max_words,
-                                         generate_pages, page_size)
 from dharma_train.data.prompts import TASKS
+from dharma_train.data.synthetic.generate import (
+    ALL_FAMILIES,
+    IMAGE_FORMATS,
+    default_families,
+    default_max_words,
+    generate_pages,
+    page_size,
+)
 from dharma_train.errors import DharmaError
 
 
@@ -50,7 +56,7 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _contact_sheet(args: argparse.Namespace) -> int:
-    from dharma_train.data.contact_sheet import write_contact_sheet
+    from dharma_train.data.synthetic.contact_sheet import write_contact_sheet
 
     path = write_contact_sheet(args.folder, args.out, count=args.count, columns=args.columns)
     print(f"contact sheet of {args.folder} written to {path}")

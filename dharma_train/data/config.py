@@ -10,7 +10,7 @@ DEFAULT_MAX_PIXELS = 12_845_056  # Qwen2.5-VL's processor default (16384 patches
 
 @dataclass
 class SyntheticConfig:
-    """Generated pages (dharma_train.data.synthetic): any split whose folder is not given, and the generated sets
+    """Generated pages (dharma_train.data.synthetic.generate): any split whose folder is not given, and the generated sets
     a stage can name as its `data` (`general`: mixed-language Markdown pages for the general-OCR rung)."""
 
     train_pages: int = 64
@@ -25,7 +25,7 @@ class SyntheticConfig:
     workers: int = 1  # processes drawing pages; the pages are the same bytes whatever the number
 
     def __post_init__(self):
-        from dharma_train.data.synthetic import ALL_FAMILIES
+        from dharma_train.data.synthetic.generate import ALL_FAMILIES
 
         unknown = sorted(set(self.families) - set(ALL_FAMILIES))
         if not self.families or unknown:

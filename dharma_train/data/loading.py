@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from contextlib import closing
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar

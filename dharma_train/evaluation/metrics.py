@@ -53,7 +53,12 @@ from rapidfuzz.distance import Levenshtein
 
 from dharma_train.data.schema import FIELDS, PageAnswer, parse_answer
 from dharma_train.evaluation.degeneration import (  # noqa: F401  (re-exported)
-    closed_loop, furniture_repeat, loop_words, paper_degenerate, repeating_tail, tail_loop,
+    closed_loop,
+    furniture_repeat,
+    loop_words,
+    paper_degenerate,
+    repeating_tail,
+    tail_loop,
 )
 
 FURNITURE = ("header", "margin", "footer")

@@ -18,7 +18,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from dharma_train.data.text import make_answer
+from dharma_train.data.synthetic.text import make_answer
 from dharma_train.models.processor import Qwen2_5_VLImageProcessor
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -85,7 +85,7 @@ def _cache_key(shape: dict) -> str:
     """Shape plus what the tokenizer is trained on: the page-text generator's code and Faker's version."""
     import faker
 
-    from dharma_train.data import text
+    from dharma_train.data.synthetic import text
 
     digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode())
     digest.update(Path(text.__file__).read_bytes())

@@ -15,7 +15,8 @@ import types
 
 import torch
 
-from dharma_train.models.varlen import attend, max_seqlen as longest, varlen_available
+from dharma_train.models.varlen import attend, varlen_available
+from dharma_train.models.varlen import max_seqlen as longest
 
 __all__ = ["use_varlen_vision_attention", "varlen_available"]
 

@@ -7,13 +7,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dharma_train.artifact import ModelArtifact
-from dharma_train.errors import DataError
-from dharma_train.mining import MiningConfig
 from dharma_train.data.pages import PageSet
-from dharma_train.stage import StageContext, StageResult
-from dharma_train.training import OptimizationConfig
+from dharma_train.errors import DataError
+from dharma_train.stage import Stage, StageContext, StageResult
+from dharma_train.stages.mining import MiningConfig
+from dharma_train.training.config import OptimizationConfig
 
 log = logging.getLogger(__name__)
+
+
+KIND = "dpo"  # the `kind` a stage config names in YAML
 
 
 @dataclass
@@ -21,7 +24,7 @@ class DPOStageConfig:
     """`conf/stage/dpo.yaml`. pairs: mined (the input model's own failures), synthetic (loop-shaped rejected answers
     built from the pages), or a pairs.jsonl path."""
 
-    kind: str = "dpo"
+    kind: str = KIND
     task: str = "structured"
     data: str | None = None
     pairs: str = "mined"
@@ -38,8 +41,9 @@ class DPOStageConfig:
         self.optimization.check("optimization")
 
 
-class DPOStage:
-    kind = "dpo"
+class DPOStage(Stage):
+    kind = KIND
+    config_class = DPOStageConfig
 
     def __init__(self, name: str, config: DPOStageConfig | None = None):
         self.name = name
@@ -59,13 +63,14 @@ class DPOStage:
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         from trl import DPOConfig, DPOTrainer
 
-        from dharma_train.checkpoints import train_resumably
         from dharma_train.data.conversation import dpo_dataset
         from dharma_train.models.loading import load_model, load_processor
-        from dharma_train.performance import quantized_base, speed_up
-        from dharma_train.stages.saving import save_from_trainer, write_stage_record
-        from dharma_train.tracking import report_to
-        from dharma_train.training import freeze_vision_tower, lora_config, trainer_arguments
+        from dharma_train.reporting.tracking import report_to
+        from dharma_train.training.arguments import trainer_arguments
+        from dharma_train.training.checkpoints import train_resumably
+        from dharma_train.training.model_setup import freeze_vision_tower, lora_config
+        from dharma_train.training.performance import quantized_base, speed_up
+        from dharma_train.training.saving import save_from_trainer, write_stage_record
 
         cfg, opt = self.config, self.config.optimization
         processor = load_processor(model.processor_location, context.model.min_pixels, context.model.max_pixels)
@@ -116,7 +121,7 @@ class DPOStage:
         from dharma_train.data.pairs import load_given_pairs, load_pairs, loop_pairs, save_pairs
         from dharma_train.distributed import is_main
         from dharma_train.files import read_json_or_none, write_json_atomically
-        from dharma_train.mining import mine_pairs
+        from dharma_train.stages.mining import mine_pairs
 
         cfg, mining, loaded = self.config, {}, {}
         collected = read_json_or_none(output_dir / "pairs_summary.json")  # written after pairs.jsonl

@@ -17,18 +17,21 @@ from dharma_train.artifact import ARTIFACT_FILE, ModelArtifact
 from dharma_train.data.pages import PageSet
 from dharma_train.errors import ConfigError, DharmaError
 from dharma_train.files import write_text_atomically
-from dharma_train.stage import StageContext, StageResult
+from dharma_train.stage import Stage, StageContext, StageResult
 
 SUMMARY_FILE = "summary.json"
 # What a folder needs to be loaded and prompted with plain transformers.
 REQUIRED = ("config.json", "generation_config.json", "tokenizer_config.json", "processor_config.json")
 
 
+KIND = "export"  # the `kind` a stage config names in YAML
+
+
 @dataclass
 class ExportStageConfig:
     """`conf/stage/export.yaml`. push_to_hub: a Hub repo id (user/name) to upload the folder to; null keeps it local."""
 
-    kind: str = "export"
+    kind: str = KIND
     data: str | None = None  # pages whose families the card lists; null: the run's training pages
     dtype: str = "bfloat16"  # weights of a model merged here (a LoRA chain); full or quantized inputs are copied
     summary: str | None = None  # the run's summary.json for the card; null: the one beside this stage's folder
@@ -42,8 +45,9 @@ class ExportStageConfig:
             raise ValueError(f"push_to_hub must be a Hub repo id 'user/name', got {self.push_to_hub!r}")
 
 
-class ExportStage:
-    kind = "export"
+class ExportStage(Stage):
+    kind = KIND
+    config_class = ExportStageConfig
     evaluates_output = False  # same weights as its input: the pipeline records it without a second evaluation
 
     def __init__(self, name: str, config: ExportStageConfig | None = None):
@@ -66,8 +70,8 @@ class ExportStage:
         return distributed.on_main(self._run, model, pages, output_dir, context)
 
     def _run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
-        from dharma_train.model_card import card_for_run
-        from dharma_train.stages.saving import write_stage_record
+        from dharma_train.reporting.model_card import card_for_run
+        from dharma_train.training.saving import write_stage_record
 
         cfg = self.config
         target = output_dir / "model"

@@ -23,7 +23,7 @@ from dharma_train import distributed
 from dharma_train.artifact import ModelArtifact
 from dharma_train.data.pages import PageSet
 from dharma_train.errors import ConfigError, DataError
-from dharma_train.stage import StageContext, StageResult
+from dharma_train.stage import Stage, StageContext, StageResult
 
 SCHEMES = ("awq_w4a16", "fp8", "bnb4")
 CALIBRATED = ("awq_w4a16",)
@@ -34,12 +34,15 @@ PACKAGES = {"awq_w4a16": ("llmcompressor", "pip install 'dharma_train[quantize]'
 GROUP_SIZES = (32, 64, 128)  # the int4 group sizes vLLM's Marlin kernels serve
 
 
+KIND = "quantize"  # the `kind` a stage config names in YAML
+
+
 @dataclass
 class QuantizeStageConfig:
     """`conf/stage/quantize.yaml`. ignore: regular expressions over module names (matched from the start of the
     name, as `re.match`) of the layers kept unquantized."""
 
-    kind: str = "quantize"
+    kind: str = KIND
     scheme: str = "awq_w4a16"
     task: str = "structured"
     data: str | None = None
@@ -65,8 +68,9 @@ class QuantizeStageConfig:
                 raise ValueError(f"ignore pattern {pattern!r} is not a regular expression ({error})") from None
 
 
-class QuantizeStage:
-    kind = "quantize"
+class QuantizeStage(Stage):
+    kind = KIND
+    config_class = QuantizeStageConfig
 
     def __init__(self, name: str, config: QuantizeStageConfig | None = None):
         self.name = name
@@ -86,7 +90,7 @@ class QuantizeStage:
 
     def _run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         from dharma_train.models.loading import load_model, load_processor
-        from dharma_train.stages.saving import write_stage_record
+        from dharma_train.training.saving import write_stage_record
 
         cfg = self.config
         self.check()

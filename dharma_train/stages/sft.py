@@ -9,17 +9,20 @@ from pathlib import Path
 from dharma_train.artifact import ModelArtifact
 from dharma_train.data.pages import PageSet
 from dharma_train.data.prompts import TASKS
-from dharma_train.stage import StageContext, StageResult
-from dharma_train.training import OptimizationConfig
+from dharma_train.stage import Stage, StageContext, StageResult
+from dharma_train.training.config import OptimizationConfig
 
 log = logging.getLogger(__name__)
+
+
+KIND = "sft"  # the `kind` a stage config names in YAML
 
 
 @dataclass
 class SFTStageConfig:
     """`conf/stage/sft.yaml`. task=general (or plain) is the general-OCR rung; task=structured the JSON specialist."""
 
-    kind: str = "sft"
+    kind: str = KIND
     task: str = "structured"  # structured | plain | general (Markdown)
     data: str | None = None  # a page folder for this stage alone, or a generated set (`general`); None: the run's
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
@@ -30,8 +33,9 @@ class SFTStageConfig:
         self.optimization.check("optimization")
 
 
-class SFTStage:
-    kind = "sft"
+class SFTStage(Stage):
+    kind = KIND
+    config_class = SFTStageConfig
 
     def __init__(self, name: str, config: SFTStageConfig | None = None):
         self.name = name
@@ -40,13 +44,14 @@ class SFTStage:
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         from trl import SFTConfig, SFTTrainer
 
-        from dharma_train.checkpoints import train_resumably
         from dharma_train.data.conversation import sft_dataset
         from dharma_train.models.loading import load_model, load_processor
-        from dharma_train.performance import quantized_base, speed_up
-        from dharma_train.stages.saving import save_from_trainer, write_stage_record
-        from dharma_train.tracking import report_to
-        from dharma_train.training import freeze_vision_tower, lora_config, trainer_arguments
+        from dharma_train.reporting.tracking import report_to
+        from dharma_train.training.arguments import trainer_arguments
+        from dharma_train.training.checkpoints import train_resumably
+        from dharma_train.training.model_setup import freeze_vision_tower, lora_config
+        from dharma_train.training.performance import quantized_base, speed_up
+        from dharma_train.training.saving import save_from_trainer, write_stage_record
 
         opt = self.config.optimization
         processor = load_processor(model.processor_location, context.model.min_pixels, context.model.max_pixels)

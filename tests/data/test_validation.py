@@ -5,8 +5,7 @@ import json
 import pytest
 
 from dharma_train.data.schema import PageAnswer
-from dharma_train.data.validation import FIX_REASONS, SKIP_REASONS, LoadReport, RowProblem, SourceReport, \
-    read_row_text
+from dharma_train.data.validation import FIX_REASONS, SKIP_REASONS, LoadReport, RowProblem, SourceReport, read_row_text
 
 
 def test_missing_schema_fields_are_empty_as_in_the_benchmark():

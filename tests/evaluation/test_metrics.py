@@ -9,8 +9,20 @@ from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
 from dharma_train.data.schema import PageAnswer
 from dharma_train.evaluation.metrics import (
-    aggregate, bleu, character_error_rate, degeneration_reason, is_degenerate, levenshtein_ratio, normalize,
-    paper_degenerate, paper_score, placement, repeating_tail, schema_compliant, score_page, word_error_rate,
+    aggregate,
+    bleu,
+    character_error_rate,
+    degeneration_reason,
+    is_degenerate,
+    levenshtein_ratio,
+    normalize,
+    paper_degenerate,
+    paper_score,
+    placement,
+    repeating_tail,
+    schema_compliant,
+    score_page,
+    word_error_rate,
 )
 
 PAIRS = [("Certidão de nascimento", "Certidao de nascimento"), ("abc", "abd e"), ("", "texto"),

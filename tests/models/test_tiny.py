@@ -41,7 +41,7 @@ def test_tokenizer_round_trips_portuguese_and_chat_template(tiny_artifact):
 
 def test_cache_key_follows_the_tokenizer_corpus(monkeypatch, tmp_path):
     """Editing the page-text generator changes the BPE corpus, so it must give a new cached model."""
-    from dharma_train.data import text
+    from dharma_train.data.synthetic import text
     from dharma_train.models import tiny
 
     before = tiny._cache_key(tiny.TINY_SHAPE)

@@ -9,8 +9,8 @@ from transformers import AutoModelForImageTextToText
 from dharma_train import DPOStage, DPOStageConfig, StageContext
 from dharma_train.data.pairs import load_pairs, loop_pairs, save_pairs
 from dharma_train.errors import DataError
-from dharma_train.mining import MiningConfig
-from dharma_train.training import OptimizationConfig, TrainerConfig
+from dharma_train.stages.mining import MiningConfig
+from dharma_train.training.config import OptimizationConfig, TrainerConfig
 
 CONTEXT = StageContext(trainer=TrainerConfig(device="cpu", precision="fp32", logging_steps=1))
 

@@ -10,7 +10,7 @@ from transformers import AutoModelForImageTextToText
 from dharma_train import SFTStage, SFTStageConfig, StageContext
 from dharma_train.artifact import ModelArtifact
 from dharma_train.models.loading import load_model
-from dharma_train.training import OptimizationConfig, TrainerConfig
+from dharma_train.training.config import OptimizationConfig, TrainerConfig
 
 CONTEXT = StageContext(trainer=TrainerConfig(device="cpu", precision="fp32", logging_steps=1))
 
@@ -71,7 +71,7 @@ def test_stage_is_a_plain_importable_unit():
 
 @pytest.mark.slow
 def test_wandb_tracking_runs_offline_without_a_key(tiny_artifact, pages, tmp_path, monkeypatch):
-    from dharma_train.tracking import TrackingConfig
+    from dharma_train.reporting.tracking import TrackingConfig
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     for name in ("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT"):

@@ -1,0 +1,91 @@
+"""Evaluate one model alone, without training: `python -m dharma_train.evaluation --model PATH_OR_HUB_ID`.
+
+    python -m dharma_train.evaluation --model runs/tiny/02_structured/model --pages data/eval --output-dir eval_out
+    python -m dharma_train.evaluation --model tiny                  # the embedded model on generated pages
+
+Writes metrics.json, predictions.jsonl (every output with its scores) and report.md to --output-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from dharma_train.errors import DharmaError
+from dharma_train.files import write_json_atomically
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m dharma_train.evaluation", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a local model folder, a hub id, or 'tiny'")
+    parser.add_argument("--adapter-base", help="when --model is a LoRA adapter folder: the model it adapts")
+    parser.add_argument("--pages", help="any data source (a page folder, the benchmark's parquet files, JSONL, ...: "
+                                        "docs/data-loading.md); default: 16 generated pages")
+    parser.add_argument("--strict", action="store_true", help="stop at the first bad row instead of skipping it")
+    parser.add_argument("--output-dir", default="evaluation", help="where metrics and predictions go")
+    parser.add_argument("--task", default="structured", choices=["structured", "plain"])
+    parser.add_argument("--max-new-tokens", type=int, default=2048)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-pages", type=int)
+    parser.add_argument("--cache", default="auto", choices=["auto", "static", "dynamic"])
+    parser.add_argument("--price-per-hour", type=float, default=2.5, help="USD per hour of this machine")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--max-pixels", type=int, help="pixel budget per page image")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Check the model and pages first, then load, generate, score and write."""
+    from dharma_train.artifact import ModelArtifact
+    from dharma_train.data.config import DEFAULT_MAX_PIXELS
+    from dharma_train.data.loading import load_page_set
+    from dharma_train.evaluation.hook import EvalConfig, evaluate
+    from dharma_train.models.loading import check_available, load_model, load_processor
+    from dharma_train.reporting.report import write_report
+    from dharma_train.run import base_artifact
+    from dharma_train.training.config import TrainerConfig
+
+    config = EvalConfig(task=args.task, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                        max_pages=args.max_pages, cache=args.cache, price_per_hour=args.price_per_hour)
+    base = ModelArtifact(path=args.adapter_base) if args.adapter_base else None
+    artifact = ModelArtifact(path=args.model, base=base) if base else base_artifact(args.model)
+    check_available(artifact)
+    output_dir = Path(args.output_dir)
+    if args.pages:
+        pages = load_page_set(args.pages, output_dir / "pages", strict=args.strict,
+                              max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+    else:
+        from dharma_train.data.synthetic.generate import generate_pages
+
+        pages = generate_pages(output_dir / "pages", 16, seed=0, id_prefix="eval")
+    hardware = TrainerConfig(device=args.device)
+    hardware.check_hardware()
+    model = load_model(artifact, dtype=hardware.model_dtype(), device=hardware.resolved_device())
+    processor = load_processor(artifact.processor_location, max_pixels=args.max_pixels)
+    metrics = evaluate(model, processor, pages, config, output_dir=output_dir)
+    write_json_atomically(output_dir / "metrics.json", metrics)
+    summary = {"run": f"evaluate {args.model}", "evaluation": asdict(config),
+               "entries": [{"stage": "model", "kind": "evaluate", "model": artifact.path, "metrics": metrics,
+                            "train": {}}]}
+    write_report(summary, output_dir / "report.md")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_arguments(argv)
+    try:
+        metrics = run(args)
+    except DharmaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print((Path(args.output_dir) / "report.md").read_text())
+    print(f"quality {metrics['quality_score']:.3f}  CER {metrics['cer']:.3f}  "
+          f"degeneration {metrics['degeneration_rate']:.1%}  -> {args.output_dir}/metrics.json")
+
+
+if __name__ == "__main__":
+    main()

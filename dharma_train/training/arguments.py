@@ -1,0 +1,77 @@
+"""TrainingArguments for SFTConfig and DPOConfig, built in this one file from the trainer and stage configs."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from dharma_train.training.config import OptimizationConfig, TrainerConfig
+from dharma_train.training.performance.config import PerformanceConfig
+
+
+@cache
+def _checkpointing_argument() -> str:
+    """transformers 5.23 renamed `gradient_checkpointing`; the GPU image's 5.17 knows only the old name."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
+def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig, output_dir: str,
+                      report_to: list[str], run_name: str) -> dict:
+    """Keyword arguments both SFTConfig and DPOConfig take, derived from our configs.
+
+    `batch_size` is the global batch: each of the run's processes takes an equal share of it. Checkpoints (model,
+    optimizer, scheduler, RNG, step) every `checkpoint_every` steps are what a stage resumes from.
+    """
+    from dharma_train.distributed import world_size
+
+    precision, workers = hardware.resolved_precision(), hardware.resolved_workers()
+    return {
+        "output_dir": output_dir,
+        "run_name": run_name,
+        "per_device_train_batch_size": max(1, optimization.batch_size // world_size()),
+        "gradient_accumulation_steps": optimization.gradient_accumulation,
+        "learning_rate": optimization.learning_rate,
+        "max_steps": optimization.max_steps,
+        "num_train_epochs": optimization.epochs,
+        "warmup_steps": optimization.warmup,
+        "weight_decay": optimization.weight_decay,
+        "lr_scheduler_type": optimization.lr_scheduler,
+        "logging_steps": hardware.logging_steps,
+        "save_strategy": "steps" if hardware.checkpoint_every else "no",
+        "save_steps": hardware.checkpoint_every or 500,
+        "save_total_limit": hardware.keep_checkpoints,
+        "report_to": report_to,
+        "bf16": precision == "bf16",
+        "use_cpu": hardware.resolved_device() == "cpu",
+        _checkpointing_argument(): hardware.hardware.trainer_checkpointing(hardware.gradient_checkpointing),
+        **hardware.hardware.trainer_arguments(activation_checkpointing=hardware.gradient_checkpointing),
+        "dataloader_num_workers": workers,
+        "seed": hardware.seed,
+        "data_seed": hardware.seed,
+        "max_length": None,  # lengths are checked per sample before training; never cut through image tokens
+        **performance_arguments(hardware.performance, hardware.resolved_device(), hardware.gradient_checkpointing,
+                                workers),
+    }
+
+
+def performance_arguments(config: PerformanceConfig, device: str, gradient_checkpointing: bool,
+                          dataloader_workers: int) -> dict:
+    """TrainingArguments entries for the optimizer, selective checkpointing and the data loader."""
+    on_gpu = device == "cuda"
+    arguments = {}
+    if not config.fused_optimizer:
+        arguments["optim"] = "adamw_torch"
+    elif on_gpu:
+        arguments["optim"] = "adamw_torch_fused"  # elsewhere: transformers' default (fused too, from torch 2.8)
+    if gradient_checkpointing and config.recompute_every_n_layers > 1:
+        # SFT keeps this for the whole run; TRL's DPOTrainer re-enables checkpointing on every layer after each
+        # reference forward, so DPO recomputes every layer from its second step on.
+        arguments[f"{_checkpointing_argument()}_kwargs"] = {"every_n_layers": config.recompute_every_n_layers}
+    if dataloader_workers > 0:
+        arguments.update(dataloader_persistent_workers=True, dataloader_prefetch_factor=config.prefetch_batches,
+                         dataloader_pin_memory=on_gpu)
+    return arguments

@@ -1,0 +1,122 @@
+"""Trainer checkpoints, and a training call that resumes from the last complete one.
+
+The Trainer writes a checkpoint's `trainer_state.json` after its weights, optimizer, scheduler and RNG states, so
+a checkpoint is complete exactly when that file parses and names the checkpoint's own step; a save cut short by a
+crash leaves a folder without it, which is deleted rather than resumed from. Resuming restores the optimizer,
+scheduler, RNG and step, and the Trainer skips the batches already seen, so a resumed CPU run ends with the same
+weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from dharma_train.files import read_json_or_none
+from dharma_train.training.numerics import NonFiniteGuard, check_finite_weights
+from dharma_train.training.preemption import StopOnSignal, handle_signals
+from dharma_train.training.resources import check_free_disk, checkpoint_bytes, tensor_bytes
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+STATE_FILE = "trainer_state.json"
+
+
+def checkpoint_step(folder: Path) -> int | None:
+    """The step of a complete checkpoint folder, or None when its save never finished."""
+    match = CHECKPOINT.fullmatch(folder.name)
+    state = read_json_or_none(folder / STATE_FILE) if match and folder.is_dir() else None
+    if not isinstance(state, dict) or state.get("global_step") != int(match.group(1)):
+        return None
+    return state["global_step"]
+
+
+def last_checkpoint(folder: str | Path, remove_incomplete: bool = True) -> Path | None:
+    """The complete checkpoint with the highest step under `folder`; incomplete ones are removed (or ignored)."""
+    best, best_step = None, -1
+    for candidate in Path(folder).glob("checkpoint-*"):
+        step = checkpoint_step(candidate)
+        if step is None:
+            if remove_incomplete:
+                log.warning("removing %s: its save did not finish", candidate)
+                shutil.rmtree(candidate, ignore_errors=True)
+            continue
+        if step > best_step:
+            best, best_step = candidate, step
+    return best
+
+
+def remove_checkpoints(stage_dir: str | Path) -> None:
+    """Once a stage is finished its resume points are dead weight (a full-FT checkpoint is 12 bytes a parameter)."""
+    for folder in Path(stage_dir).glob("*/checkpoint-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class NoFinalCheckpoint(TrainerCallback):
+    """The stage saves its model right after the last step: a full checkpoint there would only be deleted."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_save = False
+        return control
+
+
+class ReloadFullWeights(TrainerCallback):
+    """Resume full-weight checkpoints with their weights actually loaded.
+
+    save_pretrained writes Qwen2.5-VL's weights under the original checkpoint key names, and the Trainer's resume
+    loads them with a plain load_state_dict, which matches none of them and keeps the input model's weights
+    (transformers#43701, still open in 5.23; LoRA checkpoints are unaffected). Before the first step the weights
+    are read again through from_pretrained, which applies the renaming, and copied in place.
+    """
+
+    def __init__(self, checkpoint: Path):
+        self.checkpoint = checkpoint
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if hasattr(model, "peft_config") or not any(self.checkpoint.glob("model*.safetensors")):
+            return control
+        saved = type(model).from_pretrained(self.checkpoint, dtype=next(model.parameters()).dtype)
+        model.load_state_dict(saved.state_dict(), strict=True)
+        del saved
+        log.info("loaded the weights of %s through from_pretrained (a 'missing keys' warning from the Trainer just "
+                 "before is transformers#43701, handled here)", self.checkpoint)
+        return control
+
+
+def train_resumably(trainer, settings, stage: str) -> dict:
+    """trainer.train(), resumed from the last complete checkpoint (resume=auto), stopped cleanly by SIGTERM/SIGINT,
+    guarded against non-finite gradients; returns the training metrics."""
+    folder = Path(trainer.args.output_dir)
+    if settings.resume == "never":
+        shutil.rmtree(folder, ignore_errors=True)
+    start = last_checkpoint(folder) if folder.is_dir() else None
+    if start is not None:
+        log.info("stage %s: resuming from %s (step %d)", stage, start, checkpoint_step(start))
+    if settings.checkpoint_every:
+        room = (settings.keep_checkpoints + 1) * checkpoint_bytes(trainer.model) + tensor_bytes(trainer.model)
+        check_free_disk(folder, room, f"stage {stage}'s checkpoints and saved model")
+    guard = NonFiniteGuard(settings.on_nonfinite)
+    with handle_signals() as stop:
+        for callback in (NoFinalCheckpoint(), StopOnSignal(stop), guard):  # in this order: the last word on saving
+            trainer.add_callback(callback)
+        if start is not None:
+            trainer.add_callback(ReloadFullWeights(start))
+        with stop.graceful():
+            output = trainer.train(resume_from_checkpoint=str(start) if start else None)
+        step = trainer.state.global_step
+        saved = last_checkpoint(folder, remove_incomplete=False)
+        where = f"; the checkpoint at step {checkpoint_step(saved)} is in {saved}" if saved else "; no checkpoint yet"
+        stop.raise_if_requested(f"stage {stage}", f" at step {step} of {trainer.state.max_steps}{where}")
+    guard.raise_if_stopped(stage, trainer.state.max_steps)
+    check_finite_weights(trainer.model, stage)
+    metrics = dict(output.metrics)
+    metrics["resumed_from_step"] = checkpoint_step(start) if start else 0
+    if guard.skipped_steps:
+        metrics["nonfinite_skipped_steps"] = guard.skipped_steps
+    return metrics

@@ -1,0 +1,87 @@
+"""Saving a trained model as the next stage's input: written to a temporary folder, then renamed into place.
+
+Under several processes rank 0 writes; when the model is sharded (FSDP2, ZeRO-3) every process first takes part in
+gathering its full weights. Either way the result is a plain transformers folder that loads on one GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from dharma_train import distributed
+from dharma_train.artifact import ModelArtifact
+from dharma_train.files import write_folder_atomically, write_json_atomically
+from dharma_train.models.loading import DTYPES, is_quantized, load_model
+
+log = logging.getLogger(__name__)
+
+
+def save_from_trainer(trainer, processor, source: ModelArtifact, output_dir: Path, save: str,
+                      dtype: str = "float32") -> ModelArtifact:
+    """`save_trained` for a trained TRL trainer, on every process; all of them return the saved artifact.
+
+    A sharded model is gathered by `Trainer.save_model` (FSDP2 full state dict, ZeRO-3 16-bit consolidation) into
+    `gathered.tmp/` on rank 0, which reloads it as one plain model (merging a LoRA adapter onto its base) and
+    saves it the usual way. Otherwise rank 0 already holds the whole model and saves it directly.
+    """
+    sharded = bool(getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False))
+    if not sharded:
+        return distributed.on_main(save_trained, trainer.model, processor, source, output_dir, save, dtype)
+    gathered = output_dir / "gathered.tmp"
+    log.info("gathering the sharded model's full weights to rank 0")
+    trainer.save_model(str(gathered))  # a collective: every process must call it
+    return distributed.on_main(_save_gathered, gathered, processor, source, output_dir, save, dtype)
+
+
+def _save_gathered(gathered: Path, processor, source: ModelArtifact, output_dir: Path, save: str,
+                   dtype: str) -> ModelArtifact:
+    from dharma_train.models.loading import load_model
+
+    if (gathered / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = load_model(source, dtype=dtype)
+        model = PeftModel.from_pretrained(base, str(gathered))
+    else:
+        model = load_model(ModelArtifact(path=str(gathered)), dtype=dtype)
+    artifact = save_trained(model, processor, source, output_dir, save, dtype)
+    shutil.rmtree(gathered, ignore_errors=True)
+    return artifact
+from dharma_train.training.resources import check_free_disk, tensor_bytes
+
+
+def save_trained(model, processor, source: ModelArtifact, output_dir: Path, save: str,
+                 dtype: str = "float32") -> ModelArtifact:
+    """LoRA models save `adapter/` and, unless save=adapter, merged full weights in `model/`; full FT saves `model/`.
+
+    Full weights are stored in `dtype` (bf16 on a GPU run, even when trained with fp32 master weights).
+    """
+    if hasattr(model, "peft_config"):
+        adapter_dir = _save_atomically(model, processor, output_dir / "adapter")
+        if save == "adapter":
+            return ModelArtifact(path=str(adapter_dir), base=source)
+        # A 4-bit base (QLoRA) is merged at full precision: the saved adapter onto a freshly loaded base
+        model = load_model(ModelArtifact(path=str(adapter_dir), base=source), dtype=dtype) if is_quantized(model) \
+            else model.merge_and_unload()
+    model = model.to(DTYPES[dtype])
+    return ModelArtifact(path=str(_save_atomically(model, processor, output_dir / "model")))
+
+
+def _save_atomically(model, processor, target: Path) -> Path:
+    """Free disk checked first; then written whole beside `target` and swapped in (files.write_folder_atomically)."""
+    adapter_only = hasattr(model, "peft_config")
+    check_free_disk(target.parent, tensor_bytes(model, trainable_only=adapter_only), f"saving {target}")
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+
+    return write_folder_atomically(target, write)
+
+
+def write_stage_record(output_dir: Path, record: dict) -> None:
+    """stage.json: what the stage started from, its resolved config and its training metrics (rank 0 writes)."""
+    if distributed.is_main():
+        write_json_atomically(output_dir / "stage.json", record)

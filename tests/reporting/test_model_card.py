@@ -1,0 +1,61 @@
+"""The model card of a real (short) run: its numbers are the summary's, its recipe and data are the run's."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from dharma_train import EvalConfig, ModelArtifact, PageSet, Pipeline, Stage, StageContext, StageResult, TrainerConfig
+from dharma_train.reporting.model_card import library_versions, render_card
+from dharma_train.stages.export import ExportStage
+
+
+@dataclass
+class KeepModel(Stage):
+    name: str
+    kind: str = "keep"
+
+    def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
+        return StageResult(self.name, model, {"train_loss": 0.0})
+
+
+def test_card_of_a_run_carries_its_evaluation_families_recipe_and_versions(tiny_artifact, pages, tmp_path):
+    train, eval_pages = pages
+    pipeline = Pipeline(stages=[KeepModel("noop"), ExportStage("export")],
+                        evaluation=EvalConfig(max_new_tokens=8, batch_size=4, price_per_hour=3.0),
+                        context=StageContext(trainer=TrainerConfig(device="cpu"), run_name="cardtest"))
+    summary = pipeline.run(tiny_artifact, train, eval_pages, tmp_path)
+    # export is recorded, not evaluated again
+    assert [e["stage"] for e in summary["entries"]] == ["base", "noop"]
+    assert summary["not_evaluated"][0]["stage"] == "export"
+    assert "`export` (export)" in (tmp_path / "report.md").read_text()
+
+    card = (tmp_path / "02_export" / "model" / "README.md").read_text()
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    for entry in saved["entries"]:
+        metrics = entry["metrics"]
+        row = next(line for line in card.splitlines() if line.startswith(f"| {entry['stage']} | {entry['kind']} |"))
+        assert f"{metrics['quality_score']:.3f}" in row and f"{metrics['cer']:.3f}" in row
+        speed = next(line for line in card.splitlines() if line.startswith(f"| {entry['stage']} | ")
+                     and "$" in line)
+        assert f"${metrics['cost_per_million_pages']:,.0f}" in speed
+        assert f"{metrics['weights_megabytes']:,.1f}" in speed
+    assert "$3.00 per hour" in card
+    families = {page.family for page in train}
+    for family in families:
+        count = sum(page.family == family for page in train)
+        assert f"- `{family}`: {count} pages" in card
+    assert "Made by the pipeline `cardtest`" in card and "evaluated after every stage: noop (keep)." in card
+    assert f"transformers {library_versions()['transformers']}" in card
+    assert card.startswith("---\n") and "library_name: transformers" in card
+    assert "pipeline_tag: image-text-to-text" in card
+
+
+def test_card_of_a_quantized_model_says_how_and_what_stayed_16_bit():
+    quantization = {"quant_method": "compressed-tensors", "ignore": ["visual.blocks.0.attn.qkv", "re:.*visual\\..*"],
+                    "config_groups": {"group_0": {"weights": {"num_bits": 4, "type": "int", "strategy": "group",
+                                                              "group_size": 128}}}}
+    card = render_card(None, [], {"printed": 3}, "tiny", quantization, "user/model", {"dharma_train": "0.1.0"})
+    assert "4-bit int weights (group 128); kept in 16 bits: re:.*visual\\..*" in card
+    assert "pip install compressed-tensors" in card and "compressed-tensors" in card.split("---")[1]
+    assert 'from_pretrained("user/model"' in card
+    assert "No evaluation was recorded" in card

@@ -1,0 +1,110 @@
+"""Speed-ups are configured in one place, mirrored in conf/trainer, and fall back cleanly off CUDA or without liger."""
+
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from dharma_train.config_files import config_dir
+from dharma_train.models.loading import load_model
+from dharma_train.training.arguments import performance_arguments, trainer_arguments
+from dharma_train.training.config import OptimizationConfig, TrainerConfig
+from dharma_train.training.performance import PerformanceConfig, speed_up
+from dharma_train.training.performance.kernels import use_fused_kernels
+
+
+def test_conf_trainer_auto_lists_exactly_the_dataclass_defaults():
+    yaml = OmegaConf.load(Path(config_dir()) / "trainer" / "auto.yaml")
+    defaults = OmegaConf.to_container(OmegaConf.structured(TrainerConfig))
+    del defaults["hardware"]  # its own group, conf/hardware/ (tests/test_hardware.py)
+    assert OmegaConf.to_container(yaml) == defaults
+
+
+@pytest.mark.parametrize("option", ["auto", "cpu", "gpu"])
+def test_every_trainer_option_sets_every_performance_field(option):
+    from hydra import compose, initialize_config_dir
+
+    from dharma_train.config_files import register_recipes
+
+    register_recipes()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        composed = compose(config_name="config", overrides=[f"trainer={option}"])
+    assert set(composed.trainer.performance) == set(asdict(PerformanceConfig()))
+
+
+@pytest.mark.parametrize("option", ["cpu", "gpu"])
+def test_trainer_options_state_only_what_differs_from_auto(option):
+    """Each fact is spelled once: cpu.yaml and gpu.yaml are deltas on auto.yaml."""
+    auto = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "trainer" / "auto.yaml"))
+    delta = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "trainer" / f"{option}.yaml"))
+    assert delta.pop("defaults") == ["auto", "_self_"]
+    assert delta and all(delta[key] != auto[key] for key in delta), f"{option}.yaml repeats auto.yaml's values"
+
+
+def test_bad_performance_value_names_its_key():
+    from dharma_train.config import typed
+    from dharma_train.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="recompute_every_n_layers"):
+        typed("trainer", TrainerConfig, {"performance": {"recompute_every_n_layers": 0}})
+
+
+def test_on_cpu_every_speed_up_is_off_and_the_model_is_untouched(tiny_artifact):
+    model = load_model(tiny_artifact)
+    forwards = {name: module.forward for name, module in model.named_modules()}
+    outcome = speed_up(model, PerformanceConfig(compile=True), "cpu")
+    assert set(outcome) == {"padding_free", "fused_kernels", "compile"}
+    assert all(state.startswith("off (needs CUDA") for state in outcome.values())
+    assert all(module.forward == forwards[name] for name, module in model.named_modules())
+
+
+def test_without_liger_the_fused_kernels_are_skipped_and_the_rest_still_applies(tiny_artifact, monkeypatch):
+    import dharma_train.training.performance.kernels as kernels
+
+    monkeypatch.setattr(kernels.importlib.util, "find_spec", lambda name: None)
+    model = load_model(tiny_artifact)
+    outcome = speed_up(model, PerformanceConfig(), "cuda")
+    assert outcome["padding_free"] == "on"
+    assert outcome["fused_kernels"] == "off (needs CUDA and liger-kernel (pip install liger-kernel))"
+    assert not any(hasattr(m, "_dharma_stock_forward") for m in model.modules() if "Norm" in type(m).__name__)
+
+
+def test_fused_kernels_patch_every_norm_and_gated_mlp_once(tiny_artifact):
+    model = load_model(tiny_artifact)
+    text, vision = model.config.text_config, model.config.vision_config
+    norms = 2 * text.num_hidden_layers + 1 + 2 * vision.depth + 1  # + the final norm and the merger's ln_q
+    expected = sum(type(m).__name__ in ("Qwen2RMSNorm", "Qwen2_5_VLRMSNorm") for m in model.modules())
+    assert expected >= norms - 1
+    mlps = text.num_hidden_layers + vision.depth
+    assert use_fused_kernels(model) == expected + mlps
+    assert use_fused_kernels(model) == 0
+
+
+def test_training_arguments_carry_optimizer_checkpointing_and_loader_settings():
+    args = performance_arguments(PerformanceConfig(recompute_every_n_layers=2), "cuda", gradient_checkpointing=True,
+                                 dataloader_workers=4)
+    assert args["optim"] == "adamw_torch_fused"
+    assert next(v for k, v in args.items() if k.endswith("checkpointing_kwargs")) == {"every_n_layers": 2}
+    assert args["dataloader_persistent_workers"] and args["dataloader_prefetch_factor"] == 2
+    cpu = performance_arguments(PerformanceConfig(), "cpu", gradient_checkpointing=True, dataloader_workers=0)
+    assert cpu == {}  # transformers' defaults: its own optimizer choice, every layer checkpointed
+    unfused = performance_arguments(PerformanceConfig(fused_optimizer=False), "cuda", False, 0)
+    assert unfused == {"optim": "adamw_torch"}
+
+
+def test_trl_configs_accept_the_arguments(tmp_path):
+    from trl import DPOConfig, SFTConfig
+
+    hardware = TrainerConfig(device="cpu", gradient_checkpointing=True, dataloader_workers=2,
+                             performance=PerformanceConfig(recompute_every_n_layers=3))
+    for config_class in (SFTConfig, DPOConfig):
+        config = config_class(**trainer_arguments(OptimizationConfig(), hardware, str(tmp_path), [], "run"))
+        assert config.dataloader_prefetch_factor == 2 and config.dataloader_persistent_workers
+
+
+def test_a_model_without_qwen_modules_reports_nothing_applied():
+    import torch
+
+    outcome = speed_up(torch.nn.Sequential(torch.nn.Linear(4, 4)), PerformanceConfig(), "cuda")
+    assert outcome["padding_free"].startswith("off (no Qwen2.5-VL module")

@@ -1,0 +1,38 @@
+"""Which trainer checkpoint a stage resumes from: the newest complete one; a save cut short is never used."""
+
+import json
+
+from dharma_train.training.checkpoints import checkpoint_step, last_checkpoint, remove_checkpoints
+
+
+def _checkpoint(folder, step, state=True, text=None):
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "model.safetensors").write_bytes(b"weights")
+    if state:
+        (path / "trainer_state.json").write_text(text if text is not None else json.dumps({"global_step": step}))
+    return path
+
+
+def test_the_newest_complete_checkpoint_is_chosen_and_unfinished_saves_are_removed(tmp_path):
+    _checkpoint(tmp_path, 2)
+    newest = _checkpoint(tmp_path, 10)
+    killed_before_state = _checkpoint(tmp_path, 12, state=False)
+    killed_while_writing_state = _checkpoint(tmp_path, 14, text='{"global_step": 1')
+    assert last_checkpoint(tmp_path) == newest and checkpoint_step(newest) == 10
+    assert not killed_before_state.exists() and not killed_while_writing_state.exists()
+
+
+def test_a_state_naming_another_step_is_not_trusted(tmp_path):
+    _checkpoint(tmp_path, 4, text=json.dumps({"global_step": 3}))
+    assert last_checkpoint(tmp_path, remove_incomplete=False) is None
+    assert (tmp_path / "checkpoint-4").exists()
+
+
+def test_finished_stages_drop_their_checkpoints_only(tmp_path):
+    trainer = tmp_path / "trainer"
+    _checkpoint(trainer, 2)
+    (trainer / "runs").mkdir()
+    (tmp_path / "model").mkdir()
+    remove_checkpoints(tmp_path)
+    assert sorted(p.name for p in trainer.iterdir()) == ["runs"] and (tmp_path / "model").is_dir()

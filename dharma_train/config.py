@@ -15,13 +15,14 @@ from dharma_train.ablation import AblationConfig
 from dharma_train.data.config import DataConfig
 from dharma_train.errors import ConfigError
 from dharma_train.evaluation.hook import EvalConfig
+from dharma_train.gate import GateConfig
 from dharma_train.models.config import ModelConfig
 from dharma_train.reporting.tracking import TrackingConfig
 from dharma_train.stages import STAGE_CONFIGS
 from dharma_train.training.config import TrainerConfig
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "evaluation": EvalConfig, "trainer": TrainerConfig,
-            "tracking": TrackingConfig, "ablation": AblationConfig}
+            "tracking": TrackingConfig, "ablation": AblationConfig, "pipeline": GateConfig}
 TOP_LEVEL = {"name", "output_dir", "stages", *SECTIONS}
 
 
@@ -36,6 +37,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)  # bases: one run per base, then a comparison
+    pipeline: GateConfig = field(default_factory=GateConfig)  # the stage gate: keep a stage only if it helped
 
 
 def validate(cfg: DictConfig | dict) -> RunConfig:

@@ -1,5 +1,8 @@
 """A Pipeline runs stages in order and evaluates the base model and every stage's output the same way.
 
+Each evaluated stage passes the gate (gate.py) or is rejected: with `keep_best` the next stage starts from the
+best model so far, so what the run carries on from, and exports, is never worse than what it had.
+
 Run again into the same output folder, it reuses every point whose inputs are unchanged (its manifest says so,
 see manifest.py), re-runs the first changed stage and every stage after it, and says which and why; a stage that
 was interrupted resumes from its last checkpoint (trainer.resume=auto).
@@ -18,6 +21,7 @@ from dharma_train.data.pages import PageSet, load_pages
 from dharma_train.distributed import is_main, on_main
 from dharma_train.evaluation.hook import EvalConfig, evaluate
 from dharma_train.files import write_json_atomically
+from dharma_train.gate import GateConfig, StageRegressed, describe, verdict
 from dharma_train.manifest import (
     base_inputs,
     begin_attempt,
@@ -45,6 +49,7 @@ class Pipeline:
     stages: list[Stage]
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     context: StageContext = field(default_factory=StageContext)
+    gate: GateConfig = field(default_factory=GateConfig)  # keep a stage only if it did not make the model worse
 
     def run(self, base: ModelArtifact, train: PageSet, eval_pages: PageSet, output_dir: str | Path) -> dict:
         """Evaluate the base, then train and evaluate each stage; summary.json and report.md grow after each point.
@@ -64,13 +69,13 @@ class Pipeline:
                 fingerprints[id(pages)] = pages_fingerprint(pages)
             return fingerprints[id(pages)]
 
-        summary = {"run": self.context.run_name, "evaluation": asdict(self.evaluation), "entries": []}
+        summary = {"run": self.context.run_name, "evaluation": asdict(self.evaluation), "gate": asdict(self.gate),
+                   "entries": []}
         tracker = EvaluationLog(self.context.tracking if is_main() else TrackingConfig(), self.context.run_name,
                                 str(output_dir))
 
-        def finish(manifest: dict, folder: Path) -> None:
-            self._evaluate_point(manifest, folder, eval_pages, fingerprint(eval_pages), summary, tracker,
-                                 output_dir)
+        def evaluated(manifest: dict, folder: Path) -> dict:
+            return self._evaluate_point(manifest, folder, eval_pages, fingerprint(eval_pages))
 
         try:
             total = len(self.stages)
@@ -80,8 +85,10 @@ class Pipeline:
             if manifest is None or manifest["inputs"] != inputs:
                 manifest = _write_manifest(folder, new_manifest("base", "base", inputs, base, {}))
             log.info("[0/%d] base model %s", total, base.path)
-            finish(manifest, folder)
-            current, upstream, rerun = base, manifest["key"], None
+            start = evaluated(manifest, folder)  # the point the next stage starts from and is judged against
+            start["gate"] = {"verdict": "base"}
+            self._record(summary, tracker, start, output_dir, final=start["stage"])
+            current, upstream, current_point, rerun = base, manifest["key"], start["stage"], None
             for index, stage in enumerate(self.stages, start=1):
                 folder = output_dir / f"{index:02d}_{stage.name}"
                 kind = stage.kind
@@ -92,18 +99,31 @@ class Pipeline:
                 if fresh:
                     log.info("[%d/%d] stage %s: reused, %s", index, total, stage.name, reason)
                 else:
-                    log.info("[%d/%d] stage %s (%s): runs because %s", index, total, stage.name, kind,
-                             reason if resume else "trainer.resume=never")
+                    log.info("[%d/%d] stage %s (%s): runs because %s (from %s)", index, total, stage.name, kind,
+                             reason if resume else "trainer.resume=never", current_point)
                     manifest = self._train(stage, kind, current, pages, folder, inputs, resume)
                     rerun = stage.name
-                current, upstream = ModelArtifact.from_dict(manifest["artifact"]), manifest["key"]
-                if stage.evaluates_output:
-                    finish(manifest, folder)
-                else:  # the same weights as the point before (export): recorded, not evaluated again
+                produced, produced_key = ModelArtifact.from_dict(manifest["artifact"]), manifest["key"]
+                if not stage.evaluates_output:  # the same weights as the point before (export): not evaluated again
+                    current, upstream = produced, produced_key
                     summary.setdefault("not_evaluated", []).append(
-                        {"stage": stage.name, "kind": kind, "model": current.path, "train": manifest["train"]})
+                        {"stage": stage.name, "kind": kind, "model": current.path, "from": current_point,
+                         "train": manifest["train"]})
                     if is_main():
                         self._write(summary, output_dir)
+                    continue
+                entry = evaluated(manifest, folder)
+                entry["gate"] = verdict(stage.name, kind, entry["metrics"], start, self.gate)
+                outcome = entry["gate"]["verdict"]
+                if outcome != "rejected":
+                    current, upstream, current_point, start = produced, produced_key, stage.name, entry
+                self._record(summary, tracker, entry, output_dir, final=current_point)
+                if outcome != "kept":
+                    log.warning("%s", describe(entry))
+                if outcome == "rejected" and self.gate.on_regression == "fail":
+                    raise StageRegressed(f"{describe(entry).split(';')[0]}; {'; '.join(entry['gate']['regressions'])}"
+                                         f" (pipeline.on_regression=fail; keep_best would go on from "
+                                         f"{entry['gate']['against']})")
         finally:
             tracker.close()
         return summary
@@ -123,8 +143,7 @@ class Pipeline:
         on_main(remove_checkpoints, folder)
         return manifest
 
-    def _evaluate_point(self, manifest: dict, folder: Path, pages: PageSet, pages_key: str, summary: dict,
-                        tracker: EvaluationLog, output_dir: Path) -> None:
+    def _evaluate_point(self, manifest: dict, folder: Path, pages: PageSet, pages_key: str) -> dict:
         """Reuse the point's stored evaluation when nothing it depends on changed; otherwise evaluate and store it."""
         name, kind = manifest["point"], manifest["kind"]
         wanted = evaluation_key(self.evaluation, pages_key, self.context, manifest["key"])
@@ -139,7 +158,7 @@ class Pipeline:
                 entry = self._evaluate(name, kind, artifact, pages, folder, manifest["train"])
             manifest["evaluation"] = {"key": wanted, "entry": entry}
             _write_manifest(folder, manifest)
-        self._record(summary, tracker, entry, output_dir)
+        return dict(entry)
 
     def _stage_pages(self, train: PageSet) -> dict[str, PageSet]:
         pages = {}
@@ -167,9 +186,11 @@ class Pipeline:
                 "metrics": metrics, "train": train}
 
     @staticmethod
-    def _record(summary: dict, tracker: EvaluationLog, entry: dict, output_dir: Path) -> None:
-        """Append a point, then rewrite summary.json, the plots and report.md, and log it."""
+    def _record(summary: dict, tracker: EvaluationLog, entry: dict, output_dir: Path, final: str) -> None:
+        """Append a point (with its gate verdict), then rewrite summary.json, the plots and report.md, and log it.
+        `final`: the point whose model the run now carries on from (and would export)."""
         summary["entries"].append(entry)
+        summary["final_point"] = final
         if not is_main():
             return
         tracker.log(len(summary["entries"]) - 1, entry["stage"], entry["metrics"])

@@ -107,6 +107,7 @@ def execute(config: RunConfig, argv: list[str] | None = None) -> dict:
     pipeline = Pipeline(
         stages=[build_stage(name, stage) for name, stage in plan.stages.items()],
         evaluation=config.evaluation,
+        gate=config.pipeline,
         context=StageContext(trainer=config.trainer, model=config.model, tracking=config.tracking,
                              run_name=config.name),
     )

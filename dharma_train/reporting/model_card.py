@@ -42,6 +42,7 @@ def render_card(summary: dict | None, stages: list[dict], families: dict[str, in
     entries = (summary or {}).get("entries", [])
     settings = (summary or {}).get("evaluation", {})
     base = entries[0]["model"] if entries else None
+    final = _final_entry(summary, entries)
     task = settings.get("task", "structured")
     lines = ["---", _metadata(base, quantization).rstrip(), "---", "",
              f"# {location.split('/')[-1] if on_hub else run_name}: document OCR (dharma_train recipe `{run_name}`)", "",
@@ -54,9 +55,10 @@ def render_card(summary: dict | None, stages: list[dict], families: dict[str, in
                   f"held-out pages (task `{task}`, greedy, at most {settings.get('max_new_tokens')} new tokens per "
                   f"page). Quality is 0.8 × the DharmaOCR paper score + 0.2 × structure; degeneration is the share "
                   f"of looping answers.", ""]
-        lines += _table(["point", "kind"] + [h for h, _, _ in CARD_QUALITY],
-                        [[e["stage"], e["kind"]] + [_cell(e["metrics"], k, f) for _, k, f in CARD_QUALITY]
-                         for e in entries])
+        lines += _table(["point", "kind", "gate"] + [h for h, _, _ in CARD_QUALITY],
+                        [[e["stage"], e["kind"], e.get("gate", {}).get("verdict", "")]
+                         + [_cell(e["metrics"], k, f) for _, k, f in CARD_QUALITY] for e in entries])
+        lines += ["", *_gate_sentence(entries, final)]
         lines += ["", f"Speed on the evaluating machine, cost at ${settings.get('price_per_hour', 0):.2f} per hour:",
                   ""]
         lines += _table(["point"] + [h for h, _, _ in CARD_SPEED],
@@ -65,9 +67,9 @@ def render_card(summary: dict | None, stages: list[dict], families: dict[str, in
         lines += ["No evaluation was recorded for this export (no summary.json was found)."]
     lines += ["", "## Training data", ""]
     lines += [f"- `{family}`: {count} pages" for family, count in sorted(families.items())] or ["- (none recorded)"]
-    last = entries[-1]["metrics"].get("by_family", {}) if entries else {}
+    last = final["metrics"].get("by_family", {}) if final else {}
     if last:
-        lines += ["", f"Quality of the final point ({entries[-1]['stage']}) per family:", ""]
+        lines += ["", f"Quality of the exported point ({final['stage']}) per family:", ""]
         lines += _table(["family", "pages", "quality", "CER", "degeneration"],
                         [[f, str(m.get("pages", "")), _cell(m, "quality_score", "{:.3f}"), _cell(m, "cer", "{:.3f}"),
                           _cell(m, "degeneration_rate", "{:.1%}")] for f, m in sorted(last.items())])
@@ -142,3 +144,21 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _cell(metrics: dict, key: str, fmt: str) -> str:
     value = metrics.get(key)
     return "" if value is None else fmt.format(value)
+
+
+def _final_entry(summary: dict | None, entries: list[dict]) -> dict | None:
+    """The evaluated point whose weights were exported (the stage gate's best), else the last one."""
+    name = (summary or {}).get("final_point")
+    return next((e for e in entries if e["stage"] == name), entries[-1] if entries else None)
+
+
+def _gate_sentence(entries: list[dict], final: dict | None) -> list[str]:
+    """Which stages the run kept and which it rejected (a rejected stage's weights are not in this model)."""
+    rejected = [e for e in entries if e.get("gate", {}).get("verdict") == "rejected"]
+    kept = [e["stage"] for e in entries[1:] if e not in rejected]
+    text = f"Stages kept: {', '.join(kept) or 'none'}."
+    if rejected:
+        text += " Rejected by the stage gate (worse than the point before on its criteria, so not in this model): "
+        text += "; ".join(f"{e['stage']} ({', '.join(e['gate']['regressions'])})" for e in rejected) + "."
+    return [text + (f" These weights are those of `{final['stage']}`." if final else "")]
+

@@ -44,9 +44,12 @@ def render_report(summary: dict, plots: list[str] | None = None) -> str:
     lines = [f"# dharma_train run: {summary['run']}", "",
              f"Evaluated on {entries[0]['metrics']['pages'] if entries else 0} held-out pages, task "
              f"`{settings['task']}`, greedy decoding, at most {settings['max_new_tokens']} new tokens per page. "
-             f"Formulas: docs/evaluation.md.", "", "## Quality", ""]
-    lines += _table(["point", "kind"] + [h for h, _, _ in QUALITY],
-                    [[e["stage"], e["kind"]] + [_cell(e["metrics"], k, f) for _, k, f in QUALITY] for e in entries])
+             f"Formulas: docs/evaluation.md.", ""]
+    lines += _gate_lines(summary)
+    lines += ["## Quality", ""]
+    lines += _table(["point", "kind", "gate"] + [h for h, _, _ in QUALITY],
+                    [[e["stage"], e["kind"], _gate_cell(e)] + [_cell(e["metrics"], k, f) for _, k, f in QUALITY]
+                     for e in entries])
     lines += ["", "## What each stage gained", "", "Gain: change over the row above. vs base: change since the base.",
               ""]
     header = ["point"] + [f"{h} gain" for h, _ in GAINS] + [f"{h} vs base" for h, _ in GAINS]
@@ -84,6 +87,28 @@ def render_report(summary: dict, plots: list[str] | None = None) -> str:
     lines += [f"- `{e['stage']}` ({e['kind']}): {e['model']} (not evaluated again: same weights as the point before)"
               for e in summary.get("not_evaluated", [])] + [""]
     return "\n".join(lines)
+
+
+def _gate_cell(entry: dict) -> str:
+    gate = entry.get("gate", {}).get("verdict", "")
+    return "**rejected**" if gate == "rejected" else gate
+
+
+def _gate_lines(summary: dict) -> list[str]:
+    """The stage gate's outcome, stated before any table: which stages were kept, which rejected and why."""
+    from dharma_train.gate import describe
+
+    gated = [e for e in summary["entries"] if e.get("gate", {}).get("verdict") not in (None, "base")]
+    if not gated:
+        return []
+    kept = [e["stage"] for e in gated if e["gate"]["verdict"] != "rejected"]
+    rejected = [e for e in gated if e["gate"]["verdict"] == "rejected"]
+    warned = [e for e in gated if e["gate"]["verdict"] == "warned"]
+    lines = [f"**Stage gate** (`pipeline.on_regression={summary.get('gate', {}).get('on_regression', 'keep_best')}`): "
+             f"kept {', '.join(kept) or 'none'}; rejected {', '.join(e['stage'] for e in rejected) or 'none'}. "
+             f"The run carries on from (and exports) `{summary.get('final_point', gated[-1]['stage'])}`.", ""]
+    lines += [f"- **{describe(e)}**" for e in rejected + warned]
+    return lines + ([""] if rejected or warned else [])
 
 
 def write_report(summary: dict, path: Path, plots: list[str] | None = None) -> None:

@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 
 
 KIND = "dpo"  # the `kind` a stage config names in YAML
+# TRL DPOTrainer's pairwise losses that need no extra inputs (the SFT term is `sft_loss_weight`)
+LOSS_TYPES = ("sigmoid", "sigmoid_norm", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard",
+              "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft")
 
 
 @dataclass
@@ -30,7 +33,9 @@ class DPOStageConfig:
     pairs: str = "mined"
     mining: MiningConfig = field(default_factory=MiningConfig)
     beta: float = 0.1
-    sft_loss_weight: float = 0.0  # > 0 adds an SFT term on the chosen answers so quality does not drift
+    loss_type: str = "sigmoid"  # TRL's preference loss: sigmoid (DPO) | sigmoid_norm | ipo | robust | ... (LOSS_TYPES)
+    ld_alpha: float | None = None  # LD-DPO: weight of the tokens past the shorter answer (a loop's tail); None: 1
+    sft_loss_weight: float = 0.0  # > 0 adds an SFT term on the chosen answers (RPO-style) so quality does not drift
     optimization: OptimizationConfig = field(default_factory=lambda: OptimizationConfig(learning_rate=5e-6))
 
     def __post_init__(self):
@@ -38,7 +43,11 @@ class DPOStageConfig:
             raise ValueError(f"task must be 'structured' or 'plain', got {self.task!r}")
         if self.beta <= 0 or self.sft_loss_weight < 0:
             raise ValueError("beta must be > 0 and sft_loss_weight >= 0")
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {list(LOSS_TYPES)}, got {self.loss_type!r}")
         self.optimization.check("optimization")
+        if self.ld_alpha is not None and not 0.0 <= self.ld_alpha <= 1.0:
+            raise ValueError(f"ld_alpha must be in [0, 1] or null, got {self.ld_alpha}")
 
 
 class DPOStage(Stage):
@@ -94,13 +103,13 @@ class DPOStage(Stage):
             reference = load_model(model, dtype=dtype, settings=context.model)
         for trained_or_reference in filter(None, (network, reference)):
             speed_up(trained_or_reference, context.trainer.performance, context.trainer.resolved_device())
-        loss_types, loss_weights = ["sigmoid"], [1.0]
+        loss_types, loss_weights = [cfg.loss_type], [1.0]
         if cfg.sft_loss_weight > 0:
-            loss_types, loss_weights = ["sigmoid", "sft"], [1.0, cfg.sft_loss_weight]
+            loss_types, loss_weights = [cfg.loss_type, "sft"], [1.0, cfg.sft_loss_weight]
         args = DPOConfig(**trainer_arguments(opt, context.trainer, str(output_dir / "trainer"),
                                              report_to(context.tracking, str(output_dir)),
                                              f"{context.run_name}/{self.name}"),
-                         beta=cfg.beta, loss_type=loss_types, loss_weights=loss_weights,
+                         beta=cfg.beta, loss_type=loss_types, loss_weights=loss_weights, ld_alpha=cfg.ld_alpha,
                          precompute_ref_log_probs=False)
         trainer = DPOTrainer(
             model=network, ref_model=reference, args=args, train_dataset=dpo_dataset(pairs, cfg.task),

@@ -54,7 +54,8 @@ def compare(run_dirs: Mapping[str, str | Path]) -> list[dict]:
     for base, folder in run_dirs.items():
         for entry in read_summary(folder)["entries"]:
             metrics = entry["metrics"]
-            row = {"base": base, "stage": entry["stage"], "kind": entry["kind"]}
+            row = {"base": base, "stage": entry["stage"], "kind": entry["kind"],
+                   "gate": entry.get("gate", {}).get("verdict", "")}
             row.update({column: metrics.get(key) for column, key, _ in METRICS})
             for family, values in sorted(metrics.get("by_family", {}).items()):
                 row.update({f"{family}_{column}": values.get(key) for column, key, _ in FAMILY_METRICS})
@@ -96,7 +97,7 @@ def to_markdown(rows: list[dict], plots: list[str] | None = None) -> str:
     formats = {column: fmt for column, _, fmt in METRICS}
     formats.update({c: fmt for c in columns(rows) for suffix, _, fmt in FAMILY_METRICS if c.endswith(f"_{suffix}")
                     and c not in formats})
-    main = ["base", "stage", "kind"] + [column for column, _, _ in METRICS]
+    main = ["base", "stage", "kind"] + [column for column, _, _ in METRICS] + ["gate"]
     families = [c for c in columns(rows) if c not in main and c in formats]
     lines = ["# Comparison of bases", "",
              "Every base went through the same stages and was evaluated on the same pages after each one "
@@ -107,6 +108,9 @@ def to_markdown(rows: list[dict], plots: list[str] | None = None) -> str:
         lines += _table(["base", "stage"] + families,
                         [[row["base"], row["stage"]] + [_cell(row.get(c), formats[c]) for c in families]
                          for row in rows])
+    rejected = [f"- `{row['base']}` / `{row['stage']}`" for row in rows if row.get("gate") == "rejected"]
+    if rejected:
+        lines += ["", "## Stages the gate rejected (each base went on from the point before them)", ""] + rejected
     skipped = [f"- `{row['base']}` / `{row['stage']}`: {row['skipped']}" for row in rows if row.get("skipped")]
     if skipped:
         lines += ["", "## Stages that passed their input on untrained", ""] + skipped

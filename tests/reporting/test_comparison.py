@@ -73,6 +73,24 @@ def test_markdown_csv_and_plots_hold_the_same_numbers(runs, tmp_path):
         assert f"]({name})" in markdown
 
 
+def test_the_gate_verdicts_reach_the_comparison(tmp_path):
+    """An ablation's table says which stage each base kept and which it rejected."""
+    from dharma_train.reporting.comparison import to_markdown
+
+    entries = [_entry("base", "base", 0.1, 0.5, 900.0), _entry("structured", "sft", 0.3, 0.0, 300.0),
+               _entry("dpo", "dpo", 0.15, 0.0, 300.0)]
+    for entry, verdict in zip(entries, ("base", "kept", "rejected")):
+        entry["gate"] = {"verdict": verdict, "against": "structured", "regressions": []}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"entries": entries}))
+    rows = compare({"b": run})
+    assert [row["gate"] for row in rows] == ["base", "kept", "rejected"]
+    markdown = to_markdown(rows)
+    assert "| b | dpo | dpo | 0.150 |" in markdown and "rejected |" in markdown
+    assert "## Stages the gate rejected" in markdown and "- `b` / `dpo`" in markdown
+
+
 def test_a_folder_without_a_summary_is_named(tmp_path):
     with pytest.raises(DataError, match="nothing/summary.json does not exist"):
         compare({"x": tmp_path / "nothing"})

@@ -59,3 +59,21 @@ def test_card_of_a_quantized_model_says_how_and_what_stayed_16_bit():
     assert "pip install compressed-tensors" in card and "compressed-tensors" in card.split("---")[1]
     assert 'from_pretrained("user/model"' in card
     assert "No evaluation was recorded" in card
+
+
+def test_card_names_the_kept_and_rejected_stages_and_the_exported_point():
+    metrics = {"quality_score": 0.3, "pages": 4, "by_family": {"printed": {"quality_score": 0.3, "pages": 4}}}
+    entries = [{"stage": "base", "kind": "base", "model": "/m/base", "metrics": {**metrics, "quality_score": 0.1},
+                "gate": {"verdict": "base"}},
+               {"stage": "structured", "kind": "sft", "model": "/m/s", "metrics": metrics,
+                "gate": {"verdict": "kept", "against": "base", "regressions": []}},
+               {"stage": "dpo", "kind": "dpo", "model": "/m/d", "metrics": {**metrics, "quality_score": 0.15},
+                "gate": {"verdict": "rejected", "against": "structured",
+                         "regressions": ["quality 0.300 -> 0.150 (tolerance 0.010)"]}}]
+    summary = {"entries": entries, "evaluation": {"task": "structured"}, "final_point": "structured"}
+    card = render_card(summary, [], {"printed": 4}, "tiny", None, "/out/model", {"dharma_train": "0.1.0"})
+    assert "| dpo | dpo | rejected |" in card
+    assert "Stages kept: structured. Rejected by the stage gate" in card
+    assert "dpo (quality 0.300 -> 0.150 (tolerance 0.010))" in card
+    assert "These weights are those of `structured`." in card
+    assert "Quality of the exported point (structured) per family:" in card

@@ -83,5 +83,5 @@ def describe(entry: dict) -> str:
     worse = "; ".join(gate["regressions"])
     if gate["verdict"] == "rejected":
         return (f"stage {entry['stage']} REJECTED: worse than {gate['against']} on {worse}; "
-                f"the run goes on from {gate['against']}")
+                f"best so far: {gate['against']}")
     return f"stage {entry['stage']} made the model worse than {gate['against']} on {worse} (pipeline.on_regression=warn)"

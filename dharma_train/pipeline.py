@@ -121,9 +121,8 @@ class Pipeline:
                 if outcome != "kept":
                     log.warning("%s", describe(entry))
                 if outcome == "rejected" and self.gate.on_regression == "fail":
-                    raise StageRegressed(f"{describe(entry).split(';')[0]}; {'; '.join(entry['gate']['regressions'])}"
-                                         f" (pipeline.on_regression=fail; keep_best would go on from "
-                                         f"{entry['gate']['against']})")
+                    raise StageRegressed(f"{describe(entry)}: pipeline.on_regression=fail stops the run here "
+                                         f"(keep_best would reject the stage and go on)")
         finally:
             tracker.close()
         return summary

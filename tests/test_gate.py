@@ -118,7 +118,8 @@ def test_a_regressing_stage_is_rejected_and_the_run_goes_on_from_the_best_model(
     assert warned["entries"][-1]["gate"]["against"] == "ruin", "warn: the run went on from the regressed model"
     assert warned["final_point"] == "after" and warned["entries"][-1]["model"] == ruin["model"]
 
-    with pytest.raises(StageRegressed, match=r"stage ruin REJECTED: worse than structured.*on_regression=fail"):
+    with pytest.raises(StageRegressed,
+                       match=r"stage ruin REJECTED: worse than structured on quality.*on_regression=fail stops the run"):
         _pipeline([sft, AddNoise(), RecordInput()], on_regression="fail").run(
             tiny_artifact, train, eval_pages, tmp_path)
     assert [e["gate"]["verdict"] for e in json.loads((tmp_path / "summary.json").read_text())["entries"]] == [

@@ -84,4 +84,5 @@ def describe(entry: dict) -> str:
     if gate["verdict"] == "rejected":
         return (f"stage {entry['stage']} REJECTED: worse than {gate['against']} on {worse}; "
                 f"best so far: {gate['against']}")
-    return f"stage {entry['stage']} made the model worse than {gate['against']} on {worse} (pipeline.on_regression=warn)"
+    return (f"stage {entry['stage']} made the model worse than {gate['against']} on {worse} "
+            f"(pipeline.on_regression=warn)")

@@ -21,7 +21,7 @@ import csv
 import json
 import logging
 import statistics
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 log = logging.getLogger("experiment_dpo")
@@ -114,8 +114,20 @@ def control(seed: int, device: str, shape: str, work: Path, quick: bool = False)
     """Arms (a)-(d) from one looping model; every trained arm takes 40 steps of batch 8 on the same pages."""
     import torch
 
-    from dharma_train import (DPOStage, DPOStageConfig, EvalConfig, ModelArtifact, OptimizationConfig, PageSet,
-                              SFTStage, SFTStageConfig, StageContext, TrainerConfig, evaluate, generate_splits)
+    from dharma_train import (
+        DPOStage,
+        DPOStageConfig,
+        EvalConfig,
+        ModelArtifact,
+        OptimizationConfig,
+        PageSet,
+        SFTStage,
+        SFTStageConfig,
+        StageContext,
+        TrainerConfig,
+        evaluate,
+        generate_splits,
+    )
     from dharma_train.data.pairs import load_pairs
     from dharma_train.models.loading import load_model, load_processor
     from dharma_train.models.tiny import tiny_model_dir

@@ -7,9 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from dharma_train import (EvalConfig, ModelArtifact, PageSet, Pipeline, SFTStage, SFTStageConfig, Stage, StageContext,
-                          StageResult, TrainerConfig)
-
+from dharma_train import (
+    EvalConfig,
+    ModelArtifact,
+    PageSet,
+    Pipeline,
+    SFTStage,
+    SFTStageConfig,
+    Stage,
+    StageContext,
+    StageResult,
+    TrainerConfig,
+)
 from dharma_train.gate import GateConfig, StageRegressed, regressions, verdict
 from dharma_train.training.config import OptimizationConfig
 

@@ -10,8 +10,8 @@ DEFAULT_MAX_PIXELS = 12_845_056  # Qwen2.5-VL's processor default (16384 patches
 
 @dataclass
 class SyntheticConfig:
-    """Generated pages (dharma_train.data.synthetic.generate): any split whose folder is not given, and the generated sets
-    a stage can name as its `data` (`general`: mixed-language Markdown pages for the general-OCR rung)."""
+    """Generated pages (dharma_train.data.synthetic.generate): any split whose folder is not given, and the generated
+    sets a stage can name as its `data` (`general`: mixed-language Markdown pages for the general-OCR rung)."""
 
     train_pages: int = 64
     eval_pages: int = 16

@@ -1,4 +1,4 @@
-"""What a training stage does to the model before training: LoRA adapters on the language model, a frozen vision tower."""
+"""What a training stage does to the model before training: LoRA on the language model, a frozen vision tower."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Which training speed-ups a run uses (`trainer.performance`); each one is skipped with a log line where it cannot run."""
+"""Which training speed-ups a run uses (`trainer.performance`); each is skipped with a log line where it cannot run."""
 
 from __future__ import annotations
 

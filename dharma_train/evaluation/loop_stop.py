@@ -1,7 +1,7 @@
 """Loop-aware early stop: a page whose new tokens end in one unit repeated many times is stopped there.
 
 The detector works on token ids as they come, the same periodic-suffix test as `degeneration.tail_loop` but on
-tokens and with a much higher bar (by default a unit of up to 128 tokens repeated over at least 256 tokens and
+tokens and with a much higher bar (by default a unit of up to 128 tokens repeated over at least 512 tokens and
 at least 12 times), so a confirmed loop is one a greedy model does not leave. A stopped page is scored on its
 projection: the loop's unit repeated, in phase, up to the token bound. That is the text the page would have ended
 with had it run to the bound while the loop held, so its quality score and degeneration verdict are the ones a
@@ -20,7 +20,7 @@ class LoopStop:
     """When a token stream counts as a confirmed loop (config `evaluation.loop_stop_*`)."""
 
     max_period: int = 128  # longest unit, in tokens
-    min_tokens: int = 256  # the repeated suffix must span at least this many tokens
+    min_tokens: int = 512  # the repeated suffix must span at least this many tokens
     min_repeats: int = 12  # and hold the unit at least this many times
     check_every: int = 16  # tokens between two checks of one page
 

@@ -115,9 +115,10 @@ def use_int4_kernels(model, folder: str | Path) -> int:
             keys = set(tensors.keys())
             for key in sorted(k for k in keys if k.endswith(".weight_packed")):
                 name = key[: -len(".weight_packed")]
-                module = modules.get(name)
-                if module is None:
+                module_name = _loaded_name(name, modules)
+                if module_name is None:
                     raise ModelUnavailableError(f"{file}: {key} names no module of the loaded model")
+                module = modules[module_name]
                 shape = torch.Size(tensors.get_tensor(f"{name}.weight_shape").tolist())
                 scale = tensors.get_tensor(f"{name}.weight_scale")
                 if not int4_supported(shape[1], shape[0], shape[1] // scale.shape[1]):
@@ -129,9 +130,19 @@ def use_int4_kernels(model, folder: str | Path) -> int:
                                                    scale.shape, packed_dim=0)
                 device = next(module.parameters()).device
                 bias = getattr(module, "bias", None)
-                _set_module(model, name, int4_linear_from_codes(codes, scale, zero_point, bias, device))
+                _set_module(model, module_name, int4_linear_from_codes(codes, scale, zero_point, bias, device))
                 replaced += 1
     return replaced
+
+
+def _loaded_name(saved: str, modules: dict) -> str | None:
+    """The loaded module a saved name means: the same name, or the one module whose name ends with the saved
+    name less its first part (checkpoints say model.layers.N, transformers 5 loads model.language_model.layers.N)."""
+    if saved in modules:
+        return saved
+    tail = "." + saved.partition(".")[2]
+    matches = [name for name in modules if name.endswith(tail)]
+    return matches[0] if len(matches) == 1 else None
 
 
 def _set_module(model, name: str, module: torch.nn.Module) -> None:

@@ -6,6 +6,10 @@ ordered by image size, so neighbours usually do); images are preprocessed on a C
 choice is the argmax, as in `model.generate`; sampling applies the model's generation config the way transformers
 does (repetition penalty, temperature, top-k, top-p) with its own seeded generator. A page's `seconds` is its own
 latency: from its prefill to its last token.
+
+The loop never waits for the GPU between steps: step t+1 is enqueued before step t's tokens are read (they come
+back through pinned memory), so the host's bookkeeping and loop checks run while the GPU decodes. A page that
+ended at step t gets one wasted token at step t+1, which is dropped.
 """
 
 from __future__ import annotations
@@ -38,7 +42,16 @@ class PageResult:
 class _Slot:
     index: int
     start: float
+    bound: int
     tokens: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _InFlight:
+    """A decode step enqueued on the GPU: its tokens on their way to pinned host memory, and who held each slot."""
+    tokens: torch.Tensor
+    done: torch.cuda.Event | None
+    holders: dict
 
 
 def sample_next(logits: torch.Tensor, sampling: dict | None, generator: torch.Generator | None) -> torch.Tensor:
@@ -83,14 +96,17 @@ class ContinuousGenerator:
         self.penalty = float(getattr(model.generation_config, "repetition_penalty", None) or 1.0)
         self.decoder: SlotDecoder | None = None
         self.seen: torch.Tensor | None = None
+        self.all_slots = torch.arange(slots, device=self.device)
+        self.stats = {"prefill_seconds": 0.0, "prefills": 0, "steps": 0, "graph_captures": 0}
 
     def prepare(self, image_path) -> dict:
         """One page's model inputs, on the CPU (runs on the preprocessing thread)."""
         image = Image.open(image_path).convert("RGB")
         return dict(self.processor(images=[image], text=[self.prompt], return_tensors="pt"))
 
-    def run(self, image_paths: list, progress: bool) -> list[PageResult]:
-        """Results for every page, in the given order."""
+    def run(self, image_paths: list, progress: bool, bounds: list[int] | None = None) -> list[PageResult]:
+        """Results for every page, in the given order; bounds: a token bound per page (default: max_new_tokens)."""
+        bounds = bounds or [self.max_new_tokens] * len(image_paths)
         results: dict[int, PageResult] = {}
         active: dict[int, _Slot] = {}
         bar = tqdm(total=len(image_paths), desc="generating", unit="page", disable=not progress, leave=False)
@@ -98,63 +114,84 @@ class ContinuousGenerator:
                 torch.inference_mode():
             upcoming = deque(pool.submit(self.prepare, path) for path in image_paths[:2 * self.slots])
             queued = deque(range(len(image_paths)))
-            submitted = len(upcoming)
-            while queued or active:
+            submitted, in_flight = len(upcoming), None
+            while queued or active or in_flight:
                 free = [slot for slot in range(self.slots) if slot not in active]
                 taken = []
                 while free[len(taken):] and queued:
-                    taken.append((queued.popleft(), upcoming.popleft().result()))
+                    index = queued.popleft()
+                    taken.append((index, bounds[index], upcoming.popleft().result()))
                     if submitted < len(image_paths):
                         upcoming.append(pool.submit(self.prepare, image_paths[submitted]))
                         submitted += 1
-                self._fill(taken, free, active, results, bar)
-                if active:
-                    self._step(active, results, bar)
+                if taken:
+                    self._fill(taken, free, active, results, bar)
+                following = self._enqueue_step(active) if active else None
+                if in_flight:
+                    self._take_tokens(in_flight, active, results, bar)
+                in_flight = following
         bar.close()
         return [results[i] for i in range(len(image_paths))]
 
     def _fill(self, taken: list, free: list[int], active: dict, results: dict, bar) -> None:
         """Prefill new pages into free slots, same-length prompts together, and take their first tokens."""
+        started = time.perf_counter()
         groups: list[list] = []
         for item in taken:
-            if groups and groups[-1][0][1]["input_ids"].shape[1] == item[1]["input_ids"].shape[1]:
+            if groups and groups[-1][0][2]["input_ids"].shape[1] == item[2]["input_ids"].shape[1]:
                 groups[-1].append(item)
             else:
                 groups.append([item])
         free = list(free)  # a slot freed by a page that ends at its first token is refilled on the next round
         for group in groups:
             start = time.perf_counter()
-            length = group[0][1]["input_ids"].shape[1]
-            self._ensure_capacity(length + self.max_new_tokens, active)
+            length = group[0][2]["input_ids"].shape[1]
+            self._ensure_capacity(length + max(item[1] for item in group) + 1)
             slots = [free.pop(0) for _ in group]
-            inputs = {key: torch.cat([item[1][key] for item in group]).to(self.device) for key in group[0][1]}
+            inputs = {key: torch.cat([item[2][key] for item in group]).to(self.device) for key in group[0][2]}
             logits = self.decoder.prefill(inputs, slots)
+            index = torch.tensor(slots, device=self.device)
             if self.seen is not None:
-                self.seen[slots] = False
-                self.seen[torch.tensor(slots, device=self.device)[:, None].expand_as(inputs["input_ids"]),
-                          inputs["input_ids"]] = True
-            first = self._choose(logits, slots)
-            self.decoder.tokens[slots] = first
-            for slot, (index, _), token in zip(slots, group, first.tolist()):
-                active[slot] = _Slot(index=index, start=start)
+                self.seen[index] = False
+                self.seen[index[:, None].expand_as(inputs["input_ids"]), inputs["input_ids"]] = True
+            first = self._choose(logits, index)
+            self.decoder.tokens[index] = first
+            for slot, (page, bound, _), token in zip(slots, group, first.tolist()):
+                active[slot] = _Slot(index=page, start=start, bound=bound)
                 self._advance(slot, token, active, results, bar)
+        self.stats["prefill_seconds"] += time.perf_counter() - started
+        self.stats["prefills"] += len(groups)
 
-    def _step(self, active: dict, results: dict, bar) -> None:
-        """One decode step for every slot; then each active slot takes its token (one host sync per step)."""
+    def _enqueue_step(self, active: dict) -> _InFlight:
+        """Enqueue one decode step for every slot; its tokens come back to the host without a wait here."""
         logits = self.decoder.step()
-        chosen = self._choose(logits, list(range(self.slots)))
+        chosen = self._choose(logits, self.all_slots)
         self.decoder.tokens.copy_(chosen)
-        for slot, token in enumerate(chosen.tolist()):
-            if slot in active:
+        self.stats["steps"] += 1
+        if self.device.type != "cuda":
+            return _InFlight(tokens=chosen, done=None, holders=dict(active))
+        host = torch.empty(chosen.shape, dtype=chosen.dtype, pin_memory=True)
+        host.copy_(chosen, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return _InFlight(tokens=host, done=done, holders=dict(active))
+
+    def _take_tokens(self, step: _InFlight, active: dict, results: dict, bar) -> None:
+        """A finished step's tokens, to the pages that held their slots then and still hold them."""
+        if step.done is not None:
+            step.done.synchronize()
+        for slot, token in enumerate(step.tokens.tolist()):
+            holder = step.holders.get(slot)
+            if holder is not None and active.get(slot) is holder:
                 self._advance(slot, token, active, results, bar)
 
-    def _choose(self, logits: torch.Tensor, slots: list[int]) -> torch.Tensor:
+    def _choose(self, logits: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """Next token for the given slots' logits rows, after the repetition penalty when the model sets one."""
         if self.seen is not None:
             logits = penalize_repeats(logits, self.seen[slots], self.penalty)
         chosen = sample_next(logits, self.sampling, self.generator)
         if self.seen is not None:
-            self.seen[torch.tensor(slots, device=self.device), chosen] = True
+            self.seen[slots, chosen] = True
         return chosen
 
     def _advance(self, slot: int, token: int, active: dict, results: dict, bar) -> None:
@@ -164,24 +201,25 @@ class ContinuousGenerator:
         ended = token == self.eos
         stopped, tokens = False, state.tokens
         rule = self.loop_stop
-        if not ended and len(tokens) < self.max_new_tokens and rule and len(tokens) % rule.check_every == 0:
+        if not ended and len(tokens) < state.bound and rule and len(tokens) % rule.check_every == 0:
             period = loop_period(tokens, rule)
             if period:
-                stopped, tokens = True, project_to_bound(tokens, period, self.max_new_tokens)
-        if ended or stopped or len(tokens) >= self.max_new_tokens:
+                stopped, tokens = True, project_to_bound(tokens, period, state.bound)
+        if ended or stopped or len(tokens) >= state.bound:
             results[state.index] = PageResult(tokens=tokens, ended=ended, stopped_early=stopped,
                                               decoded=len(state.tokens), seconds=time.perf_counter() - state.start)
             del active[slot]
             self.decoder.cache.write_at[slot] = 0  # an idle slot keeps stepping; keep its writes inside the cache
             bar.update(1)
 
-    def _ensure_capacity(self, needed: int, active: dict) -> None:
+    def _ensure_capacity(self, needed: int) -> None:
         """Make the slots' caches hold `needed` positions, keeping what active slots hold (recaptures the graph)."""
         if self.decoder is not None and self.decoder.max_len >= needed:
             return
         capacity = -(-needed // _CAPACITY_STEP) * _CAPACITY_STEP
         old = self.decoder
         self.decoder = SlotDecoder(self.model, self.slots, capacity, self.use_graph)
+        self.stats["graph_captures"] += int(self.decoder.use_graph)
         if old is not None:
             self.decoder.adopt(old)
         if self.penalty != 1.0 and self.seen is None:

@@ -10,11 +10,14 @@ keys and values into the slots.
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 
 import torch
 from transformers import AttentionInterface, DynamicCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+log = logging.getLogger(__name__)
 
 SLOT_ATTENTION = "dharma_slots"
 
@@ -118,8 +121,11 @@ class SlotDecoder:
         else:
             if self.graph is None:
                 self._capture()
-            self.graph.replay()
-            logits = self.logits
+            if self.graph is None:
+                logits = self._forward()
+            else:
+                self.graph.replay()
+                logits = self.logits
         self.cache.write_at += 1
         return logits
 
@@ -132,9 +138,14 @@ class SlotDecoder:
             for _ in range(2):
                 self._forward()
         torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits = self._forward()
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.logits = self._forward()
+            self.graph = graph
+        except RuntimeError as error:  # a model whose step cannot be captured still decodes, one launch at a time
+            log.warning("decode step not captured in a CUDA graph (%s); running it eagerly", error)
+            self.use_graph = False
         self.cache.write_at.copy_(saved)
 
     def prefill(self, inputs: dict, slots: list[int]) -> torch.Tensor:

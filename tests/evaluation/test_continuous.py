@@ -9,6 +9,7 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 from dharma_train.data.synthetic.generate import generate_pages
 from dharma_train.evaluation import continuous
 from dharma_train.evaluation.generate import generate
+from dharma_train.evaluation.loop_stop import LoopStop
 from dharma_train.evaluation.slots import slot_attention
 from dharma_train.models.loading import load_processor
 from dharma_train.models.tiny import tiny_model_dir
@@ -32,9 +33,13 @@ def engine_setup(tmp_path_factory):
     large = generate_pages(root / "large", 4, seed=3).pages
     pages = [large[0], small[0], large[1], small[1], large[2], small[2], large[3]]  # mixed, not in size order
     # an end token the model really emits mid-answer, so pages end at different lengths and slots are refilled
-    first, _ = generate(model, processor, pages[:1], "structured", NEW_TOKENS, 1, engine="generate", progress=False)
-    ids = processor.tokenizer(first[0].text, add_special_tokens=False)["input_ids"]
-    return model, processor, pages, ids[len(ids) // 3]
+    answers, _ = generate(model, processor, pages, "structured", NEW_TOKENS, 4, engine="generate", progress=False)
+    streams = [processor.tokenizer(a.text, add_special_tokens=False)["input_ids"] for a in answers]
+
+    def spread(token):  # how many different places the token first comes at, over the pages
+        return len({stream.index(token) if token in stream else -1 for stream in streams})
+
+    return model, processor, pages, max(sorted(set(streams[0][1:])), key=spread)
 
 
 def _answers(generations):
@@ -95,3 +100,14 @@ def test_an_empty_page_list_gives_no_answers(engine_setup):
     model, processor, _, _ = engine_setup
     assert generate(model, processor, [], "structured", 8, 4, engine="continuous",
                     progress=False)[0] == []
+
+
+def test_a_confirmed_loop_frees_its_slot_and_is_scored_on_its_projection_to_the_bound(engine_setup):
+    model, processor, pages, _ = engine_setup
+    lax = LoopStop(max_period=8, min_tokens=12, min_repeats=4, check_every=4)  # the tiny model's loops are short
+    full, _ = generate(model, processor, pages, "structured", 64, 3, engine="continuous", progress=False)
+    early, _ = generate(model, processor, pages, "structured", 64, 3, engine="continuous", progress=False,
+                        loop_stop=lax)
+    stopped = [g for g in early if g.stopped_early]
+    assert stopped and all(g.new_tokens == 64 and g.hit_token_limit and g.tokens_decoded < 64 for g in stopped)
+    assert all(a.text == b.text for a, b in zip(full, early) if not b.stopped_early)

@@ -27,6 +27,7 @@ from dharma_train.evaluation.loop_stop import LoopStop, loop_period, project_to_
 from dharma_train.evaluation.slots import SLOT_ATTENTION, SlotDecoder, text_attention
 
 _CAPACITY_STEP = 256  # cache length is rounded up to this, so growing it (and recapturing the graph) stays rare
+_PREPARE_THREADS = 4  # image preprocessing threads (PIL and numpy release the GIL for most of it)
 
 
 @dataclass
@@ -110,7 +111,7 @@ class ContinuousGenerator:
         results: dict[int, PageResult] = {}
         active: dict[int, _Slot] = {}
         bar = tqdm(total=len(image_paths), desc="generating", unit="page", disable=not progress, leave=False)
-        with ThreadPoolExecutor(max_workers=1) as pool, text_attention(self.model, self.attention), \
+        with ThreadPoolExecutor(max_workers=_PREPARE_THREADS) as pool, text_attention(self.model, self.attention), \
                 torch.inference_mode():
             upcoming = deque(pool.submit(self.prepare, path) for path in image_paths[:2 * self.slots])
             queued = deque(range(len(image_paths)))

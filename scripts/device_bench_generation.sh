@@ -10,4 +10,5 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 OUT=${OUT:-.}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/log.txt"
-timeout ${BENCH_TIMEOUT:-330} python3 scripts/bench_generation.py --out "$OUT" "$@" 2>&1 | tee -a "$OUT/log.txt"
+SCRIPT=${SCRIPT:-scripts/bench_generation.py}  # scripts/bench_decode_step.py: where a decode step's time goes
+timeout ${BENCH_TIMEOUT:-330} python3 "$SCRIPT" --out "$OUT" "$@" 2>&1 | tee -a "$OUT/log.txt"

@@ -98,6 +98,8 @@ class ContinuousGenerator:
         self.decoder: SlotDecoder | None = None
         self.seen: torch.Tensor | None = None
         self.all_slots = torch.arange(slots, device=self.device)
+        pinned = self.device.type == "cuda"
+        self.host_tokens = [torch.empty(slots, dtype=torch.long, pin_memory=pinned) for _ in range(2)]
         self.stats = {"prefill_seconds": 0.0, "prefills": 0, "steps": 0, "graph_captures": 0}
 
     def prepare(self, image_path) -> dict:
@@ -171,7 +173,7 @@ class ContinuousGenerator:
         self.stats["steps"] += 1
         if self.device.type != "cuda":
             return _InFlight(tokens=chosen, done=None, holders=dict(active))
-        host = torch.empty(chosen.shape, dtype=chosen.dtype, pin_memory=True)
+        host = self.host_tokens[self.stats["steps"] % 2]  # two pinned buffers: one filling, one being read
         host.copy_(chosen, non_blocking=True)
         done = torch.cuda.Event()
         done.record()

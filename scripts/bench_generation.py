@@ -283,7 +283,8 @@ def main():
     Path(args.out, "bench_generation.json").write_text(json.dumps(REPORT, indent=2, default=str))
     print(f"\n{REPORT['gpu']}, torch {REPORT['torch']}, transformers {REPORT['transformers']}, "
           f"{REPORT['parameters'] / 1e9:.2f}B parameters, {n} new tokens/page")
-    print("| configuration | pages | new tokens/s | x baseline | decode-only tok/s | seconds |\n|---|---|---|---|---|---|")
+    print("| configuration | pages | new tokens/s | x baseline | decode-only tok/s | seconds |")
+    print("|---|---|---|---|---|---|")
     for row in REPORT["rows"]:
         decode = f"{row['decode_tokens_per_second']:.0f}" if "decode_tokens_per_second" in row else ""
         print(f"| {row['config']} | {row['pages']} | {row['new_tokens_per_second']:.0f} | {row['x_baseline']:.1f}x | "

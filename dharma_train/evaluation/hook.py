@@ -2,9 +2,10 @@
 
 Throughput counts every page, degenerate ones included: with `model.generate` a looping page holds its whole
 batch to the token bound, which is exactly the cost DharmaOCR measured; the continuous engine frees its slot when
-it ends or (loop_stop) when its loop is confirmed. Token rates count the tokens really decoded. Cost per million pages is the configured hourly price of the
-machine divided by the measured page rate. Memory is what the loaded weights hold after generation (a compressed
-checkpoint may be decompressed when it runs) and, on a GPU, the peak allocated while generating.
+it ends or (loop_stop) when its loop is confirmed. Token rates count the tokens really decoded. Cost per million
+pages is the configured hourly price of the machine divided by the measured page rate. Memory is what the loaded
+weights hold after generation (a compressed checkpoint may be decompressed when it runs; on CUDA a W4A16 folder
+runs on the int4 kernel instead) and, on a GPU, the peak allocated while generating.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ class EvalConfig:
 
     task: str = "structured"  # the final task: every stage is measured against it
     max_new_tokens: int = 2048  # outputs reaching it count as token-limit hits
-    batch_size: int = 8
+    batch_size: int = 8  # pages per batch (generate engine) or slots (continuous engine)
     max_pages: int | None = None  # None: every evaluation page
-    cache: str = "auto"  # engine generate: auto = static (compiled) KV cache on CUDA, dynamic elsewhere | static | dynamic
+    cache: str = "auto"  # generate engine's KV cache: auto (static, compiled, on CUDA; else dynamic) | static | dynamic
     engine: str = "auto"  # auto: continuous batching on CUDA, model.generate elsewhere | continuous | generate
     loop_stop: bool = True  # continuous engine: stop a confirmed loop early, score its projection to the bound
     price_per_hour: float = 2.5  # USD per hour of the evaluating machine, for cost per million pages

@@ -33,7 +33,8 @@ def engine_setup(tmp_path_factory):
     large = generate_pages(root / "large", 4, seed=3).pages
     pages = [large[0], small[0], large[1], small[1], large[2], small[2], large[3]]  # mixed, not in size order
     # an end token the model really emits mid-answer, so pages end at different lengths and slots are refilled
-    answers, _ = generate(model, processor, pages, "structured", NEW_TOKENS, 4, engine="generate", progress=False)
+    answers, _ = generate(model, processor, pages[:4], "structured", NEW_TOKENS, 4, engine="generate",
+                          progress=False)
     streams = [processor.tokenizer(a.text, add_special_tokens=False)["input_ids"] for a in answers]
 
     def spread(token):  # how many different places the token first comes at, over the pages
@@ -65,8 +66,8 @@ def test_greedy_tokens_equal_plain_generate_with_fewer_slots_than_pages(engine_s
 def test_repetition_penalty_of_the_generation_config_is_applied_as_generate_does(engine_setup, monkeypatch):
     model, processor, pages, _ = engine_setup
     monkeypatch.setattr(model.generation_config, "repetition_penalty", 1.3)
-    plain, _ = generate(model, processor, pages[:4], "structured", NEW_TOKENS, 1, engine="generate", progress=False)
-    ours, _ = generate(model, processor, pages[:4], "structured", NEW_TOKENS, 2, engine="continuous",
+    plain, _ = generate(model, processor, pages[:3], "structured", NEW_TOKENS, 1, engine="generate", progress=False)
+    ours, _ = generate(model, processor, pages[:3], "structured", NEW_TOKENS, 2, engine="continuous",
                        progress=False)
     assert _answers(ours) == _answers(plain)
 
@@ -76,7 +77,7 @@ def test_seeded_sampling_is_reproducible(engine_setup):
     sampling = {"temperature": 1.0, "top_p": 0.95}
 
     def run(seed, slots):
-        result, _ = generate(model, processor, pages[:4], "structured", NEW_TOKENS, slots, engine="continuous",
+        result, _ = generate(model, processor, pages[:3], "structured", NEW_TOKENS, slots, engine="continuous",
                              sampling=sampling, seed=seed, progress=False)
         return [g.text for g in result]
 
@@ -105,9 +106,9 @@ def test_an_empty_page_list_gives_no_answers(engine_setup):
 def test_a_confirmed_loop_frees_its_slot_and_is_scored_on_its_projection_to_the_bound(engine_setup):
     model, processor, pages, _ = engine_setup
     lax = LoopStop(max_period=8, min_tokens=12, min_repeats=4, check_every=4)  # the tiny model's loops are short
-    full, _ = generate(model, processor, pages, "structured", 64, 3, engine="continuous", progress=False)
-    early, _ = generate(model, processor, pages, "structured", 64, 3, engine="continuous", progress=False,
+    full, _ = generate(model, processor, pages[:4], "structured", 48, 2, engine="continuous", progress=False)
+    early, _ = generate(model, processor, pages[:4], "structured", 48, 2, engine="continuous", progress=False,
                         loop_stop=lax)
     stopped = [g for g in early if g.stopped_early]
-    assert stopped and all(g.new_tokens == 64 and g.hit_token_limit and g.tokens_decoded < 64 for g in stopped)
+    assert stopped and all(g.new_tokens == 48 and g.hit_token_limit and g.tokens_decoded < 48 for g in stopped)
     assert all(a.text == b.text for a, b in zip(full, early) if not b.stopped_early)

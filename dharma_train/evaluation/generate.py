@@ -1,9 +1,10 @@
-"""Batched greedy generation over pages, bounded in new tokens, with counts of outputs that hit the bound.
+"""Generation over pages, bounded in new tokens, with counts of outputs that hit the bound.
 
-On a GPU the default is a static KV cache, which makes transformers compile the decode step (CUDA graphs):
-decoding a 3B model at small batch is bound by per-step launch overhead, not by the GPU. Pages are batched in
-order of image size, so a batch pads little and its shapes repeat, and each batch's images are preprocessed on
-the CPU while the previous batch decodes.
+Two engines. `continuous` (the default on CUDA, `evaluation/continuous.py`): a fixed number of slots decoded by
+one CUDA-graph step, a finished page's slot refilled at once, and (optionally) a confirmed loop stopped early and
+scored on its projection to the bound. `generate` (the default elsewhere): `model.generate` on batches of pages
+in order of image size, with transformers' static (compiled) KV cache on CUDA, each batch's images preprocessed on
+the CPU while the previous batch decodes. Both give the same greedy tokens (tests/evaluation/test_continuous.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 
 from dharma_train.data.pages import Page
 from dharma_train.data.prompts import prompt_messages
+from dharma_train.evaluation.loop_stop import LoopStop
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,14 @@ class Generation:
     text: str
     new_tokens: int
     hit_token_limit: bool
-    seconds: float  # wall time of the batch the page was generated in: its latency
+    seconds: float  # the page's latency: its batch's wall time (generate), its own time in a slot (continuous)
+    stopped_early: bool = False  # a confirmed loop stopped before the bound; text and new_tokens are its projection
+    decoded_tokens: int | None = None  # tokens really decoded, when that differs from new_tokens
+
+    @property
+    def tokens_decoded(self) -> int:
+        """What the GPU really produced for this page: the count throughput is made of."""
+        return self.new_tokens if self.decoded_tokens is None else self.decoded_tokens
 
 
 def resolve_cache(cache: str, device: torch.device) -> str:
@@ -33,6 +42,13 @@ def resolve_cache(cache: str, device: torch.device) -> str:
     if cache == "auto":
         return "static" if device.type == "cuda" else "dynamic"
     return cache
+
+
+def resolve_engine(engine: str, device: torch.device) -> str:
+    """`auto`: continuous batching on CUDA, `model.generate` elsewhere (the CPU path is unchanged)."""
+    if engine == "auto":
+        return "continuous" if device.type == "cuda" else "generate"
+    return engine
 
 
 def decode(model, inputs: dict, max_new_tokens: int, eos_token_id: int, pad_token_id: int,
@@ -47,16 +63,23 @@ def decode(model, inputs: dict, max_new_tokens: int, eos_token_id: int, pad_toke
 
 
 def generate(model, processor, pages: list[Page], task: str, max_new_tokens: int, batch_size: int,
-             cache: str = "auto", progress: bool = True, sampling: dict | None = None,
+             cache: str = "auto", progress: bool = True, sampling: dict | None = None, engine: str = "auto",
+             loop_stop: LoopStop | None = None, seed: int | None = None, graphs: bool = True,
              ) -> tuple[list[Generation], float]:
-    """Answers for pages in their given order, and the total wall time spent generating them."""
+    """Answers for pages in their given order, and the total wall time spent generating them.
+
+    batch_size is the number of slots for the continuous engine; loop_stop (continuous only) stops confirmed
+    loops early; seed seeds the continuous engine's sampling (the `generate` engine uses torch's global RNG)."""
     tokenizer = processor.tokenizer
     prompt = tokenizer.apply_chat_template(prompt_messages(task), add_generation_prompt=True, tokenize=False)
     device = next(model.parameters()).device
-    cache = resolve_cache(cache, device)
     model.eval()
     sizes = {page.id: _pixels(page) for page in pages}
     order = sorted(range(len(pages)), key=lambda i: sizes[pages[i].id])
+    if resolve_engine(engine, device) == "continuous":
+        return _generate_continuous(model, processor, prompt, pages, order, max_new_tokens, batch_size, progress,
+                                    sampling, loop_stop, seed, graphs)
+    cache = resolve_cache(cache, device)
     batches = [order[offset:offset + batch_size] for offset in range(0, len(order), batch_size)]
 
     def prepare(indices: list[int]):
@@ -89,6 +112,34 @@ def generate(model, processor, pages: list[Page], task: str, max_new_tokens: int
     return [results[i] for i in range(len(pages))], time.perf_counter() - start
 
 
+def _generate_continuous(model, processor, prompt: str, pages: list[Page], order: list[int], max_new_tokens: int,
+                         slots: int, progress: bool, sampling: dict | None, loop_stop: LoopStop | None,
+                         seed: int | None, graphs: bool) -> tuple[list[Generation], float]:
+    """The continuous engine over pages in size order; results back in the given order."""
+    from dharma_train.evaluation.continuous import ContinuousGenerator
+
+    tokenizer = processor.tokenizer
+    device = next(model.parameters()).device
+    if sampling:
+        sampling = {"top_k": getattr(model.generation_config, "top_k", None), **sampling}
+    engine = ContinuousGenerator(model, processor, prompt, max_new_tokens, min(slots, max(len(pages), 1)),
+                                 tokenizer.eos_token_id, sampling, loop_stop, use_graph=graphs, seed=seed,
+                                 grouped_attention=device.type == "cuda")
+    start = time.perf_counter()
+    results = engine.run([pages[i].image for i in order], progress) if pages else []
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    generations: dict[int, Generation] = {}
+    for index, result in zip(order, results):
+        generations[index] = Generation(
+            text=tokenizer.decode(result.tokens, skip_special_tokens=True), new_tokens=len(result.tokens),
+            hit_token_limit=not result.ended and len(result.tokens) >= max_new_tokens, seconds=result.seconds,
+            stopped_early=result.stopped_early,
+            decoded_tokens=result.decoded if result.decoded != len(result.tokens) else None)
+    return [generations[i] for i in range(len(pages))], seconds
+
+
 def _pixels(page: Page) -> int:
     """Image area from the file header alone, to order pages without decoding them."""
     with Image.open(page.image) as image:
@@ -97,11 +148,13 @@ def _pixels(page: Page) -> int:
 
 def generate_across_ranks(model, processor, pages: list[Page], task: str, max_new_tokens: int, batch_size: int,
                           cache: str = "auto", progress: bool = True, sampling: dict | None = None,
+                          engine: str = "auto", loop_stop: LoopStop | None = None, seed: int | None = None,
                           ) -> tuple[list[Generation], float]:
     """`generate` with the pages split over the run's processes: every process gets every answer, in page order,
     and the slowest process's wall time. With one process it is `generate`."""
     from dharma_train import distributed
 
     generations, seconds = generate(model, processor, distributed.shard(pages), task, max_new_tokens, batch_size,
-                                    cache=cache, progress=progress and distributed.is_main(), sampling=sampling)
+                                    cache=cache, progress=progress and distributed.is_main(), sampling=sampling,
+                                    engine=engine, loop_stop=loop_stop, seed=seed)
     return distributed.gather(generations), max(distributed.gather([seconds]))

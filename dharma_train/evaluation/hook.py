@@ -1,9 +1,11 @@
 """The evaluation hook: one function, run on the base model and after every stage, that answers "did it help?".
 
-Throughput counts every page, degenerate ones included: a looping page holds its whole batch to the token bound,
-which is exactly the cost DharmaOCR measured. Cost per million pages is the configured hourly price of the
-machine divided by the measured page rate. Memory is what the loaded weights hold after generation (a compressed
-checkpoint may be decompressed when it runs) and, on a GPU, the peak allocated while generating.
+Throughput counts every page, degenerate ones included: with `model.generate` a looping page holds its whole
+batch to the token bound, which is exactly the cost DharmaOCR measured; the continuous engine frees its slot when
+it ends or (loop_stop) when its loop is confirmed. Token rates count the tokens really decoded. Cost per million
+pages is the configured hourly price of the machine divided by the measured page rate. Memory is what the loaded
+weights hold after generation (a compressed checkpoint may be decompressed when it runs; on CUDA a W4A16 folder
+runs on the int4 kernel instead) and, on a GPU, the peak allocated while generating.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from dharma_train.data.pages import PageSet
 from dharma_train.distributed import is_main
 from dharma_train.evaluation.generate import generate_across_ranks
+from dharma_train.evaluation.loop_stop import LoopStop
 from dharma_train.evaluation.metrics import aggregate, score_page
 from dharma_train.files import write_jsonl_atomically
 
@@ -27,9 +30,11 @@ class EvalConfig:
 
     task: str = "structured"  # the final task: every stage is measured against it
     max_new_tokens: int = 2048  # outputs reaching it count as token-limit hits
-    batch_size: int = 8
+    batch_size: int = 8  # pages per batch (generate engine) or slots (continuous engine)
     max_pages: int | None = None  # None: every evaluation page
-    cache: str = "auto"  # auto: static (compiled) KV cache on CUDA, dynamic elsewhere | static | dynamic
+    cache: str = "auto"  # generate engine's KV cache: auto (static, compiled, on CUDA; else dynamic) | static | dynamic
+    engine: str = "auto"  # auto: continuous batching on CUDA, model.generate elsewhere | continuous | generate
+    loop_stop: bool = True  # continuous engine: stop a confirmed loop early, score its projection to the bound
     price_per_hour: float = 2.5  # USD per hour of the evaluating machine, for cost per million pages
 
     def __post_init__(self):
@@ -39,6 +44,8 @@ class EvalConfig:
             raise ValueError("evaluation.max_new_tokens and evaluation.batch_size must be at least 1")
         if self.cache not in ("auto", "static", "dynamic"):
             raise ValueError(f"evaluation.cache must be 'auto', 'static' or 'dynamic', got {self.cache!r}")
+        if self.engine not in ("auto", "continuous", "generate"):
+            raise ValueError(f"evaluation.engine must be 'auto', 'continuous' or 'generate', got {self.engine!r}")
         if self.price_per_hour < 0:
             raise ValueError("evaluation.price_per_hour must be >= 0")
 
@@ -52,12 +59,15 @@ def evaluate(model, processor, pages: PageSet, config: EvalConfig, output_dir: s
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
     generations, seconds = generate_across_ranks(model, processor, selected, config.task, config.max_new_tokens,
-                                                 config.batch_size, cache=config.cache, progress=progress)
+                                                 config.batch_size, cache=config.cache, progress=progress,
+                                                 engine=config.engine,
+                                                 loop_stop=LoopStop() if config.loop_stop else None)
     scores = [score_page(page.id, page.family, g.text, page.answer, g.hit_token_limit, g.new_tokens)
               for page, g in zip(selected, generations)]
     metrics = aggregate(scores)
-    metrics.update(throughput([g.new_tokens for g in generations], [g.seconds for g in generations], seconds,
+    metrics.update(throughput([g.tokens_decoded for g in generations], [g.seconds for g in generations], seconds,
                               config.price_per_hour))
+    metrics["pages_stopped_early"] = sum(g.stopped_early for g in generations)
     metrics.update(memory(model, on_gpu))
     if output_dir is not None and is_main():
         write_jsonl_atomically(Path(output_dir) / "predictions.jsonl",

@@ -12,7 +12,7 @@ from dharma_train.artifact import ModelArtifact
 from dharma_train.errors import ModelUnavailableError
 from dharma_train.models.config import ModelConfig
 from dharma_train.models.processor import Qwen2_5_VLImageProcessor
-from dharma_train.models.quantized import require_loader
+from dharma_train.models.quantized import require_loader, use_int4_kernels
 
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -112,7 +112,10 @@ def load_model(artifact: ModelArtifact, dtype: str = "float32", settings: ModelC
         artifact.path, dtype=DTYPES[dtype], attn_implementation=settings.attn_implementation, **placement)
     if settings.vision_attention == "varlen" and "flash" not in settings.attn_implementation:
         use_varlen_vision_attention(model)
-    return model.to(device) if device and not placement else model
+    model = model.to(device) if device and not placement else model
+    if method == "compressed-tensors" and next(model.parameters()).device.type == "cuda":
+        use_int4_kernels(model, artifact.path)  # W4A16 decodes on the int4 kernel instead of decompressed weights
+    return model
 
 
 def _default_device() -> str:

@@ -18,6 +18,7 @@ from dharma_train.data.pages import PageSet
 from dharma_train.data.pairs import PreferencePair
 from dharma_train.data.prompts import target_text
 from dharma_train.evaluation.generate import generate_across_ranks
+from dharma_train.evaluation.loop_stop import LoopStop
 from dharma_train.evaluation.metrics import PageScore, score_page
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,9 @@ class MiningConfig:
     temperature: float = 1.0
     top_p: float = 0.95
     max_new_tokens: int = 512  # the bound a looping answer runs into
-    batch_size: int = 8
+    batch_size: int = 8  # pages at a time (engine generate) or slots (engine continuous)
+    engine: str = "auto"  # auto: continuous batching on CUDA, model.generate elsewhere | continuous | generate
+    loop_stop: bool = True  # continuous engine: a confirmed loop stops early; its projection is the rejected text
     reasons: list[str] = field(default_factory=lambda: list(DEFAULT_REASONS))
     max_pairs_per_page: int = 2
     min_pairs: int = 8  # fewer than this: act per `on_too_few`
@@ -47,6 +50,8 @@ class MiningConfig:
         unknown = sorted(set(self.reasons) - set(REASONS))
         if unknown or not self.reasons:
             raise ValueError(f"mining.reasons must be a non-empty subset of {list(REASONS)}, got {self.reasons}")
+        if self.engine not in ("auto", "continuous", "generate"):
+            raise ValueError(f"mining.engine must be 'auto', 'continuous' or 'generate', got {self.engine!r}")
         if self.on_too_few not in ("skip", "fail"):
             raise ValueError(f"mining.on_too_few must be 'skip' or 'fail', got {self.on_too_few!r}")
         if not self.greedy and self.samples_per_page < 1:
@@ -86,7 +91,9 @@ def mine_pairs(model, processor, pages: PageSet, task: str, config: MiningConfig
         torch.manual_seed(seed + number)
         generations, elapsed = generate_across_ranks(model, processor, pages.pages, task, config.max_new_tokens,
                                                      config.batch_size, cache="auto", progress=progress,
-                                                     sampling=sampling)
+                                                     sampling=sampling, engine=config.engine,
+                                                     loop_stop=LoopStop() if config.loop_stop else None,
+                                                     seed=seed + number)
         seconds += elapsed
         for page, generation in zip(pages, generations):
             counts["generated"] += 1

@@ -153,3 +153,18 @@ def test_loading_a_quantized_folder_without_its_package_names_the_install(awq, m
                         lambda name, *a: None if name == "compressed_tensors" else real(name, *a))
     with pytest.raises(ModelUnavailableError, match=r"compressed-tensors; .* pip install 'dharma_train\[quantize\]'"):
         load_model(awq[1].artifact)
+
+
+@needs_llmcompressor
+def test_awq_output_runs_on_the_int4_kernel_with_the_logits_of_its_decompressed_weights(awq):
+    from dharma_train.models.quantized import Int4Linear, use_int4_kernels
+
+    quantized = load_model(awq[1].artifact).eval()
+    ids = torch.randint(0, 900, (2, 10))
+    with torch.inference_mode():
+        expected = quantized(input_ids=ids).logits  # compressed-tensors' own (decompressed) weights
+        replaced = use_int4_kernels(quantized, awq[0] / "model")
+        got = quantized(input_ids=ids).logits
+    linears = [m for m in quantized.model.language_model.modules() if isinstance(m, Int4Linear)]
+    assert replaced == len(linears) == 7 * len(quantized.model.language_model.layers)
+    assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3)

@@ -1,0 +1,114 @@
+"""The continuous-batching engine against plain `model.generate` on the tiny model, on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import Qwen2_5_VLForConditionalGeneration
+
+from dharma_train.data.synthetic.generate import generate_pages
+from dharma_train.evaluation import continuous
+from dharma_train.evaluation.generate import generate
+from dharma_train.evaluation.loop_stop import LoopStop
+from dharma_train.evaluation.slots import slot_attention
+from dharma_train.models.loading import load_processor
+from dharma_train.models.tiny import tiny_model_dir
+
+NEW_TOKENS = 24
+
+
+@pytest.fixture(scope="module")
+def engine_setup(tmp_path_factory):
+    """The tiny model with its weights perturbed (a plain random init repeats one token), and pages of two sizes."""
+    folder = tiny_model_dir()
+    processor = load_processor(str(folder))
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    noise = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim == 2:
+                parameter.add_(torch.randn(parameter.shape, generator=noise) * 0.1)
+    root = tmp_path_factory.mktemp("engine_pages")
+    small = generate_pages(root / "small", 3, seed=5, width=168, height=224, id_prefix="small").pages
+    large = generate_pages(root / "large", 4, seed=3).pages
+    pages = [large[0], small[0], large[1], small[1], large[2], small[2], large[3]]  # mixed, not in size order
+    # an end token the model really emits mid-answer, so pages end at different lengths and slots are refilled
+    answers, _ = generate(model, processor, pages[:4], "structured", NEW_TOKENS, 4, engine="generate",
+                          progress=False)
+    streams = [processor.tokenizer(a.text, add_special_tokens=False)["input_ids"] for a in answers]
+
+    def spread(token):  # how many different places the token first comes at, over the pages
+        return len({stream.index(token) if token in stream else -1 for stream in streams})
+
+    return model, processor, pages, max(sorted(set(streams[0][1:])), key=spread)
+
+
+def _answers(generations):
+    return [(g.text, g.new_tokens, g.hit_token_limit) for g in generations]
+
+
+def test_greedy_tokens_equal_plain_generate_with_fewer_slots_than_pages(engine_setup, monkeypatch):
+    model, processor, pages, stop_token = engine_setup
+    tokenizer = processor.tokenizer
+    monkeypatch.setattr(continuous, "_CAPACITY_STEP", 8)  # the caches grow (and slots move) as longer pages come
+    saved, tokenizer.eos_token = tokenizer.eos_token, tokenizer.convert_ids_to_tokens(stop_token)
+    try:
+        plain, _ = generate(model, processor, pages, "structured", NEW_TOKENS, 1, engine="generate", progress=False)
+        ours, _ = generate(model, processor, pages, "structured", NEW_TOKENS, 3, engine="continuous",
+                           progress=False)
+    finally:
+        tokenizer.eos_token = saved
+    assert _answers(ours) == _answers(plain)
+    assert len({g.new_tokens for g in plain}) > 1 and any(not g.hit_token_limit for g in plain)
+    assert len({g.text for g in plain}) >= 4  # different answers: a page lost or swapped between slots would show
+
+
+def test_repetition_penalty_of_the_generation_config_is_applied_as_generate_does(engine_setup, monkeypatch):
+    model, processor, pages, _ = engine_setup
+    monkeypatch.setattr(model.generation_config, "repetition_penalty", 1.3)
+    plain, _ = generate(model, processor, pages[:3], "structured", NEW_TOKENS, 1, engine="generate", progress=False)
+    ours, _ = generate(model, processor, pages[:3], "structured", NEW_TOKENS, 2, engine="continuous",
+                       progress=False)
+    assert _answers(ours) == _answers(plain)
+
+
+def test_seeded_sampling_is_reproducible(engine_setup):
+    model, processor, pages, _ = engine_setup
+    sampling = {"temperature": 1.0, "top_p": 0.95}
+
+    def run(seed, slots):
+        result, _ = generate(model, processor, pages[:3], "structured", NEW_TOKENS, slots, engine="continuous",
+                             sampling=sampling, seed=seed, progress=False)
+        return [g.text for g in result]
+
+    first = run(7, 2)
+    assert run(7, 2) == first
+    assert run(8, 2) != first
+
+
+def test_slot_attention_matches_sdpa_with_a_per_slot_mask():
+    torch.manual_seed(0)
+    query, key, value = torch.randn(3, 8, 1, 16), torch.randn(3, 2, 10, 16), torch.randn(3, 2, 10, 16)
+    lengths = torch.tensor([3, 10, 6])
+    mask = (torch.arange(10)[None, :] < lengths[:, None])[:, None, None, :]
+    ours, _ = slot_attention(None, query, key, value, mask, scaling=0.25)
+    reference = torch.nn.functional.scaled_dot_product_attention(
+        query, key.repeat_interleave(4, dim=1), value.repeat_interleave(4, dim=1), attn_mask=mask, scale=0.25)
+    assert torch.allclose(ours, reference.transpose(1, 2), atol=1e-6)
+
+
+def test_an_empty_page_list_gives_no_answers(engine_setup):
+    model, processor, _, _ = engine_setup
+    assert generate(model, processor, [], "structured", 8, 4, engine="continuous",
+                    progress=False)[0] == []
+
+
+def test_a_confirmed_loop_frees_its_slot_and_is_scored_on_its_projection_to_the_bound(engine_setup):
+    model, processor, pages, _ = engine_setup
+    lax = LoopStop(max_period=8, min_tokens=12, min_repeats=4, check_every=4)  # the tiny model's loops are short
+    full, _ = generate(model, processor, pages[:4], "structured", 48, 2, engine="continuous", progress=False)
+    early, _ = generate(model, processor, pages[:4], "structured", 48, 2, engine="continuous", progress=False,
+                        loop_stop=lax)
+    stopped = [g for g in early if g.stopped_early]
+    assert stopped and all(g.new_tokens == 48 and g.hit_token_limit and g.tokens_decoded < 48 for g in stopped)
+    assert all(a.text == b.text for a, b in zip(full, early) if not b.stopped_early)

@@ -165,7 +165,8 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
     else:
         performance = replace(PerformanceConfig(), **spec.get("performance", {}))
         hardware = TrainerConfig(device="cuda", precision="bf16", dataloader_workers=args.workers, logging_steps=1,
-                                 gradient_checkpointing=spec.get("checkpointing", True), performance=performance)
+                                 gradient_checkpointing=spec.get("checkpointing", True), performance=performance,
+                                 checkpoint_every=0)  # a benchmark resumes nothing: it writes no checkpoint
         use_varlen_vision_attention(model)
         outcome = speed_up(model, performance, "cuda")
         config = SFTConfig(**trainer_arguments(optimization, hardware, output_dir, [], name))

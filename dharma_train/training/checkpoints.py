@@ -14,10 +14,12 @@ import re
 import shutil
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 
 from dharma_train.files import read_json_or_none
 from dharma_train.training.numerics import NonFiniteGuard, check_finite_weights
+from dharma_train.training.performance.recompute import choose_recompute
 from dharma_train.training.preemption import StopOnSignal, handle_signals
 from dharma_train.training.resources import check_free_disk, checkpoint_bytes, tensor_bytes
 
@@ -101,6 +103,7 @@ def train_resumably(trainer, settings, stage: str) -> dict:
     if settings.checkpoint_every:
         room = (settings.keep_checkpoints + 1) * checkpoint_bytes(trainer.model) + tensor_bytes(trainer.model)
         check_free_disk(folder, room, f"stage {stage}'s checkpoints and saved model")
+    recompute = choose_recompute(trainer, settings, stage)  # None unless trainer.performance.recompute is auto
     guard = NonFiniteGuard(settings.on_nonfinite)
     with handle_signals() as stop:
         for callback in (NoFinalCheckpoint(), StopOnSignal(stop), guard):  # in this order: the last word on saving
@@ -119,4 +122,8 @@ def train_resumably(trainer, settings, stage: str) -> dict:
     metrics["resumed_from_step"] = checkpoint_step(start) if start else 0
     if guard.skipped_steps:
         metrics["nonfinite_skipped_steps"] = guard.skipped_steps
+    if recompute is not None:
+        metrics["recompute"] = {**recompute, "training_peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+        log.info("stage %s: recompute=%s; peak memory %.1f GiB in training, %.1f GiB predicted", stage,
+                 recompute["policy"], metrics["recompute"]["training_peak_gib"], recompute["predicted_peak_gib"])
     return metrics

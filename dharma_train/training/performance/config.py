@@ -12,14 +12,14 @@ class PerformanceConfig:
     padding_free: bool = True  # pack each padded batch into one row in the language model: no compute on pad tokens
     fused_kernels: bool = True  # liger-kernel RMSNorm and SwiGLU (CUDA, when liger-kernel is installed)
     compile: bool = False  # torch.compile every vision block and decoder layer (CUDA)
-    recompute_every_n_layers: int = 1  # with trainer.gradient_checkpointing: recompute every n-th layer, keep the rest
+    recompute: str = "auto"  # auto: least recomputation that fits memory, probed at start-up | off | all | every_N
     fused_optimizer: bool = True  # fused AdamW on CUDA (one kernel for all parameters)
     prefetch_batches: int = 2  # batches each data-loader worker prepares ahead (workers: trainer.dataloader_workers)
     lora_4bit: bool = False  # QLoRA: LoRA stages load the frozen language model in 4-bit NF4 (bitsandbytes)
 
     def __post_init__(self):
-        if self.recompute_every_n_layers < 1:
-            raise ValueError("trainer.performance.recompute_every_n_layers must be >= 1, "
-                             f"got {self.recompute_every_n_layers}")
+        from dharma_train.training.performance.recompute import check_policy
+
+        check_policy(self.recompute)
         if self.prefetch_batches < 1:
             raise ValueError(f"trainer.performance.prefetch_batches must be >= 1, got {self.prefetch_batches}")

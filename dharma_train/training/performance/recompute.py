@@ -1,0 +1,196 @@
+"""How many layers recompute their activations in backward, chosen by measuring memory rather than guessing.
+
+`trainer.performance.recompute: auto` (the default) probes at start-up, on the GPU the stage trains on: one
+forward and backward of the largest batch the data makes, with every layer recomputed and with none; the peaks in
+between (every n-th layer) are interpolated in the share of layers recomputed, and the pick is measured before it
+is used. The least recomputation whose peak plus the optimizer state (not yet allocated at the probe) fits the
+memory budget wins. Explicit settings (`recompute: off | all | every_N`, or `trainer.gradient_checkpointing`)
+skip the probe. Where nothing can be measured (a CPU, or a sharded engine that wraps the model only inside
+`train()`) auto falls back to off on a CPU and to every layer under FSDP2 / ZeRO-3.
+
+Selective policies inside a layer (only the MLP, only attention) are not offered: in Qwen2.5-VL's language model
+the MLP holds 88 % of a decoder layer's matrix weights (3 x 2048 x 11008 against 2048 x 4608 for q/k/v/o in the
+3B shape), so recomputing the MLP alone costs nearly a whole layer's recompute, and recomputing attention alone
+frees less memory than every 4th layer does at similar cost.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import re
+
+import torch
+
+log = logging.getLogger(__name__)
+
+GIB = 1024**3
+FIXED = re.compile(r"off|all|every_([2-9]|[1-9]\d+)")
+CANDIDATES = ("off", "every_4", "every_3", "every_2", "all")  # least recomputation first
+HEADROOM = 0.92  # share of the budget a predicted peak may use: fragmentation, batches a little past the probe's
+PROBE_ROWS = 256  # rows sized to find the largest batch; all of them when the data set is smaller
+
+
+def check_policy(value: str) -> None:
+    """Raise ValueError naming the key when `value` is not a recompute policy."""
+    if value != "auto" and not FIXED.fullmatch(value):
+        raise ValueError(f"trainer.performance.recompute must be auto, off, all or every_N (N >= 2), got {value!r}")
+
+
+def recomputed_share(policy: str) -> float:
+    """Share of layers whose activations are recomputed: 0 (off) to 1 (all); every_n: 1/n."""
+    if policy == "off":
+        return 0.0
+    if policy == "all":
+        return 1.0
+    return 1.0 / int(policy.removeprefix("every_"))
+
+
+def every_n_layers(policy: str) -> int | None:
+    """transformers' `every_n_layers` for a policy that recomputes layers; None for off."""
+    if policy == "off":
+        return None
+    return 1 if policy == "all" else int(policy.removeprefix("every_"))
+
+
+def predicted_peaks(measured: dict[str, int | None]) -> dict[str, int]:
+    """Each candidate's peak bytes: measured where probed, else linear in the recomputed share between the two
+    nearest measured candidates (a failed probe, None, predicts nothing)."""
+    known = sorted((recomputed_share(p), peak) for p, peak in measured.items() if peak is not None)
+    peaks = {}
+    for policy in CANDIDATES:
+        if measured.get(policy) is not None:
+            peaks[policy] = measured[policy]
+            continue
+        share = recomputed_share(policy)
+        below = [(s, b) for s, b in known if s < share]
+        above = [(s, b) for s, b in known if s > share]
+        if below and above:
+            (s0, b0), (s1, b1) = below[-1], above[0]
+            peaks[policy] = int(b0 + (b1 - b0) * (share - s0) / (s1 - s0))
+    return peaks
+
+
+def choose_policy(measured: dict[str, int | None], extra_bytes: int, budget_bytes: int) -> str | None:
+    """The least recomputation whose predicted peak plus `extra_bytes` fits HEADROOM of the budget; None if none."""
+    peaks = predicted_peaks(measured)
+    for policy in CANDIDATES:
+        if measured.get(policy, 0) is None:
+            continue  # its probe ran out of memory
+        if policy in peaks and peaks[policy] + extra_bytes <= HEADROOM * budget_bytes:
+            return policy
+    return None
+
+
+def optimizer_state_bytes(model) -> int:
+    """AdamW's two moments, in each trainable parameter's dtype: allocated at the first step, after the probe."""
+    return sum(2 * p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+
+
+def apply_policy(model, policy: str) -> None:
+    """Set transformers' per-layer activation checkpointing on `model` (a PeftModel passes it to its base)."""
+    if policy == "off":
+        model.gradient_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False},
+                                            every_n_layers=every_n_layers(policy))
+
+
+def largest_batch(trainer) -> dict:
+    """The per-device batch of the largest rows (by tokens after the collator) among up to PROBE_ROWS rows."""
+    loader = trainer.get_train_dataloader()
+    dataset, collate = loader.dataset, loader.collate_fn
+    count = len(dataset)
+    indices = range(count) if count <= PROBE_ROWS else torch.randperm(
+        count, generator=torch.Generator().manual_seed(0))[:PROBE_ROWS].tolist()
+    sizes = sorted(((_tokens(collate([dataset[i]])), i) for i in indices), reverse=True)
+    chosen = [i for _, i in sizes[:trainer.args.per_device_train_batch_size]]
+    return collate([dataset[i] for i in chosen])
+
+
+def _tokens(batch: dict) -> int:
+    """Sequence positions in a collated batch: every `*input_ids` tensor (DPO has prompt, chosen and rejected)."""
+    return sum(v.numel() for k, v in batch.items() if k.endswith("input_ids") and torch.is_tensor(v))
+
+
+def measure_peak(trainer, batch: dict, policy: str) -> int | None:
+    """Peak CUDA bytes of one forward and backward of `batch` under `policy`; None when it ran out of memory."""
+    model = trainer.model
+    apply_policy(model, policy)
+    model.train()
+    inputs = {k: v.to(trainer.args.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    _release(model)
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()]), trainer.accelerator.autocast():
+            trainer.compute_loss(model, inputs).backward()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated()
+    except torch.OutOfMemoryError:
+        return None
+    finally:
+        _release(model)
+
+
+def _release(model) -> None:
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+def probe_recompute(trainer, budget_bytes: int) -> dict:
+    """Measure both ends, then verify each interpolated pick by measuring it; returns the choice and the numbers."""
+    batch = largest_batch(trainer)
+    extra = optimizer_state_bytes(trainer.model)
+    measured: dict[str, int | None] = {"all": measure_peak(trainer, batch, "all"),
+                                       "off": measure_peak(trainer, batch, "off")}
+    interpolated = {}
+    while (choice := choose_policy(measured, extra, budget_bytes)) is not None and choice not in measured:
+        interpolated[choice] = predicted_peaks(measured)[choice]
+        measured[choice] = measure_peak(trainer, batch, choice)
+    policy = choice or "all"
+    if choice is None:
+        log.warning("recompute=auto: even recomputing every layer is predicted past %.1f GiB of %.1f GiB; "
+                    "training may run out of memory", HEADROOM * budget_bytes / GIB, budget_bytes / GIB)
+    apply_policy(trainer.model, policy)
+    torch.cuda.reset_peak_memory_stats()  # what training reaches is read afterwards against the prediction
+    probe = measured.get(policy)
+    return {"policy": policy, "probe_tokens": _tokens(batch), "budget_gib": _gib(budget_bytes),
+            "optimizer_state_gib": _gib(extra),
+            "predicted_peak_gib": _gib(interpolated.get(policy, probe or 0) + extra),
+            "probe_peak_gib": None if probe is None else _gib(probe),
+            "probed_gib": {p: None if b is None else _gib(b) for p, b in measured.items()}}
+
+
+def _gib(value: int) -> float:
+    return round(value / GIB, 2)
+
+
+def planned_policy(settings) -> str:
+    """The policy before any probe: explicit settings win; auto stays "auto" only where a probe can measure."""
+    asked = settings.performance.recompute
+    if settings.gradient_checkpointing is not None:  # the older switch, set explicitly
+        return ("all" if asked in ("auto", "off") else asked) if settings.gradient_checkpointing else "off"
+    if asked != "auto":
+        return asked
+    if settings.resolved_device() != "cuda":
+        return "off"  # a CPU's memory is not checked, and recomputing only slows the tests and the tiny ladder
+    return "all" if settings.hardware.sharded else "auto"
+
+
+def choose_recompute(trainer, settings, stage: str) -> dict | None:
+    """Probe and set the trainer's checkpointing when the policy is auto; None when it was fixed beforehand."""
+    from dharma_train.training.arguments import checkpointing_arguments
+    from dharma_train.training.resources import memory_budget_bytes
+
+    if planned_policy(settings) != "auto":
+        return None
+    budget = min(memory_budget_bytes(settings.memory_budget_gb, "cuda"), torch.cuda.mem_get_info()[1])
+    choice = probe_recompute(trainer, budget)
+    for key, value in checkpointing_arguments(choice["policy"]).items():
+        setattr(trainer.args, key, value)
+    log.info("stage %s: recompute=%s, chosen by a probe of the largest batch (%d tokens): predicted peak %.1f GiB "
+             "(probe %s GiB + %.1f GiB optimizer state) of a %.1f GiB budget; probed %s", stage, choice["policy"],
+             choice["probe_tokens"], choice["predicted_peak_gib"], choice["probe_peak_gib"],
+             choice["optimizer_state_gib"], choice["budget_gib"], choice["probed_gib"])
+    return choice

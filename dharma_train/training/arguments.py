@@ -30,8 +30,11 @@ def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig,
     from dharma_train.training.performance.recompute import planned_policy
 
     precision, workers = hardware.resolved_precision(), hardware.resolved_workers()
-    policy = planned_policy(hardware)  # "auto": off until the start-up probe (performance/recompute.py) sets it
+    policy = planned_policy(hardware)
     recompute = policy not in ("off", "auto")
+    # One process: train_resumably sets the policy on the layers (performance/recompute.py); the Trainer's own
+    # switch stays off so that train() does not reset it. FSDP2 and ZeRO-3 take it as TrainingArguments.
+    trainer_policy = policy if hardware.hardware.sharded else "off"
     return {
         "output_dir": output_dir,
         "run_name": run_name,
@@ -50,7 +53,7 @@ def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig,
         "report_to": report_to,
         "bf16": precision == "bf16",
         "use_cpu": hardware.resolved_device() == "cpu",
-        **(checkpointing_arguments(policy) if hardware.hardware.trainer_checkpointing(recompute)
+        **(checkpointing_arguments(trainer_policy) if hardware.hardware.trainer_checkpointing(recompute)
            else checkpointing_arguments("off")),
         **hardware.hardware.trainer_arguments(activation_checkpointing=recompute),
         "dataloader_num_workers": workers,
@@ -62,11 +65,8 @@ def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig,
 
 
 def checkpointing_arguments(policy: str) -> dict:
-    """The Trainer's activation-checkpointing entries for a recompute policy (auto counts as off until probed).
-
-    SFT keeps every_n_layers for the whole run; TRL's DPOTrainer re-enables checkpointing on every layer after
-    each reference forward, so DPO recomputes every layer from its second step on.
-    """
+    """The Trainer's activation-checkpointing entries for a recompute policy, used under FSDP2 and ZeRO-3 (one
+    process sets the layers itself); keep_N becomes every layer there, auto off until probed."""
     from dharma_train.training.performance.recompute import every_n_layers
 
     name = _checkpointing_argument()

@@ -4,9 +4,12 @@
 forward and backward of the largest batch the data makes, with every layer recomputed and with none; the peaks in
 between (every n-th layer) are interpolated in the share of layers recomputed, and the pick is measured before it
 is used. The least recomputation whose peak plus the optimizer state (not yet allocated at the probe) fits the
-memory budget wins. Explicit settings (`recompute: off | all | every_N`, or `trainer.gradient_checkpointing`)
+memory budget wins. Policies apply per layer stack: every_N recomputes layers 0, N, 2N, ...; keep_N recomputes all
+but every N-th layer (the fine steps just below "all", for cards a little short of "off"). Explicit settings (`recompute: off | all | every_N`, or `trainer.gradient_checkpointing`)
 skip the probe. Where nothing can be measured (a CPU, or a sharded engine that wraps the model only inside
-`train()`) auto falls back to off on a CPU and to every layer under FSDP2 / ZeRO-3.
+`train()`) auto falls back to off on a CPU and to every layer under FSDP2 / ZeRO-3. On one process the policy is
+set on the model's layers here, and the Trainer's own `gradient_checkpointing` stays off so that it does not reset
+them; under FSDP2 / ZeRO-3 it goes through TrainingArguments.
 
 Selective policies inside a layer (only the MLP, only attention) are not offered: in Qwen2.5-VL's language model
 the MLP holds 88 % of a decoder layer's matrix weights (3 x 2048 x 11008 against 2048 x 4608 for q/k/v/o in the
@@ -25,8 +28,9 @@ import torch
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
-FIXED = re.compile(r"off|all|every_([2-9]|[1-9]\d+)")
-CANDIDATES = ("off", "every_4", "every_3", "every_2", "all")  # least recomputation first
+FIXED = re.compile(r"off|all|(every|keep)_([2-9]|[1-9]\d+)")
+# least recomputation first; every_N recomputes one layer in N of each stack, keep_N all but one in N
+CANDIDATES = ("off", "every_4", "every_3", "every_2", "keep_3", "keep_4", "keep_8", "all")
 HEADROOM = 0.92  # share of the budget a predicted peak may use: fragmentation, batches a little past the probe's
 PROBE_ROWS = 256  # rows sized to find the largest batch; all of them when the data set is smaller
 
@@ -34,23 +38,34 @@ PROBE_ROWS = 256  # rows sized to find the largest batch; all of them when the d
 def check_policy(value: str) -> None:
     """Raise ValueError naming the key when `value` is not a recompute policy."""
     if value != "auto" and not FIXED.fullmatch(value):
-        raise ValueError(f"trainer.performance.recompute must be auto, off, all or every_N (N >= 2), got {value!r}")
+        raise ValueError("trainer.performance.recompute must be auto, off, all, every_N or keep_N (N >= 2), "
+                         f"got {value!r}")
+
+
+def _period(policy: str) -> int:
+    return int(policy.split("_")[1])
+
+
+def recomputes(policy: str, index: int) -> bool:
+    """Whether layer `index` of a stack recomputes its activations in backward under `policy`."""
+    if policy in ("off", "all"):
+        return policy == "all"
+    period = _period(policy)
+    return index % period == 0 if policy.startswith("every_") else index % period != period - 1
 
 
 def recomputed_share(policy: str) -> float:
-    """Share of layers whose activations are recomputed: 0 (off) to 1 (all); every_n: 1/n."""
-    if policy == "off":
-        return 0.0
-    if policy == "all":
-        return 1.0
-    return 1.0 / int(policy.removeprefix("every_"))
+    """Share of layers whose activations are recomputed: 0 (off) to 1 (all); every_N: 1/N; keep_N: 1 - 1/N."""
+    if policy in ("off", "all"):
+        return float(policy == "all")
+    return 1 / _period(policy) if policy.startswith("every_") else 1 - 1 / _period(policy)
 
 
 def every_n_layers(policy: str) -> int | None:
-    """transformers' `every_n_layers` for a policy that recomputes layers; None for off."""
+    """transformers' `every_n_layers` (for the Trainer's own checkpointing under ZeRO-3/FSDP2); None for off."""
     if policy == "off":
         return None
-    return 1 if policy == "all" else int(policy.removeprefix("every_"))
+    return _period(policy) if policy.startswith("every_") else 1
 
 
 def predicted_peaks(measured: dict[str, int | None]) -> dict[str, int]:
@@ -88,12 +103,22 @@ def optimizer_state_bytes(model) -> int:
 
 
 def apply_policy(model, policy: str) -> None:
-    """Set transformers' per-layer activation checkpointing on `model` (a PeftModel passes it to its base)."""
+    """Set per-layer activation checkpointing on `model` (a PeftModel passes it to its base), stack by stack."""
     if policy == "off":
         model.gradient_checkpointing_disable()
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False},
-                                            every_n_layers=every_n_layers(policy))
+        return
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    for stack in _layer_stacks(model):
+        for index, layer in enumerate(stack):
+            layer.gradient_checkpointing = recomputes(policy, index)
+
+
+def _layer_stacks(model) -> list:
+    """The repeated layers (vision blocks, decoder layers), one list per stack."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m)
+            and all(isinstance(layer, GradientCheckpointingLayer) for layer in m)]
 
 
 def largest_batch(trainer) -> dict:
@@ -179,16 +204,21 @@ def planned_policy(settings) -> str:
 
 
 def choose_recompute(trainer, settings, stage: str) -> dict | None:
-    """Probe and set the trainer's checkpointing when the policy is auto; None when it was fixed beforehand."""
-    from dharma_train.training.arguments import checkpointing_arguments
+    """Apply the recompute policy to the trainer's model, probing first when it is auto; returns what was chosen.
+
+    None under FSDP2 / ZeRO-3, whose engines take the policy through TrainingArguments (arguments.py).
+    """
     from dharma_train.training.resources import memory_budget_bytes
 
-    if planned_policy(settings) != "auto":
+    policy = planned_policy(settings)
+    if settings.hardware.sharded:
         return None
+    if policy != "auto":
+        apply_policy(trainer.model, policy)
+        log.info("stage %s: recompute=%s (set explicitly)", stage, policy)
+        return {"policy": policy}
     budget = min(memory_budget_bytes(settings.memory_budget_gb, "cuda"), torch.cuda.mem_get_info()[1])
     choice = probe_recompute(trainer, budget)
-    for key, value in checkpointing_arguments(choice["policy"]).items():
-        setattr(trainer.args, key, value)
     log.info("stage %s: recompute=%s, chosen by a probe of the largest batch (%d tokens): predicted peak %.1f GiB "
              "(probe %s GiB + %.1f GiB optimizer state) of a %.1f GiB budget; probed %s", stage, choice["policy"],
              choice["probe_tokens"], choice["predicted_peak_gib"], choice["probe_peak_gib"],

@@ -16,7 +16,7 @@ ALL, OFF = int(52.6 * GIB), int(113.5 * GIB)
 def test_a_large_card_recomputes_nothing_and_a_small_budget_everything():
     measured = {"all": ALL, "off": OFF}
     assert choose_policy(measured, 0, int(139 * GIB)) == "off"
-    assert choose_policy(measured, 0, int(75 * GIB)) == "all"
+    assert choose_policy(measured, 0, int(60 * GIB)) == "all"
     assert choose_policy(measured, 0, int(40 * GIB)) is None
 
 
@@ -25,7 +25,7 @@ def test_budgets_between_the_ends_pick_every_nth_layer_by_interpolation():
     assert peaks["every_2"] == ALL + (OFF - ALL) // 2
     assert peaks["all"] < peaks["every_2"] < peaks["every_3"] < peaks["every_4"] < peaks["off"]
     assert choose_policy({"all": ALL, "off": OFF}, 0, int(100 * GIB)) == "every_2"  # 83.1 GiB <= 92 % of 100
-    assert choose_policy({"all": ALL, "off": OFF}, int(10 * GIB), int(100 * GIB)) == "all"  # + optimizer state
+    assert choose_policy({"all": ALL, "off": OFF}, int(10 * GIB), int(100 * GIB)) == "keep_3"  # + optimizer state
 
 
 def test_a_measurement_replaces_the_interpolation_and_a_failed_probe_is_never_chosen():
@@ -45,7 +45,7 @@ def test_explicit_settings_win_and_auto_probes_only_where_it_can_measure():
     assert planned_policy(TrainerConfig(**gpu, gradient_checkpointing=False)) == "off"
 
 
-@pytest.mark.parametrize("value", ["every_1", "some", "every_two"])
+@pytest.mark.parametrize("value", ["every_1", "keep_0", "some", "every_two"])
 def test_a_bad_policy_names_its_key(value):
     from dharma_train.config import typed
     from dharma_train.errors import ConfigError
@@ -54,17 +54,24 @@ def test_a_bad_policy_names_its_key(value):
         typed("trainer", TrainerConfig, {"performance": {"recompute": value}})
 
 
-def test_every_nth_layer_is_checkpointed_on_the_real_model(tiny_artifact):
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
+def test_policies_set_each_stack_of_the_real_model(tiny_artifact):
     from dharma_train.models.loading import load_model
 
     model = load_model(tiny_artifact)
-    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    vision, text = model.model.visual.blocks, model.model.language_model.layers
     apply_policy(model, "every_2")
-    assert [m.gradient_checkpointing for m in layers] == [i % 2 == 0 for i in range(len(layers))]
+    for stack in (vision, text):
+        assert [m.gradient_checkpointing for m in stack] == [i % 2 == 0 for i in range(len(stack))]
+    apply_policy(model, "keep_3")
+    assert [m.gradient_checkpointing for m in text] == [i % 3 != 2 for i in range(len(text))]
     apply_policy(model, "off")
-    assert not any(m.gradient_checkpointing for m in layers)
+    assert not any(m.gradient_checkpointing for m in (*vision, *text))
+
+
+def test_keep_n_sits_between_every_second_layer_and_all():
+    peaks = predicted_peaks({"all": ALL, "off": OFF})
+    assert peaks["every_2"] > peaks["keep_3"] > peaks["keep_4"] > peaks["keep_8"] > peaks["all"]
+    assert choose_policy({"all": ALL, "off": OFF}, 0, int(75 * GIB)) == "keep_4"  # 67.8 GiB <= 69 GiB
 
 
 def test_the_probe_batch_holds_the_largest_rows(tiny_artifact, pages, tmp_path):

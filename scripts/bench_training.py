@@ -381,8 +381,8 @@ def print_table(report: dict) -> None:
     for row in report["rows"]:
         recompute = row.get("recompute", {})
         policy = recompute.get("policy", "")
-        if "predicted_peak_gib" in recompute:
-            policy += f" (auto, {recompute['predicted_peak_gib']:.1f} GiB of {recompute['budget_gib']:.0f})"
+        if "budget_gib" in recompute:
+            policy += f" (auto: {recompute['predicted_peak_gib']} GiB predicted of {recompute['budget_gib']:.0f})"
         if "tokens_per_second" not in row:
             print(f"| {row['config']} | | {policy} | {row.get('error')} | | {row['peak_gib']:.1f} GiB | |")
             continue

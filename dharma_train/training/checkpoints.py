@@ -124,6 +124,6 @@ def train_resumably(trainer, settings, stage: str) -> dict:
         metrics["nonfinite_skipped_steps"] = guard.skipped_steps
     if recompute is not None:
         metrics["recompute"] = {**recompute, "training_peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
-        log.info("stage %s: recompute=%s; peak memory %.1f GiB in training, %.1f GiB predicted", stage,
+        log.info("stage %s: recompute=%s; peak memory %.1f GiB in training, %s GiB predicted", stage,
                  recompute["policy"], metrics["recompute"]["training_peak_gib"], recompute["predicted_peak_gib"])
     return metrics

@@ -1,20 +1,21 @@
 """How many layers recompute their activations in backward, chosen by measuring memory rather than guessing.
 
 `trainer.performance.recompute: auto` (the default) probes at start-up, on the GPU the stage trains on: one
-forward and backward of the largest batch the data makes, with every layer recomputed and with none; the peaks in
-between (every n-th layer) are interpolated in the share of layers recomputed, and the pick is measured before it
-is used. The least recomputation whose peak plus the optimizer state (not yet allocated at the probe) fits the
-memory budget wins. Policies apply per layer stack: every_N recomputes layers 0, N, 2N, ...; keep_N recomputes all
-but every N-th layer (the fine steps just below "all", for cards a little short of "off"). Explicit settings (`recompute: off | all | every_N`, or `trainer.gradient_checkpointing`)
-skip the probe. Where nothing can be measured (a CPU, or a sharded engine that wraps the model only inside
-`train()`) auto falls back to off on a CPU and to every layer under FSDP2 / ZeRO-3. On one process the policy is
-set on the model's layers here, and the Trainer's own `gradient_checkpointing` stays off so that it does not reset
-them; under FSDP2 / ZeRO-3 it goes through TrainingArguments.
+forward and backward of the largest batch the data makes, first with every layer recomputed, then bisecting the
+candidates (least recomputation first: off, every_4, every_3, every_2, keep_3, keep_4, keep_8, all) for the least
+recomputation whose measured peak plus the optimizer state (allocated only at the first step) fits the memory
+budget: at most four probes. every_N recomputes layers 0, N, 2N, ... of each stack; keep_N all but every N-th
+layer, the steps just below "all". The choice, the predicted peak and (after training) the measured one are logged
+and kept in the stage's metrics. Explicit settings (`recompute: off | all | every_N | keep_N`, or
+`trainer.gradient_checkpointing`) skip the probe. Where nothing can be measured (a CPU, or a sharded engine that
+wraps the model only inside `train()`) auto is off on a CPU and every layer under FSDP2 / ZeRO-3. On one process
+the policy is set on the model's layers here and the Trainer's own `gradient_checkpointing` stays off, so that
+`train()` does not reset it; FSDP2 / ZeRO-3 take it through TrainingArguments.
 
 Selective policies inside a layer (only the MLP, only attention) are not offered: in Qwen2.5-VL's language model
 the MLP holds 88 % of a decoder layer's matrix weights (3 x 2048 x 11008 against 2048 x 4608 for q/k/v/o in the
-3B shape), so recomputing the MLP alone costs nearly a whole layer's recompute, and recomputing attention alone
-frees less memory than every 4th layer does at similar cost.
+3B shape), so recomputing the MLP alone would cost nearly a whole layer's recompute, while keep_N / every_N give
+any share of layers in between.
 """
 
 from __future__ import annotations
@@ -68,33 +69,28 @@ def every_n_layers(policy: str) -> int | None:
     return _period(policy) if policy.startswith("every_") else 1
 
 
-def predicted_peaks(measured: dict[str, int | None]) -> dict[str, int]:
-    """Each candidate's peak bytes: measured where probed, else linear in the recomputed share between the two
-    nearest measured candidates (a failed probe, None, predicts nothing)."""
-    known = sorted((recomputed_share(p), peak) for p, peak in measured.items() if peak is not None)
-    peaks = {}
-    for policy in CANDIDATES:
-        if measured.get(policy) is not None:
-            peaks[policy] = measured[policy]
-            continue
-        share = recomputed_share(policy)
-        below = [(s, b) for s, b in known if s < share]
-        above = [(s, b) for s, b in known if s > share]
-        if below and above:
-            (s0, b0), (s1, b1) = below[-1], above[0]
-            peaks[policy] = int(b0 + (b1 - b0) * (share - s0) / (s1 - s0))
-    return peaks
+def fits(peak: int | None, extra_bytes: int, budget_bytes: int) -> bool:
+    """A probe's peak (None: it ran out of memory) plus `extra_bytes` within HEADROOM of the budget."""
+    return peak is not None and peak + extra_bytes <= HEADROOM * budget_bytes
+
+
+def next_probe(measured: dict[str, int | None], extra_bytes: int, budget_bytes: int) -> str | None:
+    """The candidate to measure next, bisecting between the most-recomputing misfit and the least-recomputing fit
+    (peaks fall as more layers recompute); None once the choice is decided."""
+    if "all" not in measured:
+        return "all"
+    fitting = [i for i, p in enumerate(CANDIDATES) if p in measured and fits(measured[p], extra_bytes, budget_bytes)]
+    if not fitting:
+        return None
+    low = max((i for i, p in enumerate(CANDIDATES) if p in measured and i not in fitting), default=-1) + 1
+    high = min(fitting)
+    return CANDIDATES[(low + high) // 2] if low < high else None
 
 
 def choose_policy(measured: dict[str, int | None], extra_bytes: int, budget_bytes: int) -> str | None:
-    """The least recomputation whose predicted peak plus `extra_bytes` fits HEADROOM of the budget; None if none."""
-    peaks = predicted_peaks(measured)
-    for policy in CANDIDATES:
-        if measured.get(policy, 0) is None:
-            continue  # its probe ran out of memory
-        if policy in peaks and peaks[policy] + extra_bytes <= HEADROOM * budget_bytes:
-            return policy
-    return None
+    """The least recomputation measured to fit; None when not even every layer recomputed does."""
+    fitting = [p for p in CANDIDATES if p in measured and fits(measured[p], extra_bytes, budget_bytes)]
+    return fitting[0] if fitting else None
 
 
 def optimizer_state_bytes(model) -> int:
@@ -164,26 +160,23 @@ def _release(model) -> None:
 
 
 def probe_recompute(trainer, budget_bytes: int) -> dict:
-    """Measure both ends, then verify each interpolated pick by measuring it; returns the choice and the numbers."""
+    """Bisect the candidates by measured peaks on the largest batch; set the choice; return it with the numbers."""
     batch = largest_batch(trainer)
     extra = optimizer_state_bytes(trainer.model)
-    measured: dict[str, int | None] = {"all": measure_peak(trainer, batch, "all"),
-                                       "off": measure_peak(trainer, batch, "off")}
-    interpolated = {}
-    while (choice := choose_policy(measured, extra, budget_bytes)) is not None and choice not in measured:
-        interpolated[choice] = predicted_peaks(measured)[choice]
-        measured[choice] = measure_peak(trainer, batch, choice)
-    policy = choice or "all"
+    measured: dict[str, int | None] = {}
+    while (policy := next_probe(measured, extra, budget_bytes)) is not None:
+        measured[policy] = measure_peak(trainer, batch, policy)
+    choice = choose_policy(measured, extra, budget_bytes)
     if choice is None:
-        log.warning("recompute=auto: even recomputing every layer is predicted past %.1f GiB of %.1f GiB; "
-                    "training may run out of memory", HEADROOM * budget_bytes / GIB, budget_bytes / GIB)
+        log.warning("recompute=auto: even with every layer recomputed the largest batch is predicted past %.1f GiB "
+                    "of %.1f GiB; training may run out of memory", HEADROOM * budget_bytes / GIB, budget_bytes / GIB)
+    policy = choice or "all"
     apply_policy(trainer.model, policy)
     torch.cuda.reset_peak_memory_stats()  # what training reaches is read afterwards against the prediction
     probe = measured.get(policy)
     return {"policy": policy, "probe_tokens": _tokens(batch), "budget_gib": _gib(budget_bytes),
-            "optimizer_state_gib": _gib(extra),
-            "predicted_peak_gib": _gib(interpolated.get(policy, probe or 0) + extra),
-            "probe_peak_gib": None if probe is None else _gib(probe),
+            "optimizer_state_gib": _gib(extra), "probe_peak_gib": None if probe is None else _gib(probe),
+            "predicted_peak_gib": None if probe is None else _gib(probe + extra),
             "probed_gib": {p: None if b is None else _gib(b) for p, b in measured.items()}}
 
 
@@ -219,7 +212,7 @@ def choose_recompute(trainer, settings, stage: str) -> dict | None:
         return {"policy": policy}
     budget = min(memory_budget_bytes(settings.memory_budget_gb, "cuda"), torch.cuda.mem_get_info()[1])
     choice = probe_recompute(trainer, budget)
-    log.info("stage %s: recompute=%s, chosen by a probe of the largest batch (%d tokens): predicted peak %.1f GiB "
+    log.info("stage %s: recompute=%s, chosen by a probe of the largest batch (%d tokens): predicted peak %s GiB "
              "(probe %s GiB + %.1f GiB optimizer state) of a %.1f GiB budget; probed %s", stage, choice["policy"],
              choice["probe_tokens"], choice["predicted_peak_gib"], choice["probe_peak_gib"],
              choice["optimizer_state_gib"], choice["budget_gib"], choice["probed_gib"])

@@ -142,6 +142,7 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
     from dharma_train.training.model_setup import freeze_vision_tower, lora_config
     from dharma_train.training.performance import PerformanceConfig, speed_up
     from dharma_train.training.performance.recompute import choose_recompute, planned_policy
+    from dharma_train.training.performance.token_batches import use_token_budget
 
     gc.collect()
     torch.cuda.empty_cache()
@@ -180,7 +181,10 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
         row["recompute"] = {"policy": "all"}
     else:
         started = time.perf_counter()
-        row["recompute"] = choose_recompute(trainer, hardware, name) or {"policy": planned_policy(hardware)}
+        sampler = use_token_budget(trainer, hardware)  # as train_resumably does: budget first, then the probe
+        row["token_budget"] = sampler.budget if sampler else None
+        row["recompute"] = choose_recompute(trainer, hardware, name, sampler.largest() if sampler else None) \
+            or {"policy": planned_policy(hardware)}
         row["recompute"]["probe_seconds"] = round(time.perf_counter() - started, 1)
     timer = StepTimer(trainer.model, args.warmup, args.steps, profile_step=steps - 1 if profiled else None)
     trainer.add_callback(timer.callback)

@@ -13,6 +13,7 @@ class PerformanceConfig:
     fused_kernels: bool = True  # liger-kernel RMSNorm and SwiGLU (CUDA, when liger-kernel is installed)
     compile: bool = False  # torch.compile every vision block and decoder layer (CUDA)
     recompute: str = "auto"  # auto: least recomputation that fits memory, probed at start-up | off | all | every_N
+    token_budget: str = "off"  # tokens per micro-batch (per process): off (batch_size pages) | auto | a number
     fused_optimizer: bool = True  # fused AdamW on CUDA (one kernel for all parameters)
     prefetch_batches: int = 2  # batches each data-loader worker prepares ahead (workers: trainer.dataloader_workers)
     lora_4bit: bool = False  # QLoRA: LoRA stages load the frozen language model in 4-bit NF4 (bitsandbytes)
@@ -20,6 +21,17 @@ class PerformanceConfig:
     def __post_init__(self):
         from dharma_train.training.performance.recompute import check_policy
 
+        from dharma_train.training.performance.token_batches import check_budget
+
+        self.recompute = _switch(self.recompute, on="all")
+        self.token_budget = _switch(self.token_budget, on="auto")
         check_policy(self.recompute)
+        check_budget(self.token_budget)
         if self.prefetch_batches < 1:
             raise ValueError(f"trainer.performance.prefetch_batches must be >= 1, got {self.prefetch_batches}")
+
+
+def _switch(value, on: str) -> str:
+    """YAML reads a bare `off` as false (and `on` as true): both mean the switch, as written."""
+    text = str(value)
+    return {"False": "off", "false": "off", "True": on, "true": on}.get(text, text)

@@ -117,10 +117,13 @@ def _layer_stacks(model) -> list:
             and all(isinstance(layer, GradientCheckpointingLayer) for layer in m)]
 
 
-def largest_batch(trainer) -> dict:
-    """The per-device batch of the largest rows (by tokens after the collator) among up to PROBE_ROWS rows."""
+def largest_batch(trainer, rows: list[int] | None = None) -> dict:
+    """`rows` collated (a token-budget sampler's largest batch), else the per-device batch of the largest rows (by
+    tokens after the collator) among up to PROBE_ROWS rows."""
     loader = trainer.get_train_dataloader()
     dataset, collate = loader.dataset, loader.collate_fn
+    if rows is not None:
+        return collate([dataset[i] for i in rows])
     count = len(dataset)
     indices = range(count) if count <= PROBE_ROWS else torch.randperm(
         count, generator=torch.Generator().manual_seed(0))[:PROBE_ROWS].tolist()
@@ -159,9 +162,9 @@ def _release(model) -> None:
     torch.cuda.empty_cache()
 
 
-def probe_recompute(trainer, budget_bytes: int) -> dict:
+def probe_recompute(trainer, budget_bytes: int, rows: list[int] | None = None) -> dict:
     """Bisect the candidates by measured peaks on the largest batch; set the choice; return it with the numbers."""
-    batch = largest_batch(trainer)
+    batch = largest_batch(trainer, rows)
     extra = optimizer_state_bytes(trainer.model)
     measured: dict[str, int | None] = {}
     while (policy := next_probe(measured, extra, budget_bytes)) is not None:
@@ -196,10 +199,11 @@ def planned_policy(settings) -> str:
     return "all" if settings.hardware.sharded else "auto"
 
 
-def choose_recompute(trainer, settings, stage: str) -> dict | None:
+def choose_recompute(trainer, settings, stage: str, largest_rows: list[int] | None = None) -> dict | None:
     """Apply the recompute policy to the trainer's model, probing first when it is auto; returns what was chosen.
 
-    None under FSDP2 / ZeRO-3, whose engines take the policy through TrainingArguments (arguments.py).
+    `largest_rows`: the largest micro-batch when a token budget decides them. None under FSDP2 / ZeRO-3, whose
+    engines take the policy through TrainingArguments (arguments.py).
     """
     from dharma_train.training.resources import memory_budget_bytes
 
@@ -211,7 +215,7 @@ def choose_recompute(trainer, settings, stage: str) -> dict | None:
         log.info("stage %s: recompute=%s (set explicitly)", stage, policy)
         return {"policy": policy}
     budget = min(memory_budget_bytes(settings.memory_budget_gb, "cuda"), torch.cuda.mem_get_info()[1])
-    choice = probe_recompute(trainer, budget)
+    choice = probe_recompute(trainer, budget, largest_rows)
     log.info("stage %s: recompute=%s, chosen by a probe of the largest batch (%d tokens): predicted peak %s GiB "
              "(probe %s GiB + %.1f GiB optimizer state) of a %.1f GiB budget; probed %s", stage, choice["policy"],
              choice["probe_tokens"], choice["predicted_peak_gib"], choice["probe_peak_gib"],

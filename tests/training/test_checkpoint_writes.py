@@ -16,7 +16,7 @@ def _train(tiny_artifact, pages, folder, max_steps, checkpoint_every):
     from dharma_train.training.arguments import trainer_arguments
 
     settings = TrainerConfig(device="cpu", precision="fp32", logging_steps=1, checkpoint_every=checkpoint_every)
-    optimization = OptimizationConfig(method="full", max_steps=max_steps, batch_size=2, learning_rate=1e-4)
+    optimization = OptimizationConfig(method="full", max_steps=max_steps, batch_size=1, learning_rate=1e-4)
     trainer = SFTTrainer(model=load_model(tiny_artifact), processing_class=load_processor(tiny_artifact.path),
                          args=SFTConfig(**trainer_arguments(optimization, settings, str(folder), [], "t/s")),
                          train_dataset=sft_dataset(pages, "structured"))

@@ -20,9 +20,11 @@ any share of layers in between.
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import re
+from contextlib import contextmanager
 
 import torch
 
@@ -156,6 +158,18 @@ def measure_peak(trainer, batch: dict, policy: str) -> int | None:
         _release(model)
 
 
+@contextmanager
+def metrics_untouched(trainer):
+    """TRL's compute_loss logs entropy, accuracy and a running token count: probes must not show in the logs."""
+    saved = {name: copy.deepcopy(getattr(trainer, name)) for name in ("_metrics", "_total_train_tokens")
+             if hasattr(trainer, name)}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(trainer, name, value)
+
+
 def _release(model) -> None:
     model.zero_grad(set_to_none=True)
     gc.collect()
@@ -167,8 +181,9 @@ def probe_recompute(trainer, budget_bytes: int, rows: list[int] | None = None) -
     batch = largest_batch(trainer, rows)
     extra = optimizer_state_bytes(trainer.model)
     measured: dict[str, int | None] = {}
-    while (policy := next_probe(measured, extra, budget_bytes)) is not None:
-        measured[policy] = measure_peak(trainer, batch, policy)
+    with metrics_untouched(trainer):
+        while (policy := next_probe(measured, extra, budget_bytes)) is not None:
+            measured[policy] = measure_peak(trainer, batch, policy)
     choice = choose_policy(measured, extra, budget_bytes)
     if choice is None:
         log.warning("recompute=auto: even with every layer recomputed the largest batch is predicted past %.1f GiB "

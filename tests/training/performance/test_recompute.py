@@ -6,7 +6,8 @@ from dharma_train.training.config import OptimizationConfig, TrainerConfig
 from dharma_train.training.hardware import HardwareConfig
 from dharma_train.training.performance.config import PerformanceConfig
 from dharma_train.training.performance.recompute import (
-    CANDIDATES, GIB, apply_policy, choose_policy, largest_batch, next_probe, planned_policy, recomputed_share)
+    CANDIDATES, GIB, apply_policy, choose_policy, largest_batch, metrics_untouched, next_probe, planned_policy,
+    recomputed_share)
 
 # Measured on one H200 (issue 19's table, scripts/bench_training.py, batches of ~14,000 tokens): 3B full
 # fine-tuning's training peak with every layer recomputed and with none, optimizer state included. Between the
@@ -105,3 +106,9 @@ def test_the_probe_batch_holds_the_largest_rows(tiny_artifact, pages, tmp_path):
     lengths = sorted(int(loader.collate_fn([row])["attention_mask"].sum()) for row in loader.dataset)
     batch = largest_batch(trainer)
     assert sorted(batch["attention_mask"].sum(-1).tolist()) == lengths[-2:]
+    trainer.model.train()
+    with metrics_untouched(trainer):  # what the probe does with each batch; the training logs must not show it
+        trainer.compute_loss(trainer.model, batch)
+    assert trainer._total_train_tokens == 0 and not any(trainer._metrics["train"].values())
+    trainer.compute_loss(trainer.model, batch)
+    assert trainer._total_train_tokens == sum(lengths[-2:]), "the check above must be able to fail"

@@ -93,3 +93,15 @@ def test_a_step_over_uneven_micro_batches_is_the_per_token_mean_over_all_of_them
     for name, parameter in reference.model.named_parameters():
         moved = trainer.model.get_parameter(name).detach() - before[name]
         torch.testing.assert_close(moved, -parameter.grad, rtol=2e-3, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_an_sft_stage_trains_on_token_budget_batches(tiny_artifact, pages, tmp_path):
+    from dharma_train import SFTStage, SFTStageConfig, StageContext
+
+    settings = TrainerConfig(device="cpu", precision="fp32", checkpoint_every=0,
+                             performance=PerformanceConfig(token_budget="1500"))
+    config = SFTStageConfig(optimization=OptimizationConfig(method="full", max_steps=2, batch_size=2))
+    result = SFTStage("structured", config).run(tiny_artifact, pages[0], tmp_path, StageContext(trainer=settings))
+    assert result.metrics["token_budget"] == 1500 and result.metrics["recompute"] == {"policy": "off"}
+    assert (tmp_path / "model" / "config.json").is_file()

@@ -31,12 +31,6 @@ log = logging.getLogger(__name__)
 ANSWER_COLUMNS = ("completion", "chosen", "rejected")  # each is one sequence through the model with the prompt
 
 
-def check_budget(value: str) -> None:
-    """Raise ValueError naming the key unless `value` is off, auto or a positive whole number of tokens."""
-    if value not in ("off", "auto") and not (value.isdigit() and int(value) > 0):
-        raise ValueError(f"trainer.performance.token_budget must be off, auto or a number of tokens, got {value!r}")
-
-
 class TokenBudgetSampler(BatchRebalanceSampler):
     """Batches of row indices whose token counts sum to at most `budget` (a longer row alone); this process's share."""
 
@@ -149,7 +143,7 @@ def use_token_budget(trainer, settings) -> TokenBudgetSampler | None:
                                  world_size=max(1, trainer.args.world_size))
     trainer._get_train_sampler = lambda *args, **kwargs: sampler  # the Trainer's own hook, per instance
     sizes = [len(batch) for batch in sampler.batches]
-    log.info("token_budget %d tokens: %d micro-batches of %d to %d rows (a fixed batch of %d makes %d); rows of %d to %d "
-             "tokens", budget, len(sampler.batches), min(sizes), max(sizes), trainer.args.per_device_train_batch_size,
+    log.info("token_budget %d tokens: %d micro-batches of %d to %d rows (a fixed batch of %d makes %d); rows of "
+             "%d to %d tokens", budget, len(sampler.batches), min(sizes), max(sizes), trainer.args.per_device_train_batch_size,
              math.ceil(len(lengths) / trainer.args.per_device_train_batch_size), min(lengths), max(lengths))
     return sampler

@@ -135,7 +135,11 @@ def largest_batch(trainer, rows: list[int] | None = None) -> dict:
 
 
 def _tokens(batch: dict) -> int:
-    """Sequence positions in a collated batch: every `*input_ids` tensor (DPO has prompt, chosen and rejected)."""
+    """Real (unpadded) tokens of a collated batch, over every `*attention_mask` (DPO has prompt, chosen and
+    rejected); positions of every `*input_ids` where a collator gives no mask."""
+    masks = [v for k, v in batch.items() if k.endswith("attention_mask") and torch.is_tensor(v)]
+    if masks:
+        return int(sum(mask.sum() for mask in masks))
     return sum(v.numel() for k, v in batch.items() if k.endswith("input_ids") and torch.is_tensor(v))
 
 

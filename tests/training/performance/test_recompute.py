@@ -42,8 +42,8 @@ def test_the_optimizer_state_counts_and_a_budget_below_every_layer_gives_none():
 
 
 def test_a_probe_that_ran_out_of_memory_is_a_misfit():
-    """The H200 run: with every layer recomputed the largest batch (24,396 tokens) peaked at 32.3 GiB + 23.0 GiB
-    optimizer state; with none it ran out of the card's 139.8 GiB."""
+    """The H200 run: with every layer recomputed the largest batch (four pages padded to 24,396 positions) peaked at
+    32.3 GiB + 23.0 GiB optimizer state; with none it ran out of the card's 139.8 GiB."""
     measured = {"all": int(32.31 * GIB), "off": None}
     assert next_probe(measured, int(22.99 * GIB), int(139.8 * GIB)) == "keep_3"  # between every_4 and all
     assert choose_policy(measured, int(22.99 * GIB), int(139.8 * GIB)) == "all"

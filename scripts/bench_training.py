@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-PEAK_TFLOPS = 989.0  # H100 SXM dense bf16
+PEAK_TFLOPS = 989.0  # H100/H200 SXM dense bf16 (datasheet), the issue's MFU convention
 SHAPES = {
     "3b": ({"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
             "num_attention_heads": 16, "num_key_value_heads": 2, "tie_word_embeddings": True}, 2048),
@@ -141,10 +141,13 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
     from dharma_train.training.config import LoraSettings, OptimizationConfig, TrainerConfig
     from dharma_train.training.model_setup import freeze_vision_tower, lora_config
     from dharma_train.training.performance import PerformanceConfig, speed_up
+    from dharma_train.training.performance.recompute import choose_recompute, planned_policy
+    from dharma_train.training.performance.token_batches import use_token_budget
 
     gc.collect()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
+    left_over = torch.cuda.memory_allocated() / 2**30  # anything an earlier row failed to free
     full = spec["method"] == "full"
     model = build_model(processor.tokenizer, spec.get("shape", "3b"), torch.float32 if full else torch.bfloat16)
     parameters = sum(p.numel() for p in model.parameters())
@@ -165,16 +168,28 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
     else:
         performance = replace(PerformanceConfig(), **spec.get("performance", {}))
         hardware = TrainerConfig(device="cuda", precision="bf16", dataloader_workers=args.workers, logging_steps=1,
-                                 gradient_checkpointing=spec.get("checkpointing", True), performance=performance)
+                                 gradient_checkpointing=spec.get("checkpointing"), performance=performance,
+                                 memory_budget_gb=spec.get("budget"),
+                                 checkpoint_every=0)  # a benchmark resumes nothing: it writes no checkpoint
         use_varlen_vision_attention(model)
         outcome = speed_up(model, performance, "cuda")
         config = SFTConfig(**trainer_arguments(optimization, hardware, output_dir, [], name))
     trainer = SFTTrainer(model=model, args=config, train_dataset=sft_dataset(pages, "structured"),
                          processing_class=processor, peft_config=peft)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    row = {"config": name, **spec, "parameters": parameters, "trainable": trainable, "applied": outcome,
+           "allocated_before_gib": round(left_over, 2)}
+    if spec["path"] == "baseline":
+        row["recompute"] = {"policy": "all"}
+    else:
+        started = time.perf_counter()
+        sampler = use_token_budget(trainer, hardware)  # as train_resumably does: budget first, then the probe
+        row["token_budget"] = sampler.budget if sampler else None
+        row["recompute"] = choose_recompute(trainer, hardware, name, sampler.largest() if sampler else None) \
+            or {"policy": planned_policy(hardware)}
+        row["recompute"]["probe_seconds"] = round(time.perf_counter() - started, 1)
     timer = StepTimer(trainer.model, args.warmup, args.steps, profile_step=steps - 1 if profiled else None)
     trainer.add_callback(timer.callback)
-    row = {"config": name, **spec, "parameters": parameters, "trainable": trainable, "applied": outcome}
     try:
         trainer.train()
         row.update(timer.summary())
@@ -185,10 +200,15 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
     except torch.OutOfMemoryError as error:
         row.update(error=f"out of memory: {str(error).splitlines()[0][:120]}",
                    peak_gib=torch.cuda.max_memory_allocated() / 2**30)
+    except Exception as error:  # a variant that fails (compile, say) is a row of the table, not the end of the run
+        import traceback
+
+        row.update(error=f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}",
+                   traceback=traceback.format_exc()[-3000:], peak_gib=torch.cuda.max_memory_allocated() / 2**30)
     del trainer, model, timer
     gc.collect()
     torch.cuda.empty_cache()
-    print(json.dumps({k: v for k, v in row.items() if k != "profile"}), flush=True)
+    print(json.dumps({k: v for k, v in row.items() if k not in ("profile", "traceback")}), flush=True)
     return row
 
 
@@ -196,10 +216,11 @@ KERNEL_GROUPS = [  # first match wins; names as CUDA kernels appear in the profi
     ("attention (flash / sdpa)", ("flash", "fmha", "attention", "cudnn")),
     ("matrix multiply", ("gemm", "cutlass", "nvjet", "xmma", "wgmma", "sm90", "ampere")),
     ("optimizer", ("adam", "multi_tensor")),
-    ("liger / triton fused", ("triton", "rms_norm", "swiglu", "liger", "_kernel")),
+    ("liger / triton fused", ("triton", "rms_norm", "swiglu", "liger")),
     ("copies and casts", ("copy", "memcpy", "memset", "cast", "fill")),
     ("reductions", ("reduce", "sum", "norm", "softmax", "cumsum", "scan", "sort", "index")),
     ("elementwise", ("elementwise", "vectorized", "unrolled", "where", "mul", "add")),
+    ("other triton (inductor)", ("_kernel",)),  # last: at::native's elementwise kernels end in _kernel too
 ]
 
 
@@ -276,6 +297,7 @@ def check_equivalence(pages, processor, batches: int = 3) -> dict:
 CONFIGS = {
     "baseline-full": {"path": "baseline", "method": "full"},
     "ours-full": {"path": "ours", "method": "full"},
+    "ours-full-80gb": {"path": "ours", "method": "full", "budget": 75},  # trainer.memory_budget_gb=75
     "baseline-full+vision": {"path": "baseline", "method": "full", "train_vision": True},
     "ours-full+vision": {"path": "ours", "method": "full", "train_vision": True},
     "baseline-lora": {"path": "baseline", "method": "lora"},
@@ -286,16 +308,19 @@ CONFIGS = {
 
 
 def parse_config(text: str) -> tuple[str, dict]:
-    """NAME or NAME:key=value,key=value (performance fields, or checkpointing=0/1) for exploring variants."""
+    """NAME or NAME:key=value,key=value (performance fields, checkpointing=0/1, budget=GB) for exploring variants."""
     name, _, overrides = text.partition(":")
     spec = copy.deepcopy(CONFIGS[name])
     for item in filter(None, overrides.split(",")):
         key, value = item.split("=")
         if key == "checkpointing":
             spec["checkpointing"] = value == "1"
+        elif key == "budget":
+            spec["budget"] = float(value)
+        elif value in ("0", "1", "true", "false"):
+            spec.setdefault("performance", {})[key] = value in ("1", "true")
         else:
-            spec.setdefault("performance", {})[key] = value in ("1", "true") if value in ("0", "1", "true", "false") \
-                else int(value)
+            spec.setdefault("performance", {})[key] = int(value) if value.isdigit() else value
     return text, spec
 
 
@@ -357,15 +382,20 @@ def print_table(report: dict) -> None:
     print(f"\n{report['gpu']}, torch {report['torch']}, transformers {report['transformers']}, trl {report['trl']}, "
           f"peft {report['peft']}, liger-kernel {report['liger_kernel']}; batch {report['batch']} pages, "
           f"{report['timed_steps']} timed steps after {report['warmup_steps']} warm-up")
-    print("| configuration | trained params | useful tokens/s | MFU | peak memory | x baseline |")
-    print("|---|---|---|---|---|---|")
+    print("| configuration | trained params | recompute (predicted peak) | useful tokens/s | MFU | peak memory "
+          "| x baseline |")
+    print("|---|---|---|---|---|---|---|")
     for row in report["rows"]:
+        recompute = row.get("recompute", {})
+        policy = recompute.get("policy", "")
+        if "budget_gib" in recompute:
+            policy += f" (auto: {recompute['predicted_peak_gib']} GiB predicted of {recompute['budget_gib']:.0f})"
         if "tokens_per_second" not in row:
-            print(f"| {row['config']} | | {row.get('error')} | | {row['peak_gib']:.1f} GiB | |")
+            print(f"| {row['config']} | | {policy} | {row.get('error')} | | {row['peak_gib']:.1f} GiB | |")
             continue
         base = baselines.get((row["method"], row.get("shape", "3b"), bool(row.get("train_vision"))))
         ratio = f"{row['tokens_per_second'] / base['tokens_per_second']:.2f}x" if base else ""
-        print(f"| {row['config']} | {row['trainable'] / 1e9:.2f}B | {row['tokens_per_second']:,.0f} | "
+        print(f"| {row['config']} | {row['trainable'] / 1e9:.2f}B | {policy} | {row['tokens_per_second']:,.0f} | "
               f"{100 * row['mfu']:.1f} % | {row['peak_gib']:.1f} GiB | {ratio} |")
     for row in report["rows"]:
         if "profile" in row:

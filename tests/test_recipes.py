@@ -68,7 +68,7 @@ def test_unknown_key_in_a_real_recipe_is_refused_with_its_name(tmp_path):
 def test_real_recipes_fit_one_gpu_in_bf16_with_lora(recipe):
     config = _config(recipe)
     assert config.trainer.device == "cuda" and config.trainer.precision == "bf16"
-    assert config.trainer.gradient_checkpointing
+    assert config.trainer.gradient_checkpointing is None and config.trainer.performance.recompute == "auto"
     paths = [base.path for base in config.ablation.bases.values()] or [config.model.path]
     assert TINY not in paths
     trained = [stage for stage in config.stages.values() if hasattr(stage, "optimization")]

@@ -27,8 +27,14 @@ def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig,
     optimizer, scheduler, RNG, step) every `checkpoint_every` steps are what a stage resumes from.
     """
     from dharma_train.distributed import world_size
+    from dharma_train.training.performance.recompute import planned_policy
 
     precision, workers = hardware.resolved_precision(), hardware.resolved_workers()
+    policy = planned_policy(hardware)
+    recompute = policy not in ("off", "auto")
+    # One process: train_resumably sets the policy on the layers (performance/recompute.py); the Trainer's own
+    # switch stays off so that train() does not reset it. FSDP2 and ZeRO-3 take it as TrainingArguments.
+    trainer_policy = policy if hardware.hardware.sharded else "off"
     return {
         "output_dir": output_dir,
         "run_name": run_name,
@@ -47,30 +53,35 @@ def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig,
         "report_to": report_to,
         "bf16": precision == "bf16",
         "use_cpu": hardware.resolved_device() == "cpu",
-        _checkpointing_argument(): hardware.hardware.trainer_checkpointing(hardware.gradient_checkpointing),
-        **hardware.hardware.trainer_arguments(activation_checkpointing=hardware.gradient_checkpointing),
+        **(checkpointing_arguments(trainer_policy) if hardware.hardware.trainer_checkpointing(recompute)
+           else checkpointing_arguments("off")),
+        **hardware.hardware.trainer_arguments(activation_checkpointing=recompute),
         "dataloader_num_workers": workers,
         "seed": hardware.seed,
         "data_seed": hardware.seed,
         "max_length": None,  # lengths are checked per sample before training; never cut through image tokens
-        **performance_arguments(hardware.performance, hardware.resolved_device(), hardware.gradient_checkpointing,
-                                workers),
+        **performance_arguments(hardware.performance, hardware.resolved_device(), workers),
     }
 
 
-def performance_arguments(config: PerformanceConfig, device: str, gradient_checkpointing: bool,
-                          dataloader_workers: int) -> dict:
-    """TrainingArguments entries for the optimizer, selective checkpointing and the data loader."""
+def checkpointing_arguments(policy: str) -> dict:
+    """The Trainer's activation-checkpointing entries for a recompute policy, used under FSDP2 and ZeRO-3 (one
+    process sets the layers itself); keep_N becomes every layer there, auto off until probed."""
+    from dharma_train.training.performance.recompute import every_n_layers
+
+    name = _checkpointing_argument()
+    every = None if policy == "auto" else every_n_layers(policy)
+    return {name: every is not None, f"{name}_kwargs": {"every_n_layers": every} if every and every > 1 else None}
+
+
+def performance_arguments(config: PerformanceConfig, device: str, dataloader_workers: int) -> dict:
+    """TrainingArguments entries for the optimizer and the data loader."""
     on_gpu = device == "cuda"
     arguments = {}
     if not config.fused_optimizer:
         arguments["optim"] = "adamw_torch"
     elif on_gpu:
         arguments["optim"] = "adamw_torch_fused"  # elsewhere: transformers' default (fused too, from torch 2.8)
-    if gradient_checkpointing and config.recompute_every_n_layers > 1:
-        # SFT keeps this for the whole run; TRL's DPOTrainer re-enables checkpointing on every layer after each
-        # reference forward, so DPO recomputes every layer from its second step on.
-        arguments[f"{_checkpointing_argument()}_kwargs"] = {"every_n_layers": config.recompute_every_n_layers}
     if dataloader_workers > 0:
         arguments.update(dataloader_persistent_workers=True, dataloader_prefetch_factor=config.prefetch_batches,
                          dataloader_pin_memory=on_gpu)

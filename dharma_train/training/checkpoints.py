@@ -14,10 +14,13 @@ import re
 import shutil
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 
 from dharma_train.files import read_json_or_none
 from dharma_train.training.numerics import NonFiniteGuard, check_finite_weights
+from dharma_train.training.performance.recompute import choose_recompute
+from dharma_train.training.performance.token_batches import use_token_budget
 from dharma_train.training.preemption import StopOnSignal, handle_signals
 from dharma_train.training.resources import check_free_disk, checkpoint_bytes, tensor_bytes
 
@@ -101,6 +104,8 @@ def train_resumably(trainer, settings, stage: str) -> dict:
     if settings.checkpoint_every:
         room = (settings.keep_checkpoints + 1) * checkpoint_bytes(trainer.model) + tensor_bytes(trainer.model)
         check_free_disk(folder, room, f"stage {stage}'s checkpoints and saved model")
+    sampler = use_token_budget(trainer, settings)  # None unless trainer.performance.token_budget is set
+    recompute = choose_recompute(trainer, settings, stage, sampler.largest() if sampler else None)
     guard = NonFiniteGuard(settings.on_nonfinite)
     with handle_signals() as stop:
         for callback in (NoFinalCheckpoint(), StopOnSignal(stop), guard):  # in this order: the last word on saving
@@ -119,4 +124,12 @@ def train_resumably(trainer, settings, stage: str) -> dict:
     metrics["resumed_from_step"] = checkpoint_step(start) if start else 0
     if guard.skipped_steps:
         metrics["nonfinite_skipped_steps"] = guard.skipped_steps
+    if recompute is not None:
+        metrics["recompute"] = recompute
+    if recompute is not None and "predicted_peak_gib" in recompute:  # probed: training's peak against the prediction
+        recompute["training_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        log.info("stage %s: recompute=%s; peak memory %.1f GiB in training, %s GiB predicted", stage,
+                 recompute["policy"], recompute["training_peak_gib"], recompute["predicted_peak_gib"])
+    if sampler is not None:
+        metrics["token_budget"] = sampler.budget
     return metrics

@@ -20,7 +20,7 @@ class TrainerConfig:
 
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32) | bf16 | fp32
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = None  # None: performance.recompute decides; true/false: every layer/none
     dataloader_workers: int | None = None  # None: GPU_LOADER_WORKERS on a CUDA GPU, 0 on a CPU
     seed: int = 0
     logging_steps: int = 10

@@ -34,7 +34,7 @@ def test_cuda_out_of_memory_names_the_knobs():
     message = str(error.value)
     assert message.startswith("CUDA ran out of memory in stage structured (CUDA out of memory. Tried to allocate")
     for knob in ("stages.structured.optimization.batch_size (now 8", "gradient_accumulation",
-                 "model.max_pixels, the pixel budget", "trainer.gradient_checkpointing=true (now false)",
+                 "model.max_pixels, the pixel budget", "trainer.performance.recompute=all (now off)",
                  "stages.structured.optimization.method=lora"):
         assert knob in message
     mined = training_knobs("dpo", DPOStageConfig(), context)

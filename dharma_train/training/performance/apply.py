@@ -22,7 +22,8 @@ def speed_up(model, config: PerformanceConfig, device: str) -> dict[str, str]:
         outcome["padding_free"] = _try(on_gpu and varlen_available(), lambda: use_padding_free(model),
                                        "needs CUDA and torch.nn.attention.varlen (PyTorch >= 2.10)")
     if config.fused_kernels:
-        outcome["fused_kernels"] = _try(on_gpu and liger_available(), lambda: use_fused_kernels(model),
+        outcome["fused_kernels"] = _try(on_gpu and liger_available(),
+                                        lambda: use_fused_kernels(model, opaque_to_compile=config.compile),
                                         "needs CUDA and liger-kernel (pip install liger-kernel)")
     if config.compile:
         outcome["compile"] = _try(on_gpu, lambda: compile_layers(model), "needs CUDA")

@@ -12,14 +12,30 @@ class PerformanceConfig:
     padding_free: bool = True  # pack each padded batch into one row in the language model: no compute on pad tokens
     fused_kernels: bool = True  # liger-kernel RMSNorm and SwiGLU (CUDA, when liger-kernel is installed)
     compile: bool = False  # torch.compile every vision block and decoder layer (CUDA)
-    recompute_every_n_layers: int = 1  # with trainer.gradient_checkpointing: recompute every n-th layer, keep the rest
+    recompute: str = "auto"  # auto: least recomputation that fits, probed at start-up | off | all | every_N | keep_N
+    token_budget: str = "off"  # tokens per micro-batch (per process): off (batch_size pages) | auto | a number
     fused_optimizer: bool = True  # fused AdamW on CUDA (one kernel for all parameters)
     prefetch_batches: int = 2  # batches each data-loader worker prepares ahead (workers: trainer.dataloader_workers)
     lora_4bit: bool = False  # QLoRA: LoRA stages load the frozen language model in 4-bit NF4 (bitsandbytes)
 
     def __post_init__(self):
-        if self.recompute_every_n_layers < 1:
-            raise ValueError("trainer.performance.recompute_every_n_layers must be >= 1, "
-                             f"got {self.recompute_every_n_layers}")
+        from dharma_train.training.performance.recompute import check_policy
+
+        self.recompute = _switch(self.recompute, on="all")
+        self.token_budget = _switch(self.token_budget, on="auto")
+        check_policy(self.recompute)
+        check_budget(self.token_budget)
         if self.prefetch_batches < 1:
             raise ValueError(f"trainer.performance.prefetch_batches must be >= 1, got {self.prefetch_batches}")
+
+
+def check_budget(value: str) -> None:
+    """Raise ValueError naming the key unless `value` is off, auto or a positive whole number of tokens."""
+    if value not in ("off", "auto") and not (value.isdigit() and int(value) > 0):
+        raise ValueError(f"trainer.performance.token_budget must be off, auto or a number of tokens, got {value!r}")
+
+
+def _switch(value, on: str) -> str:
+    """YAML reads a bare `off` as false (and `on` as true): both mean the switch, as written."""
+    text = str(value)
+    return {"False": "off", "false": "off", "True": on, "true": on}.get(text, text)

@@ -23,8 +23,13 @@ def liger_available() -> bool:
     return importlib.util.find_spec("liger_kernel") is not None
 
 
-def use_fused_kernels(model) -> int:
-    """Swap RMSNorm and silu-gated MLP forwards for liger-kernel's; returns how many modules were patched."""
+def use_fused_kernels(model, opaque_to_compile: bool = False) -> int:
+    """Swap RMSNorm and silu-gated MLP forwards for liger-kernel's; returns how many modules were patched.
+
+    With `opaque_to_compile` (performance.compile on) each liger call runs outside torch.compile's graph: dynamo
+    cannot trace liger's autograd functions (an AssertionError in `overwrite_tensor_vt_proxy`, torch 2.11 with
+    liger 0.8.5), so the compiled layer breaks its graph around them instead of failing.
+    """
     patched = 0
     for module in model.modules():
         if getattr(module, "_dharma_stock_forward", None) is not None:
@@ -37,20 +42,25 @@ def use_fused_kernels(model) -> int:
         else:
             continue
         module._dharma_stock_forward = module.forward
+        module._dharma_liger_call = torch.compiler.disable(_call_liger) if opaque_to_compile else _call_liger
         module.forward = types.MethodType(replacement, module)
         patched += 1
     return patched
 
 
+def _call_liger(name: str, *args, **kwargs) -> torch.Tensor:
+    from liger_kernel.transformers import functional
+
+    return getattr(functional, name)(*args, **kwargs)
+
+
 def _rms_norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
     """Qwen's RMSNorm (fp32 statistics, cast back before the weight: liger's "llama" casting) in one kernel."""
-    from liger_kernel.transformers.functional import liger_rms_norm
-
-    return liger_rms_norm(hidden_states, self.weight, self.variance_epsilon, casting_mode="llama", in_place=False)
+    return self._dharma_liger_call("liger_rms_norm", hidden_states, self.weight, self.variance_epsilon,
+                                   casting_mode="llama", in_place=False)
 
 
 def _swiglu_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
     """down(silu(gate(x)) * up(x)) with the gate product fused; the projections (LoRA-wrapped or not) run as they are."""
-    from liger_kernel.transformers.functional import liger_swiglu
-
-    return self.down_proj(liger_swiglu(self.gate_proj(hidden_states), self.up_proj(hidden_states)))
+    gated = self._dharma_liger_call("liger_swiglu", self.gate_proj(hidden_states), self.up_proj(hidden_states))
+    return self.down_proj(gated)

@@ -46,8 +46,8 @@ def test_bad_performance_value_names_its_key():
     from dharma_train.config import typed
     from dharma_train.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="recompute_every_n_layers"):
-        typed("trainer", TrainerConfig, {"performance": {"recompute_every_n_layers": 0}})
+    with pytest.raises(ConfigError, match="prefetch_batches"):
+        typed("trainer", TrainerConfig, {"performance": {"prefetch_batches": 0}})
 
 
 def test_on_cpu_every_speed_up_is_off_and_the_model_is_untouched(tiny_artifact):
@@ -82,14 +82,19 @@ def test_fused_kernels_patch_every_norm_and_gated_mlp_once(tiny_artifact):
 
 
 def test_training_arguments_carry_optimizer_checkpointing_and_loader_settings():
-    args = performance_arguments(PerformanceConfig(recompute_every_n_layers=2), "cuda", gradient_checkpointing=True,
-                                 dataloader_workers=4)
+    from dharma_train.training.arguments import checkpointing_arguments
+
+    args = performance_arguments(PerformanceConfig(), "cuda", dataloader_workers=4)
     assert args["optim"] == "adamw_torch_fused"
-    assert next(v for k, v in args.items() if k.endswith("checkpointing_kwargs")) == {"every_n_layers": 2}
     assert args["dataloader_persistent_workers"] and args["dataloader_prefetch_factor"] == 2
-    cpu = performance_arguments(PerformanceConfig(), "cpu", gradient_checkpointing=True, dataloader_workers=0)
-    assert cpu == {}  # transformers' defaults: its own optimizer choice, every layer checkpointed
-    unfused = performance_arguments(PerformanceConfig(fused_optimizer=False), "cuda", False, 0)
+    every_2 = checkpointing_arguments("every_2")
+    assert list(every_2.values()) == [True, {"every_n_layers": 2}]
+    assert list(checkpointing_arguments("all").values()) == [True, None]
+    assert list(checkpointing_arguments("keep_4").values()) == [True, None]  # ZeRO-3/FSDP2: every layer
+    assert list(checkpointing_arguments("auto").values()) == [False, None]  # until the start-up probe sets it
+    cpu = performance_arguments(PerformanceConfig(), "cpu", dataloader_workers=0)
+    assert cpu == {}  # transformers' defaults: its own optimizer choice
+    unfused = performance_arguments(PerformanceConfig(fused_optimizer=False), "cuda", 0)
     assert unfused == {"optim": "adamw_torch"}
 
 
@@ -97,10 +102,11 @@ def test_trl_configs_accept_the_arguments(tmp_path):
     from trl import DPOConfig, SFTConfig
 
     hardware = TrainerConfig(device="cpu", gradient_checkpointing=True, dataloader_workers=2,
-                             performance=PerformanceConfig(recompute_every_n_layers=3))
+                             performance=PerformanceConfig(recompute="every_3"))
     for config_class in (SFTConfig, DPOConfig):
         config = config_class(**trainer_arguments(OptimizationConfig(), hardware, str(tmp_path), [], "run"))
         assert config.dataloader_prefetch_factor == 2 and config.dataloader_persistent_workers
+        assert not config.gradient_checkpointing, "one process: train_resumably sets the layers, the Trainer not"
 
 
 def test_a_model_without_qwen_modules_reports_nothing_applied():

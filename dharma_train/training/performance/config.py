@@ -13,7 +13,7 @@ class PerformanceConfig:
     fused_kernels: bool = True  # liger-kernel RMSNorm and SwiGLU (CUDA, when liger-kernel is installed)
     compile: bool = False  # torch.compile every vision block and decoder layer (CUDA)
     recompute: str = "auto"  # auto: least recomputation that fits, probed at start-up | off | all | every_N | keep_N
-    token_budget: str = "off"  # tokens per micro-batch (per process): off (batch_size pages) | auto | a number
+    token_budget: str = "auto"  # tokens per micro-batch (per process, SFT on CUDA): auto | off (batch_size pages) | N
     fused_optimizer: bool = True  # fused AdamW on CUDA (one kernel for all parameters)
     prefetch_batches: int = 2  # batches each data-loader worker prepares ahead (workers: trainer.dataloader_workers)
     lora_4bit: bool = False  # QLoRA: LoRA stages load the frozen language model in 4-bit NF4 (bitsandbytes)

@@ -23,10 +23,12 @@ from dharma_train.manifest import (
     begin_attempt,
     evaluation_key,
     is_fresh,
+    machine_note,
     new_manifest,
     pages_fingerprint,
     read_manifest,
     stage_inputs,
+    stage_manifest,
     write_manifest,
 )
 from dharma_train.preflight import check_stages
@@ -97,6 +99,9 @@ class Pipeline:
                     manifest = self._train(stage, kind, current, pages, folder, inputs, resume)
                     rerun = stage.name
                 current, upstream = ModelArtifact.from_dict(manifest["artifact"]), manifest["key"]
+                if note := machine_note(stage.name, manifest, self.context.trainer.resolved_device()):
+                    log.warning("%s", note)
+                    summary.setdefault("notes", []).append(note)
                 if stage.evaluates_output:
                     finish(manifest, folder)
                 else:  # the same weights as the point before (export): recorded, not evaluated again
@@ -119,7 +124,8 @@ class Pipeline:
         with explain_out_of_memory(f"in stage {stage.name}", knobs):
             result = stage.run(current, pages, folder, self.context)
         train = {**result.metrics, "wall_seconds": time.perf_counter() - started}
-        manifest = _write_manifest(folder, new_manifest(stage.name, kind, inputs, result.artifact, train))
+        manifest = _write_manifest(folder, on_main(stage_manifest, folder, stage.name, kind, inputs, result.artifact,
+                                                   train))
         on_main(remove_checkpoints, folder)
         return manifest
 

@@ -184,7 +184,7 @@ def test_two_runs_started_together_into_one_folder_one_stops_at_once_and_kill_9_
 
 def test_the_disk_filling_during_a_checkpoint_is_one_line_and_the_same_command_resumes(reference, tmp_path):
     """A 4 MB file-size limit fails the first stage's first checkpoint (its weights, 3.1 MB, fit; the optimizer
-    state, 6.3 MB, does not): the run prints what was being written, the room needed and free, and the resume
+    state, two fp32 moments per weight, does not): the run prints what was being written, the room needed and free, and the resume
     command, exits 2, and leaves nothing partial that counts as finished. The same command without the limit then
     ends as the uninterrupted reference did. (A model save that fills the disk: tests/test_files.py.)"""
     out = tmp_path / "run"
@@ -217,7 +217,7 @@ def test_on_another_machine_a_finished_run_is_reused_and_the_log_and_report_say_
     note = (f"stage structured was made on another machine than this run's (torch_threads: "
             f"{made_with['torch_threads']} -> {threads}); reused as it is, not re-run")
     assert note in log and "stage structured: reused" in log and "runs because" not in log, log[-3000:]
-    assert f"## Machines\n\n- stage general_ocr was made on another machine" in (reference / "report.md").read_text()
+    assert "## Machines\n\n- stage general_ocr was made on another machine" in (reference / "report.md").read_text()
 
 
 def test_damaged_weights_of_a_finished_stage_are_never_reused(reference, tmp_path):

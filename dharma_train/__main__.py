@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from dharma_train.config_files import CONFIG_NAME, config_dir, register_recipes
-from dharma_train.errors import DharmaError, Interrupted
+from dharma_train.errors import DharmaError, DiskFullError, Interrupted
 
 log = logging.getLogger("dharma_train")
 
@@ -43,6 +43,10 @@ def _run(cfg: DictConfig) -> None:
         log.error("%s. Finished stages and the last complete checkpoint are kept; resume with:\n  %s", error,
                   resume_command(argv, config.output_dir))
         sys.exit(error.exit_status)
+    except DiskFullError as error:
+        log.error("%s. Nothing cut short counts as finished; once there is room, resume with:\n  %s", error,
+                  resume_command(argv, config.output_dir))
+        sys.exit(2)
     except DharmaError as error:
         log.error("%s", error)
         sys.exit(2)

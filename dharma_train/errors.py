@@ -25,6 +25,15 @@ class ResourceError(DharmaError):
     """Not enough disk or memory for what the configuration asks; the message names the knobs that help."""
 
 
+class DiskFullError(ResourceError):
+    """The disk (or the file-size limit) ran out while a file was written; nothing partial counts as finished, so
+    the same command resumes once there is room."""
+
+
+class RunLockedError(DharmaError):
+    """Another process is running into the same output_dir; the message names its pid and host."""
+
+
 class Interrupted(DharmaError):
     """The run was stopped by a signal (SIGTERM, SIGINT); finished work is kept and the same command resumes it."""
 

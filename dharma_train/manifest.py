@@ -10,6 +10,10 @@ so turning them on to get past an out-of-memory error keeps finished stages.
 `manifest.json` is written atomically, after the stage's model is saved and again once it is evaluated; a folder
 without one never counts as finished, whatever else it holds. `attempt.json`, written when a stage starts, lets
 an interrupted stage resume from its checkpoints only if its inputs are still the same.
+
+A stage's manifest also records what it wrote (`outputs`: each file of its model folder with its size and xxh3
+content hash, checked before the stage is reused, so damaged weights re-run the stage) and what it was made on
+(`made_on`: device, CPU threads, CPU or GPUs, package versions; two entries when it resumed on another machine).
 """
 
 from __future__ import annotations
@@ -26,9 +30,9 @@ from tqdm import tqdm
 
 from dharma_train.artifact import ModelArtifact
 from dharma_train.data.pages import PageSet
-from dharma_train.files import read_json_or_none, write_json_atomically
+from dharma_train.files import file_hash, read_json_or_none, write_json_atomically
 from dharma_train.models.loading import HUB_ID
-from dharma_train.reporting.run_record import package_versions
+from dharma_train.reporting.run_record import machine_differences, package_versions, stage_machine
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,7 @@ MANIFEST = "manifest.json"
 ATTEMPT = "attempt.json"
 CONTENT_HASH_LIMIT = 64 * 1024**2  # larger files (model weights) are known by name, size and modification time
 NOT_INPUTS = {"logging_steps", "dataloader_workers", "gradient_checkpointing", "checkpoint_every",
-              "keep_checkpoints", "resume", "memory_budget_gb"}
+              "keep_checkpoints", "resume", "memory_budget_gb", "lock_wait_seconds"}
 LABELS = {"dharma_train": "dharma_train's version", "stage": "the stage's class", "config": "its config",
           "trainer": "trainer settings", "model_settings": "model settings", "input": "its input model",
           "data": "its training pages", "files": "its input files", "base": "the base model"}
@@ -58,6 +62,66 @@ def new_manifest(point: str, kind: str, inputs: dict, artifact: ModelArtifact, t
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
+def stage_manifest(folder: str | Path, point: str, kind: str, inputs: dict, artifact: ModelArtifact,
+                   train: dict) -> dict:
+    """A trained stage's manifest: new_manifest, plus the files it wrote and the machines its attempt ran on."""
+    manifest = new_manifest(point, kind, inputs, artifact, train)
+    attempt = read_json_or_none(Path(folder) / ATTEMPT) or {}
+    manifest["made_on"] = attempt.get("made_on") or [stage_machine(inputs["trainer"]["device"])]
+    manifest["outputs"] = written_files(artifact)
+    return manifest
+
+
+def written_files(artifact: ModelArtifact) -> dict:
+    """Every file of the artifact's own folder, by its path there: size and content hash."""
+    folder = Path(artifact.path)
+    if not folder.is_dir():
+        return {}
+    files = sorted(f for f in folder.rglob("*") if f.is_file())
+    return {"folder": str(folder),
+            "files": {str(f.relative_to(folder)): {"bytes": f.stat().st_size, "xxh3_128": file_hash(f)}
+                      for f in files}}
+
+
+def changed_output(outputs: dict | None) -> str | None:
+    """Why a finished stage's written files no longer are what it wrote ('02_structured/model/model.safetensors
+    changed since it was written (3136808 bytes, now 1000)'), or None when they all are. Sizes are compared
+    before any file is hashed. A manifest from before outputs were recorded has none to check."""
+    if not outputs:
+        return None
+    folder, recorded = Path(outputs["folder"]), outputs["files"]
+    shown = Path(*folder.parts[-2:])  # NN_stage/model: the run folder's own layout
+    present = {str(f.relative_to(folder)) for f in folder.rglob("*") if f.is_file()} if folder.is_dir() else set()
+    for name, written in recorded.items():
+        if name not in present:
+            return f"{shown / name} is missing since it was written"
+        size = (folder / name).stat().st_size
+        if size != written["bytes"]:
+            return f"{shown / name} changed since it was written ({written['bytes']} bytes, now {size})"
+    extra = sorted(present - set(recorded))
+    if extra:
+        return f"{shown / extra[0]} appeared in {shown} since it was written"
+    for name, written in recorded.items():
+        if file_hash(folder / name) != written["xxh3_128"]:
+            return f"{shown / name} changed since it was written (same size, other content)"
+    return None
+
+
+def machine_note(point: str, manifest: dict, device: str) -> str | None:
+    """A line for the log and the report when a stage's numbers come from another machine than this run's, or from
+    two machines (resumed elsewhere); None when it was made, whole, on one like this."""
+    made_on = manifest.get("made_on") or []
+    if len(made_on) > 1:
+        return (f"stage {point} was resumed on another machine ({'; '.join(machine_differences(*made_on[-2:]))}): "
+                "its weights mix both")
+    if made_on:
+        differences = machine_differences(made_on[0], stage_machine(device))
+        if differences:
+            return (f"stage {point} was made on another machine than this run's ({'; '.join(differences)}); reused "
+                    "as it is, not re-run (trainer.resume=never re-runs it here)")
+    return None
+
+
 def write_manifest(folder: str | Path, manifest: dict) -> dict:
     write_json_atomically(Path(folder) / MANIFEST, manifest)
     return manifest
@@ -73,6 +137,9 @@ def is_fresh(manifest: dict | None, inputs: dict) -> tuple[bool, str]:
     missing = [a.path for a in _chain(artifact) if not Path(a.path).exists() and not HUB_ID.fullmatch(a.path)]
     if missing:
         return False, f"its saved model {missing[0]} is missing"
+    changed = changed_output(manifest.get("outputs"))
+    if changed:
+        return False, changed
     return True, "it finished earlier with the same inputs"
 
 
@@ -101,16 +168,26 @@ def begin_attempt(folder: str | Path, inputs: dict, resume: bool) -> bool:
     """Ready a stage folder to train: True when it keeps an interrupted attempt with the same inputs to resume.
 
     The stale manifest goes first, so no crash from here on can leave an old manifest beside new, partial outputs.
-    Anything from an attempt with other inputs (checkpoints, mined pairs, a stale model) is cleared.
+    Anything from an attempt with other inputs (checkpoints, mined pairs, a stale model) is cleared, and so is a
+    finished attempt's (a manifest is there: it runs again because its outputs or a stage before it changed). The
+    attempt records the machine it runs on; resumed on a different one, both are kept and the log says what differs.
     """
     folder = Path(folder)
+    finished = (folder / MANIFEST).exists()
     (folder / MANIFEST).unlink(missing_ok=True)
     record = {"key": key(inputs), "inputs": inputs}
-    if resume and read_json_or_none(folder / ATTEMPT) == record:
+    machine = stage_machine(inputs["trainer"]["device"])
+    earlier = read_json_or_none(folder / ATTEMPT)
+    if resume and not finished and isinstance(earlier, dict) and {k: earlier.get(k) for k in record} == record:
+        made_on = earlier.get("made_on") or []
+        if made_on and machine_differences(made_on[-1], machine):
+            log.warning("%s resumes on another machine than the one its checkpoints were made on (%s): its weights "
+                        "will mix both", folder.name, "; ".join(machine_differences(made_on[-1], machine)))
+            write_json_atomically(folder / ATTEMPT, {**record, "made_on": [*made_on, machine]})
         return True
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    write_json_atomically(folder / ATTEMPT, record)
+    write_json_atomically(folder / ATTEMPT, {**record, "made_on": [machine]})
     return False
 
 

@@ -27,10 +27,12 @@ from dharma_train.manifest import (
     begin_attempt,
     evaluation_key,
     is_fresh,
+    machine_note,
     new_manifest,
     pages_fingerprint,
     read_manifest,
     stage_inputs,
+    stage_manifest,
     write_manifest,
 )
 from dharma_train.preflight import check_stages
@@ -104,6 +106,9 @@ class Pipeline:
                     manifest = self._train(stage, kind, current, pages, folder, inputs, resume)
                     rerun = stage.name
                 produced, produced_key = ModelArtifact.from_dict(manifest["artifact"]), manifest["key"]
+                if note := machine_note(stage.name, manifest, self.context.trainer.resolved_device()):
+                    log.warning("%s", note)
+                    summary.setdefault("notes", []).append(note)
                 if not stage.evaluates_output:  # the same weights as the point before (export): not evaluated again
                     current, upstream = produced, produced_key
                     summary.setdefault("not_evaluated", []).append(
@@ -138,7 +143,8 @@ class Pipeline:
         with explain_out_of_memory(f"in stage {stage.name}", knobs):
             result = stage.run(current, pages, folder, self.context)
         train = {**result.metrics, "wall_seconds": time.perf_counter() - started}
-        manifest = _write_manifest(folder, new_manifest(stage.name, kind, inputs, result.artifact, train))
+        manifest = _write_manifest(folder, on_main(stage_manifest, folder, stage.name, kind, inputs, result.artifact,
+                                                   train))
         on_main(remove_checkpoints, folder)
         return manifest
 

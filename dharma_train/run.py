@@ -92,7 +92,24 @@ def resolve_stage_data(config: RunConfig, run_dir: Path) -> dict[str, object]:
 def execute(config: RunConfig, argv: list[str] | None = None) -> dict:
     """Fail on an unreachable model, a machine or memory budget it cannot fit, or bad data first, then train and
     evaluate every stage. Into an output_dir that already holds a run, finished stages are reused and an interrupted
-    one resumes. `argv`: the command-line overrides, recorded in run.json with the command that resumes the run."""
+    one resumes; another process running into it stops this one (run_lock.py). `argv`: the command-line overrides,
+    recorded in run.json with the command that resumes the run."""
+    with _run_lock(config):
+        return _execute(config, argv)
+
+
+def _run_lock(config: RunConfig):
+    """The run folder's lock, taken by rank 0 for all processes of a launch."""
+    from contextlib import nullcontext
+
+    from dharma_train.run_lock import hold_run_lock
+
+    if not distributed.is_main():
+        return nullcontext()
+    return hold_run_lock(config.output_dir, config.trainer.lock_wait_seconds)
+
+
+def _execute(config: RunConfig, argv: list[str] | None) -> dict:
     from dharma_train.reporting.run_record import write_run_record
 
     check_models_reachable([config.model.path])
@@ -157,7 +174,13 @@ def shared_pages(config: RunConfig) -> tuple[str, str]:
 
 
 def run_ablation(config: RunConfig) -> list[dict]:
-    """Check every base, share the pages (and each stage's generated set), run each unfinished base, then compare."""
+    """Check every base, share the pages (and each stage's generated set), run each unfinished base, then compare;
+    the ablation's folder is locked throughout, each base's while it runs."""
+    with _run_lock(config):
+        return _run_ablation(config)
+
+
+def _run_ablation(config: RunConfig) -> list[dict]:
     from dharma_train.reporting.comparison import compare, write_comparison
 
     check_models_reachable([base.path for base in config.ablation.bases.values()])  # before any base trains

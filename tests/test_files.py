@@ -87,3 +87,87 @@ def test_unreadable_json_reads_as_none(tmp_path):
     assert read_json_or_none(tmp_path / "missing.json") is None
     write_json_atomically(tmp_path / "ok.json", {"a": 1})
     assert read_json_or_none(tmp_path / "ok.json") == {"a": 1}
+
+
+def test_temporary_names_are_unique_per_process_and_call(tmp_path):
+    """Two runs into one folder once shared `.scores.png.tmp.png`; each write now has its own temporary name."""
+    from dharma_train.files import atomic_path
+
+    target = tmp_path / "scores.png"
+    with atomic_path(target) as first, atomic_path(target) as second:
+        assert first != second and first.suffix == second.suffix == ".png"
+        first.write_text("a")
+        second.write_text("b")
+    assert target.read_text() == "a", "the outer write, finishing last, wins"
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.png"]
+
+
+# A child under a 1 MiB file-size limit (SIGXFSZ ignored, so an oversized write fails with EFBIG, as a full disk
+# fails with ENOSPC) writes a file and a model folder too big for it; it prints each error's type and message.
+FILE_SIZE_LIMIT = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+import torch
+from safetensors.torch import save_file
+from dharma_train import files
+out = __import__("pathlib").Path(sys.argv[1])
+for name, write in [
+    ("text", lambda: files.write_text_atomically(out / "big.json", "x" * (2 << 20))),
+    ("safetensors", lambda: files.write_folder_atomically(
+        out / "model", lambda tmp: (tmp.mkdir(), save_file({"w": torch.zeros(1 << 20)}, tmp / "model.safetensors")),
+        needed_bytes=4 << 20)),
+    ("torch.save", lambda: files.write_folder_atomically(
+        out / "ckpt", lambda tmp: (tmp.mkdir(), torch.save({"w": torch.zeros(1 << 20)}, tmp / "optimizer.pt")))),
+]:
+    try:
+        write()
+    except Exception as error:
+        print(name, type(error).__name__, error, flush=True)
+"""
+
+
+def test_running_out_of_room_is_one_clear_error_and_leaves_no_partial_file(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "limited.py"
+    script.write_text(FILE_SIZE_LIMIT)
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=120)
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3, done.stdout + done.stderr
+    for line, what in zip(lines, ("big.json", "model", "ckpt")):
+        assert f"DiskFullError writing {out / what} ran out of room" in line, line
+        assert " are free in " in line and "at most 1.0 MB (ulimit -f)" in line, line
+    assert "it needs about 4.0 MB" in lines[1] and "File too large" in lines[0]
+    assert list(out.iterdir()) == [], "temporary files and folders are removed, nothing partial is left"
+
+
+def test_with_default_modes_undoes_safetensors_0600(tmp_path):
+    import os
+
+    from dharma_train.files import with_default_modes
+
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"w")
+    weights.chmod(0o600)
+    umask = os.umask(0o022)
+    try:
+        with_default_modes(tmp_path)
+    finally:
+        os.umask(umask)
+    assert weights.stat().st_mode & 0o777 == 0o644
+
+
+def test_file_hash_sees_any_change_of_content(tmp_path):
+    from dharma_train.files import file_hash
+
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"a" * 20_000_000)
+    before = file_hash(path)
+    with path.open("r+b") as handle:
+        handle.seek(12_345_678)
+        handle.write(b"b")
+    assert file_hash(path) != before and len(before) == 32

@@ -75,9 +75,12 @@ def test_an_attempt_keeps_its_work_only_for_the_same_inputs(tmp_path):
     stage = tmp_path / "02_structured"
     assert begin_attempt(stage, _inputs(), resume=True) is False  # nothing to resume: a fresh folder
     (stage / "trainer" / "checkpoint-2").mkdir(parents=True)
-    write_manifest(stage, {"stale": True})
     assert begin_attempt(stage, _inputs(), resume=True) is True
-    assert (stage / "trainer" / "checkpoint-2").is_dir() and not (stage / MANIFEST).exists()
+    assert (stage / "trainer" / "checkpoint-2").is_dir()
+    write_manifest(stage, {"finished": True})  # it ran to the end: run again (damaged outputs), it starts clean
+    assert begin_attempt(stage, _inputs(), resume=True) is False
+    assert not (stage / "trainer").exists() and not (stage / MANIFEST).exists()
+    (stage / "trainer" / "checkpoint-2").mkdir(parents=True)
     assert begin_attempt(stage, _inputs(learning_rate=5e-3), resume=True) is False
     assert not (stage / "trainer").exists(), "checkpoints of other inputs must never be resumed"
     (stage / "trainer").mkdir()
@@ -96,3 +99,64 @@ def test_regenerated_synthetic_pages_have_the_same_fingerprint_and_an_edit_chang
     image.write_bytes(image.read_bytes() + b"\0")
     assert pages_fingerprint(first) != pages_before
     assert path_fingerprint(tmp_path / "a") != folder_before
+
+
+def _finished_stage(tmp_path):
+    """A stage folder as the pipeline leaves it: its model written, then its manifest with what it wrote."""
+    from dharma_train.manifest import stage_manifest
+
+    folder = tmp_path / "02_structured"
+    begin_attempt(folder, _inputs(), resume=True)
+    model = folder / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"w" * 10_000)
+    (model / "config.json").write_text("{}")
+    manifest = stage_manifest(folder, "structured", "sft", _inputs(), ModelArtifact(str(model)), {})
+    return write_manifest(folder, manifest), model
+
+
+def test_written_files_are_verified_before_reuse(tmp_path):
+    manifest, model = _finished_stage(tmp_path)
+    assert set(manifest["outputs"]["files"]) == {"model.safetensors", "config.json"}
+    assert is_fresh(read_manifest(model.parent), _inputs())[0]
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"w" * 5_000)  # truncated
+    assert is_fresh(manifest, _inputs()) == (
+        False, "02_structured/model/model.safetensors changed since it was written (10000 bytes, now 5000)")
+    weights.write_bytes(b"v" + b"w" * 9_999)  # same size, one byte flipped
+    assert is_fresh(manifest, _inputs()) == (
+        False, "02_structured/model/model.safetensors changed since it was written (same size, other content)")
+    weights.unlink()
+    assert is_fresh(manifest, _inputs()) == (
+        False, "02_structured/model/model.safetensors is missing since it was written")
+    weights.write_bytes(b"w" * 10_000)
+    (model / "model-00002.safetensors").write_bytes(b"x")
+    assert is_fresh(manifest, _inputs()) == (
+        False, "02_structured/model/model-00002.safetensors appeared in 02_structured/model since it was written")
+
+
+def test_a_stage_records_its_machine_and_a_different_one_is_named(tmp_path):
+    from dharma_train.manifest import ATTEMPT, machine_note
+    from dharma_train.reporting.run_record import stage_machine
+
+    manifest, model = _finished_stage(tmp_path)
+    here = stage_machine("cpu")
+    assert manifest["made_on"] == [here] and here["torch_threads"] >= 1 and here["packages"]["torch"]
+    assert machine_note("structured", manifest, "cpu") is None
+    other = {**here, "torch_threads": here["torch_threads"] + 1, "host": "elsewhere"}
+    manifest["made_on"] = [other]
+    assert machine_note("structured", manifest, "cpu") == (
+        f"stage structured was made on another machine than this run's (torch_threads: {here['torch_threads'] + 1} "
+        f"-> {here['torch_threads']}); reused as it is, not re-run (trainer.resume=never re-runs it here)")
+    # interrupted on another machine, resumed here: the attempt keeps both, the manifest says the weights mix them
+    folder = model.parent
+    (folder / MANIFEST).unlink()
+    (folder / ATTEMPT).write_text(json.dumps({**json.loads((folder / ATTEMPT).read_text()), "made_on": [other]}))
+    assert begin_attempt(folder, _inputs(), resume=True) is True
+    assert json.loads((folder / ATTEMPT).read_text())["made_on"] == [other, here]
+    from dharma_train.manifest import stage_manifest
+
+    resumed = stage_manifest(folder, "structured", "sft", _inputs(), ModelArtifact(str(model)), {})
+    assert machine_note("structured", resumed, "cpu") == (
+        f"stage structured was resumed on another machine (torch_threads: {here['torch_threads'] + 1} -> "
+        f"{here['torch_threads']}): its weights mix both")

@@ -143,3 +143,95 @@ def test_sigterm_to_the_whole_process_group_with_loader_workers_still_checkpoint
     assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
     assert "stage general_ocr stopped by SIGTERM at step" in output, output[-3000:]
     assert "Traceback" not in output and "DataLoader worker" not in output, output[-3000:]
+
+
+# ---- the run folder: one writer, a full disk, damaged outputs, another machine (issue 20) ----------------------
+
+def _limited(max_file_bytes: int):
+    """For the child: files larger than this fail with EFBIG (SIGXFSZ ignored), as a full disk fails with ENOSPC.
+    A file-size limit needs no root and no mount, and gives the same OSError path as a disk that fills."""
+    import resource
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, resource.RLIM_INFINITY))
+    return limit
+
+
+def test_two_runs_started_together_into_one_folder_one_stops_at_once_and_kill_9_leaves_no_stale_lock(reference,
+                                                                                                   tmp_path):
+    """What a scheduler does when it requeues a job whose first copy still runs: whichever takes the run folder's
+    lock first runs, the other stops before writing, naming it; the winner killed with SIGKILL frees the folder."""
+    from dharma_train.run_lock import hold_run_lock
+
+    out = tmp_path / "run"
+    runs = [_start(_command(out), tmp_path) for _ in range(2)]
+    deadline = time.monotonic() + 600
+    while all(run.poll() is None for run in runs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    loser = next((run for run in runs if run.poll() is not None), None)
+    assert loser is not None, "neither run stopped"
+    winner = runs[1 - runs.index(loser)]
+    log = loser.communicate(timeout=60)[0]
+    assert loser.returncode == 2, log[-3000:]
+    assert f"{out} is in use by another dharma_train run (pid {winner.pid} on host " in log, log[-3000:]
+    assert "Traceback" not in log and winner.poll() is None, "the winner goes on untouched"
+    winner.send_signal(signal.SIGKILL)
+    winner.communicate(timeout=60)
+    with hold_run_lock(out):  # the OS dropped the dead run's lock: the next run goes ahead
+        pass
+
+
+def test_the_disk_filling_during_a_checkpoint_is_one_line_and_the_same_command_resumes(reference, tmp_path):
+    """A 4 MB file-size limit fails the first stage's first checkpoint (its weights, 3.1 MB, fit; the optimizer
+    state, two fp32 moments per weight, does not): the run prints what was being written, the room needed and free, and the resume
+    command, exits 2, and leaves nothing partial that counts as finished. The same command without the limit then
+    ends as the uninterrupted reference did. (A model save that fills the disk: tests/test_files.py.)"""
+    out = tmp_path / "run"
+    stage = out / "01_general_ocr"
+    failed = subprocess.run(_command(out), cwd=tmp_path, env={**os.environ, **ENV}, capture_output=True, text=True,
+                            timeout=900, preexec_fn=_limited(4 << 20))
+    log = failed.stdout + failed.stderr
+    assert failed.returncode == 2, log[-3000:]
+    assert f"stage general_ocr: writing a checkpoint in {stage / 'trainer'} ran out of room: it needs about " in log
+    assert " are free in " in log and "at most 4.0 MB (ulimit -f)). Nothing cut short counts as finished" in log
+    assert f"resume with:\n  {shlex.join(['python', '-m', 'dharma_train', *SHORT, f'output_dir={out}'])}" in log
+    assert "Traceback" not in log, log[-3000:]
+    assert not (stage / "manifest.json").exists() and not (stage / "model").exists()
+    resumed = _run(_command(out, "~stages.quantize", "~stages.export"), tmp_path)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    reference_quality = _quality(reference / "summary.json")
+    assert _quality(out / "summary.json") == {k: reference_quality[k] for k in ("base", "general_ocr", "structured")}
+    assert _weights(out) == _weights(reference)
+
+
+def test_on_another_machine_a_finished_run_is_reused_and_the_log_and_report_say_so(reference, tmp_path):
+    """CPU threads change a CPU run's sums (so its numbers): a run reused with other threads names the difference
+    rather than mixing silently; nothing re-runs."""
+    made_with = json.loads((reference / "01_general_ocr" / "manifest.json").read_text())["made_on"][0]
+    threads = 1 if made_with["torch_threads"] != 1 else 2
+    again = subprocess.run(_command(reference), cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                           env={**os.environ, **ENV, "OMP_NUM_THREADS": str(threads)})
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, log[-3000:]
+    note = (f"stage structured was made on another machine than this run's (torch_threads: "
+            f"{made_with['torch_threads']} -> {threads}); reused as it is, not re-run")
+    assert note in log and "stage structured: reused" in log and "runs because" not in log, log[-3000:]
+    assert "## Machines\n\n- stage general_ocr was made on another machine" in (reference / "report.md").read_text()
+
+
+def test_damaged_weights_of_a_finished_stage_are_never_reused(reference, tmp_path):
+    """Truncated weights of a finished stage: the next run says which file changed and trains the stage again, to
+    the same bytes. (Last in this file: it re-runs the reference's folder without its last two stages.)"""
+    weights = reference / "02_structured" / "model" / "model.safetensors"
+    before = _weights(reference)
+    size = weights.stat().st_size
+    os.truncate(weights, size // 2)
+    again = _run(_command(reference, "~stages.quantize", "~stages.export"), tmp_path)
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, log[-3000:]
+    assert "stage general_ocr: reused" in log
+    assert (f"stage structured (sft): runs because 02_structured/model/model.safetensors changed since it was "
+            f"written ({size} bytes, now {size // 2})") in log, log[-3000:]
+    assert "resuming" not in log, "a finished stage that runs again starts clean"
+    assert _weights(reference) == before

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dharma_train.files import atomic_path
+
 SERIES = [("quality_score", "quality score (higher is better)", "scores.png"),
           ("degeneration_rate", "degeneration rate (lower is better)", "degeneration.png")]
 
@@ -72,9 +74,7 @@ def _finish(figure, axis, title: str, path: Path) -> str:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp)
+    with atomic_path(path) as tmp:  # a temporary name no other process uses
+        figure.savefig(tmp)
     plt.close(figure)
-    tmp.replace(path)
     return str(path)

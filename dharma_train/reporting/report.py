@@ -86,6 +86,8 @@ def render_report(summary: dict, plots: list[str] | None = None) -> str:
     lines += ["", "## Models", ""] + [f"- `{e['stage']}`: {e['model']}" + _skipped(e) for e in entries]
     lines += [f"- `{e['stage']}` ({e['kind']}): {e['model']} (not evaluated again: same weights as the point before)"
               for e in summary.get("not_evaluated", [])] + [""]
+    if summary.get("notes"):  # stages made on another machine, or on two (manifest.machine_note)
+        lines += ["## Machines", ""] + [f"- {note}" for note in summary["notes"]] + [""]
     return "\n".join(lines)
 
 

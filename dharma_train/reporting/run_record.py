@@ -65,6 +65,26 @@ def hardware() -> dict:
             "torch_threads": torch.get_num_threads(), "cuda": torch.version.cuda, "gpus": gpus}
 
 
+def stage_machine(device: str) -> dict:
+    """What a stage's numbers depend on beyond its inputs (CPU threads change a CPU run's sums): recorded per stage."""
+    import torch
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
+        if device == "cuda" and torch.cuda.is_available() else []
+    return {"device": device, "torch_threads": torch.get_num_threads(), "cpu": _cpu_name(), "gpus": gpus,
+            "packages": package_versions(), "host": platform.node()}
+
+
+def machine_differences(before: dict, now: dict) -> list[str]:
+    """['torch_threads: 2 -> 1', 'torch: 2.12.0 -> 2.13.0']: what differs between two stage_machine records; the
+    host alone is not a difference (a cluster's nodes are alike)."""
+    flat_before = {**{k: v for k, v in before.items() if k != "packages"}, **before.get("packages", {})}
+    flat_now = {**{k: v for k, v in now.items() if k != "packages"}, **now.get("packages", {})}
+    names = sorted((set(flat_before) | set(flat_now)) - {"host"})
+    return [f"{name}: {flat_before.get(name)} -> {flat_now.get(name)}" for name in names
+            if flat_before.get(name) != flat_now.get(name)]
+
+
 def resume_command(argv: list[str], output_dir: str) -> str:
     """The command line that continues this run: the same overrides, with output_dir pinned to this run's folder."""
     kept = [arg for arg in argv if not arg.lstrip("+~").startswith("output_dir=")]

@@ -16,7 +16,7 @@ from pathlib import Path
 from dharma_train.artifact import ARTIFACT_FILE, ModelArtifact
 from dharma_train.data.pages import PageSet
 from dharma_train.errors import ConfigError, DharmaError
-from dharma_train.files import write_text_atomically
+from dharma_train.files import with_default_modes, write_folder_atomically, write_text_atomically
 from dharma_train.stage import Stage, StageContext, StageResult
 
 SUMMARY_FILE = "summary.json"
@@ -93,28 +93,27 @@ def export_model(model: ModelArtifact, target: Path, dtype: str, context: StageC
     """A standalone folder a plain transformers install loads: merged weights, configs, processor, chat template."""
     from dharma_train.models.loading import load_model, load_processor
 
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if model.is_adapter or not model.is_local:
-        network = load_model(model, dtype=dtype, settings=replace(context.model, vision_attention="stock"))
-        network.save_pretrained(tmp)
-        load_processor(model.processor_location).save_pretrained(tmp)
-    else:
-        shutil.copytree(model.path, tmp, ignore=shutil.ignore_patterns("README.md", ARTIFACT_FILE, "*.tmp*"))
-        if model.processor_location != model.path:
+    def write(tmp: Path) -> None:
+        if model.is_adapter or not model.is_local:
+            network = load_model(model, dtype=dtype, settings=replace(context.model, vision_attention="stock"))
+            network.save_pretrained(tmp)
             load_processor(model.processor_location).save_pretrained(tmp)
-    _standard_processor(tmp)
-    _complete_generation_config(tmp)
-    missing = [name for name in REQUIRED if not (tmp / name).is_file()]
-    if not any(tmp.glob("*.safetensors")):
-        missing.append("*.safetensors")
-    if not (tmp / "chat_template.jinja").is_file() and "chat_template" not in _json(tmp / "tokenizer_config.json"):
-        missing.append("chat_template.jinja")
-    if missing:
-        raise DharmaError(f"export of {model.path} is incomplete: {missing} missing")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
+        else:
+            shutil.copytree(model.path, tmp, ignore=shutil.ignore_patterns("README.md", ARTIFACT_FILE, "*.tmp*"))
+            if model.processor_location != model.path:
+                load_processor(model.processor_location).save_pretrained(tmp)
+        _standard_processor(tmp)
+        _complete_generation_config(tmp)
+        missing = [name for name in REQUIRED if not (tmp / name).is_file()]
+        if not any(tmp.glob("*.safetensors")):
+            missing.append("*.safetensors")
+        if not (tmp / "chat_template.jinja").is_file() and "chat_template" not in _json(tmp / "tokenizer_config.json"):
+            missing.append("chat_template.jinja")
+        if missing:
+            raise DharmaError(f"export of {model.path} is incomplete: {missing} missing")
+        with_default_modes(tmp)  # safetensors writes 0600; a folder to ship is readable by the group serving it
+
+    return write_folder_atomically(target, write, needed_bytes=model.weights_bytes())  # synced, then renamed
 
 
 def _standard_processor(folder: Path) -> None:

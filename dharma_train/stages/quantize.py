@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from dharma_train import distributed
 from dharma_train.artifact import ModelArtifact
 from dharma_train.data.pages import PageSet
 from dharma_train.errors import ConfigError, DataError
+from dharma_train.files import write_folder_atomically
 from dharma_train.stage import Stage, StageContext, StageResult
 
 SCHEMES = ("awq_w4a16", "fp8", "bnb4")
@@ -101,19 +101,19 @@ class QuantizeStage(Stage):
         processor = load_processor(model.processor_location, context.model.min_pixels, context.model.max_pixels)
         dtype = context.trainer.model_dtype()
         target = output_dir / "model"
-        tmp = target.with_name("model.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
         started = time.perf_counter()
-        if cfg.scheme == "bnb4":
-            _bnb4(model, processor, tmp, cfg.ignore, dtype, context)
-        else:
+
+        def write(tmp: Path) -> None:
+            if cfg.scheme == "bnb4":
+                _bnb4(model, processor, tmp, cfg.ignore, dtype, context)
+                return
             # Stock vision attention: llm-compressor traces the model, and the vision tower stays in 16 bits anyway.
             network = load_model(model, dtype=dtype, settings=replace(context.model, vision_attention="stock"))
             with distributed.hidden_process_group():  # rank 0 quantizes alone (see run)
                 _llm_compressor(network, processor, calibration, tmp, cfg)
+
+        write_folder_atomically(target, write, needed_bytes=model.weights_bytes())  # synced, then renamed
         seconds = time.perf_counter() - started
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
         artifact = ModelArtifact(path=str(target))
         metrics = {"scheme": cfg.scheme, "calibration_pages": len(calibration), "quantize_seconds": seconds,
                    "input_weights_bytes": model.weights_bytes(), "output_weights_bytes": artifact.weights_bytes()}

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from dharma_train.files import read_json_or_none
+from dharma_train.files import disk_full_as_error, read_json_or_none
 from dharma_train.training.numerics import NonFiniteGuard, check_finite_weights
 from dharma_train.training.performance.recompute import choose_recompute
 from dharma_train.training.performance.token_batches import use_token_budget
@@ -99,8 +99,9 @@ def train_resumably(trainer, settings, stage: str) -> dict:
     if settings.resume == "never":
         shutil.rmtree(folder, ignore_errors=True)
     start = last_checkpoint(folder) if folder.is_dir() else None
+    start_step = checkpoint_step(start) if start else 0  # read now: the checkpoint may be rotated away in training
     if start is not None:
-        log.info("stage %s: resuming from %s (step %d)", stage, start, checkpoint_step(start))
+        log.info("stage %s: resuming from %s (step %d)", stage, start, start_step)
     if settings.checkpoint_every:
         room = (settings.keep_checkpoints + 1) * checkpoint_bytes(trainer.model) + tensor_bytes(trainer.model)
         check_free_disk(folder, room, f"stage {stage}'s checkpoints and saved model")
@@ -112,7 +113,8 @@ def train_resumably(trainer, settings, stage: str) -> dict:
             trainer.add_callback(callback)
         if start is not None:
             trainer.add_callback(ReloadFullWeights(start))
-        with stop.graceful():
+        with stop.graceful(), disk_full_as_error(f"stage {stage}: writing a checkpoint in {folder}", folder,
+                                                 checkpoint_bytes(trainer.model)):
             output = trainer.train(resume_from_checkpoint=str(start) if start else None)
         step = trainer.state.global_step
         saved = last_checkpoint(folder, remove_incomplete=False)
@@ -121,7 +123,7 @@ def train_resumably(trainer, settings, stage: str) -> dict:
     guard.raise_if_stopped(stage, trainer.state.max_steps)
     check_finite_weights(trainer.model, stage)
     metrics = dict(output.metrics)
-    metrics["resumed_from_step"] = checkpoint_step(start) if start else 0
+    metrics["resumed_from_step"] = start_step
     if guard.skipped_steps:
         metrics["nonfinite_skipped_steps"] = guard.skipped_steps
     if recompute is not None:

@@ -32,6 +32,7 @@ class TrainerConfig:
     resume: str = "auto"  # auto: reuse finished stages, resume an interrupted one from its checkpoint | never
     on_nonfinite: str = "stop"  # a NaN/inf gradient: stop the stage (nothing saved) | skip: drop that batch's update
     memory_budget_gb: float | None = None  # memory a stage may use; None: the GPU's own (unchecked on a CPU)
+    lock_wait_seconds: float = 0  # another run holds output_dir: stop at once (0), or wait this long for it to end
 
     def __post_init__(self):
         _choice("trainer.device", self.device, ("auto", "cpu", "cuda"))
@@ -44,6 +45,8 @@ class TrainerConfig:
             raise ValueError("trainer.checkpoint_every must be >= 0 (0: no checkpoints) and keep_checkpoints >= 1")
         if self.dataloader_workers is not None and self.dataloader_workers < 0:
             raise ValueError("trainer.dataloader_workers must be >= 0, or null for the device's default")
+        if self.lock_wait_seconds < 0:
+            raise ValueError("trainer.lock_wait_seconds must be >= 0 (0: stop at once; .inf: wait for ever)")
         if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
             raise ValueError("trainer.memory_budget_gb must be > 0, or null to use the GPU's memory")
 

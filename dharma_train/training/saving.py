@@ -72,13 +72,14 @@ def save_trained(model, processor, source: ModelArtifact, output_dir: Path, save
 def _save_atomically(model, processor, target: Path) -> Path:
     """Free disk checked first; then written whole beside `target` and swapped in (files.write_folder_atomically)."""
     adapter_only = hasattr(model, "peft_config")
-    check_free_disk(target.parent, tensor_bytes(model, trainable_only=adapter_only), f"saving {target}")
+    size = tensor_bytes(model, trainable_only=adapter_only)
+    check_free_disk(target.parent, size, f"saving {target}")
 
     def write(folder: Path) -> None:
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
 
-    return write_folder_atomically(target, write)
+    return write_folder_atomically(target, write, needed_bytes=size)
 
 
 def write_stage_record(output_dir: Path, record: dict) -> None:

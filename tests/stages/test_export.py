@@ -1,6 +1,7 @@
 """Export on the tiny model: a folder plain transformers loads and prompts, with a card, LoRA chains merged."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,11 @@ def test_export_of_a_full_model_loads_and_generates_with_plain_transformers(tiny
     assert type(load_processor(result.artifact.path)).__name__ in ("Qwen2_5_VLProcessor", "Qwen2_5_VLImageProcessor")
     assert load_model(result.artifact) is not None
     assert "No evaluation was recorded" in (folder / "README.md").read_text()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == {p.name: 0o666 & ~umask for p in
+                                                                           folder.iterdir()}, "none left 0600"
+    assert not (tmp_path / "05_export" / "model.tmp").exists()
 
 
 def test_export_merges_an_adapter_chain_into_plain_weights(tiny_artifact, pages, tmp_path):

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from dharma_train.training.checkpoints import checkpoint_step, last_checkpoint, remove_checkpoints
 
 
@@ -36,3 +38,24 @@ def test_finished_stages_drop_their_checkpoints_only(tmp_path):
     (tmp_path / "model").mkdir()
     remove_checkpoints(tmp_path)
     assert sorted(p.name for p in trainer.iterdir()) == ["runs"] and (tmp_path / "model").is_dir()
+
+
+@pytest.mark.slow
+def test_resumed_from_step_stays_known_when_its_checkpoint_is_rotated_away(tiny_artifact, pages, tmp_path):
+    """Resumed from checkpoint-1 with keep_checkpoints=1, the stage's checkpoint-2 rotates checkpoint-1 away; the
+    stage must still say it resumed from step 1 (it once read the step after training, from the deleted folder)."""
+    import shutil
+
+    from dharma_train import SFTStage, SFTStageConfig, StageContext
+    from dharma_train.training.config import OptimizationConfig, TrainerConfig
+
+    config = SFTStageConfig(optimization=OptimizationConfig(method="lora", max_steps=3, batch_size=4))
+    whole = tmp_path / "whole"
+    keep_all = TrainerConfig(device="cpu", precision="fp32", checkpoint_every=1, keep_checkpoints=3)
+    SFTStage("s", config).run(tiny_artifact, pages[0], whole, StageContext(trainer=keep_all))
+    resumed = tmp_path / "resumed"
+    shutil.copytree(whole / "trainer" / "checkpoint-1", resumed / "trainer" / "checkpoint-1")
+    keep_one = TrainerConfig(device="cpu", precision="fp32", checkpoint_every=1, keep_checkpoints=1)
+    result = SFTStage("s", config).run(tiny_artifact, pages[0], resumed, StageContext(trainer=keep_one))
+    assert [p.name for p in (resumed / "trainer").glob("checkpoint-*")] == ["checkpoint-2"], "1 was rotated away"
+    assert result.metrics["resumed_from_step"] == 1

@@ -42,6 +42,7 @@ def test_trainer_arguments_never_truncate_and_checkpoint_on_the_configured_sched
     ({"checkpoint_every": -1}, "checkpoint_every must be >= 0"),
     ({"keep_checkpoints": 0}, "keep_checkpoints >= 1"),
     ({"memory_budget_gb": 0.0}, "memory_budget_gb must be > 0"),
+    ({"lock_wait_seconds": -1.0}, "lock_wait_seconds must be >= 0"),
     ({"dataloader_workers": -1}, "dataloader_workers must be >= 0"),
 ])
 def test_long_job_settings_are_checked(values, message):

@@ -175,6 +175,6 @@ def run_ablation(config: RunConfig) -> list[dict]:
                  list(run.stages))
         execute(run)
     rows = compare(runs)
-    written = write_comparison(rows, config.output_dir)
+    written = write_comparison(rows, config.output_dir, runs)
     log.info("comparison: %s", ", ".join(str(p) for p in written))
     return rows

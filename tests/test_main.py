@@ -90,7 +90,7 @@ def test_nanonets_without_cache_or_hub_stops_with_one_message_before_any_work(tm
 @pytest.mark.parametrize("override, message", [
     ("stages.structured.optimization.max_steps=abc", "stages.structured.optimization.max_steps"),
     ("data.train=/no/such/folder", "data source /no/such/folder does not exist"),
-    ("stages.structured.data=/no/stage/data", "data folder /no/stage/data does not exist"),
+    ("stages.structured.data=/no/stage/data", "data source /no/stage/data does not exist"),
     ("stages.dpo.pairs=/no/pairs.jsonl", "preference pairs file /no/pairs.jsonl does not exist"),
 ])
 def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path, override, message):

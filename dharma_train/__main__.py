@@ -30,7 +30,10 @@ def _run(cfg: DictConfig) -> None:
     from dharma_train.run import execute, run_ablation
     from dharma_train.training.preemption import handle_signals
 
-    argv = sys.argv[1:]
+    from dharma_train.console import quiet_libraries
+
+    quiet_libraries()  # after Hydra configured logging, before llm-compressor is imported
+    argv = _command_words or sys.argv[1:]
     try:
         config = validate(cfg)
         distributed.start(cpu=config.trainer.resolved_device() == "cpu")
@@ -64,6 +67,7 @@ def _keep_hydra_files_to_rank_zero(argv: list[str]) -> list[str]:
             f"hydra.run.dir={tempfile.gettempdir()}/dharma_train_hydra/rank{rank}_pid{os.getpid()}"]
 
 
+_command_words: list[str] = []  # as typed (a recipe file path, not the `recipe=` Hydra is given): run.json's command
 HELP_WORDS = {"--help", "-h", "help"}
 # With these Hydra options the composition is Hydra's alone (a sweep, another config folder): not checked first.
 UNCHECKED_OPTIONS = {"-m", "--multirun", "--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn"}
@@ -120,6 +124,7 @@ def main() -> None:
             return
         overrides, options = split_words(words)
         check_first(overrides, options)
+        _command_words[:] = words
     except DharmaError as error:
         fail(error)
     register_recipes_once()

@@ -141,17 +141,24 @@ def _metadata(base: str | None, quantization: dict | None) -> str:
 
 
 def _usage(location: str, task: str, quantization: dict | None) -> list[str]:
+    """Plain transformers, no torchvision: AutoProcessor would load Qwen2-VL's video processor, which needs it."""
     needs = {"compressed-tensors": " (needs `pip install compressed-tensors`; vLLM serves it directly)",
              "bitsandbytes": " (needs `pip install bitsandbytes`)"}.get((quantization or {}).get("quant_method"), "")
-    return [f"Plain transformers{needs}:", "", "```python", "from PIL import Image",
-            "from transformers import AutoModelForImageTextToText, AutoProcessor", "",
+    return [f"Plain transformers{needs}, no torchvision needed (where torchvision is installed, "
+            "`AutoProcessor.from_pretrained` gives the same inputs in one object):", "", "```python",
+            "from PIL import Image",
+            "from transformers import AutoModelForImageTextToText, AutoTokenizer, Qwen2VLImageProcessorPil", "",
             f'model = AutoModelForImageTextToText.from_pretrained("{location}", dtype="auto", device_map="auto")',
-            f'processor = AutoProcessor.from_pretrained("{location}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{location}")',
+            f'images = Qwen2VLImageProcessorPil.from_pretrained("{location}")',
             f'messages = [{{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": {PROMPTS[task]!r}}}]}}]',
-            "prompt = processor.apply_chat_template(messages, add_generation_prompt=True)",
-            'inputs = processor(images=[Image.open("page.png")], text=[prompt], return_tensors="pt").to(model.device)',
-            "answer = model.generate(**inputs, max_new_tokens=2048, do_sample=False)[0, inputs.input_ids.shape[1]:]",
-            "print(processor.decode(answer, skip_special_tokens=True))", "```"]
+            "prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)",
+            'pixels = images(images=[Image.open("page.png")], return_tensors="pt")',
+            'image_tokens = int(pixels["image_grid_thw"].prod()) // images.merge_size**2  # one per merged patch',
+            'text = tokenizer([prompt.replace("<|image_pad|>", "<|image_pad|>" * image_tokens)], return_tensors="pt")',
+            "inputs = {name: value.to(model.device) for name, value in {**text, **pixels}.items()}",
+            'answer = model.generate(**inputs, max_new_tokens=2048, do_sample=False)[0, inputs["input_ids"].shape[1]:]',
+            "print(tokenizer.decode(answer, skip_special_tokens=True))", "```"]
 
 
 def _quantization_text(quantization: dict) -> str:

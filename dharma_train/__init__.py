@@ -47,6 +47,7 @@ show_progress()  # stage progress on stderr for scripts that configure no loggin
 
 def tiny_model(cache_dir=None) -> ModelArtifact:
     """The embedded random-init Qwen2.5-VL as an artifact, built and cached on first use."""
+    from dharma_train.artifact import ModelArtifact
     from dharma_train.models.tiny import tiny_model_dir
 
     return ModelArtifact(path=str(tiny_model_dir(cache_dir)))

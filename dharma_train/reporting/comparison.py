@@ -214,7 +214,10 @@ def parse_runs(arguments: list[str]) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dharma_train.reporting.comparison", description=__doc__.splitlines()[0])
+    from dharma_train.cli.formatting import DefaultsHelpFormatter
+
+    parser = argparse.ArgumentParser(prog="python -m dharma_train.reporting.comparison",
+                                     description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run folders holding summary.json, each FOLDER or NAME=FOLDER")
     parser.add_argument("--output-dir", "--out", dest="out", default="comparison",
                         help="where comparison.md/.csv and the plots go (default: %(default)s)")

@@ -2,7 +2,7 @@
 
 `quiet_libraries()` drops, by their exact text, notices that are true of every CPU run or every tiny model and
 say nothing to do (llm-compressor's "No accelerator available", transformers' offloaded-modules size warning on
-a 3 MB model, TRL's pad-token alignment); `show_progress()` gives the Python API the CLI's progress lines.
+a 3 MB model, TRL's pad-token alignment, a torch.fx API note); `show_progress()` gives the Python API the CLI's progress lines.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import warnings
 # (logger name, the start of a message that is never actionable here)
 DROPPED_LOG_LINES = (
     ("transformers.trainer_utils", "The tokenizer has new PAD/BOS/EOS tokens"),
+    ("torch.fx._symbolic_trace", "is_fx_tracing will return true"),  # a torch API note, hit inside llm-compressor
 )
 DROPPED_WARNINGS = (
     r"Attempting to save a model with offloaded modules",  # transformers: names 50GB whatever the model's size

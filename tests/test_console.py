@@ -32,6 +32,7 @@ def test_notices_nobody_can_act_on_are_dropped_and_a_repeated_warning_is_said_on
     shown = []
     handler.emit = shown.append  # what the console handler would print, after its filters
     logging.getLogger("transformers.trainer_utils").warning("The tokenizer has new PAD/BOS/EOS tokens that ...")
+    logging.getLogger("torch.fx._symbolic_trace").warning("is_fx_tracing will return true for both ...")
     for _ in range(3):
         logging.getLogger("dharma_train.stages.sft").warning("stage structured: only 3 pages")
     assert [record.getMessage() for record in shown] == ["stage structured: only 3 pages"]

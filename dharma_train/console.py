@@ -87,3 +87,18 @@ def show_progress() -> None:
     logger.addHandler(handler)
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
+
+
+def label_training_bar(trainer, label: str) -> None:
+    """Replace the Trainer's unlabeled step bar with one that names the stage ('training structured: 40%|...')."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class LabeledProgress(ProgressCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            super().on_train_begin(args, state, control, **kwargs)
+            if self.training_bar is not None:
+                self.training_bar.set_description(label)
+
+    if any(type(callback) is ProgressCallback for callback in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(LabeledProgress())

@@ -42,3 +42,20 @@ def test_notices_nobody_can_act_on_are_dropped_and_a_repeated_warning_is_said_on
         warnings.warn("Attempting to save a model with offloaded modules. Ensure that ...", UserWarning)
     assert caught == []
     assert os.environ["LLM_COMPRESSOR_LOG_LEVEL"] == "as the user set it"
+
+
+def test_the_training_bar_names_its_stage(tmp_path, capsys):
+    import torch
+    from transformers import Trainer, TrainingArguments
+    from transformers.trainer_callback import TrainerControl, TrainerState
+
+    from dharma_train.console import label_training_bar
+
+    trainer = Trainer(model=torch.nn.Linear(1, 1),
+                      args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[]))
+    label_training_bar(trainer, "training structured")
+    bars = [c for c in trainer.callback_handler.callbacks if hasattr(c, "training_bar")]
+    assert [type(bar).__name__ for bar in bars] == ["LabeledProgress"], "the unlabeled bar is replaced"
+    bars[0].on_train_begin(trainer.args, TrainerState(max_steps=3, is_world_process_zero=True), TrainerControl())
+    bars[0].training_bar.close()
+    assert "training structured:" in capsys.readouterr().err

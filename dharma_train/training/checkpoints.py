@@ -102,6 +102,9 @@ def train_resumably(trainer, settings, stage: str) -> dict:
         room = (settings.keep_checkpoints + 1) * checkpoint_bytes(trainer.model) + tensor_bytes(trainer.model)
         check_free_disk(folder, room, f"stage {stage}'s checkpoints and saved model")
     guard = NonFiniteGuard(settings.on_nonfinite)
+    from dharma_train.console import label_training_bar
+
+    label_training_bar(trainer, f"training {stage}")
     with handle_signals() as stop:
         for callback in (NoFinalCheckpoint(), StopOnSignal(stop), guard):  # in this order: the last word on saving
             trainer.add_callback(callback)

@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from dharma_train.config_files import CONFIG_NAME, config_dir
-from dharma_train.errors import DharmaError, Interrupted
+from dharma_train.errors import ConfigError, DharmaError, Interrupted
 
 log = logging.getLogger("dharma_train")
 
@@ -26,11 +26,10 @@ def _run(cfg: DictConfig) -> None:
 
     from dharma_train import distributed
     from dharma_train.config import validate
+    from dharma_train.console import quiet_libraries
     from dharma_train.reporting.run_record import resume_command
     from dharma_train.run import execute, run_ablation
     from dharma_train.training.preemption import handle_signals
-
-    from dharma_train.console import quiet_libraries
 
     quiet_libraries()  # after Hydra configured logging, before llm-compressor is imported
     argv = _command_words or sys.argv[1:]
@@ -120,7 +119,10 @@ def main() -> None:
 
     try:
         if words[:1] == ["plan"]:
-            plan_command(split_words(words[1:])[0])
+            overrides, options = split_words(words[1:])
+            if options:
+                raise ConfigError(f"plan takes a recipe file and key=value overrides, not Hydra options {options}")
+            plan_command(overrides)
             return
         overrides, options = split_words(words)
         check_first(overrides, options)

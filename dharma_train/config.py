@@ -75,9 +75,9 @@ def validate(cfg: DictConfig | dict) -> RunConfig:
 def _stage_without_kind(name: str, stages: dict) -> str:
     """A stage with no kind is usually a misspelled stage name: name the recipe's stages and the closest."""
     named = [other for other, stage in stages.items() if (stage or {}).get("kind")]
+    meant = did_you_mean([f"stages.{other}" for other in close_names(name, named)])
     return (f"config key 'stages.{name}' is not a stage of this recipe (no kind; its stages: {', '.join(named)})"
-            f"{did_you_mean([f'stages.{other}' for other in close_names(name, named)])}; a new stage needs stages.{name}.kind "
-            f"(one of {', '.join(sorted(STAGE_CONFIGS))})")
+            f"{meant}; a new stage needs stages.{name}.kind (one of {', '.join(sorted(STAGE_CONFIGS))})")
 
 
 def typed(prefix: str, schema: type, values: dict):
@@ -86,7 +86,8 @@ def typed(prefix: str, schema: type, values: dict):
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
     except OmegaConfBaseException as error:
         key = f"{prefix}.{error.full_key}" if error.full_key else prefix
-        raise ConfigError(f"config key '{key}': {error.msg.splitlines()[0]}{_suggestion(prefix, schema, error)}") from None
+        meant = _suggestion(prefix, schema, error)
+        raise ConfigError(f"config key '{key}': {error.msg.splitlines()[0]}{meant}") from None
     except ValueError as error:
         raise ConfigError(f"config '{prefix}': {error}") from None
 

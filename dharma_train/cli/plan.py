@@ -98,7 +98,9 @@ def _count(folder: Path) -> str:
     rows = folder / "pages.jsonl"
     if rows.is_file():
         return f"{sum(1 for line in rows.open(encoding='utf-8') if line.strip())} pages"
-    return "rows counted when loaded" if folder.exists() else "DOES NOT EXIST"
+    if folder.exists():
+        return "rows counted when loaded"
+    return "not found here; a Hub dataset id is checked when the run loads it"
 
 
 def stage_lines(config) -> list[str]:
@@ -115,7 +117,8 @@ def stage_lines(config) -> list[str]:
             lines.append(f"{what}: runs, because {rerun} before it runs")
             continue
         if manifest is None:
-            lines.append(f"{what}: runs, {'it has not finished in this output_dir before' if output_dir.exists() else 'new output_dir'}")
+            why = "it has not finished in this output_dir before" if output_dir.exists() else "new output_dir"
+            lines.append(f"{what}: runs, {why}")
             rerun = name
             continue
         changed = settings_changed(manifest, stage, config)

@@ -146,7 +146,8 @@ def to_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def to_markdown(rows: list[dict], plots: list[str] | None = None, pages: Mapping[str, dict | None] | None = None) -> str:
+def to_markdown(rows: list[dict], plots: list[str] | None = None,
+                pages: Mapping[str, dict | None] | None = None) -> str:
     """The main table (one row per base and point), then per-family quality and degeneration."""
     formats = {column: fmt for column, _, fmt in METRICS}
     formats.update({c: fmt for c in columns(rows) for suffix, _, fmt in FAMILY_METRICS if c.endswith(f"_{suffix}")

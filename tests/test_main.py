@@ -143,3 +143,13 @@ def test_default_command_runs_the_whole_tiny_ladder_and_the_model_learns(tmp_pat
          f"M.from_pretrained(r'{entries['dpo']['model']}'); print('dharma_train' in sys.modules)"],
         capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "False"
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("bitsandbytes") is not None,
+                    reason="bitsandbytes is installed here: lora_4bit can apply")
+def test_lora_4bit_without_bitsandbytes_is_refused_before_any_work(tmp_path):
+    lora = [f"stages.{name}.optimization.method=lora" for name in ("general_ocr", "structured", "dpo")]
+    result = _run("plan", "trainer.performance.lora_4bit=true", *lora, f"output_dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "machine: REFUSED: trainer.performance.lora_4bit=true needs bitsandbytes" in result.stdout
+    assert result.stderr.strip().endswith("(a full-precision base needs about 4x the memory)")

@@ -152,4 +152,4 @@ def test_lora_4bit_without_bitsandbytes_is_refused_before_any_work(tmp_path):
     result = _run("plan", "trainer.performance.lora_4bit=true", *lora, f"output_dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "machine: REFUSED: trainer.performance.lora_4bit=true needs bitsandbytes" in result.stdout
-    assert result.stderr.strip().endswith("(a full-precision base needs about 4x the memory)")
+    assert result.stderr.strip().endswith("(the frozen base then loads in 16 or 32 bits instead of 4)")

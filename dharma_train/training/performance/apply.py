@@ -58,8 +58,8 @@ def check_bitsandbytes(config: PerformanceConfig) -> None:
 
     if config.lora_4bit and importlib.util.find_spec("bitsandbytes") is None:
         raise ConfigError("trainer.performance.lora_4bit=true needs bitsandbytes, which is not installed: "
-                          "pip install bitsandbytes, or set trainer.performance.lora_4bit=false (a full-precision "
-                          "base needs about 4x the memory)")
+                          "pip install bitsandbytes, or set trainer.performance.lora_4bit=false (the frozen base then "
+                          "loads in 16 or 32 bits instead of 4)")
 
 
 def _try(possible: bool, apply, reason: str) -> str:

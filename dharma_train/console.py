@@ -2,8 +2,8 @@
 
 `quiet_libraries()` drops, by their exact text, notices that are true of every CPU run or every tiny model and
 say nothing to do (llm-compressor's "No accelerator available", transformers' offloaded-modules size warning on
-a 3 MB model, the Trainer's pad-token alignment notice, a torch.fx API note); `show_progress()` gives the Python API the
-CLI's progress lines.
+a 3 MB model, the Trainer's pad-token alignment notice, a torch.fx API note); `show_progress()` gives the
+Python API the CLI's progress lines.
 """
 
 from __future__ import annotations

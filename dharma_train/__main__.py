@@ -1,6 +1,8 @@
-"""`python -m dharma_train recipe=NAME key=value ...`: compose a recipe with Hydra, validate it, run it.
+"""`python -m dharma_train [RECIPE.yaml | recipe=NAME] key=value ...`: compose a recipe, validate it, run it.
 
 With no arguments it runs the embedded `tiny` recipe: the whole ladder on a random-init model, on a CPU.
+`--help`, `--version`, `env` and `plan` (validate and show the plan, run nothing) are answered before Hydra
+starts; `--help` and `--version` without importing torch.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import tempfile
 import hydra
 from omegaconf import DictConfig
 
-from dharma_train.config_files import CONFIG_NAME, config_dir, register_recipes
-from dharma_train.errors import DharmaError, DiskFullError, Interrupted
+from dharma_train.config_files import CONFIG_NAME, config_dir
+from dharma_train.errors import ConfigError, DharmaError, DiskFullError, Interrupted
 
 log = logging.getLogger("dharma_train")
 
@@ -24,11 +26,13 @@ def _run(cfg: DictConfig) -> None:
 
     from dharma_train import distributed
     from dharma_train.config import validate
+    from dharma_train.console import quiet_libraries
     from dharma_train.reporting.run_record import resume_command
     from dharma_train.run import execute, run_ablation
     from dharma_train.training.preemption import handle_signals
 
-    argv = sys.argv[1:]
+    quiet_libraries()  # after Hydra configured logging, before llm-compressor is imported
+    argv = _command_words or sys.argv[1:]
     try:
         config = validate(cfg)
         distributed.start(cpu=config.trainer.resolved_device() == "cpu")
@@ -66,9 +70,71 @@ def _keep_hydra_files_to_rank_zero(argv: list[str]) -> list[str]:
             f"hydra.run.dir={tempfile.gettempdir()}/dharma_train_hydra/rank{rank}_pid{os.getpid()}"]
 
 
+_command_words: list[str] = []  # as typed (a recipe file path, not the `recipe=` Hydra is given): run.json's command
+HELP_WORDS = {"--help", "-h", "help"}
+# With these Hydra options the composition is Hydra's alone (a sweep, another config folder): not checked first.
+UNCHECKED_OPTIONS = {"-m", "--multirun", "--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn"}
+
+
+def fail(error: Exception) -> None:
+    """One line on stderr and exit status 2: what is wrong, and what to do (docs/configuration.md)."""
+    print(f"dharma_train: error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+def plan_command(overrides: list[str]) -> None:
+    """Validate, print the plan, stop: exit 0 when the run would start, 2 when it would be refused."""
+    from dharma_train.cli.compose import compose_config
+    from dharma_train.cli.plan import plan
+
+    text, problems = plan(compose_config(overrides))
+    print(text)
+    if problems:
+        fail(problems[0])
+
+
+def check_first(overrides: list[str], options: list[str]) -> None:
+    """Compose and validate as Hydra will, so a bad recipe, key or value is one line (exit 2) before Hydra runs."""
+    from dharma_train.cli.compose import compose_config
+    from dharma_train.config import validate
+
+    if not UNCHECKED_OPTIONS & {option.split("=")[0] for option in options}:
+        validate(compose_config(overrides))
+
+
 def main() -> None:
-    register_recipes()
-    sys.argv = _keep_hydra_files_to_rank_zero(sys.argv)
+    words = sys.argv[1:]
+    if HELP_WORDS & set(words[:1]) or {"--help", "-h"} & set(words):
+        from dharma_train.cli.help import help_text
+
+        print(help_text())
+        return
+    if words[:1] == ["--version"]:
+        from dharma_train.cli.help import version
+
+        print(f"dharma_train {version()}")
+        return
+    if words[:1] == ["env"]:
+        from dharma_train.cli.env_report import env_report
+
+        print(env_report())
+        return
+    from dharma_train.cli.compose import register_recipes_once, split_words
+
+    try:
+        if words[:1] == ["plan"]:
+            overrides, options = split_words(words[1:])
+            if options:
+                raise ConfigError(f"plan takes a recipe file and key=value overrides, not Hydra options {options}")
+            plan_command(overrides)
+            return
+        overrides, options = split_words(words)
+        check_first(overrides, options)
+        _command_words[:] = words
+    except DharmaError as error:
+        fail(error)
+    register_recipes_once()
+    sys.argv = _keep_hydra_files_to_rank_zero([sys.argv[0], *overrides, *options])
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=CONFIG_NAME)(_run)()
 
 

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dharma_train.ablation import AblationConfig
+from dharma_train.cli.suggestions import close_names, close_paths, did_you_mean, flat_keys
 from dharma_train.data.config import DataConfig
 from dharma_train.errors import ConfigError
 from dharma_train.evaluation.hook import EvalConfig
@@ -46,7 +47,8 @@ def validate(cfg: DictConfig | dict) -> RunConfig:
     values.pop("hydra", None)
     unknown = sorted(set(values) - TOP_LEVEL)
     if unknown:
-        raise ConfigError(f"unknown config key(s) {unknown}; known: {sorted(TOP_LEVEL)}")
+        raise ConfigError(f"unknown config key '{unknown[0]}'{did_you_mean(close_names(unknown[0], sorted(TOP_LEVEL)))}"
+                          f"; known top-level keys: {', '.join(sorted(TOP_LEVEL))}")
     for key in ("name", "output_dir"):
         if not isinstance(values.get(key), str) or not values[key]:
             raise ConfigError(f"config key '{key}' must be a non-empty string")
@@ -57,14 +59,27 @@ def validate(cfg: DictConfig | dict) -> RunConfig:
     typed_stages = {}
     for name, stage in stages.items():
         kind = (stage or {}).get("kind")
+        if kind is None:
+            raise ConfigError(_stage_without_kind(name, stages))
         if kind not in STAGE_CONFIGS:
-            raise ConfigError(f"config key 'stages.{name}.kind' must be one of {sorted(STAGE_CONFIGS)}, got {kind!r}")
+            raise ConfigError(f"config key 'stages.{name}.kind' must be one of {sorted(STAGE_CONFIGS)}, got {kind!r}"
+                              f"{did_you_mean(close_names(str(kind), sorted(STAGE_CONFIGS)))}")
         typed_stages[name] = typed(f"stages.{name}", STAGE_CONFIGS[kind], stage)
     try:
+        sections["trainer"].performance.check_stages(
+            {name: stage.optimization.method for name, stage in typed_stages.items() if hasattr(stage, "optimization")})
         sections["ablation"].check_stages(list(typed_stages))
     except ValueError as error:
         raise ConfigError(str(error)) from None
     return RunConfig(name=values["name"], output_dir=values["output_dir"], stages=typed_stages, **sections)
+
+
+def _stage_without_kind(name: str, stages: dict) -> str:
+    """A stage with no kind is usually a misspelled stage name: name the recipe's stages and the closest."""
+    named = [other for other, stage in stages.items() if (stage or {}).get("kind")]
+    meant = did_you_mean([f"stages.{other}" for other in close_names(name, named)])
+    return (f"config key 'stages.{name}' is not a stage of this recipe (no kind; its stages: {', '.join(named)})"
+            f"{meant}; a new stage needs stages.{name}.kind (one of {', '.join(sorted(STAGE_CONFIGS))})")
 
 
 def typed(prefix: str, schema: type, values: dict):
@@ -73,6 +88,17 @@ def typed(prefix: str, schema: type, values: dict):
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
     except OmegaConfBaseException as error:
         key = f"{prefix}.{error.full_key}" if error.full_key else prefix
-        raise ConfigError(f"config key '{key}': {error.msg.splitlines()[0]}") from None
+        meant = _suggestion(prefix, schema, error)
+        raise ConfigError(f"config key '{key}': {error.msg.splitlines()[0]}{meant}") from None
     except ValueError as error:
         raise ConfigError(f"config '{prefix}': {error}") from None
+
+
+def _suggestion(prefix: str, schema: type, error: OmegaConfBaseException) -> str:
+    """For a key the schema lacks: the schema's keys spelled like it."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    if not isinstance(error, (ConfigKeyError, ConfigAttributeError)) or not error.full_key:
+        return ""
+    known = flat_keys(OmegaConf.to_container(OmegaConf.structured(schema)))
+    return did_you_mean([f"{prefix}.{key}" for key in close_paths(str(error.full_key), known)])

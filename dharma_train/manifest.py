@@ -51,9 +51,56 @@ def key(inputs: dict) -> str:
 
 
 def read_manifest(folder: str | Path) -> dict | None:
-    """The folder's manifest, or None when it has none (never finished) or an unreadable one."""
+    """The folder's manifest, or None when it has none (never finished) or an unreadable one; model paths stored
+    relative to the run folder come back as paths where the run folder is now (a moved run keeps its stages)."""
     manifest = read_json_or_none(Path(folder) / MANIFEST)
-    return manifest if isinstance(manifest, dict) and {"key", "inputs", "artifact"} <= set(manifest) else None
+    if not (isinstance(manifest, dict) and {"key", "inputs", "artifact"} <= set(manifest)):
+        return None
+    return _artifact_paths(manifest, lambda path: _from_run(path, Path(folder).parent))
+
+
+def write_manifest(folder: str | Path, manifest: dict) -> dict:
+    """Written atomically, model paths inside the run folder stored relative to it ("01_sft/model")."""
+    stored = _artifact_paths(json.loads(json.dumps(manifest, default=str)),
+                             lambda path: _in_run(path, Path(folder).parent))
+    write_json_atomically(Path(folder) / MANIFEST, stored)
+    return manifest
+
+
+RUN_RELATIVE = "run:"  # marks a path stored relative to the run folder, so it never reads as a hub id
+
+
+def _in_run(path: str | None, run_dir: Path) -> str | None:
+    if not path or not Path(path).is_absolute() and not Path(path).exists():
+        return path
+    try:
+        return RUN_RELATIVE + str(Path(path).resolve().relative_to(run_dir.resolve()))
+    except ValueError:  # outside the run (a hub id, the tiny model's cache, a base folder): kept as it is
+        return path
+
+
+def _from_run(path: str | None, run_dir: Path) -> str | None:
+    if isinstance(path, str) and path.startswith(RUN_RELATIVE):
+        return str(run_dir / path[len(RUN_RELATIVE):])
+    return path
+
+
+def _artifact_paths(manifest: dict, convert) -> dict:
+    """The manifest with every model path (its artifact's and its stored evaluation entry's) converted."""
+    def artifact(data: dict | None) -> dict | None:
+        if not data:
+            return data
+        return {**data, "path": convert(data["path"]), "processor_path": convert(data.get("processor_path")),
+                "base": artifact(data.get("base"))}
+
+    manifest = {**manifest, "artifact": artifact(manifest.get("artifact"))} if "artifact" in manifest else manifest
+    if manifest.get("outputs"):  # the written files' folder (verified before reuse) moves with the run too
+        manifest = {**manifest, "outputs": {**manifest["outputs"], "folder": convert(manifest["outputs"]["folder"])}}
+    entry = (manifest.get("evaluation") or {}).get("entry")
+    if entry:
+        entry = {**entry, "model": convert(entry.get("model")), "artifact": artifact(entry.get("artifact"))}
+        manifest["evaluation"] = {**manifest["evaluation"], "entry": entry}
+    return manifest
 
 
 def new_manifest(point: str, kind: str, inputs: dict, artifact: ModelArtifact, train: dict) -> dict:
@@ -120,11 +167,6 @@ def machine_note(point: str, manifest: dict, device: str) -> str | None:
             return (f"stage {point} was made on another machine than this run's ({'; '.join(differences)}); reused "
                     "as it is, not re-run (trainer.resume=never re-runs it here)")
     return None
-
-
-def write_manifest(folder: str | Path, manifest: dict) -> dict:
-    write_json_atomically(Path(folder) / MANIFEST, manifest)
-    return manifest
 
 
 def is_fresh(manifest: dict | None, inputs: dict) -> tuple[bool, str]:
@@ -200,13 +242,21 @@ def stage_inputs(stage, context, upstream: str, pages: str) -> dict:
     return _json({
         "dharma_train": package_versions()["dharma_train"],
         "stage": f"{type(stage).__module__}.{type(stage).__qualname__}",
-        "config": _plain(config),
+        "config": _without_data_path(_plain(config)),
         "trainer": trainer_inputs(context.trainer),
         "model_settings": {"min_pixels": context.model.min_pixels, "max_pixels": context.model.max_pixels},
         "input": upstream,
         "data": pages,
-        "files": {str(path): path_fingerprint(Path(path)) for path in files},
+        "files": {f"{index}:{Path(path).name}": path_fingerprint(Path(path)) for index, path in enumerate(files)},
     })
+
+
+def _without_data_path(config):
+    """A stage's `data` folder is known by its pages' content (`data` below), not by where it lies: a moved or
+    copied run folder keeps its stages."""
+    if isinstance(config, dict) and config.get("data") is not None:
+        return {**config, "data": "(its pages, by content)"}
+    return config
 
 
 def base_inputs(base: ModelArtifact) -> dict:

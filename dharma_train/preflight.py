@@ -21,8 +21,12 @@ def check_models_reachable(paths: list[str]) -> None:
 
 
 def check_machine(config) -> None:
-    """The trainer's device and precision exist here; the hardware group fits the processes launched."""
+    """The trainer's device and precision exist here, and the libraries of what was asked for (lora_4bit); the
+    hardware group fits the processes launched."""
+    from dharma_train.training.performance.apply import check_bitsandbytes
+
     config.trainer.check_hardware()
+    check_bitsandbytes(config.trainer.performance)
     config.trainer.hardware.check(config.trainer.resolved_device(), distributed.world_size(), distributed.launched(),
                                   {f"stages.{name}": stage.optimization.batch_size
                                    for name, stage in config.stages.items() if hasattr(stage, "optimization")})

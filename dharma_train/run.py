@@ -78,8 +78,11 @@ def resolve_stage_data(config: RunConfig, run_dir: Path) -> dict[str, object]:
     resolved = {}
     for name, stage in config.stages.items():
         data = getattr(stage, "data", None)
-        if data not in GENERATED_SETS:
+        if data is None:
             resolved[name] = stage
+            continue
+        if data not in GENERATED_SETS:
+            resolved[name] = replace(stage, data=str(_load_stage_data(config, run_dir, name, data).root))
             continue
         folder = run_dir / DATA_FOLDER / data
         distributed.on_main(generate_pages, folder, s.general_pages, seed=named_seed(s.seed, data), width=s.width,
@@ -87,6 +90,16 @@ def resolve_stage_data(config: RunConfig, run_dir: Path) -> dict[str, object]:
                             workers=s.workers)
         resolved[name] = replace(stage, data=str(folder))
     return resolved
+
+
+def _load_stage_data(config: RunConfig, run_dir: Path, name: str, source: str) -> PageSet:
+    """A stage's own pages through the run's loader: the same checks, `data.strict` and load report as data.train
+    (run_dir/data/stages/NAME/load_report.json); checked once, by rank 0."""
+    from dharma_train.data.loading import load_page_set
+
+    data = config.data
+    return distributed.on_main(load_page_set, source, run_dir / DATA_FOLDER / "stages" / name, format=data.format,
+                               strict=data.strict, max_pixels=data.max_pixels, split=f"stages.{name}")
 
 
 def execute(config: RunConfig, argv: list[str] | None = None) -> dict:
@@ -199,6 +212,6 @@ def _run_ablation(config: RunConfig) -> list[dict]:
                  list(run.stages))
         execute(run)
     rows = compare(runs)
-    written = write_comparison(rows, config.output_dir)
+    written = write_comparison(rows, config.output_dir, runs)
     log.info("comparison: %s", ", ".join(str(p) for p in written))
     return rows

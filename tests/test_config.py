@@ -66,3 +66,29 @@ def test_stage_yaml_lists_exactly_the_dataclass_defaults():
     for kind, schema in STAGE_CONFIGS.items():
         yaml = OmegaConf.load(Path(config_dir()) / "stage" / f"{kind}.yaml")
         assert yaml == OmegaConf.structured(schema), f"conf/stage/{kind}.yaml drifted from {schema.__name__}"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda v: v.update(ouput_dir="x"), "unknown config key 'ouput_dir' (did you mean output_dir?); known top-level"),
+    (lambda v: v["stages"].update(strucured={"optimization": {"max_steps": 3}}),
+     "config key 'stages.strucured' is not a stage of this recipe (no kind; its stages: general_ocr, structured, dpo, "
+     "quantize, export) (did you mean stages.structured?); a new stage needs stages.strucured.kind"),
+    (lambda v: v["stages"]["structured"]["optimization"].update(lerning_rate=1.0),
+     "(did you mean stages.structured.optimization.learning_rate?)"),
+    (lambda v: v["stages"]["dpo"].update(kind="dp"), "got 'dp' (did you mean dpo?)"),
+    (lambda v: v["trainer"]["performance"].update(lora_4bit=True),
+     "trainer.performance.lora_4bit=true applies to LoRA stages only, and stages.general_ocr, stages.structured, "
+     "stages.dpo fine-tune all weights (optimization.method=full); set their optimization.method=lora"),
+])
+def test_refusals_say_what_was_meant(change, message):
+    values = OmegaConf.to_container(_compose("output_dir=/tmp/x"), resolve=True)
+    change(values)
+    with pytest.raises(ConfigError) as raised:
+        validate(values)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_lora_4bit_with_lora_stages_only_validates():
+    overrides = [f"stages.{name}.optimization.method=lora" for name in ("general_ocr", "structured", "dpo")]
+    config = validate(_compose("output_dir=/tmp/x", "trainer.performance.lora_4bit=true", *overrides))
+    assert config.trainer.performance.lora_4bit

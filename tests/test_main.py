@@ -14,12 +14,67 @@ def _run(*args, cwd, env=None, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_unknown_recipe_lists_the_known_ones(tmp_path):
-    result = _run("recipe=nope", cwd=tmp_path)
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
-    assert "Could not find 'recipe/nope'" in output
-    assert "nanonets_3b" in output and "tiny" in output
+def test_unknown_recipe_is_one_line_exit_2_with_the_known_ones(tmp_path):
+    result = _run("recipe=tin", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "dharma_train: error: unknown recipe 'tin' (did you mean tiny?); known recipe options: ablation_3b, "
+        "ablation_7b, nanonets_3b, olmocr2_7b, qwen25vl_3b, qwen25vl_7b, tiny, tiny_ablation; or give a recipe "
+        "file path first"]
+
+
+def test_help_is_dharma_trains_own_and_imports_no_torch(tmp_path):
+    code = ("import runpy, sys; sys.argv = ['dharma_train', '--help']; "
+            "runpy.run_module('dharma_train', run_name='__main__'); print('torch imported:', 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("dharma_train 0.1.0: turn a Qwen2.5-VL model into a document-OCR specialist")
+    assert "Hydra" not in result.stdout.splitlines()[0]
+    for expected in ("plan ", "env ", "  tiny            the whole specialization ladder", "  dpo  ",
+                     "'~stages.dpo'", "quick smoke run", "outputs: output_dir"):
+        assert expected in result.stdout, expected
+    assert result.stdout.strip().endswith("torch imported: False")
+
+
+def test_version_and_env(tmp_path):
+    version = _run("--version", cwd=tmp_path)
+    assert (version.returncode, version.stdout) == (0, "dharma_train 0.1.0\n")
+    env = _run("env", cwd=tmp_path)
+    assert env.returncode == 0, env.stderr
+    import torch
+
+    assert f"- torch: {torch.__version__}" in env.stdout and "- device: " in env.stdout
+    assert "- bitsandbytes: " in env.stdout and "- dharma_train version: 0.1.0" in env.stdout
+
+
+def test_plan_from_a_recipe_file_validates_plans_and_writes_nothing(tmp_path):
+    recipe = tmp_path / "my_recipe.yaml"
+    recipe.write_text("defaults:\n  - /recipe@_here_: tiny\n  - _self_\n")
+    out = tmp_path / "run"
+    result = _run("plan", str(recipe), f"output_dir={out}", "~stages.dpo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "name: my_recipe" in result.stdout
+    assert "[3/4] quantize (quantize): runs, because general_ocr before it runs" in result.stdout
+    assert "ready: nothing was trained or written" in result.stdout
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("words, message", [
+    (("plan", "trainer.performance.lora_4bit=true"),
+     "trainer.performance.lora_4bit=true applies to LoRA stages only, and stages.general_ocr, stages.structured, "
+     "stages.dpo fine-tune all weights (optimization.method=full)"),
+    (("data.synthetic.train_pages=abc", "--cfg", "job"), "config key 'data.synthetic.train_pages'"),
+    (("lr=1e-4",), "unknown config key 'lr' (did you mean stages."),
+    (("stages.strucured.optimization.max_steps=3",), "(did you mean stages.structured.optimization.max_steps?)"),
+    (("my_recipe.yml",), "recipe file my_recipe.yml does not exist"),
+])
+def test_refusals_are_one_line_with_exit_2(tmp_path, words, message):
+    result = _run(*words, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout[-1000:] + result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("dharma_train: error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
 
 
 def test_nanonets_without_cache_or_hub_stops_with_one_message_before_any_work(tmp_path):
@@ -35,7 +90,7 @@ def test_nanonets_without_cache_or_hub_stops_with_one_message_before_any_work(tm
 @pytest.mark.parametrize("override, message", [
     ("stages.structured.optimization.max_steps=abc", "stages.structured.optimization.max_steps"),
     ("data.train=/no/such/folder", "data source /no/such/folder does not exist"),
-    ("stages.structured.data=/no/stage/data", "data folder /no/stage/data does not exist"),
+    ("stages.structured.data=/no/stage/data", "data source /no/stage/data does not exist"),
     ("stages.dpo.pairs=/no/pairs.jsonl", "preference pairs file /no/pairs.jsonl does not exist"),
 ])
 def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path, override, message):
@@ -45,12 +100,6 @@ def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path, override, message
     assert message in output
     assert "Traceback" not in output
     assert not (tmp_path / "run" / "00_base").exists(), "it failed before any model was loaded"
-
-
-def test_unknown_key_is_refused(tmp_path):
-    result = _run("stages.structured.optimization.lerning_rate=1", cwd=tmp_path)
-    assert result.returncode != 0
-    assert "lerning_rate" in result.stdout + result.stderr
 
 
 def test_resolved_config_prints_offline(tmp_path):
@@ -111,3 +160,13 @@ def test_default_command_runs_the_whole_tiny_ladder_and_the_model_learns(tmp_pat
          f"M.from_pretrained(r'{entries['dpo']['model']}'); print('dharma_train' in sys.modules)"],
         capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "False"
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("bitsandbytes") is not None,
+                    reason="bitsandbytes is installed here: lora_4bit can apply")
+def test_lora_4bit_without_bitsandbytes_is_refused_before_any_work(tmp_path):
+    lora = [f"stages.{name}.optimization.method=lora" for name in ("general_ocr", "structured", "dpo")]
+    result = _run("plan", "trainer.performance.lora_4bit=true", *lora, f"output_dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "machine: REFUSED: trainer.performance.lora_4bit=true needs bitsandbytes" in result.stdout
+    assert result.stderr.strip().endswith("(the frozen base then loads in 16 or 32 bits instead of 4)")

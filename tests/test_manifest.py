@@ -160,3 +160,31 @@ def test_a_stage_records_its_machine_and_a_different_one_is_named(tmp_path):
     assert machine_note("structured", resumed, "cpu") == (
         f"stage structured was resumed on another machine (torch_threads: {here['torch_threads'] + 1} -> "
         f"{here['torch_threads']}): its weights mix both")
+
+
+def test_model_paths_inside_the_run_are_stored_relative_to_it_and_follow_a_moved_run(tmp_path):
+    import shutil
+
+    run = tmp_path / "run1"
+    (run / "01_sft" / "model").mkdir(parents=True)
+    inside = ModelArtifact(str(run / "01_sft" / "model"), base=ModelArtifact("org/base-model"))
+    manifest = new_manifest("sft", "sft", _inputs(), inside, {})
+    manifest["evaluation"] = {"key": "k", "entry": {"stage": "sft", "model": inside.path,
+                                                    "artifact": inside.to_dict()}}
+    write_manifest(run / "01_sft", manifest)
+    stored = json.loads((run / "01_sft" / MANIFEST).read_text())
+    assert stored["artifact"]["path"] == "run:01_sft/model" and stored["artifact"]["base"]["path"] == "org/base-model"
+    assert str(tmp_path) not in json.dumps(stored), "nothing in the manifest names where the run folder lies"
+    shutil.move(run, tmp_path / "run1b")
+    moved = read_manifest(tmp_path / "run1b" / "01_sft")
+    assert moved["artifact"]["path"] == str(tmp_path / "run1b" / "01_sft" / "model")
+    assert moved["evaluation"]["entry"]["model"] == moved["artifact"]["path"]
+    assert is_fresh(moved, _inputs()) == (True, "it finished earlier with the same inputs")
+
+
+def test_a_stage_data_folder_enters_the_key_by_content_not_by_location(tmp_path):
+    def inputs(folder):
+        stage = SFTStage("general", SFTStageConfig(data=str(folder)))
+        return stage_inputs(stage, StageContext(trainer=TrainerConfig(device="cpu")), "up", "same-pages")
+
+    assert inputs(tmp_path / "run1" / "data" / "general") == inputs(tmp_path / "run1b" / "data" / "general")

@@ -136,3 +136,48 @@ def test_an_object_lacking_a_member_of_the_stage_contract_is_refused_before_any_
                                           r"'check', 'input_files'\]"):
         Pipeline(stages=[Bare()], evaluation=EvalConfig(max_new_tokens=4)).run(tiny_artifact, pages, pages, tmp_path)
     assert not (tmp_path / "00_base").exists(), "refused before the base was evaluated"
+
+
+@dataclass
+class OwnPages:
+    data: str | None = None
+
+
+@dataclass
+class SaveCopy(Stage):
+    """A stage that saves its input model into its own folder and trains on its own pages, as real stages do."""
+
+    name: str
+    config: OwnPages
+    ran: list = None  # type: ignore[assignment]
+
+    def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
+        import shutil
+
+        self.ran.append(self.name)
+        shutil.copytree(model.path, output_dir / "model")
+        return StageResult(self.name, ModelArtifact(str(output_dir / "model")), {"pages_seen": len(pages)})
+
+
+def test_a_moved_run_folder_reuses_its_stages_and_its_paths_point_into_the_new_place(tiny_artifact, pages, tmp_path):
+    import shutil
+
+    from dharma_train.data.synthetic.generate import generate_pages
+
+    train, eval_pages = pages
+    first = tmp_path / "run1"
+    generate_pages(first / "data" / "own", 2, seed=3)
+
+    def ladder(run, ran):
+        return Pipeline(stages=[SaveCopy("copy", OwnPages(data=str(run / "data" / "own")), ran)],
+                        evaluation=EvalConfig(max_new_tokens=4, batch_size=4),
+                        context=StageContext(trainer=TrainerConfig(device="cpu")))
+
+    ran = []
+    ladder(first, ran).run(tiny_artifact, train, eval_pages, first)
+    assert ran == ["copy"]
+    shutil.move(first, tmp_path / "run1b")
+    ran.clear()
+    summary = ladder(tmp_path / "run1b", ran).run(tiny_artifact, train, eval_pages, tmp_path / "run1b")
+    assert ran == [], "a moved run folder keeps its finished stages"
+    assert summary["entries"][1]["model"] == str(tmp_path / "run1b" / "01_copy" / "model")

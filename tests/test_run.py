@@ -12,6 +12,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -19,6 +20,7 @@ from dharma_train import EvalConfig, ModelArtifact, PageSet, Pipeline, Stage, St
 from dharma_train.config import validate
 from dharma_train.config_files import config_dir, register_recipes
 from dharma_train.data.pages import load_pages
+from dharma_train.errors import DataError
 from dharma_train.data.synthetic.generate import generate_pages
 from dharma_train.run import resolve
 
@@ -119,11 +121,28 @@ def test_a_stage_naming_general_trains_on_generated_mixed_language_pages(tmp_pat
     assert plan.stages["structured"].data is None, "stages without data keep the run's training pages"
 
 
-def test_a_folder_is_left_as_a_folder_and_nothing_else_is_generated(tmp_path):
+def test_a_stage_folder_goes_through_the_run_loader_and_nothing_else_is_generated(tmp_path):
     own = generate_pages(tmp_path / "own", 2, seed=0, task="plain")
     config = _generated_config(tmp_path / "run", f"stages.general_ocr.data={own.root}")
-    assert resolve(config).stages["general_ocr"].data == str(own.root)
+    checked = tmp_path / "run" / "data" / "stages" / "general_ocr"
+    assert resolve(config).stages["general_ocr"].data == str(checked)
+    assert [page.id for page in load_pages(checked)] == [page.id for page in own]
+    report = json.loads((checked / "load_report.json").read_text())["sources"][0]
+    assert (report["split"], report["used"], report["skipped"]) == ("stages.general_ocr", 2, 0)
     assert not (tmp_path / "run" / "data" / "general").exists()
+
+
+def test_a_stage_source_with_a_bad_row_is_skipped_and_reported_or_strict_stops(tmp_path):
+    source = _benchmark_parquet(tmp_path / "bench.parquet", 2)
+    config = _generated_config(tmp_path / "run", f"stages.structured.data={source}")
+    stage_folder = resolve(config).stages["structured"].data
+    assert len(load_pages(stage_folder)) == 2
+    report = json.loads((Path(stage_folder) / "load_report.json").read_text())["sources"][0]
+    assert report["skips"] == {"corrupt_image": 1}
+    assert report["skipped_rows"] == [{"row": f"{source} row 2", "id": "2", "reason": "corrupt_image"}]
+    strict = _generated_config(tmp_path / "strict", f"stages.structured.data={source}", "data.strict=true")
+    with pytest.raises(DataError, match=r"row 2 \(id 2\): corrupt_image: not a readable image"):
+        resolve(strict)
 
 
 def test_synthetic_options_reach_the_generated_splits(tmp_path):

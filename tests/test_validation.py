@@ -103,7 +103,7 @@ def _stage_folder_without_pages(folder, split):
     (_missing_image, r"pages\.jsonl:1 .*nope\.png"),
     (_empty_pairs, r"pairs\.jsonl holds no preference pairs"),
     (_identical_pair, r"pairs\.jsonl:1: 'chosen' and 'rejected' are identical"),
-    (_stage_folder_without_pages, r"has no pages\.jsonl"),
+    (_stage_folder_without_pages, r"the folder holds no pages\.jsonl, saved dataset, parquet files or images"),
 ])
 def test_bad_data_is_one_error_naming_file_and_row_before_any_model_loads(splits, tmp_path, make, message):
     train, evaluation = splits

@@ -1,8 +1,8 @@
 """Synthetic page sets from the command line.
 
-    python -m dharma_train.data generate --out pages --pages 1000 --size 1024 --workers 8
-    python -m dharma_train.data generate --out general --pages 500 --task general
-    python -m dharma_train.data contact-sheet pages --out sheet.png
+    python -m dharma_train.data generate --output-dir pages --pages 1000 --size 1024 --workers 8
+    python -m dharma_train.data generate --output-dir general --pages 500 --task general
+    python -m dharma_train.data contact-sheet pages --output sheet.png
 
 `generate` writes DIR/images/* and DIR/pages.jsonl (the page folder every stage and `data.train` read);
 `contact-sheet` draws a few pages of a folder beside their ground truth. Bad arguments exit with status 2 and one
@@ -23,6 +23,7 @@ from dharma_train.data.synthetic.generate import (
     generate_pages,
     page_size,
 )
+from dharma_train.cli.formatting import DefaultsHelpFormatter
 from dharma_train.errors import DharmaError
 
 
@@ -64,10 +65,13 @@ def _contact_sheet(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dharma_train.data", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dharma_train.data", description=__doc__.splitlines()[0],
+                                     formatter_class=DefaultsHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    generate = commands.add_parser("generate", help="write a folder of synthetic pages and their ground truth")
-    generate.add_argument("--out", required=True, help="folder to write (images/ and pages.jsonl)")
+    generate = commands.add_parser("generate", help="write a folder of synthetic pages and their ground truth",
+                                   formatter_class=DefaultsHelpFormatter)
+    generate.add_argument("--output-dir", "--out", dest="out", required=True,
+                          help="folder to write (images/ and pages.jsonl)")
     generate.add_argument("--pages", type=int, required=True, help="how many pages")
     generate.add_argument("--families", default=None,
                           help=f"comma-separated, taking turns: some of {','.join(ALL_FAMILIES)} "
@@ -79,15 +83,16 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--max-words", type=int, default=None,
                           help="body words per page at most (default: fills the page, about size / 5)")
     generate.add_argument("--workers", type=int, default=1, help="processes (output is identical for any number)")
-    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--seed", type=int, default=0, help="the same seed gives the same pages, byte for byte")
     generate.add_argument("--format", default="png", choices=IMAGE_FORMATS, help="image files: png or jpg")
     generate.add_argument("--clean", action="store_true", help="no scan or photo degradation")
     generate.add_argument("--id-prefix", default="page", help="page ids are PREFIX-00000, PREFIX-00001, ...")
-    sheet = commands.add_parser("contact-sheet", help="a PNG of some pages beside their ground truth")
+    sheet = commands.add_parser("contact-sheet", help="a PNG of some pages beside their ground truth",
+                                formatter_class=DefaultsHelpFormatter)
     sheet.add_argument("folder", help="a page folder (pages.jsonl beside the images)")
-    sheet.add_argument("--out", required=True, help="PNG file to write")
+    sheet.add_argument("--output", "--out", dest="out", required=True, help="PNG file to write")
     sheet.add_argument("--count", type=int, default=8, help="pages on the sheet (spread over the families)")
-    sheet.add_argument("--columns", type=int, default=2)
+    sheet.add_argument("--columns", type=int, default=2, help="pages per row of the sheet")
     return parser
 
 

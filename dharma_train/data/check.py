@@ -19,14 +19,16 @@ from pathlib import Path
 
 from dharma_train.data.config import DEFAULT_MAX_PIXELS, FORMATS
 from dharma_train.data.validation import FIX_REASONS, SKIP_REASONS, LoadReport, SourceReport
+from dharma_train.cli.formatting import DefaultsHelpFormatter
 from dharma_train.errors import DharmaError
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m dharma_train.data.check", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dharma_train.data.check", description=__doc__.splitlines()[0],
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("source", help="page folder, parquet file or folder, JSONL, save_to_disk folder, Hub id, "
                                        "or image folder with sidecars; NAME:SPLIT picks a dataset split")
-    parser.add_argument("--format", default="auto", choices=FORMATS)
+    parser.add_argument("--format", default="auto", choices=FORMATS, help="the source's layout; auto: detected")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad row")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help="larger images are scaled down to this many pixels (counted as fixed)")

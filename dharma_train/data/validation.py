@@ -160,7 +160,8 @@ class SourceReport:
     tasks: Counter = field(default_factory=Counter)
     families: Counter = field(default_factory=Counter)
     ignored_columns: Counter = field(default_factory=Counter)  # columns outside KNOWN_COLUMNS, with row counts
-    examples: dict[str, list[dict]] = field(default_factory=dict)  # reason -> the first rows it hit
+    examples: dict[str, list[dict]] = field(default_factory=dict)  # reason -> the first rows it hit, with details
+    skipped_rows: list[dict] = field(default_factory=list)  # every skipped row: where, id, reason
     known_columns: frozenset = KNOWN_COLUMNS
 
     def note_columns(self, fields: dict) -> None:
@@ -184,6 +185,7 @@ class SourceReport:
         self.rows += 1
         self.skipped += 1
         self.skips[reason] += 1
+        self.skipped_rows.append({"row": where, "id": row_id, "reason": reason})
         self._example(reason, where, row_id, detail)
 
     def _example(self, reason: str, where: str, row_id: str | None, detail: str) -> None:
@@ -204,7 +206,8 @@ class SourceReport:
                 "used": self.used, "fixed": self.fixed, "skipped": self.skipped,
                 "fixes": dict(sorted(self.fixes.items())), "skips": dict(sorted(self.skips.items())),
                 "tasks": dict(self.tasks), "families": dict(self.families),
-                "ignored_columns": dict(self.ignored_columns), "examples": self.examples}
+                "ignored_columns": dict(self.ignored_columns), "examples": self.examples,
+                "skipped_rows": self.skipped_rows}
 
 
 @dataclass

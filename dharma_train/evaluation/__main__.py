@@ -14,27 +14,49 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from dharma_train.cli.formatting import DefaultsHelpFormatter
 from dharma_train.errors import DharmaError
 from dharma_train.files import write_json_atomically
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m dharma_train.evaluation", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dharma_train.evaluation", description=__doc__.splitlines()[0],
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--model", required=True, help="a local model folder, a hub id, or 'tiny'")
     parser.add_argument("--adapter-base", help="when --model is a LoRA adapter folder: the model it adapts")
     parser.add_argument("--pages", help="any data source (a page folder, the benchmark's parquet files, JSONL, ...: "
                                         "docs/data-loading.md); default: 16 generated pages")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad row instead of skipping it")
-    parser.add_argument("--output-dir", default="evaluation", help="where metrics and predictions go")
-    parser.add_argument("--task", default="structured", choices=["structured", "plain"])
-    parser.add_argument("--max-new-tokens", type=int, default=2048)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-pages", type=int)
-    parser.add_argument("--cache", default="auto", choices=["auto", "static", "dynamic"])
-    parser.add_argument("--price-per-hour", type=float, default=2.5, help="USD per hour of this machine")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--max-pixels", type=int, help="pixel budget per page image")
+    parser.add_argument("--output-dir", "--out", default="evaluation", help="where metrics and predictions go")
+    parser.add_argument("--task", choices=["structured", "plain"], help="what the answers are scored as "
+                        "(default: the evaluation group's, structured)")
+    parser.add_argument("--max-new-tokens", type=int, help="answer length bound per page (default: 160 for "
+                        "--model tiny, as the tiny recipe evaluates; else 2048: conf/evaluation/*.yaml)")
+    parser.add_argument("--batch-size", type=int, help="pages generated together (default: 16 for --model tiny, "
+                        "else 8)")
+    parser.add_argument("--max-pages", type=int, help="evaluate only the first N pages (default: all)")
+    parser.add_argument("--cache", choices=["auto", "static", "dynamic"],
+                        help="KV cache: auto is static (compiled) on CUDA, dynamic elsewhere (default: auto)")
+    parser.add_argument("--price-per-hour", type=float, help="USD per hour of this machine, for cost per million "
+                        "pages (default: 2.5)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
+    parser.add_argument("--max-pixels", type=int, help="pixel budget per page image (default: the processor's)")
     return parser.parse_args(argv)
+
+
+def evaluation_config(args: argparse.Namespace):
+    """The evaluation group's settings (tiny.yaml for --model tiny, as the tiny recipe uses), then the flags given."""
+    from omegaconf import OmegaConf
+
+    from dharma_train.config_files import config_dir
+    from dharma_train.evaluation.hook import EvalConfig
+    from dharma_train.models.config import TINY
+
+    group = OmegaConf.to_container(OmegaConf.load(config_dir() / "evaluation" /
+                                                  ("tiny.yaml" if args.model == TINY else "default.yaml")))
+    given = {"task": args.task, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
+             "max_pages": args.max_pages, "cache": args.cache, "price_per_hour": args.price_per_hour}
+    return EvalConfig(**{**group, **{key: value for key, value in given.items() if value is not None}})
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -42,14 +64,13 @@ def run(args: argparse.Namespace) -> dict:
     from dharma_train.artifact import ModelArtifact
     from dharma_train.data.config import DEFAULT_MAX_PIXELS
     from dharma_train.data.loading import load_page_set
-    from dharma_train.evaluation.hook import EvalConfig, evaluate
+    from dharma_train.evaluation.hook import evaluate
     from dharma_train.models.loading import check_available, load_model, load_processor
     from dharma_train.reporting.report import write_report
     from dharma_train.run import base_artifact
     from dharma_train.training.config import TrainerConfig
 
-    config = EvalConfig(task=args.task, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                        max_pages=args.max_pages, cache=args.cache, price_per_hour=args.price_per_hour)
+    config = evaluation_config(args)
     base = ModelArtifact(path=args.adapter_base) if args.adapter_base else None
     artifact = ModelArtifact(path=args.model, base=base) if base else base_artifact(args.model)
     check_available(artifact)

@@ -3,8 +3,10 @@
 Reads only each run's summary.json, so it works on an ablation's base folders, on a Hydra multirun's job folders,
 or on any runs made earlier:
 
-    python -m dharma_train.reporting.comparison runs/qwen runs/nanonets --out runs/comparison
-    python -m dharma_train.reporting.comparison qwen=runs/a nanonets=runs/b --out runs/comparison
+    python -m dharma_train.reporting.comparison runs/qwen runs/nanonets --output-dir runs/comparison
+    python -m dharma_train.reporting.comparison qwen=runs/a nanonets=runs/b --output-dir runs/comparison
+
+comparison.md says whether the runs were evaluated on the same pages, by the pages' content fingerprints.
 """
 
 from __future__ import annotations
@@ -46,6 +48,59 @@ def read_summary(run_dir: str | Path) -> dict:
     if not isinstance(summary.get("entries"), list):
         raise DataError(f"{path}: no 'entries' list")
     return summary
+
+
+def evaluation_pages_folder(run_dir: str | Path) -> Path | None:
+    """The page folder a run evaluated on: its loaded or generated eval split, or the folder its config named."""
+    run_dir = Path(run_dir)
+    record = run_dir / "run.json"
+    named = None
+    if record.is_file():
+        named = (json.loads(record.read_text(encoding="utf-8")).get("config", {}).get("data") or {}).get("eval")
+    candidates = [run_dir / "data" / "loaded" / "eval", run_dir / "data" / "eval"] + ([Path(named)] if named else [])
+    return next((folder for folder in candidates if (folder / "pages.jsonl").is_file()), None)
+
+
+def evaluation_pages(run_dirs: Mapping[str, str | Path]) -> dict[str, dict | None]:
+    """Per run: the eval folder, its page count, ids and content fingerprint (None where no folder is found)."""
+    from dharma_train.data.pages import load_pages
+    from dharma_train.manifest import pages_fingerprint
+
+    found = {}
+    for name, run_dir in run_dirs.items():
+        folder = evaluation_pages_folder(run_dir)
+        if folder is None:
+            found[name] = None
+            continue
+        pages = load_pages(folder)
+        found[name] = {"folder": str(folder), "pages": len(pages), "ids": [page.id for page in pages],
+                       "fingerprint": pages_fingerprint(pages)}
+    return found
+
+
+def same_pages_sentence(pages: Mapping[str, dict | None]) -> str:
+    """What the comparison can claim about the evaluation pages, checked by their content fingerprints."""
+    unknown = [name for name, info in pages.items() if info is None]
+    if unknown:
+        return (f"Whether every base was evaluated on the same pages is not known: no evaluation page folder was "
+                f"found for {', '.join(unknown)}.")
+    prints = {info["fingerprint"] for info in pages.values()}
+    if len(prints) == 1:
+        info = next(iter(pages.values()))
+        return (f"Every base was evaluated on the same {info['pages']} pages after each point (content "
+                f"fingerprint {info['fingerprint']}).")
+    first_name, first = next(iter(pages.items()))
+    differences = []
+    for name, info in list(pages.items())[1:]:
+        if info["fingerprint"] == first["fingerprint"]:
+            continue
+        only_first = len(set(first["ids"]) - set(info["ids"]))
+        only_this = len(set(info["ids"]) - set(first["ids"]))
+        shared = "same ids, different content" if not (only_first or only_this) else \
+            f"{only_first} ids only in {first_name}, {only_this} only in {name}"
+        differences.append(f"{name}: {info['pages']} pages in {info['folder']} ({shared})")
+    return (f"WARNING: the bases were NOT evaluated on the same pages, so their numbers are not directly "
+            f"comparable. {first_name}: {first['pages']} pages in {first['folder']}; " + "; ".join(differences) + ".")
 
 
 def compare(run_dirs: Mapping[str, str | Path]) -> list[dict]:
@@ -92,16 +147,18 @@ def to_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def to_markdown(rows: list[dict], plots: list[str] | None = None) -> str:
+def to_markdown(rows: list[dict], plots: list[str] | None = None,
+                pages: Mapping[str, dict | None] | None = None) -> str:
     """The main table (one row per base and point), then per-family quality and degeneration."""
     formats = {column: fmt for column, _, fmt in METRICS}
     formats.update({c: fmt for c in columns(rows) for suffix, _, fmt in FAMILY_METRICS if c.endswith(f"_{suffix}")
                     and c not in formats})
     main = ["base", "stage", "kind"] + [column for column, _, _ in METRICS] + ["gate"]
     families = [c for c in columns(rows) if c not in main and c in formats]
+    checked = same_pages_sentence(pages) if pages else "The evaluation pages were not checked."
     lines = ["# Comparison of bases", "",
-             "Every base went through the same stages and was evaluated on the same pages after each one "
-             "(a blank stage: that base skipped it). Formulas: docs/evaluation.md.", ""]
+             f"Each base went through the stages shown (a blank stage: that base skipped it). {checked} "
+             "Formulas: docs/evaluation.md.", ""]
     lines += _table(main, [[_cell(row.get(c), formats.get(c)) for c in main] for row in rows])
     if families:
         lines += ["", "## Per data family", ""]
@@ -119,8 +176,10 @@ def to_markdown(rows: list[dict], plots: list[str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(rows: list[dict], out_dir: str | Path) -> list[Path]:
-    """comparison.md, comparison.csv and the two plots (one line per base over the stages) in out_dir."""
+def write_comparison(rows: list[dict], out_dir: str | Path,
+                     run_dirs: Mapping[str, str | Path] | None = None) -> list[Path]:
+    """comparison.md, comparison.csv and the two plots (one line per base over the stages) in out_dir; given the
+    run folders, comparison.md says whether their evaluation pages are the same, by content."""
     from dharma_train.reporting.plots import plot_by_base
 
     out_dir = Path(out_dir)
@@ -131,7 +190,8 @@ def write_comparison(rows: list[dict], out_dir: str | Path) -> list[Path]:
                  for base in dict.fromkeys(row["base"] for row in rows)}
         plots.append(Path(plot_by_base(points, lines, title, out_dir / name)).name)
     return [write_text_atomically(out_dir / "comparison.csv", to_csv(rows)),
-            write_text_atomically(out_dir / "comparison.md", to_markdown(rows, plots)),
+            write_text_atomically(out_dir / "comparison.md",
+                                  to_markdown(rows, plots, evaluation_pages(run_dirs) if run_dirs else None)),
             *(out_dir / p for p in plots)]
 
 
@@ -159,12 +219,17 @@ def parse_runs(arguments: list[str]) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dharma_train.reporting.comparison", description=__doc__.splitlines()[0])
+    from dharma_train.cli.formatting import DefaultsHelpFormatter
+
+    parser = argparse.ArgumentParser(prog="python -m dharma_train.reporting.comparison",
+                                     description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run folders holding summary.json, each FOLDER or NAME=FOLDER")
-    parser.add_argument("--out", default="comparison", help="where comparison.md/.csv and the plots go")
+    parser.add_argument("--output-dir", "--out", dest="out", default="comparison",
+                        help="where comparison.md/.csv and the plots go (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        written = write_comparison(compare(parse_runs(args.runs)), args.out)
+        runs = parse_runs(args.runs)
+        written = write_comparison(compare(runs), args.out, runs)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -33,11 +33,36 @@ def card_for_run(summary_file: Path, run_dir: Path, pages: PageSet, run_name: st
     config = json.loads((model_dir / "config.json").read_text())
     families = Counter(page.family for page in pages)
     return render_card(summary, stages, families, run_name, config.get("quantization_config"),
-                       repo_id or str(model_dir), library_versions(), on_hub=repo_id is not None)
+                       repo_id or str(model_dir), library_versions(), on_hub=repo_id is not None,
+                       provenance=run_provenance(run_dir))
+
+
+def run_provenance(run_dir: Path) -> dict:
+    """How the run was made, from its own records: the command (run.json), the data sources and what the loader
+    skipped and why (every load_report.json under data/)."""
+    record = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    data = record.get("config", {}).get("data") or {}
+    sources = [f"`data.{split}`: `{data[split]}`" for split in ("train", "eval", "test") if data.get(split)]
+    synthetic = data.get("synthetic") or {}
+    missing = [split for split in ("train", "eval") if not data.get(split)]
+    if missing and synthetic:
+        sources.append(f"generated synthetic pages for {' and '.join(missing)} "
+                       f"(`data.synthetic`, seed {synthetic.get('seed')})")
+    stages = record.get("config", {}).get("stages") or {}
+    sources += [f"`stages.{name}.data`: `{stage['data']}`" for name, stage in stages.items()
+                if isinstance(stage, dict) and stage.get("data")]
+    skipped = []
+    for report_file in sorted((run_dir / "data").rglob("load_report.json")) if (run_dir / "data").is_dir() else []:
+        for source in json.loads(report_file.read_text()).get("sources", []):
+            reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(source.get("skips", {}).items()))
+            skipped.append(f"`{source.get('source')}` ({source.get('split')}): {source.get('rows')} rows, "
+                           f"{source.get('skipped')} skipped" + (f" ({reasons})" if reasons else ""))
+    return {"command": record.get("command"), "sources": sources, "loaded": skipped}
 
 
 def render_card(summary: dict | None, stages: list[dict], families: dict[str, int], run_name: str,
-                quantization: dict | None, location: str, versions: dict[str, str], on_hub: bool = False) -> str:
+                quantization: dict | None, location: str, versions: dict[str, str], on_hub: bool = False,
+                provenance: dict | None = None) -> str:
     """Markdown with Hub metadata: use, evaluation per stage, data families, recipe, quantization, software."""
     entries = (summary or {}).get("entries", [])
     settings = (summary or {}).get("evaluation", {})
@@ -65,16 +90,25 @@ def render_card(summary: dict | None, stages: list[dict], families: dict[str, in
                         [[e["stage"]] + [_cell(e["metrics"], k, f) for _, k, f in CARD_SPEED] for e in entries])
     else:
         lines += ["No evaluation was recorded for this export (no summary.json was found)."]
+    provenance = provenance or {}
     lines += ["", "## Training data", ""]
+    if provenance.get("sources"):
+        lines += ["Sources: " + "; ".join(provenance["sources"]) + ".", ""]
     lines += [f"- `{family}`: {count} pages" for family, count in sorted(families.items())] or ["- (none recorded)"]
+    if provenance.get("loaded"):
+        lines += ["", "Rows checked by the loader (skipped rows are listed by id in the run's load_report.json):",
+                  ""] + [f"- {line}" for line in provenance["loaded"]]
     last = final["metrics"].get("by_family", {}) if final else {}
     if last:
         lines += ["", f"Quality of the exported point ({final['stage']}) per family:", ""]
         lines += _table(["family", "pages", "quality", "CER", "degeneration"],
                         [[f, str(m.get("pages", "")), _cell(m, "quality_score", "{:.3f}"), _cell(m, "cer", "{:.3f}"),
                           _cell(m, "degeneration_rate", "{:.1%}")] for f, m in sorted(last.items())])
-    how = (f"`python -m dharma_train recipe={run_name}`" if run_name in recipe_names()
-           else f"the pipeline `{run_name}`")
+    if provenance.get("command"):
+        how = f"`{provenance['command']}`"
+    else:
+        how = (f"`python -m dharma_train recipe={run_name}`" if run_name in recipe_names()
+               else f"the pipeline `{run_name}`")
     lines += ["", "## Recipe", "", f"Made by {how}; each stage's resolved configuration:", ""]
     for stage in stages:
         lines += [f"<details><summary>{stage['name']} ({stage['kind']})</summary>", "", "```json",
@@ -109,17 +143,24 @@ def _metadata(base: str | None, quantization: dict | None) -> str:
 
 
 def _usage(location: str, task: str, quantization: dict | None) -> list[str]:
+    """Plain transformers, no torchvision: AutoProcessor would load Qwen2-VL's video processor, which needs it."""
     needs = {"compressed-tensors": " (needs `pip install compressed-tensors`; vLLM serves it directly)",
              "bitsandbytes": " (needs `pip install bitsandbytes`)"}.get((quantization or {}).get("quant_method"), "")
-    return [f"Plain transformers{needs}:", "", "```python", "from PIL import Image",
-            "from transformers import AutoModelForImageTextToText, AutoProcessor", "",
+    return [f"Plain transformers{needs}, no torchvision needed (where torchvision is installed, "
+            "`AutoProcessor.from_pretrained` gives the same inputs in one object):", "", "```python",
+            "from PIL import Image",
+            "from transformers import AutoModelForImageTextToText, AutoTokenizer, Qwen2VLImageProcessorPil", "",
             f'model = AutoModelForImageTextToText.from_pretrained("{location}", dtype="auto", device_map="auto")',
-            f'processor = AutoProcessor.from_pretrained("{location}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{location}")',
+            f'images = Qwen2VLImageProcessorPil.from_pretrained("{location}")',
             f'messages = [{{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": {PROMPTS[task]!r}}}]}}]',
-            "prompt = processor.apply_chat_template(messages, add_generation_prompt=True)",
-            'inputs = processor(images=[Image.open("page.png")], text=[prompt], return_tensors="pt").to(model.device)',
-            "answer = model.generate(**inputs, max_new_tokens=2048, do_sample=False)[0, inputs.input_ids.shape[1]:]",
-            "print(processor.decode(answer, skip_special_tokens=True))", "```"]
+            "prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)",
+            'pixels = images(images=[Image.open("page.png")], return_tensors="pt")',
+            'image_tokens = int(pixels["image_grid_thw"].prod()) // images.merge_size**2  # one per merged patch',
+            'text = tokenizer([prompt.replace("<|image_pad|>", "<|image_pad|>" * image_tokens)], return_tensors="pt")',
+            "inputs = {name: value.to(model.device) for name, value in {**text, **pixels}.items()}",
+            'answer = model.generate(**inputs, max_new_tokens=2048, do_sample=False)[0, inputs["input_ids"].shape[1]:]',
+            "print(tokenizer.decode(answer, skip_special_tokens=True))", "```"]
 
 
 def _quantization_text(quantization: dict) -> str:

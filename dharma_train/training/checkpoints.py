@@ -108,6 +108,9 @@ def train_resumably(trainer, settings, stage: str) -> dict:
     sampler = use_token_budget(trainer, settings)  # None unless trainer.performance.token_budget is set
     recompute = choose_recompute(trainer, settings, stage, sampler.largest() if sampler else None)
     guard = NonFiniteGuard(settings.on_nonfinite)
+    from dharma_train.console import label_training_bar
+
+    label_training_bar(trainer, f"training {stage}")
     with handle_signals() as stop:
         for callback in (NoFinalCheckpoint(), StopOnSignal(stop), guard):  # in this order: the last word on saving
             trainer.add_callback(callback)

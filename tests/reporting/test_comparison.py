@@ -111,3 +111,23 @@ def test_command_line_names_runs_by_folder_or_explicitly(runs, tmp_path, capsys)
 def test_markdown_leaves_missing_metrics_blank():
     rows = [{"base": "b", "stage": "base", "kind": "base", "quality": None, "cer": 0.5}]
     assert "| b | base | base |  |  | 0.500 |" in to_markdown(rows)
+
+
+def test_comparison_checks_the_evaluation_pages_by_content(runs, tmp_path, capsys):
+    from dharma_train.data.synthetic.generate import generate_pages
+
+    same = generate_pages(runs["general"] / "data" / "eval", 3, seed=5)
+    generate_pages(runs["with_rung"] / "data" / "eval", 3, seed=5)
+    assert main([str(runs["general"]), str(runs["with_rung"]), "--output-dir", str(tmp_path / "same")]) == 0
+    assert "Every base was evaluated on the same 3 pages after each point (content fingerprint" in \
+        (tmp_path / "same" / "comparison.md").read_text()
+    generate_pages(runs["with_rung"] / "data" / "eval", 3, seed=6)  # same ids, other pages
+    assert main([str(runs["general"]), str(runs["with_rung"]), "--output-dir", str(tmp_path / "other")]) == 0
+    text = (tmp_path / "other" / "comparison.md").read_text()
+    assert "WARNING: the bases were NOT evaluated on the same pages" in text
+    assert f"general: 3 pages in {same.root}" in text and "with_rung: 3 pages in" in text
+    assert "(same ids, different content)" in text
+    (runs["with_rung"] / "data" / "eval" / "pages.jsonl").unlink()
+    write_comparison(compare(runs), tmp_path / "unknown", runs)
+    assert "not known: no evaluation page folder was found for with_rung" in \
+        (tmp_path / "unknown" / "comparison.md").read_text()

@@ -48,6 +48,38 @@ def test_card_of_a_run_carries_its_evaluation_families_recipe_and_versions(tiny_
     assert f"transformers {library_versions()['transformers']}" in card
     assert card.startswith("---\n") and "library_name: transformers" in card
     assert "pipeline_tag: image-text-to-text" in card
+    _run_usage_snippet(card, eval_pages.pages[0].image, tmp_path)
+
+
+def _run_usage_snippet(card: str, page_image, folder):
+    """The card's Python block, run as a user would in a fresh interpreter (8 new tokens instead of 2,048)."""
+    import shutil
+    import subprocess
+    import sys
+
+    snippet = card.split("```python\n")[1].split("```")[0].replace("max_new_tokens=2048", "max_new_tokens=8")
+    shutil.copy(page_image, folder / "page.png")
+    done = subprocess.run([sys.executable, "-c", snippet], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_card_prints_the_real_command_the_sources_and_the_skipped_rows(tmp_path):
+    from dharma_train.reporting.model_card import run_provenance
+
+    command = "python -m dharma_train recipe=tiny stages.structured.optimization.max_steps=3"
+    (tmp_path / "run.json").write_text(json.dumps({"command": command, "config": {
+        "data": {"train": "bench.parquet", "eval": None, "synthetic": {"seed": 4}},
+        "stages": {"general_ocr": {"data": "general"}, "structured": {"data": None}}}}))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "load_report.json").write_text(json.dumps({"sources": [
+        {"split": "train", "source": "bench.parquet", "rows": 18, "skipped": 3,
+         "skips": {"corrupt_image": 1, "empty_answer": 2}}]}))
+    card = render_card(None, [], {"printed": 15}, "tiny", None, "user/model", {"dharma_train": "0.1.0"},
+                       provenance=run_provenance(tmp_path))
+    assert f"Made by `{command}`" in card and "recipe=tiny`;" not in card
+    assert ("Sources: `data.train`: `bench.parquet`; generated synthetic pages for eval (`data.synthetic`, seed 4); "
+            "`stages.general_ocr.data`: `general`.") in card
+    assert "- `bench.parquet` (train): 18 rows, 3 skipped (corrupt_image 1, empty_answer 2)" in card
 
 
 def test_card_of_a_quantized_model_says_how_and_what_stayed_16_bit():

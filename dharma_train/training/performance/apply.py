@@ -28,19 +28,39 @@ def speed_up(model, config: PerformanceConfig, device: str) -> dict[str, str]:
     if config.compile:
         outcome["compile"] = _try(on_gpu, lambda: compile_layers(model), "needs CUDA")
     for name, state in outcome.items():
-        (log.info if state == "on" else log.warning)("performance.%s: %s", name, state)
+        _say_once(name, state, actionable=on_gpu)
     return outcome
 
 
+_said: set[tuple[str, str]] = set()
+
+
+def _say_once(name: str, state: str, actionable: bool) -> None:
+    """Each outcome once per process; off a GPU the CUDA speed-ups are off by design (info), on one a warning."""
+    if (name, state) in _said:
+        return
+    _said.add((name, state))
+    (log.warning if actionable and state != "on" else log.info)("performance.%s: %s", name, state)
+
+
 def quantized_base(method: str, config: PerformanceConfig) -> bool:
-    """QLoRA: whether a stage of this method loads its frozen base in 4-bit (LoRA, lora_4bit, bitsandbytes here)."""
+    """QLoRA: whether a stage of this method loads its frozen base in 4-bit (LoRA and lora_4bit); asked for without
+    bitsandbytes it is refused, never silently replaced by a full-precision base."""
     if not (config.lora_4bit and method == "lora"):
         return False
-    if importlib.util.find_spec("bitsandbytes") is None:
-        log.warning("performance.lora_4bit: off (needs bitsandbytes: pip install bitsandbytes)")
-        return False
+    check_bitsandbytes(config)
     log.info("performance.lora_4bit: on (frozen base in 4-bit NF4)")
     return True
+
+
+def check_bitsandbytes(config: PerformanceConfig) -> None:
+    """lora_4bit needs bitsandbytes installed: refused at run start, before any model loads."""
+    from dharma_train.errors import ConfigError
+
+    if config.lora_4bit and importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("trainer.performance.lora_4bit=true needs bitsandbytes, which is not installed: "
+                          "pip install bitsandbytes, or set trainer.performance.lora_4bit=false (the frozen base then "
+                          "loads in 16 or 32 bits instead of 4)")
 
 
 def _try(possible: bool, apply, reason: str) -> str:

@@ -28,6 +28,14 @@ class PerformanceConfig:
         if self.prefetch_batches < 1:
             raise ValueError(f"trainer.performance.prefetch_batches must be >= 1, got {self.prefetch_batches}")
 
+    def check_stages(self, methods: dict[str, str]) -> None:
+        """lora_4bit quantizes a LoRA stage's frozen base; a full fine-tuning stage has none, so asking is an error."""
+        full = [name for name, method in methods.items() if method != "lora"]
+        if self.lora_4bit and full:
+            raise ValueError(f"trainer.performance.lora_4bit=true applies to LoRA stages only, and "
+                             f"{', '.join(f'stages.{name}' for name in full)} fine-tune all weights "
+                             f"(optimization.method=full); set their optimization.method=lora or lora_4bit=false")
+
 
 def check_budget(value: str) -> None:
     """Raise ValueError naming the key unless `value` is off, auto or a positive whole number of tokens."""

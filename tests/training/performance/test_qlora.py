@@ -6,18 +6,19 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText
 
-from dharma_train import SFTStage, SFTStageConfig, StageContext
+from dharma_train import ConfigError, SFTStage, SFTStageConfig, StageContext
 from dharma_train.training.config import OptimizationConfig, TrainerConfig
 from dharma_train.training.performance import PerformanceConfig, quantized_base
 
 
-def test_only_lora_stages_quantize_and_only_with_bitsandbytes(monkeypatch):
+def test_only_lora_stages_quantize_and_without_bitsandbytes_it_is_refused(monkeypatch):
     import dharma_train.training.performance.apply as apply
 
     assert not quantized_base("lora", PerformanceConfig())
     assert not quantized_base("full", PerformanceConfig(lora_4bit=True))
     monkeypatch.setattr(apply.importlib.util, "find_spec", lambda name: None)
-    assert not quantized_base("lora", PerformanceConfig(lora_4bit=True))  # falls back to the full-precision base
+    with pytest.raises(ConfigError, match="needs bitsandbytes, which is not installed: pip install bitsandbytes"):
+        quantized_base("lora", PerformanceConfig(lora_4bit=True))  # never a silent full-precision base
 
 
 @pytest.mark.slow

@@ -1,0 +1,105 @@
+"""What a run prints: dharma_train's progress lines, and none of the libraries' notices a user cannot act on.
+
+`quiet_libraries()` drops, by their exact text, notices that are true of every CPU run or every tiny model and
+say nothing to do (llm-compressor's "No accelerator available", transformers' offloaded-modules size warning on
+a 3 MB model, the Trainer's pad-token alignment notice, a torch.fx API note); `show_progress()` gives the
+Python API the CLI's progress lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+# (logger name, the start of a message that is never actionable here)
+DROPPED_LOG_LINES = (
+    ("transformers.trainer_utils", "The tokenizer has new PAD/BOS/EOS tokens"),
+    ("torch.fx._symbolic_trace", "is_fx_tracing will return true"),  # a torch API note, hit inside llm-compressor
+)
+DROPPED_WARNINGS = (
+    r"Attempting to save a model with offloaded modules",  # transformers: names 50GB whatever the model's size
+)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, starts: tuple[str, ...]):
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.starts)
+
+
+class _SayOnce(logging.Filter):
+    """A warning repeated word for word (once per stage, say) is shown the first time only."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        text = record.getMessage()
+        if text in self.seen:
+            return False
+        self.seen.add(text)
+        return True
+
+
+def say_once(handlers: list[logging.Handler]) -> None:
+    """Each of these handlers shows a given warning text once."""
+    for handler in handlers:
+        if not any(isinstance(f, _SayOnce) for f in handler.filters):
+            handler.addFilter(_SayOnce())
+
+
+def quiet_libraries() -> None:
+    """Drop the known non-actionable notices (a user who wants llm-compressor's sets LLM_COMPRESSOR_LOG_LEVEL),
+    and show each repeated warning once on the handlers configured now."""
+    os.environ.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "ERROR")  # read when llmcompressor is first imported
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # else the tokenizers library warns at every fork
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # "Casting the dataset" bars of internal steps
+    for name, start in DROPPED_LOG_LINES:
+        logging.getLogger(name).addFilter(_DropMessages((start,)))
+    for message in DROPPED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    say_once(logging.getLogger().handlers)
+
+
+class _ConsoleUnlessConfigured(logging.StreamHandler):
+    """Prints dharma_train's lines only while nobody configured logging (no root handler), so a script that
+    calls logging.basicConfig, or the CLI's Hydra logging, never sees them twice."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not logging.getLogger().handlers:
+            super().emit(record)
+
+
+def show_progress() -> None:
+    """The Python API's default: dharma_train's INFO lines (stage started, reused, evaluated) on stderr."""
+    logger = logging.getLogger("dharma_train")
+    if any(isinstance(handler, _ConsoleUnlessConfigured) for handler in logger.handlers):
+        return
+    handler = _ConsoleUnlessConfigured()
+    handler.setFormatter(logging.Formatter("[dharma_train] %(message)s"))
+    say_once([handler])
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+
+def label_training_bar(trainer, label: str) -> None:
+    """Replace the Trainer's unlabeled step bar with one that names the stage ('training structured: 40%|...')."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class LabeledProgress(ProgressCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            super().on_train_begin(args, state, control, **kwargs)
+            if self.training_bar is not None:
+                self.training_bar.set_description(label)
+
+    if any(type(callback) is ProgressCallback for callback in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(LabeledProgress())

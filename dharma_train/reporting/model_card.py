@@ -16,6 +16,7 @@ from dharma_train.data.pages import PageSet
 from dharma_train.data.prompts import PROMPTS
 from dharma_train.models.config import TINY
 from dharma_train.reporting.report import QUALITY, SPEED
+from dharma_train.reporting.run_record import run_provenance
 
 CARD_QUALITY = [row for row in QUALITY if row[1] in ("quality_score", "paper_score", "cer", "wer", "json_valid_rate",
                                                      "schema_valid_rate", "degeneration_rate")]
@@ -35,29 +36,6 @@ def card_for_run(summary_file: Path, run_dir: Path, pages: PageSet, run_name: st
     return render_card(summary, stages, families, run_name, config.get("quantization_config"),
                        repo_id or str(model_dir), library_versions(), on_hub=repo_id is not None,
                        provenance=run_provenance(run_dir))
-
-
-def run_provenance(run_dir: Path) -> dict:
-    """How the run was made, from its own records: the command (run.json), the data sources and what the loader
-    skipped and why (every load_report.json under data/)."""
-    record = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
-    data = record.get("config", {}).get("data") or {}
-    sources = [f"`data.{split}`: `{data[split]}`" for split in ("train", "eval", "test") if data.get(split)]
-    synthetic = data.get("synthetic") or {}
-    missing = [split for split in ("train", "eval") if not data.get(split)]
-    if missing and synthetic:
-        sources.append(f"generated synthetic pages for {' and '.join(missing)} "
-                       f"(`data.synthetic`, seed {synthetic.get('seed')})")
-    stages = record.get("config", {}).get("stages") or {}
-    sources += [f"`stages.{name}.data`: `{stage['data']}`" for name, stage in stages.items()
-                if isinstance(stage, dict) and stage.get("data")]
-    skipped = []
-    for report_file in sorted((run_dir / "data").rglob("load_report.json")) if (run_dir / "data").is_dir() else []:
-        for source in json.loads(report_file.read_text()).get("sources", []):
-            reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(source.get("skips", {}).items()))
-            skipped.append(f"`{source.get('source')}` ({source.get('split')}): {source.get('rows')} rows, "
-                           f"{source.get('skipped')} skipped" + (f" ({reasons})" if reasons else ""))
-    return {"command": record.get("command"), "sources": sources, "loaded": skipped}
 
 
 def render_card(summary: dict | None, stages: list[dict], families: dict[str, int], run_name: str,

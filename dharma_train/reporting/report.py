@@ -37,7 +37,7 @@ GAINS = [("quality", "quality_score"), ("paper score", "paper_score"), ("CER", "
          ("degeneration", "degeneration_rate")]
 
 
-def render_report(summary: dict, plots: list[str] | None = None) -> str:
+def render_report(summary: dict, plots: list[str] | None = None, provenance: dict | None = None) -> str:
     """Markdown: quality per point, gains over the previous point and the base, speed and cost, per family."""
     entries = summary["entries"]
     settings = summary["evaluation"]
@@ -83,6 +83,7 @@ def render_report(summary: dict, plots: list[str] | None = None) -> str:
     lines += _pairs_section(entries)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
+    lines += _provenance_lines(provenance or {})
     lines += ["", "## Models", ""] + [f"- `{e['stage']}`: {e['model']}" + _skipped(e) for e in entries]
     lines += [f"- `{e['stage']}` ({e['kind']}): {e['model']} (not evaluated again: same weights as the point before)"
               for e in summary.get("not_evaluated", [])] + [""]
@@ -114,7 +115,20 @@ def _gate_lines(summary: dict) -> list[str]:
 
 
 def write_report(summary: dict, path: Path, plots: list[str] | None = None) -> None:
-    write_text_atomically(path, render_report(summary, plots))
+    """report.md beside the run's own records (run.json, the load reports), which say how the run was made."""
+    from dharma_train.reporting.run_record import run_provenance
+
+    write_text_atomically(path, render_report(summary, plots, run_provenance(path.parent)))
+
+
+def _provenance_lines(provenance: dict) -> list[str]:
+    """The real command (with its overrides), the data sources, and the rows the loader skipped and why."""
+    lines = []
+    if provenance.get("command"):
+        lines += [f"- command: `{provenance['command']}`"]
+    lines += [f"- data: {source}" for source in provenance.get("sources", [])]
+    lines += [f"- loaded: {line}" for line in provenance.get("loaded", [])]
+    return ["", "## How this run was made", ""] + lines if lines else []
 
 
 def _pairs_section(entries: list[dict]) -> list[str]:

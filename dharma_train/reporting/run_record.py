@@ -6,6 +6,8 @@ resumes it, dharma_train's git commit (when it runs from a checkout), package ve
 
 from __future__ import annotations
 
+import json
+
 import os
 import platform
 import shlex
@@ -116,3 +118,26 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def run_provenance(run_dir: Path) -> dict:
+    """How the run was made, from its own records: the command (run.json), the data sources and what the loader
+    skipped and why (every load_report.json under data/)."""
+    record = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    data = record.get("config", {}).get("data") or {}
+    sources = [f"`data.{split}`: `{data[split]}`" for split in ("train", "eval", "test") if data.get(split)]
+    synthetic = data.get("synthetic") or {}
+    missing = [split for split in ("train", "eval") if not data.get(split)]
+    if missing and synthetic:
+        sources.append(f"generated synthetic pages for {' and '.join(missing)} "
+                       f"(`data.synthetic`, seed {synthetic.get('seed')})")
+    stages = record.get("config", {}).get("stages") or {}
+    sources += [f"`stages.{name}.data`: `{stage['data']}`" for name, stage in stages.items()
+                if isinstance(stage, dict) and stage.get("data")]
+    skipped = []
+    for report_file in sorted((run_dir / "data").rglob("load_report.json")) if (run_dir / "data").is_dir() else []:
+        for source in json.loads(report_file.read_text()).get("sources", []):
+            reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(source.get("skips", {}).items()))
+            skipped.append(f"`{source.get('source')}` ({source.get('split')}): {source.get('rows')} rows, "
+                           f"{source.get('skipped')} skipped" + (f" ({reasons})" if reasons else ""))
+    return {"command": record.get("command"), "sources": sources, "loaded": skipped}

@@ -61,3 +61,33 @@ def test_mined_pairs_are_reported_with_their_reasons():
     assert "## Preference pairs" in report
     assert "| dpo | 5 | mined | 8 | clean 3, degenerate 5 | degenerate 5 |" in report
     assert "## Preference pairs" not in render_report(SUMMARY)
+
+
+def test_report_says_how_the_run_was_made_from_its_own_records(tmp_path):
+    """The real command with its overrides and the data sources come from run.json, written at the run's start."""
+    import json
+
+    from dharma_train.reporting.report import write_report
+
+    (tmp_path / "run.json").write_text(json.dumps({
+        "command": "python -m dharma_train stages.dpo.beta=0.5 output_dir=/tmp/r",
+        "config": {"data": {"train": "/data/bench.parquet", "synthetic": {"seed": 3}}, "stages": {}}}))
+    write_report(SUMMARY, tmp_path / "report.md")
+    report = (tmp_path / "report.md").read_text()
+    assert "## How this run was made" in report
+    assert "- command: `python -m dharma_train stages.dpo.beta=0.5 output_dir=/tmp/r`" in report
+    assert "- data: `data.train`: `/data/bench.parquet`" in report
+    assert "generated synthetic pages for eval (`data.synthetic`, seed 3)" in report
+
+
+def test_a_rejected_stage_is_a_visible_line_before_the_tables():
+    summary = {**SUMMARY, "gate": {"on_regression": "keep_best"}, "final_point": "sft",
+               "entries": [{**SUMMARY["entries"][0], "gate": {"verdict": "base"}},
+                           {**SUMMARY["entries"][1], "gate": {"verdict": "kept", "against": "base", "regressions": []}},
+                           {**SUMMARY["entries"][2], "gate": {"verdict": "rejected", "against": "sft",
+                                                              "regressions": ["quality 0.700 -> 0.650 (tolerance 0.010)"]}}]}
+    report = render_report(summary)
+    assert report.index("**Stage gate**") < report.index("## Quality")
+    assert "kept sft; rejected dpo. The run carries on from (and exports) `sft`." in report
+    assert "- **stage dpo REJECTED: worse than sft on quality 0.700 -> 0.650 (tolerance 0.010); best so far: sft**" in report
+    assert "| dpo | dpo | **rejected** |" in report

@@ -13,6 +13,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
+from dharma_train.data.prompts import TASKS
 from dharma_train.data.schema import FIELDS, PageAnswer
 
 SKIP_REASONS = {
@@ -42,7 +43,6 @@ PLAIN_COLUMNS = ("assistant_without_json", "text")  # a plain transcription, use
 FAMILY_COLUMNS = ("family", "category")
 KNOWN_COLUMNS = frozenset({"id", "image", "image_base64", "task", *ANSWER_COLUMNS, *PLAIN_COLUMNS, *FAMILY_COLUMNS})
 PAIR_COLUMNS = frozenset({"id", "image", "images", "image_base64", "chosen", "rejected", "reason"})
-TASKS = ("structured", "plain")
 DEFAULT_FAMILY = "printed"
 EXAMPLES_PER_REASON = 5
 

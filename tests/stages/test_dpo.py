@@ -9,7 +9,7 @@ from transformers import AutoModelForImageTextToText
 from dharma_train import DPOStage, DPOStageConfig, StageContext
 from dharma_train.data.pairs import load_pairs, loop_pairs, save_pairs
 from dharma_train.errors import DataError
-from dharma_train.stages.mining import MiningConfig
+from dharma_train.stages.mining import REASONS, MiningConfig
 from dharma_train.training.config import OptimizationConfig, TrainerConfig
 
 CONTEXT = StageContext(trainer=TrainerConfig(device="cpu", precision="fp32", logging_steps=1))
@@ -47,7 +47,8 @@ def test_missing_pairs_file_is_named(tiny_artifact, pages, tmp_path):
             tiny_artifact, pages[0], tmp_path, CONTEXT)
 
 
-SMALL_MINING = MiningConfig(samples_per_page=1, max_new_tokens=24, batch_size=8, min_pairs=4)
+SMALL_MINING = MiningConfig(samples_per_page=1, max_new_tokens=24, batch_size=8, min_pairs=4,
+                            reasons=list(REASONS))  # every reason: an untrained model rarely loops in 24 tokens
 
 
 @pytest.mark.slow

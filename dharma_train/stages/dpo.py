@@ -88,8 +88,8 @@ class DPOStage(Stage):
                              quantize_4bit=quantized_base(opt.method, context.trainer.performance))
         pairs, mining = self._collect_pairs(network, processor, pages, output_dir, context)
         if cfg.pairs == "mined" and len(pairs) < cfg.mining.min_pairs:
-            reason = (f"{self.name}: only {len(pairs)} preference pairs (need {cfg.mining.min_pairs}): "
-                      f"the input model rarely fails on these pages")
+            reason = (f"{self.name}: only {len(pairs)} preference pairs (need {cfg.mining.min_pairs}): the input "
+                      f"model's answers rarely fail as {'/'.join(cfg.mining.reasons)} on these pages")
             if cfg.mining.on_too_few == "fail":
                 raise DataError(reason + "; set mining.on_too_few=skip to pass the model on untrained")
             write_stage_record(output_dir, {"name": self.name, "kind": self.kind, "input": model.to_dict(),

@@ -138,10 +138,15 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
     from dharma_train.data.conversation import sft_dataset
     from dharma_train.models.vision_attention import use_varlen_vision_attention
     from dharma_train.training.arguments import trainer_arguments
-    from dharma_train.training.config import LoraSettings, OptimizationConfig, TrainerConfig
+    from dharma_train.training.config import (
+        LoraSettings,
+        OptimizationConfig,
+        TrainerConfig,
+        planned_recompute,
+    )
     from dharma_train.training.model_setup import freeze_vision_tower, lora_config
     from dharma_train.training.performance import PerformanceConfig, speed_up
-    from dharma_train.training.performance.recompute import choose_recompute, planned_policy
+    from dharma_train.training.performance.recompute import choose_recompute
     from dharma_train.training.performance.token_batches import use_token_budget
 
     gc.collect()
@@ -186,7 +191,7 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
         sampler = use_token_budget(trainer, hardware)  # as train_resumably does: budget first, then the probe
         row["token_budget"] = sampler.budget if sampler else None
         row["recompute"] = choose_recompute(trainer, hardware, name, sampler.largest() if sampler else None) \
-            or {"policy": planned_policy(hardware)}
+            or {"policy": planned_recompute(hardware)}
         row["recompute"]["probe_seconds"] = round(time.perf_counter() - started, 1)
     timer = StepTimer(trainer.model, args.warmup, args.steps, profile_step=steps - 1 if profiled else None)
     trainer.add_callback(timer.callback)

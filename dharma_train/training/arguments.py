@@ -27,10 +27,10 @@ def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig,
     optimizer, scheduler, RNG, step) every `checkpoint_every` steps are what a stage resumes from.
     """
     from dharma_train.distributed import world_size
-    from dharma_train.training.performance.recompute import planned_policy
+    from dharma_train.training.config import planned_recompute
 
     precision, workers = hardware.resolved_precision(), hardware.resolved_workers()
-    policy = planned_policy(hardware)
+    policy = planned_recompute(hardware)
     recompute = policy not in ("off", "auto")
     # One process: train_resumably sets the policy on the layers (performance/recompute.py); the Trainer's own
     # switch stays off so that train() does not reset it. FSDP2 and ZeRO-3 take it as TrainingArguments.

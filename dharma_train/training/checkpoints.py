@@ -22,7 +22,11 @@ from dharma_train.training.numerics import NonFiniteGuard, check_finite_weights
 from dharma_train.training.performance.recompute import choose_recompute
 from dharma_train.training.performance.token_batches import use_token_budget
 from dharma_train.training.preemption import StopOnSignal, handle_signals
-from dharma_train.training.resources import check_free_disk, checkpoint_bytes, tensor_bytes
+from dharma_train.training.resources import (
+    check_free_disk,
+    checkpoint_bytes,
+    tensor_bytes,
+)
 
 log = logging.getLogger(__name__)
 

@@ -88,6 +88,18 @@ class TrainerConfig:
         return "float32" if method == "full" else self.model_dtype()
 
 
+def planned_recompute(settings: TrainerConfig) -> str:
+    """The policy before any probe: explicit settings win; auto stays "auto" only where a probe can measure."""
+    asked = settings.performance.recompute
+    if settings.gradient_checkpointing is not None:  # the older switch, set explicitly
+        return ("all" if asked in ("auto", "off") else asked) if settings.gradient_checkpointing else "off"
+    if asked != "auto":
+        return asked
+    if settings.resolved_device() != "cuda":
+        return "off"  # a CPU's memory is not checked, and recomputing only slows the tests and the tiny ladder
+    return "all" if settings.hardware.sharded else "auto"
+
+
 @dataclass
 class LoraSettings:
     r: int = 16

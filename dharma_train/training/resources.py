@@ -117,9 +117,9 @@ def training_knobs(stage: str, config, context) -> list[str]:
     if mining is not None and getattr(config, "pairs", None) == "mined":
         knobs.append(f"stages.{stage}.mining.batch_size (now {mining.batch_size}) for pair mining")
     knobs.append(f"model.max_pixels, the pixel budget per page image (now {context.model.max_pixels})")
-    from dharma_train.training.performance.recompute import planned_policy
+    from dharma_train.training.config import planned_recompute
 
-    knobs.append(f"trainer.performance.recompute=all (now {planned_policy(context.trainer)}), or "
+    knobs.append(f"trainer.performance.recompute=all (now {planned_recompute(context.trainer)}), or "
                  f"trainer.memory_budget_gb below the GPU's memory so that recompute=auto keeps more headroom")
     if opt is not None and opt.method == "full":
         knobs.append(f"stages.{stage}.optimization.method=lora")

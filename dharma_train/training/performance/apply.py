@@ -13,7 +13,10 @@ log = logging.getLogger(__name__)
 def speed_up(model, config: PerformanceConfig, device: str) -> dict[str, str]:
     """Patch `model` in place for training on `device`; returns each speed-up's outcome ("on" or why it is off)."""
     from dharma_train.models.varlen import varlen_available
-    from dharma_train.training.performance.kernels import liger_available, use_fused_kernels
+    from dharma_train.training.performance.kernels import (
+        liger_available,
+        use_fused_kernels,
+    )
     from dharma_train.training.performance.packing import use_padding_free
 
     on_gpu = device == "cuda"

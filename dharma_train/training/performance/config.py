@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -19,8 +20,6 @@ class PerformanceConfig:
     lora_4bit: bool = False  # QLoRA: LoRA stages load the frozen language model in 4-bit NF4 (bitsandbytes)
 
     def __post_init__(self):
-        from dharma_train.training.performance.recompute import check_policy
-
         self.recompute = _switch(self.recompute, on="all")
         self.token_budget = _switch(self.token_budget, on="auto")
         check_policy(self.recompute)
@@ -47,3 +46,13 @@ def _switch(value, on: str) -> str:
     """YAML reads a bare `off` as false (and `on` as true): both mean the switch, as written."""
     text = str(value)
     return {"False": "off", "false": "off", "True": on, "true": on}.get(text, text)
+
+
+FIXED = re.compile(r"off|all|(every|keep)_([2-9]|[1-9]\d+)")
+
+
+def check_policy(value: str) -> None:
+    """Raise ValueError naming the key when `value` is not a recompute policy."""
+    if value != "auto" and not FIXED.fullmatch(value):
+        raise ValueError("trainer.performance.recompute must be auto, off, all, every_N or keep_N (N >= 2), "
+                         f"got {value!r}")

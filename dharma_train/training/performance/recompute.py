@@ -23,26 +23,19 @@ from __future__ import annotations
 import copy
 import gc
 import logging
-import re
 from contextlib import contextmanager
 
 import torch
 
+from dharma_train.training.config import planned_recompute
+
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
-FIXED = re.compile(r"off|all|(every|keep)_([2-9]|[1-9]\d+)")
 # least recomputation first; every_N recomputes one layer in N of each stack, keep_N all but one in N
 CANDIDATES = ("off", "every_4", "every_3", "every_2", "keep_3", "keep_4", "keep_8", "all")
 HEADROOM = 0.92  # share of the budget a predicted peak may use: fragmentation, batches a little past the probe's
 PROBE_ROWS = 256  # rows sized to find the largest batch; all of them when the data set is smaller
-
-
-def check_policy(value: str) -> None:
-    """Raise ValueError naming the key when `value` is not a recompute policy."""
-    if value != "auto" and not FIXED.fullmatch(value):
-        raise ValueError("trainer.performance.recompute must be auto, off, all, every_N or keep_N (N >= 2), "
-                         f"got {value!r}")
 
 
 def _period(policy: str) -> int:
@@ -206,18 +199,6 @@ def _gib(value: int) -> float:
     return round(value / GIB, 2)
 
 
-def planned_policy(settings) -> str:
-    """The policy before any probe: explicit settings win; auto stays "auto" only where a probe can measure."""
-    asked = settings.performance.recompute
-    if settings.gradient_checkpointing is not None:  # the older switch, set explicitly
-        return ("all" if asked in ("auto", "off") else asked) if settings.gradient_checkpointing else "off"
-    if asked != "auto":
-        return asked
-    if settings.resolved_device() != "cuda":
-        return "off"  # a CPU's memory is not checked, and recomputing only slows the tests and the tiny ladder
-    return "all" if settings.hardware.sharded else "auto"
-
-
 def choose_recompute(trainer, settings, stage: str, largest_rows: list[int] | None = None) -> dict | None:
     """Apply the recompute policy to the trainer's model, probing first when it is auto; returns what was chosen.
 
@@ -226,7 +207,7 @@ def choose_recompute(trainer, settings, stage: str, largest_rows: list[int] | No
     """
     from dharma_train.training.resources import memory_budget_bytes
 
-    policy = planned_policy(settings)
+    policy = planned_recompute(settings)
     if settings.hardware.sharded:
         return None
     if policy != "auto":

@@ -2,12 +2,23 @@
 
 import pytest
 
-from dharma_train.training.config import OptimizationConfig, TrainerConfig
+from dharma_train.training.config import (
+    OptimizationConfig,
+    TrainerConfig,
+    planned_recompute,
+)
 from dharma_train.training.hardware import HardwareConfig
 from dharma_train.training.performance.config import PerformanceConfig
 from dharma_train.training.performance.recompute import (
-    CANDIDATES, GIB, apply_policy, choose_policy, largest_batch, metrics_untouched, next_probe, planned_policy,
-    recomputed_share)
+    CANDIDATES,
+    GIB,
+    apply_policy,
+    choose_policy,
+    largest_batch,
+    metrics_untouched,
+    next_probe,
+    recomputed_share,
+)
 
 # Measured on one H200 (issue 19's table, scripts/bench_training.py, batches of ~14,000 tokens): 3B full
 # fine-tuning's training peak with every layer recomputed and with none, optimizer state included. Between the
@@ -59,12 +70,12 @@ def test_an_out_of_order_measurement_still_decides():
 
 def test_explicit_settings_win_and_auto_probes_only_where_it_can_measure():
     gpu = dict(device="cuda", precision="bf16")
-    assert planned_policy(TrainerConfig(**gpu)) == "auto"
-    assert planned_policy(TrainerConfig(device="cpu")) == "off"
-    assert planned_policy(TrainerConfig(**gpu, hardware=HardwareConfig(strategy="fsdp2"))) == "all"
-    assert planned_policy(TrainerConfig(**gpu, performance=PerformanceConfig(recompute="every_3"))) == "every_3"
-    assert planned_policy(TrainerConfig(**gpu, gradient_checkpointing=True)) == "all"
-    assert planned_policy(TrainerConfig(**gpu, gradient_checkpointing=False)) == "off"
+    assert planned_recompute(TrainerConfig(**gpu)) == "auto"
+    assert planned_recompute(TrainerConfig(device="cpu")) == "off"
+    assert planned_recompute(TrainerConfig(**gpu, hardware=HardwareConfig(strategy="fsdp2"))) == "all"
+    assert planned_recompute(TrainerConfig(**gpu, performance=PerformanceConfig(recompute="every_3"))) == "every_3"
+    assert planned_recompute(TrainerConfig(**gpu, gradient_checkpointing=True)) == "all"
+    assert planned_recompute(TrainerConfig(**gpu, gradient_checkpointing=False)) == "off"
 
 
 @pytest.mark.parametrize("value", ["every_1", "keep_0", "some", "every_two"])

@@ -72,13 +72,25 @@ def _acquire(handle, path: Path, folder: Path, wait_seconds: float) -> bool:
         time.sleep(min(POLL_SECONDS, max(deadline - time.monotonic(), 0)))
 
 
-def describe_holder(path: Path) -> str:
-    """'pid 123 on host gpu-7, since 2026-12-01T09:00:00+0000': who holds the lock, from its file."""
-    try:
-        holder = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # the holder is writing it this very moment
-        return "pid unknown"
-    return f"pid {holder.get('pid')} on host {holder.get('host')}, since {holder.get('since')}"
+HOLDER_PATIENCE_SECONDS = 5.0
+
+
+def describe_holder(path: Path, patience: float = HOLDER_PATIENCE_SECONDS) -> str:
+    """'pid 123 on host gpu-7, since 2026-12-01T09:00:00+0000': who holds the lock, from its file.
+
+    The holder writes the file just after taking the lock, so a run that lost the race by microseconds can find it
+    empty: wait up to `patience` seconds for the name before calling it unknown (a loaded 2-core machine can
+    deschedule the holder between the two steps).
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            holder = json.loads(path.read_text(encoding="utf-8"))
+            return f"pid {holder.get('pid')} on host {holder.get('host')}, since {holder.get('since')}"
+        except (OSError, ValueError):  # the holder is writing it this very moment
+            if time.monotonic() >= deadline:
+                return "pid unknown"
+            time.sleep(0.02)
 
 
 def _write_holder(handle) -> None:

@@ -70,3 +70,31 @@ def test_asked_to_wait_a_second_process_takes_the_lock_once_the_first_dies(tmp_p
         finally:
             holder.send_signal(signal.SIGKILL)
             holder.wait()
+
+
+# A holder descheduled between taking the lock and naming itself (what a loaded 2-core CI machine did).
+SLOW_NAMER = """
+import fcntl, json, os, socket, sys, time
+handle = open(sys.argv[1], "a+")
+fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+print("locked", flush=True)
+time.sleep(0.5)
+handle.truncate(0)
+json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": "now"}, handle)
+handle.flush()
+time.sleep(120)
+"""
+
+
+def test_a_run_that_loses_the_race_by_a_moment_still_names_the_holder(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", SLOW_NAMER, str(tmp_path / LOCK_FILE)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError) as locked:
+            with hold_run_lock(tmp_path):
+                pass
+        assert f"(pid {holder.pid} on host {socket.gethostname()}, since now)" in str(locked.value)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()

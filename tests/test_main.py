@@ -162,7 +162,9 @@ def test_default_command_runs_the_whole_tiny_ladder_and_the_model_learns(tmp_pat
     out = tmp_path / "run"
     result = _run(f"output_dir={out}", cwd=tmp_path, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
+    from dharma_train.reporting.comparison import read_summary
+
+    summary = read_summary(out)  # model paths, stored relative to the run folder, resolved against it
     entries = {entry["stage"]: entry for entry in summary["entries"]}
     assert list(entries) == ["base", "general_ocr", "structured", "dpo", "quantize"]
     base_cer = entries["base"]["metrics"]["cer"]

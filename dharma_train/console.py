@@ -3,14 +3,16 @@
 `quiet_libraries()` drops, by their exact text, notices that are true of every CPU run or every tiny model and
 say nothing to do (llm-compressor's "No accelerator available", transformers' offloaded-modules size warning on
 a 3 MB model, the Trainer's pad-token alignment notice, a torch.fx API note); `show_progress()` gives the
-Python API the CLI's progress lines.
+Python API the CLI's progress lines; `one_bar()` gives a step whose libraries draw their own bars one labelled bar.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Callable, Iterator
 
 # (logger name, the start of a message that is never actionable here)
 DROPPED_LOG_LINES = (
@@ -103,3 +105,32 @@ def label_training_bar(trainer, label: str) -> None:
     if any(type(callback) is ProgressCallback for callback in trainer.callback_handler.callbacks):
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(LabeledProgress())
+
+
+@contextlib.contextmanager
+def one_bar(label: str, follow: Callable[[object, str], None] | None = None) -> Iterator[object]:
+    """One labelled bar for a step whose libraries draw their own: every other tqdm bar created meanwhile is
+    disabled, and `follow(bar, description)` may advance ours from each silenced bar's description.
+
+    Why a patch: llm-compressor 0.14 has no option for its bars (AWQ nests a "Grid search" bar per layer inside
+    "Calibrating" ones: 190 cursor-up sequences quantizing the 2-layer tiny model), and tqdm's own switch
+    (TQDM_DISABLE) is read once, when tqdm is imported. tqdm's __init__ is restored on exit, even on an error.
+    """
+    from tqdm import std
+
+    bar = std.tqdm(total=1, desc=label, unit="step", leave=True)
+    defined = std.tqdm.__dict__["__init__"]  # as the class holds it (tqdm wraps it in a partialmethod)
+    original = std.tqdm.__init__
+
+    def silenced(self, *args, **kwargs):
+        original(self, *args, **{**kwargs, "disable": True})
+        if follow is not None:
+            follow(bar, str(kwargs.get("desc") or ""))
+
+    std.tqdm.__init__ = silenced
+    try:
+        yield bar
+        bar.update(bar.total - bar.n)  # done: full whatever the libraries reported
+    finally:
+        std.tqdm.__init__ = defined
+        bar.close()

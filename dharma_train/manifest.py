@@ -33,6 +33,7 @@ from dharma_train.data.pages import PageSet
 from dharma_train.files import file_hash, read_json_or_none, write_json_atomically
 from dharma_train.models.loading import HUB_ID
 from dharma_train.reporting.run_record import machine_differences, package_versions, stage_machine
+from dharma_train.run_paths import run_relative, run_resolved
 
 log = logging.getLogger(__name__)
 
@@ -56,50 +57,13 @@ def read_manifest(folder: str | Path) -> dict | None:
     manifest = read_json_or_none(Path(folder) / MANIFEST)
     if not (isinstance(manifest, dict) and {"key", "inputs", "artifact"} <= set(manifest)):
         return None
-    return _artifact_paths(manifest, lambda path: _from_run(path, Path(folder).parent))
+    return run_resolved(manifest, Path(folder).parent)
 
 
 def write_manifest(folder: str | Path, manifest: dict) -> dict:
-    """Written atomically, model paths inside the run folder stored relative to it ("01_sft/model")."""
-    stored = _artifact_paths(json.loads(json.dumps(manifest, default=str)),
-                             lambda path: _in_run(path, Path(folder).parent))
+    """Written atomically, every path inside the run folder stored relative to it ("run:01_sft/model")."""
+    stored = run_relative(json.loads(json.dumps(manifest, default=str)), Path(folder).parent)
     write_json_atomically(Path(folder) / MANIFEST, stored)
-    return manifest
-
-
-RUN_RELATIVE = "run:"  # marks a path stored relative to the run folder, so it never reads as a hub id
-
-
-def _in_run(path: str | None, run_dir: Path) -> str | None:
-    if not path or not Path(path).is_absolute() and not Path(path).exists():
-        return path
-    try:
-        return RUN_RELATIVE + str(Path(path).resolve().relative_to(run_dir.resolve()))
-    except ValueError:  # outside the run (a hub id, the tiny model's cache, a base folder): kept as it is
-        return path
-
-
-def _from_run(path: str | None, run_dir: Path) -> str | None:
-    if isinstance(path, str) and path.startswith(RUN_RELATIVE):
-        return str(run_dir / path[len(RUN_RELATIVE):])
-    return path
-
-
-def _artifact_paths(manifest: dict, convert) -> dict:
-    """The manifest with every model path (its artifact's and its stored evaluation entry's) converted."""
-    def artifact(data: dict | None) -> dict | None:
-        if not data:
-            return data
-        return {**data, "path": convert(data["path"]), "processor_path": convert(data.get("processor_path")),
-                "base": artifact(data.get("base"))}
-
-    manifest = {**manifest, "artifact": artifact(manifest.get("artifact"))} if "artifact" in manifest else manifest
-    if manifest.get("outputs"):  # the written files' folder (verified before reuse) moves with the run too
-        manifest = {**manifest, "outputs": {**manifest["outputs"], "folder": convert(manifest["outputs"]["folder"])}}
-    entry = (manifest.get("evaluation") or {}).get("entry")
-    if entry:
-        entry = {**entry, "model": convert(entry.get("model")), "artifact": artifact(entry.get("artifact"))}
-        manifest["evaluation"] = {**manifest["evaluation"], "entry": entry}
     return manifest
 
 

@@ -39,6 +39,7 @@ from dharma_train.preflight import check_stages
 from dharma_train.reporting.plots import plot_run
 from dharma_train.reporting.report import write_report
 from dharma_train.reporting.tracking import EvaluationLog, TrackingConfig
+from dharma_train.run_paths import run_relative
 from dharma_train.stage import Stage, StageContext, stage_data
 from dharma_train.training.checkpoints import remove_checkpoints
 from dharma_train.training.resources import evaluation_knobs, explain_out_of_memory, training_knobs
@@ -203,8 +204,10 @@ class Pipeline:
 
     @staticmethod
     def _write(summary: dict, output_dir: Path) -> None:
-        write_json_atomically(output_dir / "summary.json", summary)
-        write_report(summary, output_dir / "report.md", plots=plot_run(summary, output_dir))
+        """summary.json and report.md name the run's models relative to the run folder, so they move with it."""
+        stored = run_relative(summary, output_dir)
+        write_json_atomically(output_dir / "summary.json", stored)
+        write_report(stored, output_dir / "report.md", plots=plot_run(summary, output_dir))
 
 
 def _read_manifest(folder: Path, resume: bool) -> dict | None:

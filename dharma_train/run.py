@@ -77,6 +77,7 @@ def resolve_stage_data(config: RunConfig, run_dir: Path) -> dict[str, object]:
     s = config.data.synthetic
     resolved = {}
     for name, stage in config.stages.items():
+        _load_stage_pairs(config, run_dir, name, getattr(stage, "pairs", None))
         data = getattr(stage, "data", None)
         if data is None:
             resolved[name] = stage
@@ -100,6 +101,20 @@ def _load_stage_data(config: RunConfig, run_dir: Path, name: str, source: str) -
     data = config.data
     return distributed.on_main(load_page_set, source, run_dir / DATA_FOLDER / "stages" / name, format=data.format,
                                strict=data.strict, max_pixels=data.max_pixels, split=f"stages.{name}")
+
+
+def _load_stage_pairs(config: RunConfig, run_dir: Path, name: str, source: str | None) -> None:
+    """A stage's given pairs through the pages' row policy: `data.strict` stops at the first bad row, otherwise bad
+    rows are skipped and listed in run_dir/data/stages/NAME/pairs/load_report.json (report.md counts them); the
+    stage itself reads the same source with the same checks, so it trains on exactly the rows kept here."""
+    from dharma_train.data.pairs import load_pair_set
+    from dharma_train.stages.dpo import BUILT_PAIRS
+
+    if source is None or source in BUILT_PAIRS:
+        return
+    data = config.data
+    distributed.on_main(load_pair_set, source, run_dir / DATA_FOLDER / "stages" / name / "pairs", strict=data.strict,
+                        max_pixels=data.max_pixels, split=f"stages.{name}.pairs")
 
 
 def execute(config: RunConfig, argv: list[str] | None = None) -> dict:

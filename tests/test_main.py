@@ -103,6 +103,53 @@ def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path, override, message
     assert not (tmp_path / "run" / "00_base").exists(), "it failed before any model was loaded"
 
 
+def _bad_pairs_file(folder: Path, pages) -> Path:
+    """A pairs.jsonl of 4 good rows and 2 bad ones: identical answers on line 5, a missing image on line 6."""
+    from dharma_train.data.pairs import loop_pairs, save_pairs
+
+    path = save_pairs(loop_pairs(pages, "structured", seed=0)[:6], folder)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[4]["rejected"] = rows[4]["chosen"]
+    rows[5]["image"] = "gone.png"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+ONLY_DPO = ["~stages.general_ocr", "~stages.structured", "~stages.quantize", "~stages.export",
+            "stages.dpo.optimization.max_steps=1", "stages.dpo.optimization.batch_size=2",
+            "data.synthetic.train_pages=4", "data.synthetic.eval_pages=2", "evaluation.max_new_tokens=8"]
+
+
+def test_strict_stops_at_the_first_bad_pair_naming_file_line_and_reason(tmp_path, pages):
+    pairs = _bad_pairs_file(tmp_path / "given", pages[0])
+    result = _run(*ONLY_DPO, f"stages.dpo.pairs={pairs}", "data.strict=true", f"output_dir={tmp_path / 'run'}",
+                  cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-2000:]
+    errors = [line for line in output.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and errors[0].endswith(
+        f" - {pairs}:5 (id 'train-00004'): identical_pair: 'chosen' and 'rejected' are identical (without "
+        f"data.strict, such rows are skipped and reported)"), errors
+    assert "Traceback" not in output and not (tmp_path / "run" / "00_base").exists()
+
+
+@pytest.mark.slow
+def test_bad_pairs_are_skipped_listed_and_counted_in_the_report_like_bad_pages(tmp_path, pages):
+    pairs = _bad_pairs_file(tmp_path / "given", pages[0])
+    out = tmp_path / "run"
+    result = _run(*ONLY_DPO, f"stages.dpo.pairs={pairs}", f"output_dir={out}", cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert f"data.stages.dpo.pairs {pairs} (jsonl): 6 rows: 4 used (0 fixed), 2 skipped" in result.stdout
+    report = json.loads((out / "data" / "stages" / "dpo" / "pairs" / "load_report.json").read_text())
+    assert [(row["row"], row["reason"]) for row in report["sources"][0]["skipped_rows"]] == [
+        (f"{pairs}:5", "identical_pair"), (f"{pairs}:6", "missing_file")]
+    made = (out / "report.md").read_text().split("## How this run was made")[1]
+    assert f"- data: `stages.dpo.pairs`: `{pairs}`" in made
+    assert f"- loaded: `{pairs}` (stages.dpo.pairs): 6 rows, 2 skipped (identical_pair 1, missing_file 1)" in made
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["entries"][-1]["train"]["pairs"] == 4, "the stage trained on the rows the report kept"
+
+
 def test_resolved_config_prints_offline(tmp_path):
     result = _run("recipe=nanonets_3b", "--cfg", "job", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -115,7 +162,9 @@ def test_default_command_runs_the_whole_tiny_ladder_and_the_model_learns(tmp_pat
     out = tmp_path / "run"
     result = _run(f"output_dir={out}", cwd=tmp_path, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
+    from dharma_train.reporting.comparison import read_summary
+
+    summary = read_summary(out)  # model paths, stored relative to the run folder, resolved against it
     entries = {entry["stage"]: entry for entry in summary["entries"]}
     assert list(entries) == ["base", "general_ocr", "structured", "dpo", "quantize"]
     base_cer = entries["base"]["metrics"]["cer"]

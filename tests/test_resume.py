@@ -8,7 +8,9 @@ and the resumed stage restores optimizer, scheduler, RNG and data position from 
 import hashlib
 import json
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -218,6 +220,43 @@ def test_on_another_machine_a_finished_run_is_reused_and_the_log_and_report_say_
             f"{made_with['torch_threads']} -> {threads}); reused as it is, not re-run")
     assert note in log and "stage structured: reused" in log and "runs because" not in log, log[-3000:]
     assert "## Machines\n\n- stage general_ocr was made on another machine" in (reference / "report.md").read_text()
+
+
+ABSOLUTE_PATH = re.compile(r"""(?:^|[\s"'`(=])(/[^\s"'`),]+)""", re.MULTILINE)
+
+
+def test_a_copied_run_folder_names_only_paths_inside_itself_and_is_reused_and_compared_where_it_lies(reference,
+                                                                                                    tmp_path):
+    """Every path a run writes into its folder (summary.json, report.md, manifests, stage records) is relative to
+    it, except the base model's, which lies outside by nature, and the command as typed; the copy is reused whole
+    and read where it lies."""
+    from dharma_train.reporting.comparison import compare, read_summary
+
+    copy = tmp_path / "elsewhere" / "run"
+    shutil.copytree(reference, copy)
+    base_model = read_summary(reference)["entries"][0]["model"]  # the tiny model's cache
+    records = [copy / "summary.json", copy / "report.md", *copy.glob("*/manifest.json"), *copy.glob("*/stage.json")]
+    for record in records:  # report.md's command line is the command as typed, output_dir included: not a path kept
+        text = "\n".join(line for line in record.read_text().splitlines() if not line.startswith("- command: "))
+        assert str(reference) not in text and "outputs/" not in text, record
+        assert set(ABSOLUTE_PATH.findall(text)) <= {base_model}, (record, set(ABSOLUTE_PATH.findall(text)))
+    assert "- `structured`: 02_structured/model\n" in (copy / "report.md").read_text()
+    shutil.rmtree(reference.parent / "moved-away", ignore_errors=True)
+    reference.rename(reference.parent / "moved-away")  # nothing may still point at the original
+    try:
+        again = _run(_command(copy), tmp_path)
+    finally:
+        (reference.parent / "moved-away").rename(reference)
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, log[-3000:]
+    assert "runs because" not in log and log.count(": reused, it finished earlier with the same inputs") == 4, \
+        log[-3000:]
+    summary = read_summary(copy)
+    for entry in summary["entries"][1:] + summary["not_evaluated"]:
+        assert Path(entry["model"]).parent.parent == copy and Path(entry["model"]).is_dir(), entry["model"]
+    rows = compare({"copy": copy})
+    assert [row["stage"] for row in rows] == ["base", "general_ocr", "structured", "quantize"]
+    assert rows == compare({"copy": reference})
 
 
 def test_damaged_weights_of_a_finished_stage_are_never_reused(reference, tmp_path):

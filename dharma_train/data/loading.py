@@ -150,7 +150,7 @@ def load_page_set(location: str | Path, folder: str | Path, *, format: str = "au
     loaded = load_source(location, folder / "images", format=format, strict=strict, max_pixels=max_pixels,
                          split=split)
     write_json_atomically(folder / REPORT_FILE, LoadReport(sources=[loaded.report]).to_dict())
-    _log_source(loaded.report)
+    log_source(loaded.report)
     if not loaded.pages:
         raise DataError(f"{location}: no usable pages ({loaded.report.summary_line()}); see {folder / REPORT_FILE}")
     page_set = PageSet(folder, loaded.pages)
@@ -177,7 +177,7 @@ def load_splits(data: DataConfig, folder: str | Path) -> dict[str, PageSet]:
         report.sources.append(result.report)
         taken.update({digest: split for digest in result.image_hashes.values()})
         loaded[split] = result
-        _log_source(result.report)
+        log_source(result.report)
     pages = {split: result.pages for split, result in loaded.items()}
     fractions = {name: getattr(data.split, name) for name in ("eval", "test") if getattr(data.split, name) > 0}
     if fractions and pages["train"]:
@@ -202,6 +202,7 @@ def _summary(report: LoadReport, split: str) -> str:
     return source.summary_line()
 
 
-def _log_source(report: SourceReport) -> None:
+def log_source(report: SourceReport) -> None:
+    """One line per loaded source, a warning when it skipped rows (the report lists every one)."""
     level = logging.WARNING if report.skipped else logging.INFO
     log.log(level, "data.%s %s (%s): %s", report.split, report.source, report.format, report.summary_line())

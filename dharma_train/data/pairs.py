@@ -1,7 +1,9 @@
 """Preference pairs for DPO: read from pairs.jsonl or any data source, or built from pages with loop answers.
 
 Self-mined pairs (the model's own degenerate outputs) replace the synthetic ones once mining exists; both
-produce the same PreferencePair rows and the same `pairs.jsonl` format.
+produce the same PreferencePair rows and the same `pairs.jsonl` format. Given pairs (a pairs.jsonl or any other
+source) go through the same row policy as pages: bad rows are skipped and reported with a reason (or, with
+`data.strict`, stop the run at the first one), and a run keeps what it loaded in data/stages/NAME/pairs/.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from dharma_train.data.images import image_bytes, prepare_image
 from dharma_train.data.pages import PageSet
 from dharma_train.data.prompts import target_text
 from dharma_train.data.sources import open_source
-from dharma_train.data.validation import PAIR_COLUMNS, RowProblem, SourceReport, read_pair_text
+from dharma_train.data.validation import PAIR_COLUMNS, LoadReport, RowProblem, SourceReport, read_pair_text
 from dharma_train.errors import DataError
-from dharma_train.files import write_jsonl_atomically
+from dharma_train.files import write_json_atomically, write_jsonl_atomically
 
 PAIRS_FILE = "pairs.jsonl"
 
@@ -50,13 +52,23 @@ def loop_pairs(pages: PageSet, task: str, seed: int = 0, repeats: int = 12) -> l
 
 
 def save_pairs(pairs: list[PreferencePair], folder: str | Path) -> Path:
-    """Write pairs.jsonl atomically so the exact pairs a stage trained on stay inspectable."""
-    return write_jsonl_atomically(Path(folder) / PAIRS_FILE,
-                                  ({**asdict(pair), "image": str(pair.image)} for pair in pairs))
+    """Write pairs.jsonl atomically so the exact pairs a stage trained on stay inspectable; images inside `folder`
+    are written relative to it, so the folder can be moved."""
+    folder = Path(folder)
+    return write_jsonl_atomically(folder / PAIRS_FILE,
+                                  ({**asdict(pair), "image": _stored_image(pair.image, folder)} for pair in pairs))
+
+
+def _stored_image(image: Path, folder: Path) -> str:
+    try:
+        return str(Path(image).resolve().relative_to(folder.resolve()))
+    except ValueError:  # an image outside the folder (a given page's own file) keeps its path
+        return str(image)
 
 
 def load_pairs(path: str | Path) -> list[PreferencePair]:
-    """Read a pairs.jsonl (or a folder holding one); every bad row raises DataError naming file and line."""
+    """Read a pairs.jsonl dharma_train wrote (or a folder holding one) as it is: its rows were checked before they
+    were saved, so a bad row is damage and raises DataError naming file and line (given pairs: load_given_pairs)."""
     path = Path(path)
     if path.is_dir():
         path = path / PAIRS_FILE
@@ -93,41 +105,68 @@ def _parse_pair(line: str, where: str, root: Path) -> PreferencePair:
 
 
 def is_pairs_file(location: str | Path) -> bool:
-    """A pairs.jsonl (or a folder holding one), as save_pairs writes it: read by load_pairs, every row must be good."""
+    """A pairs.jsonl (or a folder holding one), as save_pairs writes it."""
     path = Path(location)
     return path.name == PAIRS_FILE or (path.is_dir() and (path / PAIRS_FILE).is_file())
 
 
 def check_pair_source(location: str | Path) -> None:
-    """Before any model loads: a pairs.jsonl is read in full; another source must exist and hold rows, not pages."""
+    """Before any model loads: the source must exist and hold rows, not pages (its rows are checked when loaded)."""
+    _open_pair_source(location, "auto")
+
+
+def _open_pair_source(location: str | Path, format: str):
+    """A pairs.jsonl (or its folder) opened as JSONL, any other pair source as its format says; pages are refused."""
     if is_pairs_file(location):
-        load_pairs(location)
-        return
-    source = open_source(location)
+        path = Path(location)
+        path = path / PAIRS_FILE if path.is_dir() else path
+        if not path.is_file():
+            raise DataError(f"preference pairs file {path} does not exist")
+        return open_source(path, "jsonl")
+    source = open_source(location, format)
     if source.format in ("pages", "sidecar"):
         raise DataError(f"preference pairs {location}: a {source.format} folder holds pages, not pairs; give a "
                         f"pairs.jsonl, a JSONL, parquet or dataset with image, chosen and rejected columns")
+    return source
 
 
-def load_given_pairs(location: str | Path, images_dir: str | Path) -> tuple[list[PreferencePair], dict]:
-    """A pairs.jsonl as written by save_pairs, or any other pair source with its load report (for pairs_summary)."""
-    if is_pairs_file(location):
-        return load_pairs(location), {}
-    pairs, report = load_pair_source(location, images_dir)
+def load_given_pairs(location: str | Path, images_dir: str | Path, *, strict: bool = False,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[PreferencePair], dict]:
+    """Given pairs (a pairs.jsonl or any other pair source) through the row policy, with the load report kept for
+    pairs_summary.json; a source with no usable row fails, naming what became of its rows."""
+    pairs, report = load_pair_source(location, images_dir, strict=strict, max_pixels=max_pixels)
     if not pairs:
         raise DataError(f"preference pairs {location}: no usable rows ({report.summary_line()})")
     return pairs, {"load_report": report.to_dict()}
 
 
+def load_pair_set(location: str | Path, folder: str | Path, *, strict: bool = False,
+                  max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "pairs") -> Path:
+    """A run's given pairs loaded once into `folder` (pairs.jsonl, images, load_report.json), the report where
+    report.md reads every load report; returns the folder."""
+    from dharma_train.data.loading import REPORT_FILE, log_source
+
+    folder = Path(folder)
+    pairs, report = load_pair_source(location, folder / "images", strict=strict, max_pixels=max_pixels, split=split)
+    write_json_atomically(folder / REPORT_FILE, LoadReport(sources=[report], splits={split: len(pairs)}).to_dict())
+    log_source(report)
+    if not pairs:
+        raise DataError(f"{split}: no usable preference pairs in {location} ({report.summary_line()}); see "
+                        f"{folder / REPORT_FILE}")
+    save_pairs(pairs, folder)
+    return folder
+
+
 def load_pair_source(location: str | Path, images_dir: str | Path, *, format: str = "auto", strict: bool = False,
-                     max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[PreferencePair], SourceReport]:
-    """Pairs from a parquet file, a `datasets` dataset or a JSONL with columns (id?, image, chosen, rejected, prompt?),
-    checked row by row like pages: bad rows are skipped and counted (or, strict, fail).
+                     max_pixels: int = DEFAULT_MAX_PIXELS,
+                     split: str = "pairs") -> tuple[list[PreferencePair], SourceReport]:
+    """Pairs from a pairs.jsonl, a parquet file, a `datasets` dataset or a JSONL with columns (id?, image, chosen,
+    rejected, prompt?), checked row by row like pages: bad rows are skipped and listed (or, strict, fail at once).
 
     A `prompt` column is not used: a stage pairs every image with its task's own instruction (data/prompts.py).
     """
-    source = open_source(location, format)
-    report = SourceReport(split="pairs", source=source.location, format=source.format, known_columns=PAIR_COLUMNS)
+    source = _open_pair_source(location, format)
+    report = SourceReport(split=split, source=str(location), format=source.format, known_columns=PAIR_COLUMNS)
     pairs, ids = [], set()
     for index, row in enumerate(source.rows):
         row_id = str(row.fields.get("id", index))
@@ -145,11 +184,13 @@ def load_pair_source(location: str | Path, images_dir: str | Path, *, format: st
             prepared = prepare_image(data, path, Path(images_dir), max_pixels)
         except RowProblem as problem:
             if strict:
-                raise DataError(f"{row.where} (id {row_id!r}): {problem.reason}: {problem.detail}") from None
+                raise DataError(f"{row.where} (id {row_id!r}): {problem.reason}: {problem.detail} "
+                                f"(without data.strict, such rows are skipped and reported)") from None
             report.skip(problem.reason, problem.detail, row.where, row_id)
             continue
         ids.add(row_id)
         pairs.append(PreferencePair(id=row_id, image=prepared.path, chosen=chosen, rejected=rejected,
-                                    reason=str(row.fields.get("reason") or "given"), source="given"))
+                                    reason=str(row.fields.get("reason") or "given"),
+                                    source=str(row.fields.get("source") or "given")))
         report.use(None, prepared.fixes, row.where, row_id)
     return pairs, report

@@ -42,7 +42,7 @@ ANSWER_COLUMNS = ("assistant", "answer")  # the schema JSON: a string, or an obj
 PLAIN_COLUMNS = ("assistant_without_json", "text")  # a plain transcription, used when no JSON answer is given
 FAMILY_COLUMNS = ("family", "category")
 KNOWN_COLUMNS = frozenset({"id", "image", "image_base64", "task", *ANSWER_COLUMNS, *PLAIN_COLUMNS, *FAMILY_COLUMNS})
-PAIR_COLUMNS = frozenset({"id", "image", "images", "image_base64", "chosen", "rejected", "reason"})
+PAIR_COLUMNS = frozenset({"id", "image", "images", "image_base64", "chosen", "rejected", "reason", "source"})
 DEFAULT_FAMILY = "printed"
 EXAMPLES_PER_REASON = 5
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dharma_train.errors import DataError
 from dharma_train.files import write_text_atomically
+from dharma_train.run_paths import run_resolved
 
 # (column, metric key, markdown format): higher quality and score are better; lower CER, degeneration and cost.
 METRICS = [
@@ -37,7 +38,8 @@ PLOTS = [("quality", "quality score by stage (higher is better)", "comparison_sc
 
 
 def read_summary(run_dir: str | Path) -> dict:
-    """A run's summary.json; a missing or unreadable one is a DataError naming the file."""
+    """A run's summary.json, its model paths resolved against where the run folder is now; a missing or unreadable
+    one is a DataError naming the file."""
     path = Path(run_dir) / "summary.json"
     if not path.is_file():
         raise DataError(f"{path} does not exist: is {run_dir} a dharma_train run folder?")
@@ -47,7 +49,7 @@ def read_summary(run_dir: str | Path) -> dict:
         raise DataError(f"{path}: not valid JSON ({error.msg})") from None
     if not isinstance(summary.get("entries"), list):
         raise DataError(f"{path}: no 'entries' list")
-    return summary
+    return run_resolved(summary, Path(run_dir))
 
 
 def evaluation_pages_folder(run_dir: str | Path) -> Path | None:

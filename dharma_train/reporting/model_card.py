@@ -15,6 +15,7 @@ from dharma_train.config_files import recipe_names
 from dharma_train.data.pages import PageSet
 from dharma_train.data.prompts import PROMPTS
 from dharma_train.models.config import TINY
+from dharma_train.run_paths import run_resolved
 from dharma_train.reporting.report import QUALITY, SPEED
 from dharma_train.reporting.run_record import run_provenance
 
@@ -29,8 +30,10 @@ PACKAGES = ("dharma_train", "torch", "transformers", "peft", "trl", "llmcompress
 def card_for_run(summary_file: Path, run_dir: Path, pages: PageSet, run_name: str, model_dir: Path,
                  repo_id: str | None = None) -> str:
     """Gather the run's records from disk (summary, each stage's stage.json, the model's config) and render."""
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
-    stages = [json.loads(path.read_text()) for path in sorted(run_dir.glob("[0-9][0-9]_*/stage.json"))]
+    summary = run_resolved(json.loads(summary_file.read_text()), summary_file.parent) if summary_file.is_file() \
+        else None
+    stages = [run_resolved(json.loads(path.read_text()), run_dir)
+              for path in sorted(run_dir.glob("[0-9][0-9]_*/stage.json"))]
     config = json.loads((model_dir / "config.json").read_text())
     families = Counter(page.family for page in pages)
     return render_card(summary, stages, families, run_name, config.get("quantization_config"),

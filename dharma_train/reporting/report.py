@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dharma_train.files import write_text_atomically
+from dharma_train.run_paths import shown
 
 # (header, metric key, format)
 QUALITY = [
@@ -84,8 +85,10 @@ def render_report(summary: dict, plots: list[str] | None = None, provenance: dic
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     lines += _provenance_lines(provenance or {})
-    lines += ["", "## Models", ""] + [f"- `{e['stage']}`: {e['model']}" + _skipped(e) for e in entries]
-    lines += [f"- `{e['stage']}` ({e['kind']}): {e['model']} (not evaluated again: same weights as the point before)"
+    lines += ["", "## Models", "", "Paths inside the run are relative to this folder.", ""]
+    lines += [f"- `{e['stage']}`: {shown(e['model'])}" + _skipped(e) for e in entries]
+    lines += [f"- `{e['stage']}` ({e['kind']}): {shown(e['model'])} (not evaluated again: same weights as the point "
+              "before)"
               for e in summary.get("not_evaluated", [])] + [""]
     if summary.get("notes"):  # stages made on another machine, or on two (manifest.machine_note)
         lines += ["## Machines", ""] + [f"- {note}" for note in summary["notes"]] + [""]

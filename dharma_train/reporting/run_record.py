@@ -121,8 +121,8 @@ def _cpu_name() -> str:
 
 
 def run_provenance(run_dir: Path) -> dict:
-    """How the run was made, from its own records: the command (run.json), the data sources and what the loader
-    skipped and why (every load_report.json under data/)."""
+    """How the run was made, from its own records: the command (run.json), the data sources (pages and given
+    preference pairs) and what the loader skipped and why (every load_report.json under data/)."""
     record = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
     data = record.get("config", {}).get("data") or {}
     sources = [f"`data.{split}`: `{data[split]}`" for split in ("train", "eval", "test") if data.get(split)]
@@ -134,6 +134,8 @@ def run_provenance(run_dir: Path) -> dict:
     stages = record.get("config", {}).get("stages") or {}
     sources += [f"`stages.{name}.data`: `{stage['data']}`" for name, stage in stages.items()
                 if isinstance(stage, dict) and stage.get("data")]
+    sources += [f"`stages.{name}.pairs`: `{stage['pairs']}`" for name, stage in stages.items()
+                if isinstance(stage, dict) and stage.get("pairs") not in (None, "mined", "synthetic")]
     skipped = []
     for report_file in sorted((run_dir / "data").rglob("load_report.json")) if (run_dir / "data").is_dir() else []:
         for source in json.loads(report_file.read_text()).get("sources", []):

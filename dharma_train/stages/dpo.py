@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 
 KIND = "dpo"  # the `kind` a stage config names in YAML
+BUILT_PAIRS = ("mined", "synthetic")  # `pairs` values the stage makes itself; any other value is a pair source
 # TRL DPOTrainer's pairwise losses that need no extra inputs (the SFT term is `sft_loss_weight`)
 LOSS_TYPES = ("sigmoid", "sigmoid_norm", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard",
               "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft")
@@ -59,15 +60,15 @@ class DPOStage(Stage):
         self.config = config or DPOStageConfig()
 
     def check(self) -> None:
-        """Read a given pairs file (or find another pair source) before any model loads: a bad path fails at once."""
-        if self.config.pairs not in ("synthetic", "mined"):
+        """Find a given pair source before any model loads: a bad path fails at once (a run checks its rows too)."""
+        if self.config.pairs not in BUILT_PAIRS:
             from dharma_train.data.pairs import check_pair_source
 
             check_pair_source(self.config.pairs)
 
     def input_files(self) -> list[str]:
         """Files beyond the pages that the trained model depends on: a given pairs file (see manifest.py)."""
-        return [] if self.config.pairs in ("synthetic", "mined") else [self.config.pairs]
+        return [] if self.config.pairs in BUILT_PAIRS else [self.config.pairs]
 
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         from trl import DPOConfig, DPOTrainer

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from dharma_train import distributed
 from dharma_train.artifact import ModelArtifact
+from dharma_train.console import one_bar
 from dharma_train.data.pages import PageSet
 from dharma_train.errors import ConfigError, DataError
 from dharma_train.files import write_folder_atomically
@@ -112,7 +113,8 @@ class QuantizeStage(Stage):
             with distributed.hidden_process_group():  # rank 0 quantizes alone (see run)
                 _llm_compressor(network, processor, calibration, tmp, cfg)
 
-        write_folder_atomically(target, write, needed_bytes=model.weights_bytes())  # synced, then renamed
+        with one_bar(f"quantizing {self.name} ({cfg.scheme})", follow=_calibrated_layers):
+            write_folder_atomically(target, write, needed_bytes=model.weights_bytes())  # synced, then renamed
         seconds = time.perf_counter() - started
         artifact = ModelArtifact(path=str(target))
         metrics = {"scheme": cfg.scheme, "calibration_pages": len(calibration), "quantize_seconds": seconds,
@@ -188,6 +190,18 @@ def _llm_compressor(network, processor, pages: list, target: Path, cfg: Quantize
     network.save_pretrained(target, save_compressed=True)
     processor.save_pretrained(target)
     _ignore_under_both_names(target, ignore)
+
+
+CALIBRATING = re.compile(r"^\((\d+)/(\d+)\): Calibrating")  # llm-compressor's sequential pipeline, per layer group
+
+
+def _calibrated_layers(bar, description: str) -> None:
+    """The stage's bar follows llm-compressor's silenced "(3/5): Calibrating" bars: 2 of 5 layer groups done."""
+    found = CALIBRATING.match(description)
+    if found:
+        done, total = int(found.group(1)) - 1, int(found.group(2))
+        bar.total, bar.unit = total, "layer group"
+        bar.update(done - bar.n)
 
 
 def calibration_loader(pages: list, processor, task: str):

@@ -83,6 +83,9 @@ def _save_atomically(model, processor, target: Path) -> Path:
 
 
 def write_stage_record(output_dir: Path, record: dict) -> None:
-    """stage.json: what the stage started from, its resolved config and its training metrics (rank 0 writes)."""
+    """stage.json: what the stage started from, its resolved config and its training metrics (rank 0 writes); paths
+    inside the run are written relative to it."""
+    from dharma_train.run_paths import run_relative
+
     if distributed.is_main():
-        write_json_atomically(output_dir / "stage.json", record)
+        write_json_atomically(output_dir / "stage.json", run_relative(record, output_dir.parent))

@@ -80,3 +80,54 @@ def test_dpo_stage_checks_a_pair_source_before_any_model_loads(tmp_path, pages):
         DPOStage("dpo", DPOStageConfig(pairs=str(pages[0].root))).check()
     with pytest.raises(DataError, match="does not exist"):
         DPOStage("dpo", DPOStageConfig(pairs=str(tmp_path / "none.parquet"))).check()
+
+
+def _pairs_file_with_bad_rows(folder, pages):
+    """A pairs.jsonl of 6 rows: 2 good, then identical answers, a missing image, a line that is not JSON and a row
+    with no 'chosen' (lines 3 to 6)."""
+    path = save_pairs(loop_pairs(pages, "structured", seed=0)[:4], folder)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[2]["rejected"] = rows[2]["chosen"]
+    rows[3]["image"] = "gone.png"
+    lines = [json.dumps(row) for row in rows] + ["{not json", json.dumps({"id": "x", "image": rows[0]["image"],
+                                                                            "rejected": "y"})]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_pairs_file_follows_the_pages_policy_skipping_and_listing_every_bad_row(tmp_path, pages):
+    path = _pairs_file_with_bad_rows(tmp_path / "given", pages[0])
+    pairs, loaded = load_given_pairs(path, tmp_path / "images")
+    assert len(pairs) == 2 and all(pair.source == "synthetic" for pair in pairs), "a saved pair keeps its source"
+    report = loaded["load_report"]
+    assert (report["rows"], report["used"], report["skipped"]) == (6, 2, 4)
+    assert report["skips"] == {"identical_pair": 1, "missing_file": 1, "invalid_json": 1, "missing_field": 1}
+    assert [(row["row"], row["reason"]) for row in report["skipped_rows"]] == [
+        (f"{path}:3", "identical_pair"), (f"{path}:4", "missing_file"), (f"{path}:5", "invalid_json"),
+        (f"{path}:6", "missing_field")]
+    with pytest.raises(DataError, match=rf"^{path}:3 \(id '[^']+'\): identical_pair: .*without data.strict"):
+        load_given_pairs(path.parent, tmp_path / "images", strict=True)
+
+
+def test_a_runs_pairs_are_loaded_once_with_a_load_report_that_report_md_counts(tmp_path, pages):
+    from dharma_train.data.pairs import load_pair_set
+    from dharma_train.reporting.run_record import run_provenance
+
+    path = _pairs_file_with_bad_rows(tmp_path / "given", pages[0])
+    run = tmp_path / "run"
+    folder = load_pair_set(path, run / "data" / "stages" / "dpo" / "pairs", split="stages.dpo.pairs")
+    assert len(load_pairs(folder)) == 2
+    saved = json.loads((folder / "load_report.json").read_text())
+    assert saved["splits"] == {"stages.dpo.pairs": 2} and len(saved["sources"][0]["skipped_rows"]) == 4
+    assert set(saved["reasons"]["skip"]) == {"identical_pair", "missing_file", "invalid_json", "missing_field"}
+    assert run_provenance(run)["loaded"] == [
+        f"`{path}` (stages.dpo.pairs): 6 rows, 4 skipped (identical_pair 1, invalid_json 1, missing_field 1, "
+        f"missing_file 1)"]
+
+
+def test_saved_pairs_name_their_own_images_relative_to_the_folder(tmp_path, pages):
+    pairs = load_given_pairs(_pair_parquet(tmp_path / "p.parquet"), tmp_path / "out" / "images")[0]
+    path = save_pairs(pairs, tmp_path / "out")
+    assert json.loads(path.read_text().splitlines()[0])["image"].startswith("images/")
+    (tmp_path / "out").rename(tmp_path / "moved")
+    assert load_pairs(tmp_path / "moved")[0].image.is_file(), "the folder moved with its images"

@@ -75,6 +75,36 @@ def test_awq_w4a16_packs_language_linears_into_4_bits_and_leaves_the_vision_towe
     assert not torch.equal(layer.weight, source.model.language_model.layers[0].mlp.gate_proj.weight)
 
 
+QUANTIZE_IN_A_PROCESS = """
+import sys
+from pathlib import Path
+from dharma_train import StageContext, TrainerConfig, tiny_model
+from dharma_train.data.pages import load_pages
+from dharma_train.stages.quantize import QuantizeStage, QuantizeStageConfig
+config = QuantizeStageConfig(scheme="awq_w4a16", calibration_pages=4, min_calibration_pages=4)
+QuantizeStage("quantize", config).run(tiny_model(), load_pages(sys.argv[1]), Path(sys.argv[2]),
+                                      StageContext(trainer=TrainerConfig(device="cpu", precision="fp32")))
+"""
+
+
+@needs_llmcompressor
+def test_awq_draws_one_labelled_bar_not_llm_compressors_nested_ones(tiny_artifact, pages, tmp_path):
+    """llm-compressor's AWQ nests a "Grid search" bar per layer in "Calibrating" ones (190 cursor-up sequences on
+    the tiny model): the stage shows its own bar instead, and tqdm is itself again afterwards."""
+    from tqdm import std
+
+    before = std.tqdm.__dict__["__init__"]
+    done = subprocess.run([sys.executable, "-c", QUANTIZE_IN_A_PROCESS, str(pages[0].root), str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("\x1b[A") <= 3, done.stderr[-3000:]
+    assert "Grid search" not in done.stderr and "Calibrating" not in done.stderr
+    assert "quantizing quantize (awq_w4a16): 100%" in done.stderr and "3/3" in done.stderr
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+    _quantize("fp8", tiny_artifact, PageSet(pages[0].root, pages[0].pages[:1]), tmp_path / "fp8")
+    assert std.tqdm.__dict__["__init__"] is before, "the silencing patch is undone"
+
+
 @needs_llmcompressor
 def test_fp8_needs_no_calibration_pages(tiny_artifact, pages, tmp_path):
     few = PageSet(pages[0].root, pages[0].pages[:1])

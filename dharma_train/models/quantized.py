@@ -135,6 +135,46 @@ def use_int4_kernels(model, folder: str | Path) -> int:
     return replaced
 
 
+def decode_backend(model) -> str:
+    """What the language model's linear layers run on, in a few words: a speed row is only true of its backend
+    (a W4A16 folder decodes on the int4 kernel on CUDA, and decompressed to dense weights elsewhere)."""
+    counts: dict[str, int] = {}
+    for name, module in model.named_modules():
+        kind = _linear_kind(module)
+        if kind is not None and not _in_vision_tower(name):
+            counts[kind] = counts.get(kind, 0) + 1
+    if len(counts) == 1:
+        kind = next(iter(counts))
+        config = getattr(model.config, "quantization_config", None)
+        method = config.get("quant_method") if isinstance(config, dict) else getattr(config, "quant_method", None)
+        method = getattr(method, "value", method)  # transformers may hold it as a str Enum
+        return kind + (f" (decompressed from {method})" if kind.endswith(" dense") and method else "")
+    total = sum(counts.values())
+    return ", ".join(f"{kind} {count}/{total}" for kind, count in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _linear_kind(module) -> str | None:
+    """'int4 kernel', 'bitsandbytes nf4', 'bfloat16 dense'...: the backend of one linear layer; None if not one."""
+    if isinstance(module, Int4Linear):
+        return "int4 kernel"
+    if type(module).__name__ in _PACKED_LINEARS:  # bitsandbytes' classes subclass nn.Linear: ask them first
+        return _PACKED_LINEARS[type(module).__name__]
+    if isinstance(module, torch.nn.Linear) and hasattr(module, "weight_packed"):
+        return "compressed-tensors packed, unpacked each call"  # how transformers runs a W4A16 folder off CUDA
+    if isinstance(module, torch.nn.Linear):
+        return f"{str(module.weight.dtype).removeprefix('torch.')} dense"
+    return None
+
+
+# Quantized linear classes other libraries load, and the backend they decode on.
+_PACKED_LINEARS = {"Linear4bit": "bitsandbytes nf4", "Linear8bitLt": "bitsandbytes int8",
+                   "CompressedLinear": "compressed-tensors packed"}
+
+
+def _in_vision_tower(name: str) -> bool:
+    return ".visual." in f".{name}." or name.startswith("visual")
+
+
 def _loaded_name(saved: str, modules: dict) -> str | None:
     """The loaded module a saved name means: the same name, or the one module whose name ends with the saved
     name less its first part (checkpoints say model.layers.N, transformers 5 loads model.language_model.layers.N)."""

@@ -22,7 +22,8 @@ from dharma_train.reporting.run_record import run_provenance
 CARD_QUALITY = [row for row in QUALITY if row[1] in ("quality_score", "paper_score", "cer", "wer", "json_valid_rate",
                                                      "schema_valid_rate", "degeneration_rate")]
 CARD_SPEED = [row for row in SPEED if row[1] in ("pages_per_second", "new_tokens_per_second",
-                                                 "cost_per_million_pages", "weights_megabytes", "peak_memory_gib")]
+                                                 "cost_per_million_pages", "weights_megabytes", "peak_memory_gib",
+                                                 "decode_backend")]
 PACKAGES = ("dharma_train", "torch", "transformers", "peft", "trl", "llmcompressor", "compressed-tensors",
             "bitsandbytes")
 

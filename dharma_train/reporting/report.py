@@ -33,6 +33,7 @@ SPEED = [
     ("weights MB", "weights_megabytes", "{:,.1f}"),
     ("model memory GiB", "model_memory_gib", "{:.3f}"),
     ("peak GPU GiB", "peak_memory_gib", "{:.1f}"),
+    ("linears ran on", "decode_backend", "{}"),
 ]
 GAINS = [("quality", "quality_score"), ("paper score", "paper_score"), ("CER", "cer"),
          ("degeneration", "degeneration_rate")]

@@ -9,8 +9,8 @@ from safetensors.torch import save_file
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 from dharma_train.errors import ModelUnavailableError
-from dharma_train.models.quantized import (Int4Linear, int4_linear_from_codes, int4_supported, quantize_groups,
-                                           use_int4_kernels)
+from dharma_train.models.quantized import (Int4Linear, decode_backend, int4_linear_from_codes, int4_supported,
+                                           quantize_groups, use_int4_kernels)
 from dharma_train.models.tiny import tiny_model_dir
 
 
@@ -58,6 +58,15 @@ def test_int4_kernels_replace_the_saved_layers_of_a_compressed_tensors_folder(tm
         assert use_int4_kernels(model, tmp_path) == 2
         assert all(isinstance(model.get_submodule(name), Int4Linear) for name in names)
         assert torch.allclose(model(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-4)
+    linears = sum(isinstance(m, torch.nn.Linear) for n, m in model.named_modules() if "visual" not in n) + 2
+    assert decode_backend(model) == f"float32 dense {linears - 2}/{linears}, int4 kernel 2/{linears}"
+
+
+def test_the_decode_backend_names_dense_weights_and_what_they_were_decompressed_from():
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir(), dtype=torch.bfloat16)
+    assert decode_backend(model) == "bfloat16 dense", "the vision tower's linears are not the decode path"
+    model.config.quantization_config = {"quant_method": "compressed-tensors"}  # what a W4A16 folder loads with
+    assert decode_backend(model) == "bfloat16 dense (decompressed from compressed-tensors)"
 
 
 def test_a_saved_layer_the_model_lacks_is_named(tmp_path):

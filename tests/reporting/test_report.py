@@ -91,3 +91,11 @@ def test_a_rejected_stage_is_a_visible_line_before_the_tables():
     assert "kept sft; rejected dpo. The run carries on from (and exports) `sft`." in report
     assert "- **stage dpo REJECTED: worse than sft on quality 0.700 -> 0.650 (tolerance 0.010); best so far: sft**" in report
     assert "| dpo | dpo | **rejected** |" in report
+
+
+def test_the_speed_table_says_what_each_point_decoded_on():
+    quantized = {**SUMMARY["entries"][2], "stage": "quantize", "kind": "quantize",
+                 "metrics": {**_metrics(0.7, 0.5, 0.1), "decode_backend": "int4 kernel 196/197, bfloat16 dense 1/197"}}
+    report = render_report({**SUMMARY, "entries": SUMMARY["entries"] + [quantized]})
+    speed = report[report.index("linears ran on"):]
+    assert "| int4 kernel 196/197, bfloat16 dense 1/197 |" in speed

@@ -68,6 +68,8 @@ def test_awq_w4a16_packs_language_linears_into_4_bits_and_leaves_the_vision_towe
     metrics = evaluate(quantized, load_processor(result.artifact.path), PageSet(pages[1].root, pages[1].pages[:2]),
                        EvalConfig(max_new_tokens=4, batch_size=2), progress=False)
     assert metrics["pages"] == 2 and metrics["model_memory_gib"] > 0
+    assert metrics["decode_backend"] == "float32 dense (decompressed from compressed-tensors)", \
+        "off CUDA the report says its AWQ speed was measured on dense weights"
     layer = quantized.model.language_model.layers[0].mlp.gate_proj
     groups = layer.weight.detach().reshape(layer.out_features, -1, 64)
     levels = groups / layer.weight_scale.detach().unsqueeze(-1)

@@ -68,6 +68,11 @@ def quiet_libraries() -> None:
     for message in DROPPED_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
     say_once(logging.getLogger().handlers)
+    # transformers' "Loading weights" and "Writing model shards" bars: one per checkpoint save, drawn inside the
+    # stage's training bar (cursor-up lines); the stage's own lines say what is loaded and saved.
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
 
 
 class _ConsoleUnlessConfigured(logging.StreamHandler):

@@ -42,6 +42,10 @@ def test_notices_nobody_can_act_on_are_dropped_and_a_repeated_warning_is_said_on
         warnings.warn("Attempting to save a model with offloaded modules. Ensure that ...", UserWarning)
     assert caught == []
     assert os.environ["LLM_COMPRESSOR_LOG_LEVEL"] == "as the user set it"
+    from transformers.utils import logging as transformers_logging
+
+    assert not transformers_logging.is_progress_bar_enabled(), "no shard-writing bars inside the training bar"
+    transformers_logging.enable_progress_bar()  # this test process's other tests keep the default
 
 
 def test_the_training_bar_names_its_stage(tmp_path, capsys):

@@ -210,6 +210,12 @@ def test_default_command_runs_the_whole_tiny_ladder_and_the_model_learns(tmp_pat
          f"M.from_pretrained(r'{entries['dpo']['model']}'); print('dharma_train' in sys.modules)"],
         capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "False"
+    # What the console shows is what a user can act on: no library's nested bars (transformers' shard writing,
+    # llm-compressor's grid search: 150+ cursor-up lines before), warnings only dharma_train's own (the gate's).
+    console = result.stdout + result.stderr
+    assert console.count("\x1b[A") <= 1 and "Writing model shards" not in console, console.count("\x1b[A")
+    warned = [line for line in console.splitlines() if "[WARNING]" in line or "Warning:" in line]
+    assert all("[dharma_train" in line for line in warned), warned
 
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("bitsandbytes") is not None,

@@ -4,6 +4,8 @@ The experiment of issue 22 (docs/experiments/tiny-reader.md). The model is the e
 (`dharma_train.models.tiny`, its offline tokenizer and processor) at a shape given on the command line, so every
 stage of the library applies to the result unchanged. A curriculum of phases, each `kind:steps`:
 
+- `glyph`: one large character (letter or digit, 34-42 px) on a 56 x 56 image (four vision tokens): whether the
+  image reaches the answer at all;
 - `chars`: one short random string (letters, digits, punctuation: no language prior to lean on) in large type
   on a one-token-high strip;
 - `words`: one to three Portuguese words or random strings, large type, same strip;
@@ -53,12 +55,12 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="folder for curve.jsonl, run.json and model/")
     parser.add_argument("--work", type=Path, default=None, help="folder for generated pages (default: --out)")
-    parser.add_argument("--phases", default="chars:400,words:400,lines:400,pages:400",
-                        help="comma-separated kind:steps, kinds chars|words|lines|pages")
+    parser.add_argument("--phases", default="glyph:600,chars:2000,words:2000,lines:2000,pages:2000",
+                        help="comma-separated kind:steps, kinds glyph|chars|words|lines|pages")
     parser.add_argument("--shape", default="{}", help="JSON overrides of dharma_train.models.tiny.TINY_SHAPE")
     parser.add_argument("--init", type=Path, default=None, help="start from this saved model folder (a previous call)")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=3e-4, help="2e-3 and above: it cannot even memorize 8 glyphs")
     parser.add_argument("--vision-lr-scale", type=float, default=1.0)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--random-fraction", type=float, default=0.5, help="random strings among words/chars")
@@ -130,6 +132,9 @@ class PhaseSamples(IterableDataset):
 
 
 def draw_sample(kind: str, rng: random.Random, words: list[str], random_fraction: float, pages: list | None):
+    if kind == "glyph":
+        char = rng.choice(string.ascii_uppercase + string.digits)
+        return draw_text([char], (56, 56), (34, 42), rng), char
     if kind == "chars":
         return words_sample(rng, words, 1.0, 1)
     if kind == "words":
@@ -139,7 +144,7 @@ def draw_sample(kind: str, rng: random.Random, words: list[str], random_fraction
     if kind == "pages":
         page = rng.choice(pages)
         return Image.open(page.image).convert("L"), page.answer.to_plain_text()
-    raise ValueError(f"unknown phase kind {kind!r}; expected chars, words, lines or pages")
+    raise ValueError(f"unknown phase kind {kind!r}; expected glyph, chars, words, lines or pages")
 
 
 def portuguese_words(seed: int, n_pages: int = 400) -> list[str]:

@@ -17,7 +17,7 @@ import pretrain_reader  # noqa: E402
 from dharma_train.models.tiny import TINY_SHAPE, build_tiny_processor  # noqa: E402
 
 
-@pytest.mark.parametrize("kind", ["chars", "words", "lines"])
+@pytest.mark.parametrize("kind", ["glyph", "chars", "words", "lines"])
 def test_device_patches_and_prompt_are_what_the_processor_gives_the_model(kind):
     processor = build_tiny_processor(TINY_SHAPE)
     rng = random.Random(0)

@@ -14,6 +14,7 @@ from dharma_train.config import validate
 from dharma_train.config_files import config_dir, register_recipes
 from dharma_train.data.pages import load_pages
 from dharma_train.errors import ConfigError
+from dharma_train.run_paths import run_resolved
 
 
 def _config(*overrides):
@@ -118,7 +119,7 @@ def test_tiny_ablation_end_to_end_writes_the_comparison_and_resumes(tmp_path):
     # Each base checks the shared pages into its own index (data/loaded), which points at the shared images.
     shared = load_pages(out / "data" / "train")
     for base, stage_dir in (("tiny", "tiny/01_structured"), ("tiny_ocr_rung", "tiny_ocr_rung/02_structured")):
-        record = json.loads((out / stage_dir / "stage.json").read_text())
+        record = run_resolved(json.loads((out / stage_dir / "stage.json").read_text()), out / base)
         assert record["train_pages"] == str(out / base / "data" / "loaded" / "train")
         used = load_pages(record["train_pages"])
         assert [(p.id, p.image.resolve()) for p in used.pages] == [(p.id, p.image.resolve()) for p in shared.pages]

@@ -101,8 +101,8 @@ def _stage_folder_without_pages(folder, split):
 @pytest.mark.parametrize("make, message", [
     (_broken_json, r"pages\.jsonl:2 \(id None\): invalid_json: the line is not JSON"),
     (_missing_image, r"pages\.jsonl:1 .*nope\.png"),
-    (_empty_pairs, r"pairs\.jsonl holds no preference pairs"),
-    (_identical_pair, r"pairs\.jsonl:1: 'chosen' and 'rejected' are identical"),
+    (_empty_pairs, r"no usable preference pairs in .*pairs\.jsonl \(0 rows"),
+    (_identical_pair, r"first skipped: .*pairs\.jsonl:1 \(id '\w+-\d+'\): identical_pair: 'chosen' and 'rejected' are"),
     (_stage_folder_without_pages, r"the folder holds no pages\.jsonl, saved dataset, parquet files or images"),
 ])
 def test_bad_data_is_one_error_naming_file_and_row_before_any_model_loads(splits, tmp_path, make, message):

@@ -151,10 +151,20 @@ def load_pair_set(location: str | Path, folder: str | Path, *, strict: bool = Fa
     write_json_atomically(folder / REPORT_FILE, LoadReport(sources=[report], splits={split: len(pairs)}).to_dict())
     log_source(report)
     if not pairs:
-        raise DataError(f"{split}: no usable preference pairs in {location} ({report.summary_line()}); see "
-                        f"{folder / REPORT_FILE}")
+        raise DataError(f"{split}: no usable preference pairs in {location} ({report.summary_line()})"
+                        f"{_first_skip(report)}; see {folder / REPORT_FILE}")
     save_pairs(pairs, folder)
     return folder
+
+
+def _first_skip(report) -> str:
+    """'; first skipped: pairs.jsonl:1 (id 'p0'): identical_pair: ...', so a one-row mistake needs no report."""
+    if not report.skipped_rows:
+        return ""
+    first = report.skipped_rows[0]
+    detail = next((example["detail"] for example in report.examples.get(first["reason"], [])
+                   if example["row"] == first["row"]), "")
+    return f"; first skipped: {first['row']} (id {first['id']!r}): {first['reason']}: {detail}"
 
 
 def load_pair_source(location: str | Path, images_dir: str | Path, *, format: str = "auto", strict: bool = False,

@@ -10,6 +10,7 @@ from transformers import AutoModelForImageTextToText
 from dharma_train import SFTStage, SFTStageConfig, StageContext
 from dharma_train.artifact import ModelArtifact
 from dharma_train.models.loading import load_model
+from dharma_train.run_paths import run_resolved
 from dharma_train.training.config import OptimizationConfig, TrainerConfig
 
 CONTEXT = StageContext(trainer=TrainerConfig(device="cpu", precision="fp32", logging_steps=1))
@@ -30,7 +31,7 @@ def test_lora_saves_adapter_and_merged_model_that_load_without_dharma_train(tiny
     adapted = PeftModel.from_pretrained(base, tmp_path / "adapter").merge_and_unload()
     for (name, a), (_, b) in zip(merged.state_dict().items(), adapted.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-6), name
-    record = json.loads((tmp_path / "stage.json").read_text())
+    record = run_resolved(json.loads((tmp_path / "stage.json").read_text()), tmp_path.parent)  # the run folder
     assert record["input"]["path"] == tiny_artifact.path and record["kind"] == "sft"
 
 

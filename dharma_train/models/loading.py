@@ -63,8 +63,7 @@ def load_processor(location: str, min_pixels: int | None = None, max_pixels: int
 
     from transformers import AutoProcessor
 
-    config_file = Path(location) / "processor_config.json"
-    processor_class = json.loads(config_file.read_text()).get("processor_class") if config_file.is_file() else None
+    processor_class = _processor_class(Path(location))
     image_only = processor_class == Qwen2_5_VLImageProcessor.__name__ or (
         processor_class == "Qwen2_5_VLProcessor" and importlib.util.find_spec("torchvision") is None)
     if image_only:
@@ -79,6 +78,18 @@ def load_processor(location: str, min_pixels: int | None = None, max_pixels: int
     processor.image_processor.size = size
     processor.tokenizer.padding_side = "left"  # batched generation needs left padding
     return processor
+
+
+def _processor_class(folder: Path) -> str | None:
+    """The processor class a folder names: processor_config.json (saved by transformers 5), else
+    preprocessor_config.json (the Hub's Qwen2.5-VL folders have only that one)."""
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        file = folder / name
+        if file.is_file():
+            named = json.loads(file.read_text()).get("processor_class")
+            if named:
+                return named
+    return None
 
 
 def load_model(artifact: ModelArtifact, dtype: str = "float32", settings: ModelConfig | None = None,

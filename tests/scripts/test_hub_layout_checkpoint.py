@@ -1,0 +1,98 @@
+"""scripts/hub_layout_checkpoint.py: a folder laid out like the Hub's Qwen2.5-VL, and the looping model built on it."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import hub_layout_checkpoint as hub
+
+from dharma_train.artifact import ModelArtifact
+from dharma_train.data.prompts import prompt_messages
+from dharma_train.models.loading import load_model, load_processor
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hub")
+    return hub.write_checkpoint(root / "dense", "tiny"), hub.write_checkpoint(root / "looping", "tiny", looping=True)
+
+
+def test_the_folder_has_the_hubs_files_ids_and_template(folders):
+    dense, _ = folders
+    names = {p.name for p in dense.iterdir()}
+    assert {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+            "preprocessor_config.json", "chat_template.json"} <= names
+    assert not (dense / "processor_config.json").exists(), "the Hub's Qwen2.5-VL folders have none"
+    config = json.loads((dense / "config.json").read_text())
+    assert config["text_config"]["vocab_size"] == 151936 and config["image_token_id"] == 151655
+    tokenizer_config = json.loads((dense / "tokenizer_config.json").read_text())
+    assert tokenizer_config["tokenizer_class"] == "Qwen2Tokenizer"
+    processor = load_processor(str(dense))
+    tokenizer = processor.tokenizer
+    assert len(tokenizer) == 151665 and tokenizer.eos_token_id == 151645 and tokenizer.pad_token_id == 151643
+    assert [tokenizer.convert_tokens_to_ids(t) for t in ("<|vision_start|>", "<|image_pad|>", "<|file_sep|>")] == \
+        [151652, 151655, 151664]
+    prompt = tokenizer.apply_chat_template(prompt_messages("structured"), add_generation_prompt=True, tokenize=False)
+    assert prompt.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
+
+
+def test_a_hub_folder_loads_on_a_machine_without_torchvision(folders):
+    """The Hub folder names Qwen2_5_VLProcessor in preprocessor_config.json only; without torchvision the stock
+    processor cannot be built, so the image-only one must be chosen from that file too."""
+    import importlib.util
+
+    dense, _ = folders
+    processor = load_processor(str(dense), max_pixels=28 * 28 * 16)
+    if importlib.util.find_spec("torchvision") is None:
+        assert type(processor).__name__ == "Qwen2_5_VLImageProcessor"
+    inputs = processor(images=[Image.new("RGB", (112, 112), "white")], text=["<|vision_start|><|image_pad|><|vision_end|>"],
+                       return_tensors="pt")
+    assert int((inputs["input_ids"] == 151655).sum()) == 16
+
+
+def test_the_looping_model_repeats_its_line_greedy_and_sampled(folders):
+    _, looping = folders
+    processor = load_processor(str(looping), max_pixels=28 * 28 * 16)
+    model = load_model(ModelArtifact(path=str(looping)))
+    prompt = processor.tokenizer.apply_chat_template(prompt_messages("structured"), add_generation_prompt=True,
+                                                     tokenize=False)
+    inputs = processor(images=[Image.new("RGB", (112, 112), "white")], text=[prompt], return_tensors="pt")
+    torch.manual_seed(0)
+    for options in ({"do_sample": False}, {"do_sample": True, "temperature": 1.0, "top_p": 0.95}):
+        out = model.generate(**inputs, max_new_tokens=36, **options)
+        text = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:])
+        assert text.startswith(hub.LOOP_TEXT * 2), text
+
+
+def test_the_dense_model_does_not_loop(folders):
+    dense, _ = folders
+    processor = load_processor(str(dense), max_pixels=28 * 28 * 16)
+    model = load_model(ModelArtifact(path=str(dense)))
+    inputs = processor(images=[Image.new("RGB", (112, 112), "white")],
+                       text=[processor.tokenizer.apply_chat_template(prompt_messages("structured"),
+                                                                     add_generation_prompt=True, tokenize=False)],
+                       return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=24, do_sample=False)
+    assert hub.LOOP_TEXT not in processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:])
+
+
+@pytest.mark.slow
+def test_bench_mining_gets_the_same_pairs_from_every_path(tmp_path):
+    """scripts/bench_mining.py on the tiny looping folder, on the CPU: every mining path yields the same pairs."""
+    import subprocess
+
+    command = [sys.executable, str(SCRIPTS / "bench_mining.py"), "--shape", "tiny", "--device", "cpu", "--pages", "2",
+               "--max-new-tokens", "96", "--width", "112", "--height", "112", "--batch", "2", "--out", str(tmp_path)]
+    env = {**__import__("os").environ, "PYTHONPATH": str(SCRIPTS)}
+    subprocess.run(command, check=True, capture_output=True, env=env, timeout=600)
+    report = json.loads((tmp_path / "bench_mining.json").read_text())
+    assert [row["config"] for row in report["rows"]] == ["generate", "continuous", "continuous_loop_stop"]
+    assert all(row["pairs"] == 2 and row["same_pairs_as_first_row"] for row in report["rows"])
+    assert all(row["pairs_by_reason"] == {"degenerate": 2} for row in report["rows"])

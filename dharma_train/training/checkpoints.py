@@ -96,6 +96,11 @@ class ReloadFullWeights(TrainerCallback):
         return control
 
 
+def loss_curve(log_history: list[dict]) -> list[list[float]]:
+    """[step, training loss] at every logged step: what two runs of one stage are compared on (stage.json)."""
+    return [[entry["step"], entry["loss"]] for entry in log_history if "loss" in entry and "step" in entry]
+
+
 def train_resumably(trainer, settings, stage: str) -> dict:
     """trainer.train(), resumed from the last complete checkpoint (resume=auto), stopped cleanly by SIGTERM/SIGINT,
     guarded against non-finite gradients; returns the training metrics."""
@@ -131,6 +136,7 @@ def train_resumably(trainer, settings, stage: str) -> dict:
     check_finite_weights(trainer.model, stage)
     metrics = dict(output.metrics)
     metrics["resumed_from_step"] = start_step
+    metrics["loss_curve"] = loss_curve(trainer.state.log_history)
     if guard.skipped_steps:
         metrics["nonfinite_skipped_steps"] = guard.skipped_steps
     if recompute is not None:

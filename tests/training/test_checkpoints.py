@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from dharma_train.training.checkpoints import checkpoint_step, last_checkpoint, remove_checkpoints
+from dharma_train.training.checkpoints import checkpoint_step, last_checkpoint, loss_curve, remove_checkpoints
 
 
 def _checkpoint(folder, step, state=True, text=None):
@@ -40,6 +40,12 @@ def test_finished_stages_drop_their_checkpoints_only(tmp_path):
     assert sorted(p.name for p in trainer.iterdir()) == ["runs"] and (tmp_path / "model").is_dir()
 
 
+def test_the_loss_curve_keeps_training_losses_only():
+    history = [{"loss": 2.5, "step": 1, "epoch": 0.1}, {"eval_loss": 9.0, "step": 1}, {"loss": 2.0, "step": 2},
+               {"train_loss": 2.25, "step": 2, "train_runtime": 1.0}]
+    assert loss_curve(history) == [[1, 2.5], [2, 2.0]]
+
+
 @pytest.mark.slow
 def test_resumed_from_step_stays_known_when_its_checkpoint_is_rotated_away(tiny_artifact, pages, tmp_path):
     """Resumed from checkpoint-1 with keep_checkpoints=1, the stage's checkpoint-2 rotates checkpoint-1 away; the
@@ -51,11 +57,14 @@ def test_resumed_from_step_stays_known_when_its_checkpoint_is_rotated_away(tiny_
 
     config = SFTStageConfig(optimization=OptimizationConfig(method="lora", max_steps=3, batch_size=4))
     whole = tmp_path / "whole"
-    keep_all = TrainerConfig(device="cpu", precision="fp32", checkpoint_every=1, keep_checkpoints=3)
-    SFTStage("s", config).run(tiny_artifact, pages[0], whole, StageContext(trainer=keep_all))
+    keep_all = TrainerConfig(device="cpu", precision="fp32", checkpoint_every=1, keep_checkpoints=3, logging_steps=1)
+    first = SFTStage("s", config).run(tiny_artifact, pages[0], whole, StageContext(trainer=keep_all))
     resumed = tmp_path / "resumed"
     shutil.copytree(whole / "trainer" / "checkpoint-1", resumed / "trainer" / "checkpoint-1")
-    keep_one = TrainerConfig(device="cpu", precision="fp32", checkpoint_every=1, keep_checkpoints=1)
+    keep_one = TrainerConfig(device="cpu", precision="fp32", checkpoint_every=1, keep_checkpoints=1,
+                             logging_steps=1)
     result = SFTStage("s", config).run(tiny_artifact, pages[0], resumed, StageContext(trainer=keep_one))
     assert [p.name for p in (resumed / "trainer").glob("checkpoint-*")] == ["checkpoint-2"], "1 was rotated away"
     assert result.metrics["resumed_from_step"] == 1
+    assert [step for step, _ in first.metrics["loss_curve"]] == [1, 2, 3]
+    assert [step for step, _ in result.metrics["loss_curve"]] == [1, 2, 3], "the steps before the resume are kept"

@@ -32,7 +32,18 @@ def save_from_trainer(trainer, processor, source: ModelArtifact, output_dir: Pat
     gathered = output_dir / "gathered.tmp"
     log.info("gathering the sharded model's full weights to rank 0")
     trainer.save_model(str(gathered))  # a collective: every process must call it
+    _stop_partitioned_loading()
     return distributed.on_main(_save_gathered, gathered, processor, source, output_dir, save, dtype)
+
+
+def _stop_partitioned_loading() -> None:
+    """While a ZeRO-3 trainer's arguments are alive, transformers builds every model it loads partitioned
+    (zero.Init: each parameter an empty local shard), so the gathered weights would be reloaded, and saved, as empty
+    tensors. Loading and saving here turn that off; it stays off for the next stage, whose own trainer arguments
+    turn it on again for its own training."""
+    from transformers.integrations import deepspeed
+
+    deepspeed.unset_hf_deepspeed_config()
 
 
 def _save_gathered(gathered: Path, processor, source: ModelArtifact, output_dir: Path, save: str,
@@ -66,6 +77,10 @@ def save_trained(model, processor, source: ModelArtifact, output_dir: Path, save
         model = load_model(ModelArtifact(path=str(adapter_dir), base=source), dtype=dtype) if is_quantized(model) \
             else model.merge_and_unload()
     model = model.to(DTYPES[dtype])
+    empty = [name for name, parameter in model.named_parameters() if parameter.numel() == 0]
+    if empty:  # a partitioned (ZeRO-3) shard saved as if whole: the next stage could not load it
+        raise RuntimeError(f"refusing to save {output_dir / 'model'}: {len(empty)} parameters are empty, "
+                           f"e.g. {empty[0]} (a sharded model that was not gathered)")
     return ModelArtifact(path=str(_save_atomically(model, processor, output_dir / "model")))
 
 

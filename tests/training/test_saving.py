@@ -38,3 +38,37 @@ def test_gathered_adapter_is_merged_onto_its_base_and_kept(tiny_artifact, tmp_pa
     expected = peft_model.merge_and_unload().state_dict()
     assert merged.keys() == expected.keys()
     assert all(torch.allclose(merged[name], expected[name], atol=1e-6) for name in merged)
+
+
+def test_a_model_with_empty_parameters_is_refused_instead_of_saved(tiny_artifact, tmp_path):
+    """A ZeRO-3 shard reloaded as if whole has empty parameters; saved, the next stage fails to load it."""
+    import pytest
+
+    from dharma_train.training.saving import save_trained
+
+    model = load_model(tiny_artifact)
+    model.model.visual.patch_embed.proj.weight.data = torch.empty(0)
+    with pytest.raises(RuntimeError, match=r"1 parameters are empty, e\.g\. model\.visual\.patch_embed\.proj\.weight"):
+        save_trained(model, load_processor(tiny_artifact.path), tiny_artifact, tmp_path, "merged")
+    assert not (tmp_path / "model").exists()
+
+
+def test_gathered_weights_are_not_reloaded_partitioned_while_a_zero3_config_is_alive():
+    """TrainingArguments with a ZeRO-3 config make transformers load every later model partitioned (zero.Init);
+    the gathered weights must be reloaded whole (on a GPU run they were saved as empty tensors)."""
+    from transformers.integrations import deepspeed
+
+    from dharma_train.training.saving import _stop_partitioned_loading
+
+    class ZeroThreeConfig:  # what transformers asks of the live config object
+        def is_zero3(self):
+            return True
+
+    config = ZeroThreeConfig()
+    deepspeed.set_hf_deepspeed_config(config)
+    try:
+        assert deepspeed.is_deepspeed_zero3_enabled()
+        _stop_partitioned_loading()
+        assert not deepspeed.is_deepspeed_zero3_enabled()
+    finally:
+        deepspeed.unset_hf_deepspeed_config()

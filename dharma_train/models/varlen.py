@@ -35,15 +35,29 @@ def varlen_available() -> bool:
     return _kernel() is not None
 
 
+def compute_dtype(query: torch.Tensor) -> torch.dtype:
+    """The dtype attention runs in: the query's, or under autocast to half precision that one, as autocast does for
+    sdpa (fp32 master weights leave the rotary-embedded queries in fp32, which would miss the one-launch kernel)."""
+    device = query.device.type
+    if query.dtype not in HALF and torch.is_autocast_enabled(device):
+        autocast_dtype = torch.get_autocast_dtype(device)
+        if autocast_dtype in HALF:
+            return autocast_dtype
+    return query.dtype
+
+
 def uses_kernel(query: torch.Tensor) -> bool:
-    """Whether `attend` takes the one-launch path for this tensor (CUDA, half precision, PyTorch >= 2.10)."""
-    return query.is_cuda and query.dtype in HALF and varlen_available()
+    """Whether `attend` takes the one-launch path for this tensor (CUDA, half precision or autocast to it,
+    PyTorch >= 2.10)."""
+    return query.is_cuda and compute_dtype(query) in HALF and varlen_available()
 
 
 def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
            scale: float, causal: bool) -> torch.Tensor:
     """Attention within each sequence of a packed [tokens, heads, dim] batch; key/value may have fewer heads (GQA)."""
     if uses_kernel(query):
+        dtype = compute_dtype(query)
+        query, key, value = (t.to(dtype) for t in (query, key, value))
         return _varlen_kernel(query, key, value, cu_seqlens, max_seqlen, scale, causal)
     if query.is_cuda:
         _warn_slow_path_once(query.dtype)

@@ -80,3 +80,17 @@ def test_fp32_on_a_gpu_is_named_as_the_slow_path_once(caplog):
             varlen._warn_slow_path_once(torch.float32)
     warnings = [r.getMessage() for r in caplog.records if r.name == "dharma_train.models.varlen"]
     assert len(warnings) == 1 and "float32" in warnings[0] and "trainer.precision" in warnings[0]
+
+
+def test_fp32_queries_under_half_precision_autocast_run_in_the_autocast_dtype():
+    """Full fine-tuning keeps fp32 master weights under bf16 autocast; the rotary embedding leaves queries in fp32.
+    Like autocast's sdpa, attention then runs in bf16, so those batches still take the one-launch kernel on CUDA."""
+    from dharma_train.models.varlen import compute_dtype
+
+    query = torch.zeros(4, 2, 8)
+    assert compute_dtype(query) == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert compute_dtype(query) == torch.bfloat16
+        assert compute_dtype(query.to(torch.float16)) == torch.float16  # already half: kept
+    with torch.autocast("cpu", enabled=False):
+        assert compute_dtype(query) == torch.float32

@@ -100,8 +100,10 @@ class DPOStage(Stage):
         if opt.method == "full":
             if opt.freeze_vision:
                 freeze_vision_tower(network)
-            # An explicit frozen copy: TRL would otherwise reload the reference from config._name_or_path.
-            reference = load_model(model, dtype=dtype, settings=context.model)
+            # An explicit frozen copy: TRL would otherwise reload the reference from config._name_or_path. It is
+            # never updated, so it needs no fp32 master weights: in the inference dtype (bf16 on a GPU) it takes half
+            # the memory and its forward casts no weights.
+            reference = load_model(model, dtype=context.trainer.model_dtype(), settings=context.model)
         for trained_or_reference in filter(None, (network, reference)):
             speed_up(trained_or_reference, context.trainer.performance, context.trainer.resolved_device())
         loss_types, loss_weights = [cfg.loss_type], [1.0]

@@ -56,28 +56,42 @@ def model_7b(tokenizer):
 
 
 def prepare(work: Path, shape: str, pages: int):
-    """Rank 0 builds the model folder and the pages; returns (model folder, page set, tokens per sample)."""
+    """Rank 0 builds the model folder and the pages once per work folder (later launches reuse them); returns
+    (model folder, page set, tokens per sample). The 3B folder is laid out like the Hub's
+    (scripts/hub_layout_checkpoint.py), so the stock processor and chat template build every sample."""
     from PIL import Image
 
+    from dharma_train.data.pages import PageSet
     from dharma_train.data.prompts import prompt_messages, target_text
     from dharma_train.data.synthetic.generate import generate_pages
     from dharma_train.models.loading import load_processor
     from dharma_train.models.tiny import tiny_model_dir
 
-    tiny = tiny_model_dir(work / "cache")
     if shape == "tiny":
-        folder, size = tiny, (224, 308)
+        folder, size = tiny_model_dir(work / "cache"), (224, 308)
     else:
-        from bench_generation import model_3b
-
-        processor = load_processor(str(tiny), max_pixels=1288 * 896)
-        model = model_3b(processor.tokenizer) if shape == "3b" else model_7b(processor.tokenizer)
         folder, size = work / "model", (896, 1288)
-        model.save_pretrained(folder)
-        processor.save_pretrained(folder)
-        del model
-        torch.cuda.empty_cache()
-    page_set = generate_pages(work / "pages", pages, seed=0, width=size[0], height=size[1])
+        if not (folder / "config.json").is_file():
+            if shape == "3b":
+                from hub_layout_checkpoint import write_checkpoint
+
+                write_checkpoint(folder, "3b", device="cuda")
+            else:
+                processor = load_processor(str(tiny_model_dir(work / "cache")), max_pixels=1288 * 896)
+                model = model_7b(processor.tokenizer)
+                model.save_pretrained(folder)
+                processor.save_pretrained(folder)
+                del model
+            torch.cuda.empty_cache()
+    page_folder = work / "pages"
+    if (page_folder / "pages.jsonl").is_file():
+        from dharma_train.data.pages import load_pages
+
+        page_set = load_pages(page_folder)
+    else:
+        page_set = generate_pages(page_folder, pages, seed=0, width=size[0], height=size[1],
+                                  workers=min(8, os.cpu_count() or 1))
+    assert isinstance(page_set, PageSet)
     processor = load_processor(str(folder), max_pixels=1288 * 896)
     tokens = []
     for page in page_set:  # exactly what the collator feeds the model: image tokens expanded, prompt and answer
@@ -89,6 +103,65 @@ def prepare(work: Path, shape: str, pages: int):
     return str(folder), page_set, sum(tokens) / len(tokens)
 
 
+def update_agreement(initial: str, trained: str, reference: str) -> dict:
+    """How the weight update of this run (trained - initial) agrees with the reference run's (reference - initial):
+    cosine and relative L2 difference over every tensor; plain safetensors reads, so the saved folder is checked
+    to be a plain transformers model too."""
+    from safetensors import safe_open
+
+    def tensors(folder):
+        files = sorted(Path(folder).glob("*.safetensors"))
+        handles = [safe_open(str(f), framework="pt", device="cuda" if torch.cuda.is_available() else "cpu")
+                   for f in files]
+        return {key: handle for handle in handles for key in handle.keys()}
+
+    start, ours, theirs = tensors(initial), tensors(trained), tensors(reference)
+    if set(ours) != set(theirs):
+        raise RuntimeError(f"{trained} and {reference} hold different tensors: "
+                           f"{sorted(set(ours) ^ set(theirs))[:5]}")
+    dot = ours_sq = theirs_sq = diff_sq = 0.0
+    for key in sorted(ours):
+        if key not in start:
+            continue
+        base = start[key].get_tensor(key).float()
+        a = ours[key].get_tensor(key).float() - base
+        b = theirs[key].get_tensor(key).float() - base
+        dot += float((a * b).sum())
+        ours_sq += float((a * a).sum())
+        theirs_sq += float((b * b).sum())
+        diff_sq += float(((a - b) ** 2).sum())
+    return {"update_cosine": dot / max((ours_sq * theirs_sq) ** 0.5, 1e-30),
+            "update_relative_difference": (diff_sq / max(theirs_sq, 1e-30)) ** 0.5}
+
+
+def run_stage(kind: str, args, trainer, model_dir: str, pages, work: Path):
+    """One short full fine-tuning stage (SFT, or DPO on loop-shaped synthetic pairs) through the real stage code;
+    returns (result, training seconds, peak GiB on this process)."""
+    from dharma_train.artifact import ModelArtifact
+    from dharma_train.models.config import ModelConfig
+    from dharma_train.stage import StageContext
+    from dharma_train.stages.dpo import DPOStage, DPOStageConfig
+    from dharma_train.stages.sft import SFTStage, SFTStageConfig
+    from dharma_train.training.config import OptimizationConfig
+
+    on_gpu = args.device == "cuda"
+    if on_gpu:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    context = StageContext(trainer=trainer, model=ModelConfig(max_pixels=1288 * 896), run_name=args.tag)
+    if kind == "sft":
+        stage = SFTStage("sft", SFTStageConfig(task="structured", optimization=OptimizationConfig(
+            method="full", freeze_vision=False, learning_rate=args.learning_rate, max_steps=args.steps,
+            batch_size=args.global_batch, warmup=0, save="merged")))
+    else:
+        stage = DPOStage("dpo", DPOStageConfig(task="structured", pairs="synthetic", optimization=OptimizationConfig(
+            method="full", learning_rate=args.learning_rate / 10, max_steps=args.steps,
+            batch_size=args.global_batch, warmup=0, save="merged")))
+    result = stage.run(ModelArtifact(path=model_dir), pages, work / args.tag / kind, context)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if on_gpu else 0.0
+    return result, result.metrics["train_runtime"], peak
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--shape", choices=["tiny", "3b", "7b"], default="3b")
@@ -97,58 +170,77 @@ def main():
     parser.add_argument("--global-batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--pages", type=int, default=96)
+    parser.add_argument("--stages", nargs="+", choices=["sft", "dpo"], default=["sft"],
+                        help="dpo trains on the sft stage's output, so it needs sft before it")
+    parser.add_argument("--learning-rate", type=float, default=1e-5, help="SFT's; DPO uses a tenth of it")
+    parser.add_argument("--work", help="a folder kept across launches: the model and pages are built once")
+    parser.add_argument("--reference", help="another launch's tag in --work: compare losses and the SFT update")
+    parser.add_argument("--keep", action="store_true", help="keep this launch's saved models in --work")
     parser.add_argument("--tag", default="run")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
 
     from dharma_train import distributed
-    from dharma_train.artifact import ModelArtifact
-    from dharma_train.models.config import ModelConfig
-    from dharma_train.stage import StageContext
-    from dharma_train.stages.sft import SFTStage, SFTStageConfig
-    from dharma_train.training.config import OptimizationConfig, TrainerConfig
+    from dharma_train.training.config import TrainerConfig
     from dharma_train.training.hardware import HardwareConfig
 
     on_gpu = args.device == "cuda"
     trainer = TrainerConfig(device=args.device, precision="bf16" if on_gpu else "fp32", gradient_checkpointing=on_gpu,
-                            logging_steps=1, hardware=HardwareConfig(strategy=args.strategy))
+                            logging_steps=1, checkpoint_every=0, hardware=HardwareConfig(strategy=args.strategy))
     trainer.check_hardware()
     distributed.start(cpu=not on_gpu)
     world = distributed.world_size()
     trainer.hardware.check(args.device, world, distributed.launched(), {"bench": args.global_batch})
-    work = Path(distributed.broadcast(tempfile.mkdtemp(prefix="bench_distributed_")))
+    work = Path(args.work) if args.work else Path(distributed.broadcast(tempfile.mkdtemp(prefix="bench_distributed_")))
     model_dir, pages, tokens_per_sample = distributed.on_main(prepare, work, args.shape, args.pages)
-    if on_gpu:
-        torch.cuda.reset_peak_memory_stats()
-    config = SFTStageConfig(task="structured", optimization=OptimizationConfig(
-        method="full", freeze_vision=False, learning_rate=1e-5, max_steps=args.steps, batch_size=args.global_batch,
-        warmup=0, save="merged"))
-    context = StageContext(trainer=trainer, model=ModelConfig(max_pixels=1288 * 896), run_name=args.tag)
-    started = time.perf_counter()
-    result = SFTStage("sft", config).run(ModelArtifact(path=model_dir), pages, work / "sft", context)
-    wall = time.perf_counter() - started
-    train_seconds = result.metrics["train_runtime"]
-    peak = torch.cuda.max_memory_allocated() / 2**30 if on_gpu else 0.0
-    peaks = distributed.gather([peak])
-    tokens = tokens_per_sample * args.global_batch * args.steps
     report = {
         "tag": args.tag, "shape": args.shape, "strategy": args.strategy, "gpus": world,
         "device": torch.cuda.get_device_name() if on_gpu else "cpu", "torch": torch.__version__,
         "transformers": __import__("transformers").__version__, "trl": __import__("trl").__version__,
         "accelerate": __import__("accelerate").__version__,
+        "deepspeed": __import__("deepspeed").__version__ if args.strategy == "zero3" else None,
         "global_batch": args.global_batch, "per_gpu_batch": args.global_batch // world, "steps": args.steps,
-        "tokens_per_sample": tokens_per_sample, "train_seconds": train_seconds,
-        "tokens_per_second": tokens / train_seconds, "tokens_per_second_per_gpu": tokens / train_seconds / world,
-        "peak_memory_gib_per_gpu": peaks, "load_gather_save_seconds": wall - train_seconds,
-        "train_loss": result.metrics.get("train_loss"), "saved": result.artifact.path,
+        "tokens_per_sample": tokens_per_sample, "stages": {},
     }
+    source = model_dir
+    for kind in args.stages:
+        started = time.perf_counter()
+        result, train_seconds, peak = run_stage(kind, args, trainer, source, pages, work)
+        wall = time.perf_counter() - started
+        tokens = tokens_per_sample * args.global_batch * args.steps * (2 if kind == "dpo" else 1)
+        report["stages"][kind] = {
+            "train_seconds": train_seconds, "tokens_per_second": tokens / train_seconds,
+            "tokens_per_second_per_gpu": tokens / train_seconds / world,
+            "peak_memory_gib_per_gpu": distributed.gather([peak]), "load_gather_save_seconds": wall - train_seconds,
+            "train_loss": result.metrics.get("train_loss"), "loss_curve": result.metrics.get("loss_curve"),
+            "recompute": result.metrics.get("recompute"), "saved": result.artifact.path,
+        }
+        source = result.artifact.path
     if distributed.is_main():
-        from transformers import AutoConfig
+        from transformers import AutoModelForImageTextToText
 
-        AutoConfig.from_pretrained(result.artifact.path)  # the saved model is a plain transformers folder
+        for kind, stage in report["stages"].items():  # every saved model loads with plain transformers
+            model = AutoModelForImageTextToText.from_pretrained(stage["saved"], dtype=torch.bfloat16)
+            stage["loads_with_transformers"] = type(model).__name__
+            del model
+        if args.reference:
+            reference = json.loads(Path(args.out, f"bench_distributed_{args.reference}.json").read_text())
+            for kind, stage in report["stages"].items():
+                theirs = reference["stages"].get(kind)
+                if not theirs:
+                    continue
+                pairs = list(zip(stage["loss_curve"], theirs["loss_curve"]))
+                stage["loss_max_relative_difference"] = max(
+                    abs(a[1] - b[1]) / max(abs(b[1]), 1e-12) for a, b in pairs) if pairs else None
+                if kind == "sft":
+                    stage.update(update_agreement(model_dir, stage["saved"], theirs["saved"]))
         Path(args.out, f"bench_distributed_{args.tag}.json").write_text(json.dumps(report, indent=2))
         print(json.dumps(report, indent=2))
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work / args.tag, ignore_errors=True)
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+    distributed.barrier()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# hardware=fsdp2 and hardware=zero3 at world size 1 through torchrun, against hardware=single, on the 3B shape
+# (scripts/bench_distributed.py): a short full fine-tuning SFT stage and a DPO stage on its output, each saved
+# model loaded with plain transformers, losses compared step by step with the single run's, the SFT weight
+# update compared with the single run's. Through the device tool, from the repository root:
+#   run(command="bash scripts/device_bench_sharded_one_gpu.sh", carry=[".whl"])
+# STRATEGIES="fsdp2 zero3" picks the sharded rows, STEPS the steps per stage. Writes bench_distributed_<tag>.json
+# per launch and bench_sharded_one_gpu.md (the table) to $OUT.
+set -euo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD:$PWD/scripts PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+OUT=${OUT:-.}
+WORK=/tmp/bench_sharded
+trap 'rm -rf "$WORK"' EXIT  # the 3B folder and the saved models: ~40 GB on a 64 GB disk
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/log.txt"
+COMMON="--shape 3b --stages sft dpo --steps ${STEPS:-4} --global-batch 4 --pages 16 --learning-rate 1e-4 --work $WORK --out $OUT"
+run() {  # tag, strategy, extra arguments
+  local tag=$1 strategy=$2; shift 2
+  local start=$(date +%s)
+  if timeout ${LAUNCH_TIMEOUT:-240} torchrun --nproc_per_node 1 scripts/bench_distributed.py $COMMON --strategy "$strategy" \
+      --tag "$tag" "$@" > "$OUT/$tag.log" 2>&1; then
+    echo "$tag: done in $(( $(date +%s) - start )) s" | tee -a "$OUT/log.txt"
+  else
+    echo "$tag: FAILED after $(( $(date +%s) - start )) s" | tee -a "$OUT/log.txt"; tail -25 "$OUT/$tag.log"
+  fi
+}
+run 3b_single single --keep
+for strategy in ${STRATEGIES:-fsdp2 zero3}; do run "3b_$strategy" "$strategy" --reference 3b_single; done
+python3 - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+lines = ["| launch | stage | tokens/s | peak GiB | train s | load+save s | loss max rel. diff vs single | SFT update cosine | loads with transformers |",
+         "|---|---|---|---|---|---|---|---|---|"]
+for file in sorted(out.glob("bench_distributed_3b_*.json")):
+    r = json.loads(file.read_text())
+    for kind, s in r["stages"].items():
+        diff = s.get("loss_max_relative_difference")
+        cos = s.get("update_cosine")
+        lines.append(f"| {r['tag']} ({r['strategy']}, {r['gpus']} process) | {kind} | {s['tokens_per_second']:,.0f} "
+                     f"| {max(s['peak_memory_gib_per_gpu']):.1f} | {s['train_seconds']:.1f} | {s['load_gather_save_seconds']:.1f} "
+                     f"| {'' if diff is None else f'{diff:.2e}'} | {'' if cos is None else f'{cos:.4f}'} | {s.get('loads_with_transformers', '')} |")
+(out / "bench_sharded_one_gpu.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY

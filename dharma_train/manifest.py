@@ -2,10 +2,11 @@
 
 A point's *inputs* are everything its model depends on: the stage's resolved config, the run settings that change
 what training computes (seed, resolved device and precision, pixel budget), its input model (the base model's
-files, or the key of the stage before), a content hash of its training pages and any input files, and
-dharma_train's version. Their hash is the point's `key`. Settings that change speed or memory but not results
-(logging, workers, activation checkpointing, attention kernels, checkpoint schedule, memory budget) are left out,
-so turning them on to get past an out-of-memory error keeps finished stages.
+files, or the key of the stage before), a content hash of its training pages and any input files (a DPO stage's
+given pairs, as the run loaded them: every pair and its image's bytes), and dharma_train's version. Their hash is
+the point's `key`. Settings that change speed or memory but not results (logging, workers, activation
+checkpointing, attention kernels, checkpoint schedule, memory budget) are left out, so turning them on to get past
+an out-of-memory error keeps finished stages.
 
 `manifest.json` is written atomically, after the stage's model is saved and again once it is evaluated; a folder
 without one never counts as finished, whatever else it holds. `attempt.json`, written when a stage starts, lets
@@ -206,20 +207,25 @@ def stage_inputs(stage, context, upstream: str, pages: str) -> dict:
     return _json({
         "dharma_train": package_versions()["dharma_train"],
         "stage": f"{type(stage).__module__}.{type(stage).__qualname__}",
-        "config": _without_data_path(_plain(config)),
+        "config": _without_paths(_plain(config), files),
         "trainer": trainer_inputs(context.trainer),
         "model_settings": {"min_pixels": context.model.min_pixels, "max_pixels": context.model.max_pixels},
         "input": upstream,
         "data": pages,
-        "files": {f"{index}:{Path(path).name}": path_fingerprint(Path(path)) for index, path in enumerate(files)},
+        "files": {f"{index}:{Path(path).name}": input_fingerprint(Path(path)) for index, path in enumerate(files)},
     })
 
 
-def _without_data_path(config):
-    """A stage's `data` folder is known by its pages' content (`data` below), not by where it lies: a moved or
+def _without_paths(config, files: list[str]):
+    """A stage's `data` folder is known by its pages' content (`data` below) and a setting naming one of its input
+    files (a DPO stage's given pairs) by that file's content (`files` below), not by where they lie: a moved or
     copied run folder keeps its stages."""
-    if isinstance(config, dict) and config.get("data") is not None:
-        return {**config, "data": "(its pages, by content)"}
+    if not isinstance(config, dict):
+        return config
+    config = {name: "(by content, see files)" if isinstance(value, str) and value in files else value
+              for name, value in config.items()}
+    if config.get("data") is not None:
+        config["data"] = "(its pages, by content)"
     return config
 
 
@@ -252,6 +258,27 @@ def pages_fingerprint(pages: PageSet) -> str:
         digest.update(json.dumps(row, sort_keys=True).encode())
         digest.update(_file_digest(page.image).encode())
     return digest.hexdigest()[:16]
+
+
+def pairs_fingerprint(folder: Path) -> str:
+    """A pair set a run loaded (data/stages/NAME/pairs), by every pair's row and its image's bytes, wherever the image
+    lies: an edit to a given pair or its image, or another data.max_pixels, changes it; a moved run folder does not."""
+    from dharma_train.data.pairs import load_pairs
+
+    digest = hashlib.sha256()
+    for pair in load_pairs(folder):
+        row = dataclasses.asdict(pair)
+        row.pop("image")
+        digest.update(json.dumps(row, sort_keys=True).encode())
+        digest.update(_file_digest(pair.image).encode())
+    return digest.hexdigest()[:16]
+
+
+def input_fingerprint(path: Path) -> str:
+    """A stage's input file: a loaded pair set by its pairs (pairs_fingerprint), anything else by its files."""
+    from dharma_train.data.pairs import is_pair_set
+
+    return pairs_fingerprint(path) if is_pair_set(path) else path_fingerprint(path)
 
 
 def artifact_fingerprint(artifact: ModelArtifact) -> dict:

@@ -34,7 +34,7 @@ class RunPlan:
 
     train: PageSet
     eval_pages: PageSet
-    stages: dict[str, object]  # each stage's config; a generated set's name (GENERATED_SETS) replaced by its folder
+    stages: dict[str, object]  # each stage's config, its `data` and given `pairs` replaced by the folders loaded
 
 
 def base_artifact(path: str) -> ModelArtifact:
@@ -48,7 +48,8 @@ def base_artifact(path: str) -> ModelArtifact:
 
 def resolve(config: RunConfig) -> RunPlan:
     """The configured sources loaded and checked (report in data/load_report.json), a missing split generated (by
-    rank 0 alone), and each stage's generated set written under `output_dir/data`."""
+    rank 0 alone), and each stage's own pages and given pairs loaded (or its generated set written) under
+    `output_dir/data`."""
     train, eval_pages = _splits(config)
     return RunPlan(train=train, eval_pages=eval_pages, stages=resolve_stage_data(config, Path(config.output_dir)))
 
@@ -70,14 +71,17 @@ def _splits(config: RunConfig) -> tuple[PageSet, PageSet]:
 
 def resolve_stage_data(config: RunConfig, run_dir: Path) -> dict[str, object]:
     """Stage configs in which a `data` naming a generated set (GENERATED_SETS) becomes `run_dir/data/<name>`,
-    generated there (the same bytes on every run). Any other value is a page folder, left as it is
-    (write `./general` for a folder of that name)."""
+    generated there (the same bytes on every run); any other `data` is a page source, loaded through the run's
+    loader into `run_dir/data/stages/NAME` (write `./general` for a folder of that name). Given `pairs` become the
+    pair set loaded into `run_dir/data/stages/NAME/pairs`, so the stage trains on exactly what was checked."""
     from dharma_train.data.synthetic.generate import generate_pages, named_seed
 
     s = config.data.synthetic
     resolved = {}
     for name, stage in config.stages.items():
-        _load_stage_pairs(config, run_dir, name, getattr(stage, "pairs", None))
+        pairs = _load_stage_pairs(config, run_dir, name, getattr(stage, "pairs", None))
+        if pairs is not None:
+            stage = replace(stage, pairs=str(pairs))
         data = getattr(stage, "data", None)
         if data is None:
             resolved[name] = stage
@@ -103,18 +107,24 @@ def _load_stage_data(config: RunConfig, run_dir: Path, name: str, source: str) -
                                strict=data.strict, max_pixels=data.max_pixels, split=f"stages.{name}")
 
 
-def _load_stage_pairs(config: RunConfig, run_dir: Path, name: str, source: str | None) -> None:
-    """A stage's given pairs through the pages' row policy: `data.strict` stops at the first bad row, otherwise bad
-    rows are skipped and listed in run_dir/data/stages/NAME/pairs/load_report.json (report.md counts them); the
-    stage itself reads the same source with the same checks, so it trains on exactly the rows kept here."""
+def stage_pairs_folder(run_dir: Path, name: str) -> Path:
+    """Where a run keeps the given pairs of its stage NAME, as loaded (a pair set)."""
+    return Path(run_dir) / DATA_FOLDER / "stages" / name / "pairs"
+
+
+def _load_stage_pairs(config: RunConfig, run_dir: Path, name: str, source: str | None) -> Path | None:
+    """A stage's given pairs through the pages' row policy, once: `data.strict` stops at the first bad row,
+    otherwise bad rows are skipped and listed in run_dir/data/stages/NAME/pairs/load_report.json (report.md counts
+    them), and images are prepared with `data.max_pixels`. Returns that folder, the pair set the stage reads as it
+    is (None for pairs the stage builds itself)."""
     from dharma_train.data.pairs import load_pair_set
     from dharma_train.stages.dpo import BUILT_PAIRS
 
     if source is None or source in BUILT_PAIRS:
-        return
+        return None
     data = config.data
-    distributed.on_main(load_pair_set, source, run_dir / DATA_FOLDER / "stages" / name / "pairs", strict=data.strict,
-                        max_pixels=data.max_pixels, split=f"stages.{name}.pairs")
+    return distributed.on_main(load_pair_set, source, stage_pairs_folder(run_dir, name), strict=data.strict,
+                               max_pixels=data.max_pixels, split=f"stages.{name}.pairs")
 
 
 def execute(config: RunConfig, argv: list[str] | None = None) -> dict:

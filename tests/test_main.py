@@ -148,6 +148,11 @@ def test_bad_pairs_are_skipped_listed_and_counted_in_the_report_like_bad_pages(t
     assert f"- loaded: `{pairs}` (stages.dpo.pairs): 6 rows, 2 skipped (identical_pair 1, missing_file 1)" in made
     summary = json.loads((out / "summary.json").read_text())
     assert summary["entries"][-1]["train"]["pairs"] == 4, "the stage trained on the rows the report kept"
+    trained = json.loads((out / "01_dpo" / "pairs_summary.json").read_text())
+    assert trained["folder"] == "run:data/stages/dpo/pairs", "the stage trained on the loaded set, not a second copy"
+    again = _run(*ONLY_DPO, f"stages.dpo.pairs={pairs}", f"output_dir={out}", cwd=tmp_path)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert "stage dpo: reused, it finished earlier with the same inputs" in again.stdout, "loaded again, same key"
 
 
 def test_resolved_config_prints_offline(tmp_path):

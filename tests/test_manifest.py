@@ -1,6 +1,7 @@
 """Stage manifests: what counts as finished, what counts as changed, and what an interrupted attempt may keep."""
 
 import json
+from pathlib import Path
 
 from dharma_train.artifact import ModelArtifact
 from dharma_train.data.synthetic.generate import generate_pages
@@ -188,3 +189,52 @@ def test_a_stage_data_folder_enters_the_key_by_content_not_by_location(tmp_path)
         return stage_inputs(stage, StageContext(trainer=TrainerConfig(device="cpu")), "up", "same-pages")
 
     assert inputs(tmp_path / "run1" / "data" / "general") == inputs(tmp_path / "run1b" / "data" / "general")
+
+
+def _given_pairs(folder, pages, n=3):
+    """A given pairs.jsonl whose images are its own copies of page images (so a test may edit one in place)."""
+    import shutil
+
+    from dharma_train.data.pairs import PreferencePair, loop_pairs, save_pairs
+
+    folder.mkdir(parents=True)
+    pairs = []
+    for index, pair in enumerate(loop_pairs(pages, "structured", seed=0)[:n]):
+        image = shutil.copy(pair.image, folder / f"page{index}.png")
+        pairs.append(PreferencePair(pair.id, Path(image), pair.chosen, pair.rejected, pair.reason, pair.source))
+    return save_pairs(pairs, folder)
+
+
+def test_a_runs_given_pairs_enter_the_key_by_content_not_by_location(tmp_path, pages):
+    """The DPO stage trains on the pair set the run loaded (data/stages/NAME/pairs): its key follows that set's
+    pairs and image bytes, so a moved run keeps the stage and an edited pair, an edited image or another pixel
+    budget re-runs it."""
+    import shutil
+
+    from PIL import Image
+
+    from dharma_train.data.pairs import load_pair_set
+    from dharma_train.stages import DPOStage, DPOStageConfig
+
+    def inputs(folder):
+        stage = DPOStage("dpo", DPOStageConfig(pairs=str(folder)))
+        return stage_inputs(stage, StageContext(trainer=TrainerConfig(device="cpu")), "up", "same-pages")
+
+    def loaded(run, **settings):
+        return load_pair_set(given, run / "data" / "stages" / "dpo" / "pairs", split="stages.dpo.pairs", **settings)
+
+    given = _given_pairs(tmp_path / "given", pages[0])
+    before = inputs(loaded(tmp_path / "run1"))
+    assert str(tmp_path) not in json.dumps(before["config"]), "the config names no folder"
+    shutil.move(tmp_path / "run1", tmp_path / "run1b")
+    assert inputs(tmp_path / "run1b" / "data" / "stages" / "dpo" / "pairs") == before
+    assert inputs(loaded(tmp_path / "again")) == before, "the same file loaded again: the same key"
+    assert describe_changes(before, inputs(loaded(tmp_path / "small", max_pixels=20_000))) == \
+        "its input files changed", "another data.max_pixels: other images"
+    rows = [json.loads(line) for line in given.read_text().splitlines()]
+    rows[0]["chosen"] += " edited"
+    given.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    edited = inputs(loaded(tmp_path / "edited"))
+    assert edited["files"] != before["files"]
+    Image.new("RGB", (224, 308), "white").save(tmp_path / "given" / "page1.png")  # used where it lies, not copied
+    assert inputs(loaded(tmp_path / "image"))["files"] != edited["files"]

@@ -152,3 +152,42 @@ def test_synthetic_options_reach_the_generated_splits(tmp_path):
     train, evaluation = plan.train, plan.eval_pages
     assert {page.family for page in [*train, *evaluation]} == {"legal"}
     assert all(len(page.answer.text.split()) <= 8 for page in train)
+
+
+# Given preference pairs: loaded once, at the run's pixel budget, and the DPO stage trains on that set.
+
+@pytest.mark.slow
+def test_given_pairs_are_prepared_once_and_the_dpo_stage_trains_on_the_runs_resized_images(tmp_path, tiny_artifact,
+                                                                                          pages):
+    from dataclasses import replace
+
+    from dharma_train.data.pairs import load_pairs, loop_pairs, save_pairs
+    from dharma_train.run_paths import run_resolved
+    from dharma_train.stages import build_stage
+    from dharma_train.training.config import OptimizationConfig
+
+    given = save_pairs(loop_pairs(pages[0], "structured", seed=0)[:4], tmp_path / "given")
+    originals = {pair.id: Image.open(pair.image).size for pair in load_pairs(given)}
+    budget = 20_000  # the synthetic pages are 224 x 308: every image is scaled down once, by the run's loader
+    assert all(width * height > budget for width, height in originals.values())
+    run = tmp_path / "run"
+    config = _generated_config(run, f"stages.dpo.pairs={given}", f"data.max_pixels={budget}")
+    plan = resolve(config)
+    loaded = run / "data" / "stages" / "dpo" / "pairs"
+    assert plan.stages["dpo"].pairs == str(loaded), "the stage is pointed at the pairs the run checked"
+    assert config.stages["dpo"].pairs == str(given), "the validated config is never changed"
+
+    stage = build_stage("dpo", replace(plan.stages["dpo"], optimization=OptimizationConfig(
+        method="lora", max_steps=1, batch_size=2, learning_rate=1e-3)))
+    out = run / "04_dpo"
+    result = stage.run(tiny_artifact, plan.train, out, StageContext(trainer=TrainerConfig(device="cpu",
+                                                                                         precision="fp32")))
+    assert result.metrics["pairs"] == 4
+    assert not (out / "pair_images").exists(), "the stage prepares no second copy of the images"
+    summary = run_resolved(json.loads((out / "pairs_summary.json").read_text()), run)
+    assert (summary["source"], summary["folder"], summary["pairs"]) == (str(given), str(loaded), 4)
+    trained = load_pairs(summary["folder"])
+    assert all(pair.image.parent == loaded / "images" for pair in trained)
+    assert all(Image.open(pair.image).size[0] * Image.open(pair.image).size[1] <= budget for pair in trained)
+    record = json.loads((out / "stage.json").read_text())
+    assert record["config"]["pairs"] == "run:data/stages/dpo/pairs", "stage.json names the set inside the run"

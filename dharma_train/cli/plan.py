@@ -141,13 +141,31 @@ def settings_changed(manifest: dict, stage_config, config) -> str:
     from dharma_train.stage import StageContext
     from dharma_train.stages import build_stage
 
-    stage = build_stage(manifest["point"], stage_config)
+    stage = build_stage(manifest["point"], _as_loaded(manifest["point"], stage_config, config))
     context = StageContext(trainer=config.trainer, model=config.model)
     now = stage_inputs(stage, context, upstream="", pages="")
     keys = ("dharma_train", "stage", "config", "trainer", "model_settings", "files")
     before = {key: manifest["inputs"].get(key) for key in keys}
     now = {key: now.get(key) for key in keys}
     return describe_changes(before, now) if before != now else ""
+
+
+def _as_loaded(name: str, stage_config, config):
+    """The stage as the run would give it: given pairs replaced by the pair set an earlier run loaded from the same
+    source into output_dir (the run loads them again at start-up, as it does the pages)."""
+    from dataclasses import replace
+
+    from dharma_train.data.pairs import is_pair_set, pair_set_report
+    from dharma_train.run import stage_pairs_folder
+    from dharma_train.stages.dpo import BUILT_PAIRS
+
+    given = getattr(stage_config, "pairs", None)
+    if given is None or given in BUILT_PAIRS:
+        return stage_config
+    folder = stage_pairs_folder(Path(config.output_dir), name)
+    if not is_pair_set(folder) or pair_set_report(folder).get("source") != str(given):
+        return stage_config
+    return replace(stage_config, pairs=str(folder))
 
 
 def memory_lines(config) -> list[str]:

@@ -3,7 +3,8 @@
 Self-mined pairs (the model's own degenerate outputs) replace the synthetic ones once mining exists; both
 produce the same PreferencePair rows and the same `pairs.jsonl` format. Given pairs (a pairs.jsonl or any other
 source) go through the same row policy as pages: bad rows are skipped and reported with a reason (or, with
-`data.strict`, stop the run at the first one), and a run keeps what it loaded in data/stages/NAME/pairs/.
+`data.strict`, stop the run at the first one), and a run keeps what it loaded in data/stages/NAME/pairs/ (a pair
+set: pairs.jsonl, fixed images, load_report.json), the one copy its DPO stage trains on.
 """
 
 from __future__ import annotations
@@ -110,6 +111,23 @@ def is_pairs_file(location: str | Path) -> bool:
     return path.name == PAIRS_FILE or (path.is_dir() and (path / PAIRS_FILE).is_file())
 
 
+def is_pair_set(location: str | Path) -> bool:
+    """A folder load_pair_set wrote: its rows were checked and its images prepared when it was loaded, so it is read
+    as it is (load_pairs), never checked or prepared again."""
+    from dharma_train.data.loading import REPORT_FILE
+
+    path = Path(location)
+    return path.is_dir() and (path / PAIRS_FILE).is_file() and (path / REPORT_FILE).is_file()
+
+
+def pair_set_report(folder: str | Path) -> dict:
+    """What the load of a pair set made of its source's rows (a SourceReport as a dict; its `source` is the given
+    location)."""
+    from dharma_train.data.loading import REPORT_FILE
+
+    return json.loads((Path(folder) / REPORT_FILE).read_text(encoding="utf-8"))["sources"][0]
+
+
 def check_pair_source(location: str | Path) -> None:
     """Before any model loads: the source must exist and hold rows, not pages (its rows are checked when loaded)."""
     _open_pair_source(location, "auto")
@@ -143,7 +161,7 @@ def load_given_pairs(location: str | Path, images_dir: str | Path, *, strict: bo
 def load_pair_set(location: str | Path, folder: str | Path, *, strict: bool = False,
                   max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "pairs") -> Path:
     """A run's given pairs loaded once into `folder` (pairs.jsonl, images, load_report.json), the report where
-    report.md reads every load report; returns the folder."""
+    report.md reads every load report; returns the folder, a pair set (is_pair_set) the DPO stage reads as it is."""
     from dharma_train.data.loading import REPORT_FILE, log_source
 
     folder = Path(folder)

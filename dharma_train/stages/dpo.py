@@ -26,7 +26,8 @@ LOSS_TYPES = ("sigmoid", "sigmoid_norm", "ipo", "hinge", "robust", "exo_pair", "
 @dataclass
 class DPOStageConfig:
     """`conf/stage/dpo.yaml`. pairs: mined (the input model's own failures), synthetic (loop-shaped rejected answers
-    built from the pages), or a pairs.jsonl path."""
+    built from the pages), or a pair source (a pairs.jsonl path, parquet, dataset...). A run loads a given source
+    once, at start-up, and points `pairs` at what it kept (run_dir/data/stages/NAME/pairs, a pair set)."""
 
     kind: str = KIND
     task: str = "structured"
@@ -67,7 +68,8 @@ class DPOStage(Stage):
             check_pair_source(self.config.pairs)
 
     def input_files(self) -> list[str]:
-        """Files beyond the pages that the trained model depends on: a given pairs file (see manifest.py)."""
+        """Files beyond the pages that the trained model depends on: the given pairs (a run's loaded pair set is
+        known by its pairs and image bytes, see manifest.py)."""
         return [] if self.config.pairs in BUILT_PAIRS else [self.config.pairs]
 
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
@@ -129,13 +131,33 @@ class DPOStage(Stage):
 
     def _collect_pairs(self, network, processor, pages: PageSet, output_dir: Path,
                        context: StageContext) -> tuple[list, dict]:
-        """The configured pairs, saved with a summary; mining uses the model about to be trained, on its device."""
-        from dharma_train.data.pairs import load_given_pairs, load_pairs, loop_pairs, save_pairs
+        """The configured pairs, saved with a summary; mining uses the model about to be trained, on its device.
+
+        Given pairs a run loaded (a pair set) are read as they are, where they are: checked and prepared once, at
+        run start, with the run's `data.strict` and `data.max_pixels`; a resumed attempt reads the same set (its
+        inputs, and so the set's content, are unchanged). A pair source given outside a run is loaded here.
+        """
+        from dharma_train.data.pairs import (
+            is_pair_set,
+            load_given_pairs,
+            load_pairs,
+            loop_pairs,
+            pair_set_report,
+            save_pairs,
+        )
         from dharma_train.distributed import is_main
         from dharma_train.files import read_json_or_none, write_json_atomically
+        from dharma_train.run_paths import run_relative
         from dharma_train.stages.mining import mine_pairs
 
         cfg, mining, loaded = self.config, {}, {}
+        if cfg.pairs not in BUILT_PAIRS and is_pair_set(cfg.pairs):
+            pairs, report = load_pairs(cfg.pairs), pair_set_report(cfg.pairs)
+            if is_main():  # no copy of the pairs here: data/stages/NAME/pairs is what the stage trained on
+                write_json_atomically(output_dir / "pairs_summary.json", run_relative(
+                    {"source": report["source"], "folder": cfg.pairs, "pairs": len(pairs), "load_report": report},
+                    output_dir.parent))
+            return pairs, mining
         collected = read_json_or_none(output_dir / "pairs_summary.json")  # written after pairs.jsonl
         if context.trainer.resume == "auto" and collected is not None:
             pairs = load_pairs(output_dir)  # an interrupted attempt's pairs: the resumed run trains on the same

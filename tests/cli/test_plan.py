@@ -57,3 +57,29 @@ def test_plan_collects_what_would_stop_the_run(tmp_path):
     text, problems = plan(compose_config([f"output_dir={tmp_path / 'run'}", "trainer.memory_budget_gb=0.001"]))
     assert len(problems) == 1 and "memory budget is 0 GB" in problems[0]
     assert "OVER BUDGET" in text
+
+
+def test_plan_reuses_a_dpo_stage_finished_on_given_pairs_and_runs_it_for_another_source(tmp_path, pages):
+    """A run points its DPO stage at the pairs it loaded (data/stages/dpo/pairs); the plan compares the finished
+    stage with that set, as long as it was loaded from the pairs now given."""
+    import shutil
+    from dataclasses import replace
+
+    from dharma_train.data.pairs import load_pair_set, loop_pairs, save_pairs
+
+    given = save_pairs(loop_pairs(pages[0], "structured", seed=0)[:3], tmp_path / "given")
+    out = tmp_path / "run"
+    only_dpo = [f"output_dir={out}", "~stages.general_ocr", "~stages.structured", "~stages.quantize",
+                "~stages.export"]
+    config = validate(compose_config([*only_dpo, f"stages.dpo.pairs={given}"]))
+    folder = load_pair_set(given, out / "data" / "stages" / "dpo" / "pairs", split="stages.dpo.pairs")
+    stage = build_stage("dpo", replace(config.stages["dpo"], pairs=str(folder)))
+    inputs = stage_inputs(stage, StageContext(trainer=config.trainer, model=config.model), "base-key", "pages-key")
+    (out / "01_dpo").mkdir()
+    (out / "01_dpo" / "manifest.json").write_text(json.dumps({"point": "dpo", "kind": "dpo", "key": "k",
+                                                              "inputs": inputs, "artifact": {"path": str(out)}}))
+    text, problems = plan(compose_config([*only_dpo, f"stages.dpo.pairs={given}"]))
+    assert problems == [] and "[1/1] dpo (dpo, full): reused" in text, text.split("# plan")[1]
+    other = shutil.copytree(given.parent, tmp_path / "other") / "pairs.jsonl"
+    text, _ = plan(compose_config([*only_dpo, f"stages.dpo.pairs={other}"]))
+    assert "[1/1] dpo (dpo, full): runs, because its input files changed" in text

@@ -107,3 +107,35 @@ def test_an_interrupted_dpo_stage_resumes_on_its_saved_pairs_and_checkpoint(tiny
     assert load_pairs(resumed) == load_pairs(whole)
     before, after = (load_file(folder / "adapter" / "adapter_model.safetensors") for folder in (whole, resumed))
     assert before.keys() == after.keys() and all(torch.equal(before[name], after[name]) for name in before)
+
+
+@pytest.mark.slow
+def test_an_interrupted_dpo_stage_on_a_runs_pair_set_resumes_on_the_same_set_without_copying_it(tiny_artifact,
+                                                                                                pages, tmp_path):
+    """Given pairs a run loaded (data/stages/NAME/pairs, images at data.max_pixels) are read where they are, by the
+    first attempt and by the resumed one, which ends with exactly the uninterrupted run's LoRA weights."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from dharma_train.data.pairs import load_pair_set
+
+    given = save_pairs(loop_pairs(pages[0], "structured", seed=3)[:8], tmp_path / "given")
+    pair_set = load_pair_set(given, tmp_path / "data" / "stages" / "dpo" / "pairs", max_pixels=20_000,
+                             split="stages.dpo.pairs")
+    context = StageContext(trainer=TrainerConfig(device="cpu", precision="fp32", logging_steps=1, checkpoint_every=2))
+    config = DPOStageConfig(pairs=str(pair_set), optimization=OptimizationConfig(method="lora", max_steps=4,
+                                                                                 batch_size=4, learning_rate=1e-3))
+    whole = tmp_path / "whole"
+    DPOStage("dpo", config).run(tiny_artifact, pages[0], whole, context)
+    resumed = tmp_path / "resumed"
+    (resumed / "trainer").mkdir(parents=True)
+    shutil.copy(whole / "pairs_summary.json", resumed / "pairs_summary.json")
+    shutil.copytree(whole / "trainer" / "checkpoint-2", resumed / "trainer" / "checkpoint-2")
+    result = DPOStage("dpo", config).run(tiny_artifact, pages[0], resumed, context)
+    assert result.metrics["resumed_from_step"] == 2 and result.metrics["pairs"] == 8
+    for folder in (whole, resumed):
+        assert not (folder / "pair_images").exists() and not (folder / "pairs.jsonl").exists()
+        assert json.loads((folder / "pairs_summary.json").read_text())["source"] == str(given)
+    before, after = (load_file(folder / "adapter" / "adapter_model.safetensors") for folder in (whole, resumed))
+    assert before.keys() == after.keys() and all(torch.equal(before[name], after[name]) for name in before)

@@ -5,10 +5,14 @@ Typed values were checked when the config was validated (config.py); these check
 
 from __future__ import annotations
 
+import logging
+
 from dharma_train import distributed
 from dharma_train.artifact import ModelArtifact
 from dharma_train.models.config import TINY
 from dharma_train.stage import check_stage
+
+log = logging.getLogger(__name__)
 
 
 def check_models_reachable(paths: list[str]) -> None:
@@ -30,6 +34,10 @@ def check_machine(config) -> None:
     config.trainer.hardware.check(config.trainer.resolved_device(), distributed.world_size(), distributed.launched(),
                                   {f"stages.{name}": stage.optimization.batch_size
                                    for name, stage in config.stages.items() if hasattr(stage, "optimization")})
+    if distributed.is_main():
+        for caveat in config.trainer.hardware.caveats({name: getattr(stage, "kind", "") for name, stage
+                                                       in config.stages.items()}):
+            log.warning(caveat)
 
 
 def check_memory(base: ModelArtifact, config) -> None:

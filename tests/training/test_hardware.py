@@ -110,3 +110,12 @@ def test_cli_without_a_launcher_stops_before_any_work(tmp_path):
     assert "trainer.hardware.strategy=ddp needs a multi-process launch" in output
     assert "Traceback" not in output
     assert not (tmp_path / "run" / "data").exists()
+
+
+def test_fsdp2_with_a_dpo_stage_is_flagged_at_start_and_other_groups_are_not():
+    """FSDP2's DPO losses did not match the single-process run on the GPU (docs/distributed.md): said up front."""
+    stages = {"structured": "sft", "dpo": "dpo", "quantize": "quantize"}
+    (caveat,) = HardwareConfig(strategy="fsdp2").caveats(stages)
+    assert "DPO stage dpo" in caveat and "hardware=zero3" in caveat and "docs/distributed.md" in caveat
+    assert HardwareConfig(strategy="fsdp2").caveats({"structured": "sft"}) == []
+    assert all(HardwareConfig(strategy=s).caveats(stages) == [] for s in ("single", "ddp", "zero3"))

@@ -106,6 +106,7 @@ def _count(folder: Path) -> str:
 def stage_lines(config) -> list[str]:
     """Each stage in order: run or reuse, and why, from the manifests already in output_dir."""
     from dharma_train.manifest import read_manifest
+    from dharma_train.stages.dpo import BUILT_PAIRS
 
     output_dir = Path(config.output_dir)
     lines, rerun = [], None
@@ -126,7 +127,9 @@ def stage_lines(config) -> list[str]:
             lines.append(f"{what}: runs, because {changed}")
             rerun = name
         else:
-            lines.append(f"{what}: reused (finished with the same settings; its pages and input model are "
+            inputs = "pages, given pairs" if getattr(stage, "pairs", None) not in (None, *BUILT_PAIRS) \
+                else "pages"
+            lines.append(f"{what}: reused (finished with the same settings; its {inputs} and input model are "
                          "checked again when the run starts)")
     return lines
 

@@ -80,6 +80,7 @@ def test_plan_reuses_a_dpo_stage_finished_on_given_pairs_and_runs_it_for_another
                                                               "inputs": inputs, "artifact": {"path": str(out)}}))
     text, problems = plan(compose_config([*only_dpo, f"stages.dpo.pairs={given}"]))
     assert problems == [] and "[1/1] dpo (dpo, full): reused" in text, text.split("# plan")[1]
+    assert "its pages, given pairs and input model are checked again" in text
     other = shutil.copytree(given.parent, tmp_path / "other") / "pairs.jsonl"
     text, _ = plan(compose_config([*only_dpo, f"stages.dpo.pairs={other}"]))
     assert "[1/1] dpo (dpo, full): runs, because its input files changed" in text

@@ -96,3 +96,35 @@ def test_bench_mining_gets_the_same_pairs_from_every_path(tmp_path):
     assert [row["config"] for row in report["rows"]] == ["generate", "continuous", "continuous_loop_stop"]
     assert all(row["pairs"] == 2 and row["same_pairs_as_first_row"] for row in report["rows"])
     assert all(row["pairs_by_reason"] == {"degenerate": 2} for row in report["rows"])
+
+
+@pytest.mark.slow
+def test_the_nanonets_recipe_runs_end_to_end_on_a_hub_layout_folder(folders, tmp_path):
+    """The real recipe, shortened, on a folder laid out like the Hub's (Qwen's token ids, stock template and
+    preprocessor file, no processor_config.json): every stage runs and the export keeps Qwen's tokenizer."""
+    import os
+    import subprocess
+
+    dense, _ = folders
+    out = tmp_path / "run"
+    overrides = [
+        "recipe=nanonets_3b", f"model.path={dense}", f"output_dir={out}", f"hydra.run.dir={tmp_path / 'hydra'}",
+        "tracking=none", "trainer=cpu", "trainer.checkpoint_every=0", "data.synthetic.train_pages=8",
+        "data.synthetic.eval_pages=4", "data.synthetic.width=224", "data.synthetic.height=308",
+        "model.min_pixels=3136", "model.max_pixels=50176", "evaluation.max_new_tokens=16", "evaluation.batch_size=4",
+        "stages.structured.optimization.max_steps=1", "stages.structured.optimization.gradient_accumulation=1",
+        "stages.structured.optimization.batch_size=2", "stages.dpo.pairs=synthetic",
+        "stages.dpo.optimization.max_steps=1", "stages.dpo.optimization.gradient_accumulation=1",
+        "stages.quantize.calibration_pages=8", "stages.quantize.min_calibration_pages=8",
+        "stages.quantize.group_size=32",
+    ]
+    done = subprocess.run([sys.executable, "-m", "dharma_train", *overrides], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [entry["stage"] for entry in summary["entries"]] == ["base", "structured", "dpo", "quantize"]
+    assert [entry["stage"] for entry in summary["not_evaluated"]] == ["export"]
+    exported = load_processor(str(out / "04_export" / "model")).tokenizer
+    assert exported.eos_token_id == 151645 and exported.convert_tokens_to_ids("<|image_pad|>") == 151655
+    prompt = exported.apply_chat_template(prompt_messages("structured"), add_generation_prompt=True, tokenize=False)
+    assert prompt.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>")

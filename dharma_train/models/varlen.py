@@ -46,17 +46,12 @@ def compute_dtype(query: torch.Tensor) -> torch.dtype:
     return query.dtype
 
 
-def uses_kernel(query: torch.Tensor) -> bool:
-    """Whether `attend` takes the one-launch path for this tensor (CUDA, half precision or autocast to it,
-    PyTorch >= 2.10)."""
-    return query.is_cuda and compute_dtype(query) in HALF and varlen_available()
-
-
 def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
            scale: float, causal: bool) -> torch.Tensor:
-    """Attention within each sequence of a packed [tokens, heads, dim] batch; key/value may have fewer heads (GQA)."""
-    if uses_kernel(query):
-        dtype = compute_dtype(query)
+    """Attention within each sequence of a packed [tokens, heads, dim] batch; key/value may have fewer heads (GQA).
+    One launch on CUDA in half precision (or autocast to it) with PyTorch >= 2.10, else one sdpa call per sequence."""
+    dtype = compute_dtype(query)
+    if query.is_cuda and dtype in HALF and varlen_available():
         query, key, value = (t.to(dtype) for t in (query, key, value))
         return _varlen_kernel(query, key, value, cu_seqlens, max_seqlen, scale, causal)
     if query.is_cuda:

@@ -79,7 +79,7 @@ def resolve_stage_data(config: RunConfig, run_dir: Path) -> dict[str, object]:
     s = config.data.synthetic
     resolved = {}
     for name, stage in config.stages.items():
-        pairs = _load_stage_pairs(config, run_dir, name, getattr(stage, "pairs", None))
+        pairs = _load_stage_pairs(config, run_dir, name, stage)
         if pairs is not None:
             stage = replace(stage, pairs=str(pairs))
         data = getattr(stage, "data", None)
@@ -112,15 +112,16 @@ def stage_pairs_folder(run_dir: Path, name: str) -> Path:
     return Path(run_dir) / DATA_FOLDER / "stages" / name / "pairs"
 
 
-def _load_stage_pairs(config: RunConfig, run_dir: Path, name: str, source: str | None) -> Path | None:
+def _load_stage_pairs(config: RunConfig, run_dir: Path, name: str, stage) -> Path | None:
     """A stage's given pairs through the pages' row policy, once: `data.strict` stops at the first bad row,
     otherwise bad rows are skipped and listed in run_dir/data/stages/NAME/pairs/load_report.json (report.md counts
     them), and images are prepared with `data.max_pixels`. Returns that folder, the pair set the stage reads as it
     is (None for pairs the stage builds itself)."""
     from dharma_train.data.pairs import load_pair_set
-    from dharma_train.stages.dpo import BUILT_PAIRS
+    from dharma_train.stages.dpo import given_pairs
 
-    if source is None or source in BUILT_PAIRS:
+    source = given_pairs(stage)
+    if source is None:
         return None
     data = config.data
     return distributed.on_main(load_pair_set, source, stage_pairs_folder(run_dir, name), strict=data.strict,

@@ -106,7 +106,7 @@ def _count(folder: Path) -> str:
 def stage_lines(config) -> list[str]:
     """Each stage in order: run or reuse, and why, from the manifests already in output_dir."""
     from dharma_train.manifest import read_manifest
-    from dharma_train.stages.dpo import BUILT_PAIRS
+    from dharma_train.stages.dpo import given_pairs
 
     output_dir = Path(config.output_dir)
     lines, rerun = [], None
@@ -127,8 +127,7 @@ def stage_lines(config) -> list[str]:
             lines.append(f"{what}: runs, because {changed}")
             rerun = name
         else:
-            inputs = "pages, given pairs" if getattr(stage, "pairs", None) not in (None, *BUILT_PAIRS) \
-                else "pages"
+            inputs = "pages, given pairs" if given_pairs(stage) else "pages"
             lines.append(f"{what}: reused (finished with the same settings; its {inputs} and input model are "
                          "checked again when the run starts)")
     return lines
@@ -160,10 +159,10 @@ def _as_loaded(name: str, stage_config, config):
 
     from dharma_train.data.pairs import is_pair_set, pair_set_report
     from dharma_train.run import stage_pairs_folder
-    from dharma_train.stages.dpo import BUILT_PAIRS
+    from dharma_train.stages.dpo import given_pairs
 
-    given = getattr(stage_config, "pairs", None)
-    if given is None or given in BUILT_PAIRS:
+    given = given_pairs(stage_config)
+    if given is None:
         return stage_config
     folder = stage_pairs_folder(Path(config.output_dir), name)
     if not is_pair_set(folder) or pair_set_report(folder).get("source") != str(given):

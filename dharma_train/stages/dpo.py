@@ -18,6 +18,12 @@ log = logging.getLogger(__name__)
 
 KIND = "dpo"  # the `kind` a stage config names in YAML
 BUILT_PAIRS = ("mined", "synthetic")  # `pairs` values the stage makes itself; any other value is a pair source
+
+
+def given_pairs(stage_config) -> str | None:
+    """The pair source a stage config was given (a DPO stage's `pairs` that it does not build itself), else None."""
+    pairs = getattr(stage_config, "pairs", None)
+    return None if pairs is None or pairs in BUILT_PAIRS else pairs
 # TRL DPOTrainer's pairwise losses that need no extra inputs (the SFT term is `sft_loss_weight`)
 LOSS_TYPES = ("sigmoid", "sigmoid_norm", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard",
               "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft")
@@ -62,7 +68,7 @@ class DPOStage(Stage):
 
     def check(self) -> None:
         """Find a given pair source before any model loads: a bad path fails at once (a run checks its rows too)."""
-        if self.config.pairs not in BUILT_PAIRS:
+        if given_pairs(self.config):
             from dharma_train.data.pairs import check_pair_source
 
             check_pair_source(self.config.pairs)
@@ -70,7 +76,7 @@ class DPOStage(Stage):
     def input_files(self) -> list[str]:
         """Files beyond the pages that the trained model depends on: the given pairs (a run's loaded pair set is
         known by its pairs and image bytes, see manifest.py)."""
-        return [] if self.config.pairs in BUILT_PAIRS else [self.config.pairs]
+        return [self.config.pairs] if given_pairs(self.config) else []
 
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         from trl import DPOConfig, DPOTrainer
@@ -151,7 +157,7 @@ class DPOStage(Stage):
         from dharma_train.stages.mining import mine_pairs
 
         cfg, mining, loaded = self.config, {}, {}
-        if cfg.pairs not in BUILT_PAIRS and is_pair_set(cfg.pairs):
+        if given_pairs(cfg) and is_pair_set(cfg.pairs):
             pairs, report = load_pairs(cfg.pairs), pair_set_report(cfg.pairs)
             if is_main():  # no copy of the pairs here: data/stages/NAME/pairs is what the stage trained on
                 write_json_atomically(output_dir / "pairs_summary.json", run_relative(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -41,6 +42,15 @@ def main():
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
 
+    work = Path(tempfile.mkdtemp(prefix="bench_mining_"))
+    try:
+        run(args, work)
+    finally:  # the pages, and a 3B model built here (7.5 GB): the GPU machine's disk is small
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args, work: Path):
+    """Every row on the same pages; writes bench_mining.json to args.out."""
     from hub_layout_checkpoint import write_checkpoint
 
     from dharma_train.artifact import ModelArtifact
@@ -49,7 +59,6 @@ def main():
     from dharma_train.models.loading import load_model, load_processor
     from dharma_train.stages.mining import MiningConfig, mine_pairs
 
-    work = Path(tempfile.mkdtemp(prefix="bench_mining_"))
     folder = args.model or str(write_checkpoint(work / "model", args.shape, looping=True, device=args.device))
     max_pixels = args.width * args.height
     pages = generate_pages(work / "pages", args.pages, seed=0, width=args.width, height=args.height,

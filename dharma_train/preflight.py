@@ -34,10 +34,6 @@ def check_machine(config) -> None:
     config.trainer.hardware.check(config.trainer.resolved_device(), distributed.world_size(), distributed.launched(),
                                   {f"stages.{name}": stage.optimization.batch_size
                                    for name, stage in config.stages.items() if hasattr(stage, "optimization")})
-    if distributed.is_main():
-        for caveat in config.trainer.hardware.caveats({name: getattr(stage, "kind", "") for name, stage
-                                                       in config.stages.items()}):
-            log.warning(caveat)
 
 
 def check_memory(base: ModelArtifact, config) -> None:

@@ -134,6 +134,22 @@ def update_agreement(initial: str, trained: str, reference: str) -> dict:
             "update_relative_difference": (diff_sq / max(theirs_sq, 1e-30)) ** 0.5}
 
 
+def capture_log_history() -> list:
+    """Keep each trained stage's full `trainer.state.log_history` (the stage's metrics keep only the loss curve)."""
+    from dharma_train.training import checkpoints
+
+    histories, train = [], checkpoints.train_resumably
+
+    def train_and_keep(trainer, *args, **kwargs):
+        metrics = train(trainer, *args, **kwargs)
+        histories.append([{k: v for k, v in entry.items() if isinstance(v, (int, float))}
+                          for entry in trainer.state.log_history])
+        return metrics
+
+    checkpoints.train_resumably = train_and_keep  # the stages import it at call time
+    return histories
+
+
 def run_stage(kind: str, args, trainer, model_dir: str, pages, work: Path):
     """One short full fine-tuning stage (SFT, or DPO on loop-shaped synthetic pairs) through the real stage code;
     returns (result, training seconds, peak GiB on this process)."""
@@ -176,6 +192,11 @@ def main():
     parser.add_argument("--work", help="a folder kept across launches: the model and pages are built once")
     parser.add_argument("--reference", help="another launch's tag in --work: compare losses and the SFT update")
     parser.add_argument("--keep", action="store_true", help="keep this launch's saved models in --work")
+    parser.add_argument("--dpo-from", help="another launch's tag in --work: DPO starts from that launch's saved SFT "
+                        "model (so two engines' DPO stages start from the same weights)")
+    parser.add_argument("--perf", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="trainer.performance fields for this launch, e.g. padding_free=false fused_kernels=false")
+    parser.add_argument("--no-recompute", action="store_true", help="no activation recomputation (default: every layer)")
     parser.add_argument("--tag", default="run")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
@@ -185,8 +206,14 @@ def main():
     from dharma_train.training.hardware import HardwareConfig
 
     on_gpu = args.device == "cuda"
-    trainer = TrainerConfig(device=args.device, precision="bf16" if on_gpu else "fp32", gradient_checkpointing=on_gpu,
-                            logging_steps=1, checkpoint_every=0, hardware=HardwareConfig(strategy=args.strategy))
+    from dharma_train.training.performance.config import PerformanceConfig
+
+    performance = PerformanceConfig(**{key: {"true": True, "false": False}.get(value, value)
+                                       for key, value in (item.split("=", 1) for item in args.perf)})
+    trainer = TrainerConfig(device=args.device, precision="bf16" if on_gpu else "fp32",
+                            gradient_checkpointing=on_gpu and not args.no_recompute, logging_steps=1,
+                            checkpoint_every=0, hardware=HardwareConfig(strategy=args.strategy),
+                            performance=performance)
     trainer.check_hardware()
     distributed.start(cpu=not on_gpu)
     world = distributed.world_size()
@@ -200,10 +227,15 @@ def main():
         "accelerate": __import__("accelerate").__version__,
         "deepspeed": __import__("deepspeed").__version__ if args.strategy == "zero3" else None,
         "global_batch": args.global_batch, "per_gpu_batch": args.global_batch // world, "steps": args.steps,
-        "tokens_per_sample": tokens_per_sample, "stages": {},
+        "tokens_per_sample": tokens_per_sample, "perf": args.perf, "recompute": not args.no_recompute,
+        "dpo_from": args.dpo_from, "stages": {},
     }
+    history = capture_log_history()
     source = model_dir
     for kind in args.stages:
+        if kind == "dpo" and args.dpo_from:
+            source = json.loads(Path(args.out, f"bench_distributed_{args.dpo_from}.json").read_text())[
+                "stages"]["sft"]["saved"]
         started = time.perf_counter()
         result, train_seconds, peak = run_stage(kind, args, trainer, source, pages, work)
         wall = time.perf_counter() - started
@@ -214,6 +246,7 @@ def main():
             "peak_memory_gib_per_gpu": distributed.gather([peak]), "load_gather_save_seconds": wall - train_seconds,
             "train_loss": result.metrics.get("train_loss"), "loss_curve": result.metrics.get("loss_curve"),
             "recompute": result.metrics.get("recompute"), "saved": result.artifact.path,
+            "log_history": history.pop(),  # TRL's logged metrics per step (DPO: rewards, log-probs, margins)
         }
         source = result.artifact.path
     if distributed.is_main():

@@ -137,7 +137,7 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
 
     from dharma_train.data.conversation import sft_dataset
     from dharma_train.models.vision_attention import use_varlen_vision_attention
-    from dharma_train.training.arguments import trainer_arguments
+    from dharma_train.training.arguments import build_arguments
     from dharma_train.training.config import (
         LoraSettings,
         OptimizationConfig,
@@ -178,7 +178,7 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
                                  checkpoint_every=0)  # a benchmark resumes nothing: it writes no checkpoint
         use_varlen_vision_attention(model)
         outcome = speed_up(model, performance, "cuda")
-        config = SFTConfig(**trainer_arguments(optimization, hardware, output_dir, [], name))
+        config = build_arguments(SFTConfig, optimization, hardware, output_dir, [], name)
     trainer = SFTTrainer(model=model, args=config, train_dataset=sft_dataset(pages, "structured"),
                          processing_class=processor, peft_config=peft)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)

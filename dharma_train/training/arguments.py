@@ -64,6 +64,17 @@ def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig,
     }
 
 
+def build_arguments(config_class, optimization: OptimizationConfig, hardware: TrainerConfig, output_dir: str,
+                    report_to: list[str], run_name: str, **stage_arguments):
+    """SFTConfig or DPOConfig: `trainer_arguments` plus the stage's own, then what no keyword reaches (transformers
+    passes no mixed-precision policy through `fsdp_config`): FSDP2's policy, read by accelerate's plugin."""
+    args = config_class(**trainer_arguments(optimization, hardware, output_dir, report_to, run_name), **stage_arguments)
+    policy = hardware.hardware.fsdp2_precision(hardware.resolved_precision())
+    if policy is not None:
+        args.fsdp_plugin_args["mixed_precision_policy"] = policy
+    return args
+
+
 def checkpointing_arguments(policy: str) -> dict:
     """The Trainer's activation-checkpointing entries for a recompute policy, used under FSDP2 and ZeRO-3 (one
     process sets the layers itself); keep_N becomes every layer there, auto off until probed."""

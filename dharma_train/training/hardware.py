@@ -85,18 +85,21 @@ class HardwareConfig:
             log.warning("%s=%s with one process: nothing is split; use it to measure the engine's overhead",
                         key, self.strategy)
 
-    def caveats(self, stage_kinds: dict[str, str]) -> list[str]:
-        """Known gaps of this group with the run's stages (name -> kind), said at start rather than found later."""
-        dpo = [name for name, kind in stage_kinds.items() if kind == "dpo"]
-        if self.strategy == "fsdp2" and dpo:
-            return [(f"trainer.hardware.strategy=fsdp2 with DPO stage {dpo[0]}: in the one GPU check made so far "
-                     "(world size 1, 3B shape) FSDP2's DPO losses did not match the single-process run's while "
-                     "ZeRO-3's did (docs/distributed.md); prefer hardware=zero3 or ddp for DPO until this is explained")]
-        return []
-
     def trainer_checkpointing(self, requested: bool) -> bool:
         """The Trainer's own activation checkpointing: off under FSDP2, which checkpoints itself (see below)."""
         return requested and self.strategy != "fsdp2"
+
+    def fsdp2_precision(self, precision: str):
+        """FSDP2's mixed-precision policy, or None where accelerate's own applies. accelerate's bf16 default casts
+        every sharded module's output to bf16, so TRL's per-token log-probs came back in bf16 and a DPO stage's
+        per-sequence sums lost whole nats (docs/distributed.md); it also reduces gradients in bf16. Here: compute in
+        bf16, leave outputs as computed (fp32 log-probs), reduce gradients in fp32."""
+        if self.strategy != "fsdp2" or precision != "bf16":
+            return None
+        import torch
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
 
     def trainer_arguments(self, activation_checkpointing: bool) -> dict:
         """TrainingArguments for the engine. Under FSDP2, activation checkpointing is FSDP's own: the Trainer's

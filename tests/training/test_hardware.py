@@ -112,10 +112,73 @@ def test_cli_without_a_launcher_stops_before_any_work(tmp_path):
     assert not (tmp_path / "run" / "data").exists()
 
 
-def test_fsdp2_with_a_dpo_stage_is_flagged_at_start_and_other_groups_are_not():
-    """FSDP2's DPO losses did not match the single-process run on the GPU (docs/distributed.md): said up front."""
-    stages = {"structured": "sft", "dpo": "dpo", "quantize": "quantize"}
-    (caveat,) = HardwareConfig(strategy="fsdp2").caveats(stages)
-    assert "DPO stage dpo" in caveat and "hardware=zero3" in caveat and "docs/distributed.md" in caveat
-    assert HardwareConfig(strategy="fsdp2").caveats({"structured": "sft"}) == []
-    assert all(HardwareConfig(strategy=s).caveats(stages) == [] for s in ("single", "ddp", "zero3"))
+def test_fsdp2_under_bf16_computes_in_bf16_and_keeps_outputs_and_gradient_reduction_in_fp32(monkeypatch, tmp_path):
+    """accelerate's default FSDP2 policy casts every output to bf16, which broke DPO's log-prob sums on the GPU;
+    the policy build_arguments sets is the one accelerate's own plugin keeps once the trainer asks for bf16."""
+    import torch
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from trl import DPOConfig
+
+    from dharma_train.training.arguments import build_arguments
+
+    monkeypatch.setattr(TrainerConfig, "resolved_precision", lambda self: "bf16")  # a bf16 GPU, on this CPU
+    hardware = TrainerConfig(device="cpu", hardware=HardwareConfig(strategy="fsdp2"))
+    args = build_arguments(DPOConfig, OptimizationConfig(), hardware, str(tmp_path), [], "r", beta=0.1)
+    plugin = FullyShardedDataParallelPlugin(**args.fsdp_plugin_args)
+    plugin.set_mixed_precision("bf16")  # what accelerate's state does with the Trainer's bf16=True
+    policy = plugin.mixed_precision_policy
+    assert (policy.param_dtype, policy.reduce_dtype, policy.output_dtype) == (torch.bfloat16, torch.float32, None)
+    assert args.to_json_string()  # the arguments still serialize (wandb, trainer state)
+    assert HardwareConfig(strategy="fsdp2").fsdp2_precision("fp32") is None
+    assert all(HardwareConfig(strategy=s).fsdp2_precision("bf16") is None for s in ("single", "ddp", "zero3"))
+
+
+FSDP2_LOG_PROBS = """
+import os, sys, torch, torch.distributed as dist
+from accelerate.utils import FullyShardedDataParallelPlugin
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from dharma_train.training.hardware import HardwareConfig
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1], RANK="0", WORLD_SIZE="1")
+dist.init_process_group("gloo")
+mesh = init_device_mesh("cpu", (1,))
+
+class Head(torch.nn.Module):  # per-token log-probs computed in fp32, as TRL's fused LM head returns them
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(16, 4000)
+    def forward(self, hidden, targets):
+        return torch.log_softmax(self.proj(hidden).float(), -1).gather(-1, targets[..., None])[..., 0]
+
+torch.manual_seed(0)
+hidden, targets = torch.randn(1, 3000, 16), torch.randint(0, 4000, (1, 3000))
+exact = Head()
+sums = {"exact": float(exact(hidden, targets).sum())}
+for name, policy in (("accelerate", None), ("ours", HardwareConfig(strategy="fsdp2").fsdp2_precision("bf16"))):
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, mixed_precision_policy=policy)
+    plugin.set_mixed_precision("bf16")
+    head = Head()
+    head.load_state_dict(exact.state_dict())
+    fully_shard(head, mesh=mesh, mp_policy=plugin.mixed_precision_policy)
+    out = head(hidden, targets)
+    sums[name] = float(out.sum())
+    sums[name + "_dtype"] = str(out.dtype)
+print(sums)
+dist.destroy_process_group()
+"""
+
+
+def test_fsdp2_log_prob_sums_stay_exact_to_a_fraction_of_a_nat_with_our_policy_and_not_with_accelerates():
+    """The DPO mismatch in miniature, on the real fully_shard (gloo, world size 1): a sequence's log-prob sum."""
+    import ast
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    done = subprocess.run([sys.executable, "-c", FSDP2_LOG_PROBS, port], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sums = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    assert sums["accelerate_dtype"] == "torch.bfloat16" and sums["ours_dtype"] == "torch.float32"
+    assert abs(sums["accelerate"] - sums["exact"]) > 1.0  # whole nats lost: DPO's margins are a few nats
+    assert abs(sums["ours"] - sums["exact"]) < 0.1 * abs(sums["accelerate"] - sums["exact"])

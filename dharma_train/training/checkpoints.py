@@ -18,7 +18,9 @@ import torch
 from transformers import TrainerCallback
 
 from dharma_train.files import disk_full_as_error, read_json_or_none
+from dharma_train.training.config import planned_recompute
 from dharma_train.training.numerics import NonFiniteGuard, check_finite_weights
+from dharma_train.training.performance.apply import compile_unless_recomputed
 from dharma_train.training.performance.recompute import choose_recompute
 from dharma_train.training.performance.token_batches import use_token_budget
 from dharma_train.training.preemption import StopOnSignal, handle_signals
@@ -116,6 +118,9 @@ def train_resumably(trainer, settings, stage: str) -> dict:
         check_free_disk(folder, room, f"stage {stage}'s checkpoints and saved model")
     sampler = use_token_budget(trainer, settings)  # None unless trainer.performance.token_budget is set
     recompute = choose_recompute(trainer, settings, stage, sampler.largest() if sampler else None)
+    compile_unless_recomputed(trainer.model, settings.performance, settings.resolved_device(),
+                              recompute["policy"] if recompute else planned_recompute(settings),
+                              settings.hardware.sharded)
     guard = NonFiniteGuard(settings.on_nonfinite)
     from dharma_train.console import label_training_bar
 

@@ -11,7 +11,8 @@ log = logging.getLogger(__name__)
 
 
 def speed_up(model, config: PerformanceConfig, device: str) -> dict[str, str]:
-    """Patch `model` in place for training on `device`; returns each speed-up's outcome ("on" or why it is off)."""
+    """Patch `model` in place for training on `device`; returns each speed-up's outcome ("on" or why it is off).
+    `compile` comes later, once the recompute policy is known (`compile_unless_recomputed`)."""
     from dharma_train.models.varlen import varlen_available
     from dharma_train.training.performance.kernels import (
         liger_available,
@@ -28,8 +29,6 @@ def speed_up(model, config: PerformanceConfig, device: str) -> dict[str, str]:
         outcome["fused_kernels"] = _try(on_gpu and liger_available(),
                                         lambda: use_fused_kernels(model, opaque_to_compile=config.compile),
                                         "needs CUDA and liger-kernel (pip install liger-kernel)")
-    if config.compile:
-        outcome["compile"] = _try(on_gpu, lambda: compile_layers(model), "needs CUDA")
     for name, state in outcome.items():
         _say_once(name, state, actionable=on_gpu)
     return outcome
@@ -71,6 +70,28 @@ def _try(possible: bool, apply, reason: str) -> str:
     if not possible:
         return f"off ({reason})"
     return "on" if apply() else "off (no Qwen2.5-VL module of that kind in this model)"
+
+
+def compile_unless_recomputed(model, config: PerformanceConfig, device: str, policy: str,
+                              sharded: bool = False) -> str | None:
+    """torch.compile the repeated layers, called once the recompute policy is set; only where no layer recomputes.
+    A compiled layer that transformers' checkpointing recomputes fails in backward (CheckpointError: the recomputed
+    graph saves other tensors; H200, torch 2.11, docs/performance.md), and TRL's DPO re-enables checkpointing on
+    every layer after each reference forward whenever any layer had it. Under FSDP2 / ZeRO-3 the engine wraps the
+    layers after this point, untried with compiled ones, so they stay eager there."""
+    if not config.compile:
+        return None
+    if device != "cuda":
+        state = "off (needs CUDA)"
+    elif sharded:
+        state = "off (FSDP2 / ZeRO-3 wrap the layers inside train(); compiled layers are not tried there)"
+    elif policy != "off":
+        state = (f"off (recompute={policy}: compiled layers cannot be recomputed; with enough memory, or "
+                 "trainer.performance.recompute=off, nothing is)")
+    else:
+        state = _try(True, lambda: compile_layers(model), "")
+    _say_once("compile", state, actionable=device == "cuda" and state != "on" and not state.startswith("off (rec"))
+    return state
 
 
 def compile_layers(model) -> int:

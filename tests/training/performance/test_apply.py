@@ -54,7 +54,7 @@ def test_on_cpu_every_speed_up_is_off_and_the_model_is_untouched(tiny_artifact):
     model = load_model(tiny_artifact)
     forwards = {name: module.forward for name, module in model.named_modules()}
     outcome = speed_up(model, PerformanceConfig(compile=True), "cpu")
-    assert set(outcome) == {"padding_free", "fused_kernels", "compile"}
+    assert set(outcome) == {"padding_free", "fused_kernels"}  # compile comes after the recompute policy
     assert all(state.startswith("off (needs CUDA") for state in outcome.values())
     assert all(module.forward == forwards[name] for name, module in model.named_modules())
 
@@ -114,3 +114,23 @@ def test_a_model_without_qwen_modules_reports_nothing_applied():
 
     outcome = speed_up(torch.nn.Sequential(torch.nn.Linear(4, 4)), PerformanceConfig(), "cuda")
     assert outcome["padding_free"].startswith("off (no Qwen2.5-VL module")
+
+
+def test_compile_applies_only_when_no_layer_recomputes(tiny_artifact):
+    """A compiled layer that checkpointing recomputes fails in backward on the GPU (CheckpointError), so compile
+    waits for the policy: on with recompute=off, off (saying why and what to set) with any recomputation."""
+    from dharma_train.training.performance.apply import compile_unless_recomputed
+
+    def compiled(model):
+        return [type(m).__name__ for m in model.modules() if getattr(m, "_compiled_call_impl", None) is not None]
+
+    model = load_model(tiny_artifact)
+    assert compile_unless_recomputed(model, PerformanceConfig(compile=False), "cuda", "off") is None
+    assert compile_unless_recomputed(model, PerformanceConfig(compile=True), "cpu", "off") == "off (needs CUDA)"
+    state = compile_unless_recomputed(model, PerformanceConfig(compile=True), "cuda", "every_2")
+    assert state.startswith("off (recompute=every_2") and "trainer.performance.recompute=off" in state
+    assert compiled(model) == []
+    assert compile_unless_recomputed(model, PerformanceConfig(compile=True), "cuda", "off") == "on"
+    layers = compiled(model)  # compiled lazily: nothing runs until the first forward
+    assert set(layers) == {"Qwen2_5_VLVisionBlock", "Qwen2_5_VLDecoderLayer"}
+    assert len(layers) == model.config.vision_config.depth + model.config.text_config.num_hidden_layers

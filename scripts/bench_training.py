@@ -42,6 +42,9 @@ SHAPES = {
     "7b": ({"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
             "num_attention_heads": 28, "num_key_value_heads": 4, "tie_word_embeddings": False}, 3584),
 }
+# the 3B widths with 8 decoder layers and 8 vision blocks: what `compile` costs and gains per layer, in less time
+SHAPES["3b-8"] = ({**SHAPES["3b"][0], "num_hidden_layers": 8}, 2048)
+VISION_DEPTH = {"3b-8": (8, [3, 7])}  # (blocks, full-attention block indexes); others: Qwen2.5-VL's 32, [7, 15, 23, 31]
 # (width, height) of the pages and their share; image tokens 560 / 962 / 1,472 at 28 px per merged token
 PAGE_SIZES = [((560, 784), 1), ((728, 1036), 1), ((896, 1288), 2)]
 ANSWER_PARTS = [1, 1, 2, 4]  # answers joined per page: short (~70-670 tokens) up to long (~1,500-2,000)
@@ -51,14 +54,15 @@ def build_model(tokenizer, shape: str, dtype: torch.dtype):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     text, out_hidden = SHAPES[shape]
+    depth, full_attention = VISION_DEPTH.get(shape, (32, [7, 15, 23, 31]))
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in
            ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_end|>", "<|endoftext|>")}
     config = Qwen2_5_VLConfig(
         text_config={**text, "max_position_embeddings": 128000, "eos_token_id": ids["<|im_end|>"],
                      "pad_token_id": ids["<|endoftext|>"], "bos_token_id": None,
                      "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}},
-        vision_config={"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
-                       "out_hidden_size": out_hidden, "fullatt_block_indexes": [7, 15, 23, 31], "window_size": 112,
+        vision_config={"depth": depth, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                       "out_hidden_size": out_hidden, "fullatt_block_indexes": full_attention, "window_size": 112,
                        "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
@@ -101,6 +105,9 @@ class StepTimer:
         timer = self
 
         class Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                timer.started = time.perf_counter()
+
             def on_step_begin(self, args, state, control, **kwargs):
                 if timer.profile_step is not None and state.global_step == timer.profile_step:
                     timer.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
@@ -126,9 +133,13 @@ class StepTimer:
         last = self.warmup + self.steps  # a profiled step, if any, comes after the timed ones
         times, tokens = self.times[self.warmup - 1:last], self.step_tokens[self.warmup:last]
         seconds = times[-1] - times[0]
-        return {"steps_timed": len(times) - 1, "seconds": seconds, "useful_tokens": sum(tokens),
-                "tokens_per_second": sum(tokens) / seconds,
-                "step_seconds": [round(b - a, 3) for a, b in zip(times, times[1:])]}
+        summary = {"steps_timed": len(times) - 1, "seconds": seconds, "useful_tokens": sum(tokens),
+                   "tokens_per_second": sum(tokens) / seconds,
+                   "step_seconds": [round(b - a, 3) for a, b in zip(times, times[1:])],
+                   "warmup_seconds": round(self.times[self.warmup - 1] - self.started, 1)}  # compiling, if any
+        if len(self.times) > last:  # times[k] is when step k + 1 ended; the profiled step is step last + 1
+            summary["profiled_step_seconds"] = round(self.times[last] - self.times[last - 1], 3)
+        return summary
 
 
 def run_config(name: str, spec: dict, pages, processor, args) -> dict:
@@ -147,6 +158,7 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
     from dharma_train.training.model_setup import freeze_vision_tower, lora_config
     from dharma_train.training.performance import PerformanceConfig, speed_up
     from dharma_train.training.performance.recompute import choose_recompute
+    from dharma_train.training.performance.apply import compile_unless_recomputed
     from dharma_train.training.performance.token_batches import use_token_budget
 
     gc.collect()
@@ -158,9 +170,11 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
     parameters = sum(p.numel() for p in model.parameters())
     if full and not spec.get("train_vision"):
         freeze_vision_tower(model)
-    profiled = name == args.profile
+    profiled = name in args.profile
     steps = args.warmup + args.steps + profiled
-    optimization = OptimizationConfig(method=spec["method"], lora=LoraSettings(r=16, alpha=32),
+    optimization = OptimizationConfig(method=spec["method"],
+                                      lora=LoraSettings(r=16, alpha=32, dropout=spec.get("lora_dropout",
+                                                                                         LoraSettings.dropout)),
                                       learning_rate=1e-5, max_steps=steps, batch_size=args.batch,
                                       warmup=0, lr_scheduler="constant")
     peft = lora_config(optimization.lora) if not full else None
@@ -193,6 +207,9 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
         row["recompute"] = choose_recompute(trainer, hardware, name, sampler.largest() if sampler else None) \
             or {"policy": planned_recompute(hardware)}
         row["recompute"]["probe_seconds"] = round(time.perf_counter() - started, 1)
+        state = compile_unless_recomputed(trainer.model, performance, "cuda", row["recompute"]["policy"])
+        if state is not None:  # as train_resumably does: compile once the policy is known
+            outcome["compile"] = state
     timer = StepTimer(trainer.model, args.warmup, args.steps, profile_step=steps - 1 if profiled else None)
     trainer.add_callback(timer.callback)
     try:
@@ -202,6 +219,15 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
         row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         if timer.profiler is not None:
             row["profile"] = kernel_breakdown(timer.profiler, Path(args.out) / f"profile_{name}.txt")
+            # how much of the step the GPU computes; the rest it waits on the host
+            row["profile"]["gpu_busy_percent"] = round(
+                100 * row["profile"]["gpu_ms"] / 1e3 / row["profiled_step_seconds"], 1)
+        if outcome.get("compile") == "on":
+            from torch._dynamo.utils import counters
+
+            row["dynamo"] = {"graph_breaks": sum(counters["graph_break"].values()),
+                             "break_reasons": dict(counters["graph_break"].most_common(6)),
+                             "unique_graphs": counters["stats"]["unique_graphs"]}
     except torch.OutOfMemoryError as error:
         row.update(error=f"out of memory: {str(error).splitlines()[0][:120]}",
                    peak_gib=torch.cuda.max_memory_allocated() / 2**30)
@@ -322,6 +348,10 @@ def parse_config(text: str) -> tuple[str, dict]:
             spec["checkpointing"] = value == "1"
         elif key == "budget":
             spec["budget"] = float(value)
+        elif key == "shape":
+            spec["shape"] = value
+        elif key == "lora_dropout":
+            spec["lora_dropout"] = float(value)
         elif value in ("0", "1", "true", "false"):
             spec.setdefault("performance", {})[key] = value in ("1", "true")
         else:
@@ -338,7 +368,7 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--check", action="store_true", help="first run the 3B plain-vs-fast equivalence check")
-    parser.add_argument("--profile", default=None, help="configuration whose first timed step is profiled")
+    parser.add_argument("--profile", nargs="*", default=[], help="configurations with a profiled step after the timed ones")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
     args.work = tempfile.mkdtemp()

@@ -125,7 +125,9 @@ class DPOStage(Stage):
             model=network, ref_model=reference, args=args, train_dataset=dpo_dataset(pairs, cfg.task),
             processing_class=processor, peft_config=lora_config(opt.lora) if opt.method == "lora" else None,
         )
-        metrics = train_resumably(trainer, context.trainer, self.name)  # resumes, stops on SIGTERM, catches NaN
+        # resumes, stops on SIGTERM, catches NaN. Eager: compiled DPO (TRL's reference forwards, LoRA's adapters
+        # switched off for them) is not yet measured on a GPU; SFT stages compile (docs/performance.md)
+        metrics = train_resumably(trainer, context.trainer, self.name, compile_layers=False)
         metrics.update({"pairs": len(pairs), **mining})
         artifact = save_from_trainer(trainer, processor, model, output_dir, opt.save,
                                      context.trainer.model_dtype())

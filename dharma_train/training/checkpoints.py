@@ -103,9 +103,10 @@ def loss_curve(log_history: list[dict]) -> list[list[float]]:
     return [[entry["step"], entry["loss"]] for entry in log_history if "loss" in entry and "step" in entry]
 
 
-def train_resumably(trainer, settings, stage: str) -> dict:
+def train_resumably(trainer, settings, stage: str, compile_layers: bool = True) -> dict:
     """trainer.train(), resumed from the last complete checkpoint (resume=auto), stopped cleanly by SIGTERM/SIGINT,
-    guarded against non-finite gradients; returns the training metrics."""
+    guarded against non-finite gradients; returns the training metrics. `compile_layers`: whether
+    `trainer.performance.compile` may apply to this stage."""
     folder = Path(trainer.args.output_dir)
     if settings.resume == "never":
         shutil.rmtree(folder, ignore_errors=True)
@@ -118,9 +119,12 @@ def train_resumably(trainer, settings, stage: str) -> dict:
         check_free_disk(folder, room, f"stage {stage}'s checkpoints and saved model")
     sampler = use_token_budget(trainer, settings)  # None unless trainer.performance.token_budget is set
     recompute = choose_recompute(trainer, settings, stage, sampler.largest() if sampler else None)
-    compile_unless_recomputed(trainer.model, settings.performance, settings.resolved_device(),
-                              recompute["policy"] if recompute else planned_recompute(settings),
-                              settings.hardware.sharded)
+    if compile_layers:
+        compile_unless_recomputed(trainer.model, settings.performance, settings.resolved_device(),
+                                  recompute["policy"] if recompute else planned_recompute(settings),
+                                  settings.hardware.sharded)
+    elif settings.performance.compile:
+        log.info("stage %s: performance.compile off for this stage", stage)
     guard = NonFiniteGuard(settings.on_nonfinite)
     from dharma_train.console import label_training_bar
 

@@ -219,59 +219,61 @@ def main():
     world = distributed.world_size()
     trainer.hardware.check(args.device, world, distributed.launched(), {"bench": args.global_batch})
     work = Path(args.work) if args.work else Path(distributed.broadcast(tempfile.mkdtemp(prefix="bench_distributed_")))
-    model_dir, pages, tokens_per_sample = distributed.on_main(prepare, work, args.shape, args.pages)
-    report = {
-        "tag": args.tag, "shape": args.shape, "strategy": args.strategy, "gpus": world,
-        "device": torch.cuda.get_device_name() if on_gpu else "cpu", "torch": torch.__version__,
-        "transformers": __import__("transformers").__version__, "trl": __import__("trl").__version__,
-        "accelerate": __import__("accelerate").__version__,
-        "deepspeed": __import__("deepspeed").__version__ if args.strategy == "zero3" else None,
-        "global_batch": args.global_batch, "per_gpu_batch": args.global_batch // world, "steps": args.steps,
-        "tokens_per_sample": tokens_per_sample, "perf": args.perf, "recompute": not args.no_recompute,
-        "dpo_from": args.dpo_from, "stages": {},
-    }
-    history = capture_log_history()
-    source = model_dir
-    for kind in args.stages:
-        if kind == "dpo" and args.dpo_from:
-            source = json.loads(Path(args.out, f"bench_distributed_{args.dpo_from}.json").read_text())[
-                "stages"]["sft"]["saved"]
-        started = time.perf_counter()
-        result, train_seconds, peak = run_stage(kind, args, trainer, source, pages, work)
-        wall = time.perf_counter() - started
-        tokens = tokens_per_sample * args.global_batch * args.steps * (2 if kind == "dpo" else 1)
-        report["stages"][kind] = {
-            "train_seconds": train_seconds, "tokens_per_second": tokens / train_seconds,
-            "tokens_per_second_per_gpu": tokens / train_seconds / world,
-            "peak_memory_gib_per_gpu": distributed.gather([peak]), "load_gather_save_seconds": wall - train_seconds,
-            "train_loss": result.metrics.get("train_loss"), "loss_curve": result.metrics.get("loss_curve"),
-            "recompute": result.metrics.get("recompute"), "saved": result.artifact.path,
-            "log_history": history.pop(),  # TRL's logged metrics per step (DPO: rewards, log-probs, margins)
+    try:
+        model_dir, pages, tokens_per_sample = distributed.on_main(prepare, work, args.shape, args.pages)
+        report = {
+            "tag": args.tag, "shape": args.shape, "strategy": args.strategy, "gpus": world,
+            "device": torch.cuda.get_device_name() if on_gpu else "cpu", "torch": torch.__version__,
+            "transformers": __import__("transformers").__version__, "trl": __import__("trl").__version__,
+            "accelerate": __import__("accelerate").__version__,
+            "deepspeed": __import__("deepspeed").__version__ if args.strategy == "zero3" else None,
+            "global_batch": args.global_batch, "per_gpu_batch": args.global_batch // world, "steps": args.steps,
+            "tokens_per_sample": tokens_per_sample, "perf": args.perf, "recompute": not args.no_recompute,
+            "dpo_from": args.dpo_from, "stages": {},
         }
-        source = result.artifact.path
-    if distributed.is_main():
-        from transformers import AutoModelForImageTextToText
+        history = capture_log_history()
+        source = model_dir
+        for kind in args.stages:
+            if kind == "dpo" and args.dpo_from:
+                source = json.loads(Path(args.out, f"bench_distributed_{args.dpo_from}.json").read_text())[
+                    "stages"]["sft"]["saved"]
+            started = time.perf_counter()
+            result, train_seconds, peak = run_stage(kind, args, trainer, source, pages, work)
+            wall = time.perf_counter() - started
+            tokens = tokens_per_sample * args.global_batch * args.steps * (2 if kind == "dpo" else 1)
+            report["stages"][kind] = {
+                "train_seconds": train_seconds, "tokens_per_second": tokens / train_seconds,
+                "tokens_per_second_per_gpu": tokens / train_seconds / world,
+                "peak_memory_gib_per_gpu": distributed.gather([peak]), "load_gather_save_seconds": wall - train_seconds,
+                "train_loss": result.metrics.get("train_loss"), "loss_curve": result.metrics.get("loss_curve"),
+                "recompute": result.metrics.get("recompute"), "saved": result.artifact.path,
+                "log_history": history.pop(),  # TRL's logged metrics per step (DPO: rewards, log-probs, margins)
+            }
+            source = result.artifact.path
+        if distributed.is_main():
+            from transformers import AutoModelForImageTextToText
 
-        for kind, stage in report["stages"].items():  # every saved model loads with plain transformers
-            model = AutoModelForImageTextToText.from_pretrained(stage["saved"], dtype=torch.bfloat16)
-            stage["loads_with_transformers"] = type(model).__name__
-            del model
-        if args.reference:
-            reference = json.loads(Path(args.out, f"bench_distributed_{args.reference}.json").read_text())
-            for kind, stage in report["stages"].items():
-                theirs = reference["stages"].get(kind)
-                if not theirs:
-                    continue
-                pairs = list(zip(stage["loss_curve"], theirs["loss_curve"]))
-                stage["loss_max_relative_difference"] = max(
-                    abs(a[1] - b[1]) / max(abs(b[1]), 1e-12) for a, b in pairs) if pairs else None
-                if kind == "sft":
-                    stage.update(update_agreement(model_dir, stage["saved"], theirs["saved"]))
-        Path(args.out, f"bench_distributed_{args.tag}.json").write_text(json.dumps(report, indent=2))
-        print(json.dumps(report, indent=2))
-        if not args.keep:
-            shutil.rmtree(work / args.tag, ignore_errors=True)
-        if not args.work:
+            for kind, stage in report["stages"].items():  # every saved model loads with plain transformers
+                model = AutoModelForImageTextToText.from_pretrained(stage["saved"], dtype=torch.bfloat16)
+                stage["loads_with_transformers"] = type(model).__name__
+                del model
+            if args.reference:
+                reference = json.loads(Path(args.out, f"bench_distributed_{args.reference}.json").read_text())
+                for kind, stage in report["stages"].items():
+                    theirs = reference["stages"].get(kind)
+                    if not theirs:
+                        continue
+                    pairs = list(zip(stage["loss_curve"], theirs["loss_curve"]))
+                    stage["loss_max_relative_difference"] = max(
+                        abs(a[1] - b[1]) / max(abs(b[1]), 1e-12) for a, b in pairs) if pairs else None
+                    if kind == "sft":
+                        stage.update(update_agreement(model_dir, stage["saved"], theirs["saved"]))
+            Path(args.out, f"bench_distributed_{args.tag}.json").write_text(json.dumps(report, indent=2))
+            print(json.dumps(report, indent=2))
+            if not args.keep:
+                shutil.rmtree(work / args.tag, ignore_errors=True)
+    finally:  # a temporary work folder holds the model (7.5 GB at 3B): removed also when a stage raises
+        if not args.work and distributed.is_main():
             shutil.rmtree(work, ignore_errors=True)
     distributed.barrier()
 

@@ -33,24 +33,30 @@ import torch
 REPORT: dict = {"rows": [], "notes": {}}
 
 
-def model_3b(tokenizer):
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+def config_3b(tokenizer):
+    """Qwen2.5-VL-3B's shape (scripts/hub_layout_checkpoint.py) with `tokenizer`'s special-token ids."""
+    from hub_layout_checkpoint import shape_configs
+    from transformers import Qwen2_5_VLConfig
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in
            ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_end|>", "<|endoftext|>")}
+    text, vision = shape_configs("3b")
     config = Qwen2_5_VLConfig(
-        text_config={"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
-                     "num_attention_heads": 16, "num_key_value_heads": 2, "max_position_embeddings": 128000,
-                     "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+        text_config={"vocab_size": 151936, **text, "max_position_embeddings": 128000,
                      "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"], "bos_token_id": None,
                      "tie_word_embeddings": True},
-        vision_config={"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
-                       "out_hidden_size": 2048, "fullatt_block_indexes": [7, 15, 23, 31], "window_size": 112,
-                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+        vision_config=vision,
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=True)
     config._attn_implementation = "sdpa"
+    return config
+
+
+def model_3b(tokenizer):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    config = config_3b(tokenizer)
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16,

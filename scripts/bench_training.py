@@ -36,37 +36,47 @@ from pathlib import Path
 import torch
 
 PEAK_TFLOPS = 989.0  # H100/H200 SXM dense bf16 (datasheet), the issue's MFU convention
+from hub_layout_checkpoint import shape_configs  # noqa: E402  (scripts/ is on the path: run as a script)
+
+TEXT_3B, VISION_3B = shape_configs("3b")  # Qwen2.5-VL-3B's sizes, written once for every benchmark
 SHAPES = {
-    "3b": ({"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
-            "num_attention_heads": 16, "num_key_value_heads": 2, "tie_word_embeddings": True}, 2048),
+    "3b": ({"vocab_size": 151936, **{k: v for k, v in TEXT_3B.items() if k != "rope_parameters"},
+            "tie_word_embeddings": True}, 2048),
     "7b": ({"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
             "num_attention_heads": 28, "num_key_value_heads": 4, "tie_word_embeddings": False}, 3584),
 }
 # the 3B widths with 8 decoder layers and 8 vision blocks: what `compile` costs and gains per layer, in less time
 SHAPES["3b-8"] = ({**SHAPES["3b"][0], "num_hidden_layers": 8}, 2048)
-VISION_DEPTH = {"3b-8": (8, [3, 7])}  # (blocks, full-attention block indexes); others: Qwen2.5-VL's 32, [7, 15, 23, 31]
+VISION_DEPTH = {"3b-8": (8, [3, 7])}  # (blocks, full-attention block indexes); others: Qwen2.5-VL's
 # (width, height) of the pages and their share; image tokens 560 / 962 / 1,472 at 28 px per merged token
 PAGE_SIZES = [((560, 784), 1), ((728, 1036), 1), ((896, 1288), 2)]
 ANSWER_PARTS = [1, 1, 2, 4]  # answers joined per page: short (~70-670 tokens) up to long (~1,500-2,000)
 
 
-def build_model(tokenizer, shape: str, dtype: torch.dtype):
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+def model_config(tokenizer, shape: str):
+    """The shape's Qwen2_5_VLConfig with `tokenizer`'s special-token ids (the vision tower is Qwen2.5-VL's)."""
+    from transformers import Qwen2_5_VLConfig
 
     text, out_hidden = SHAPES[shape]
-    depth, full_attention = VISION_DEPTH.get(shape, (32, [7, 15, 23, 31]))
+    depth, full_attention = VISION_DEPTH.get(shape, (VISION_3B["depth"], VISION_3B["fullatt_block_indexes"]))
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in
            ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_end|>", "<|endoftext|>")}
     config = Qwen2_5_VLConfig(
         text_config={**text, "max_position_embeddings": 128000, "eos_token_id": ids["<|im_end|>"],
                      "pad_token_id": ids["<|endoftext|>"], "bos_token_id": None,
-                     "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}},
-        vision_config={"depth": depth, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
-                       "out_hidden_size": out_hidden, "fullatt_block_indexes": full_attention, "window_size": 112,
-                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+                     "rope_parameters": TEXT_3B["rope_parameters"]},  # 7B's rotary is the same
+        vision_config={**VISION_3B, "depth": depth, "fullatt_block_indexes": full_attention,
+                       "out_hidden_size": out_hidden},
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=text["tie_word_embeddings"])
+    return config
+
+
+def build_model(tokenizer, shape: str, dtype: torch.dtype):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    config = model_config(tokenizer, shape)
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")

@@ -106,20 +106,28 @@ def hub_tokenizer(merge_vocab: int = 4000, seed: int = 0):
     return tokenizer
 
 
+def shape_configs(shape: str) -> tuple[dict, dict]:
+    """(text_config, vision_config) keywords of a shape: sizes and rotary settings, without token ids or vocabulary;
+    the one place the benchmarks' 3B shape is written (bench_generation, bench_training build it from here)."""
+    text, vision = SHAPES[shape]["text"], SHAPES[shape]["vision"]
+    text_config = {**{k: v for k, v in text.items() if k not in ("mrope_section", "rope_theta")},
+                   "rope_parameters": {"rope_type": "default", "rope_theta": text["rope_theta"],
+                                       "mrope_section": text["mrope_section"]}}
+    vision_config = {**vision, "out_hidden_size": text["hidden_size"], "patch_size": 14, "spatial_merge_size": 2,
+                     "temporal_patch_size": 2}
+    return text_config, vision_config
+
+
 def hub_model(tokenizer, shape: str, device: str, dtype=torch.bfloat16):
     """Random-init Qwen2.5-VL of the shape, with the tokenizer's special-token ids and Qwen's vocabulary rows."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
-    text, vision = SHAPES[shape]["text"], SHAPES[shape]["vision"]
+    text, vision = shape_configs(shape)
     config = Qwen2_5_VLConfig(
         text_config={"vocab_size": VOCAB_ROWS, "max_position_embeddings": 128000, "bos_token_id": 151643,
-                     "eos_token_id": 151645, "pad_token_id": None, "tie_word_embeddings": True,
-                     **{k: v for k, v in text.items() if k not in ("mrope_section", "rope_theta")},
-                     "rope_parameters": {"rope_type": "default", "rope_theta": text["rope_theta"],
-                                         "mrope_section": text["mrope_section"]}},
-        vision_config={**vision, "out_hidden_size": text["hidden_size"], "patch_size": 14, "spatial_merge_size": 2,
-                       "temporal_patch_size": 2, "in_chans": 3},
+                     "eos_token_id": 151645, "pad_token_id": None, "tie_word_embeddings": True, **text},
+        vision_config={**vision, "in_chans": 3},
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         vision_token_id=ids["<|vision_pad|>"], tie_word_embeddings=True)

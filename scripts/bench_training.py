@@ -374,7 +374,8 @@ def main():
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
     parser.add_argument("--pages", type=int, default=40)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=4,
+                        help="untimed steps first; compile recompiles for new batch shapes in the first few (2 until the fourth H200 run)")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--check", action="store_true", help="first run the 3B plain-vs-fast equivalence check")

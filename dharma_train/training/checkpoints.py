@@ -123,7 +123,7 @@ def train_resumably(trainer, settings, stage: str, compile_layers: bool = True) 
         compile_unless_recomputed(trainer.model, settings.performance, settings.resolved_device(),
                                   recompute["policy"] if recompute else planned_recompute(settings),
                                   settings.hardware.sharded)
-    elif settings.performance.compile:
+    elif settings.performance.compile != "off":
         log.info("stage %s: performance.compile off for this stage", stage)
     guard = NonFiniteGuard(settings.on_nonfinite)
     from dharma_train.console import label_training_bar

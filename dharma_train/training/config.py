@@ -104,7 +104,7 @@ def planned_recompute(settings: TrainerConfig) -> str:
 class LoraSettings:
     r: int = 16
     alpha: int = 32
-    dropout: float = 0.0  # peft's default; 0.05 cost LoRA 9 % of its step time and 17 GiB on the 3B shape (docs/performance.md)
+    dropout: float = 0.0  # peft's default; 0.05 cost 9 % of LoRA's step, 12-17 GiB at 3B (docs/performance.md)
     target_modules: str = LANGUAGE_LINEARS  # a regex over module names, as peft accepts
 
 

@@ -12,7 +12,8 @@ class PerformanceConfig:
 
     padding_free: bool = True  # pack each padded batch into one row in the language model: no compute on pad tokens
     fused_kernels: bool = True  # liger-kernel RMSNorm and SwiGLU (CUDA, when liger-kernel is installed)
-    compile: bool = True  # torch.compile every vision block and decoder layer (CUDA, one process, nothing recomputed)
+    compile: str = "auto"  # torch.compile the repeated layers (CUDA, one process, nothing recomputed, SFT): auto
+    # (full fine-tuning; LoRA stays eager, its compiled losses are not yet explained) | on (LoRA too) | off
     recompute: str = "auto"  # auto: least recomputation that fits, probed at start-up | off | all | every_N | keep_N
     token_budget: str = "auto"  # tokens per micro-batch (per process, SFT on CUDA): auto | off (batch_size pages) | N
     fused_optimizer: bool = True  # fused AdamW on CUDA (one kernel for all parameters)
@@ -22,6 +23,9 @@ class PerformanceConfig:
     def __post_init__(self):
         self.recompute = _switch(self.recompute, on="all")
         self.token_budget = _switch(self.token_budget, on="auto")
+        self.compile = _switch(self.compile, on="on")
+        if self.compile not in ("auto", "on", "off"):
+            raise ValueError(f"trainer.performance.compile must be auto, on or off, got {self.compile!r}")
         check_policy(self.recompute)
         check_budget(self.token_budget)
         if self.prefetch_batches < 1:

@@ -116,21 +116,44 @@ def test_a_model_without_qwen_modules_reports_nothing_applied():
     assert outcome["padding_free"].startswith("off (no Qwen2.5-VL module")
 
 
-def test_compile_applies_only_when_no_layer_recomputes(tiny_artifact):
+def test_compile_applies_only_when_no_layer_recomputes_and_auto_leaves_lora_eager(tiny_artifact):
     """A compiled layer that checkpointing recomputes fails in backward on the GPU (CheckpointError), so compile
-    waits for the policy: on with recompute=off, off (saying why and what to set) with any recomputation."""
+    waits for the policy: on with recompute=off, off (saying why and what to set) with any recomputation. auto
+    compiles full fine-tuning only (compiled LoRA's losses left eager's on the GPU); on compiles LoRA too."""
+    from peft import get_peft_model
+
+    from dharma_train.training.config import LoraSettings
+    from dharma_train.training.model_setup import lora_config
     from dharma_train.training.performance.apply import compile_unless_recomputed
 
     def compiled(model):
         return [type(m).__name__ for m in model.modules() if getattr(m, "_compiled_call_impl", None) is not None]
 
     model = load_model(tiny_artifact)
-    assert compile_unless_recomputed(model, PerformanceConfig(compile=False), "cuda", "off") is None
-    assert compile_unless_recomputed(model, PerformanceConfig(compile=True), "cpu", "off") == "off (needs CUDA)"
-    state = compile_unless_recomputed(model, PerformanceConfig(compile=True), "cuda", "every_2")
+    assert compile_unless_recomputed(model, PerformanceConfig(compile="off"), "cuda", "off") is None
+    assert compile_unless_recomputed(model, PerformanceConfig(), "cpu", "off") == "off (needs CUDA)"
+    state = compile_unless_recomputed(model, PerformanceConfig(), "cuda", "every_2")
     assert state.startswith("off (recompute=every_2") and "trainer.performance.recompute=off" in state
+    assert compile_unless_recomputed(model, PerformanceConfig(), "cuda", "off", sharded=True).startswith("off (FSDP2")
     assert compiled(model) == []
-    assert compile_unless_recomputed(model, PerformanceConfig(compile=True), "cuda", "off") == "on"
+    assert compile_unless_recomputed(model, PerformanceConfig(), "cuda", "off") == "on"
     layers = compiled(model)  # compiled lazily: nothing runs until the first forward
     assert set(layers) == {"Qwen2_5_VLVisionBlock", "Qwen2_5_VLDecoderLayer"}
     assert len(layers) == model.config.vision_config.depth + model.config.text_config.num_hidden_layers
+
+    lora = get_peft_model(load_model(tiny_artifact), lora_config(LoraSettings()))
+    state = compile_unless_recomputed(lora, PerformanceConfig(), "cuda", "off")
+    assert state.startswith("off for LoRA under auto") and "trainer.performance.compile=on" in state
+    assert compiled(lora) == []
+    assert compile_unless_recomputed(lora, PerformanceConfig(compile="on"), "cuda", "off") == "on"
+    assert compiled(lora)
+
+
+@pytest.mark.parametrize("written, read", [(True, "on"), (False, "off"), ("auto", "auto"), ("on", "on")])
+def test_compile_reads_yamls_booleans_as_on_and_off(written, read):
+    assert PerformanceConfig(compile=written).compile == read
+
+
+def test_a_bad_compile_value_names_its_key():
+    with pytest.raises(ValueError, match="trainer.performance.compile must be auto, on or off"):
+        PerformanceConfig(compile="sometimes")

@@ -5,14 +5,10 @@ Typed values were checked when the config was validated (config.py); these check
 
 from __future__ import annotations
 
-import logging
-
 from dharma_train import distributed
 from dharma_train.artifact import ModelArtifact
 from dharma_train.models.config import TINY
 from dharma_train.stage import check_stage
-
-log = logging.getLogger(__name__)
 
 
 def check_models_reachable(paths: list[str]) -> None:

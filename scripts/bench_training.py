@@ -34,9 +34,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from hub_layout_checkpoint import shape_configs  # scripts/ is on the path when this runs as a script
 
 PEAK_TFLOPS = 989.0  # H100/H200 SXM dense bf16 (datasheet), the MFU convention
-from hub_layout_checkpoint import shape_configs  # noqa: E402  (scripts/ is on the path: run as a script)
 
 TEXT_3B, VISION_3B = shape_configs("3b")  # Qwen2.5-VL-3B's sizes, written once for every benchmark
 SHAPES = {

@@ -125,9 +125,10 @@ class DPOStage(Stage):
             model=network, ref_model=reference, args=args, train_dataset=dpo_dataset(pairs, cfg.task),
             processing_class=processor, peft_config=lora_config(opt.lora) if opt.method == "lora" else None,
         )
-        # resumes, stops on SIGTERM, catches NaN. Eager: compiled DPO (TRL's reference forwards, LoRA's adapters
-        # switched off for them) is not yet measured on a GPU; SFT stages compile (docs/performance.md)
-        metrics = train_resumably(trainer, context.trainer, self.name, compile_layers=False)
+        # resumes, stops on SIGTERM, catches NaN; eager, since compiled DPO is not yet measured (docs/performance.md)
+        metrics = train_resumably(trainer, context.trainer, self.name, eager_because=(
+            "DPO stages: compiled DPO, with TRL's reference forwards and LoRA's adapters switched off for them, is "
+            "not yet measured on a GPU"))
         metrics.update({"pairs": len(pairs), **mining})
         artifact = save_from_trainer(trainer, processor, model, output_dir, opt.save,
                                      context.trainer.model_dtype())

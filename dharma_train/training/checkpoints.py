@@ -18,7 +18,6 @@ import torch
 from transformers import TrainerCallback
 
 from dharma_train.files import disk_full_as_error, read_json_or_none
-from dharma_train.training.config import planned_recompute
 from dharma_train.training.numerics import NonFiniteGuard, check_finite_weights
 from dharma_train.training.performance.apply import compile_unless_recomputed
 from dharma_train.training.performance.recompute import choose_recompute
@@ -103,10 +102,10 @@ def loss_curve(log_history: list[dict]) -> list[list[float]]:
     return [[entry["step"], entry["loss"]] for entry in log_history if "loss" in entry and "step" in entry]
 
 
-def train_resumably(trainer, settings, stage: str, compile_layers: bool = True) -> dict:
+def train_resumably(trainer, settings, stage: str, eager_because: str | None = None) -> dict:
     """trainer.train(), resumed from the last complete checkpoint (resume=auto), stopped cleanly by SIGTERM/SIGINT,
-    guarded against non-finite gradients; returns the training metrics. `compile_layers`: whether
-    `trainer.performance.compile` may apply to this stage."""
+    guarded against non-finite gradients; returns the training metrics. `eager_because`: why this stage's layers
+    are not compiled whatever `trainer.performance.compile` says."""
     folder = Path(trainer.args.output_dir)
     if settings.resume == "never":
         shutil.rmtree(folder, ignore_errors=True)
@@ -119,12 +118,8 @@ def train_resumably(trainer, settings, stage: str, compile_layers: bool = True) 
         check_free_disk(folder, room, f"stage {stage}'s checkpoints and saved model")
     sampler = use_token_budget(trainer, settings)  # None unless trainer.performance.token_budget is set
     recompute = choose_recompute(trainer, settings, stage, sampler.largest() if sampler else None)
-    if compile_layers:
-        compile_unless_recomputed(trainer.model, settings.performance, settings.resolved_device(),
-                                  recompute["policy"] if recompute else planned_recompute(settings),
-                                  settings.hardware.sharded)
-    elif settings.performance.compile != "off":
-        log.info("stage %s: performance.compile off for this stage", stage)
+    compile_unless_recomputed(trainer.model, settings.performance, settings.resolved_device(),
+                              recompute["policy"] if recompute else None, eager_because)  # None: a sharded engine
     guard = NonFiniteGuard(settings.on_nonfinite)
     from dharma_train.console import label_training_bar
 

@@ -72,18 +72,21 @@ def _try(possible: bool, apply, reason: str) -> str:
     return "on" if apply() else "off (no Qwen2.5-VL module of that kind in this model)"
 
 
-def compile_unless_recomputed(model, config: PerformanceConfig, device: str, policy: str,
-                              sharded: bool = False) -> str | None:
+def compile_unless_recomputed(model, config: PerformanceConfig, device: str, policy: str | None,
+                              eager_because: str | None = None) -> str | None:
     """torch.compile the repeated layers, called once the recompute policy is set; only where no layer recomputes.
     A compiled layer that transformers' checkpointing recomputes fails in backward (CheckpointError: the recomputed
-    graph saves other tensors; H200, torch 2.11, docs/performance.md). Under FSDP2 / ZeRO-3 the engine wraps the
-    layers after this point, untried with compiled ones. `auto` leaves LoRA eager: on the H200 compiled LoRA's
-    losses left eager's by 0.3 % from the second step (full fine-tuning's matched to 4 digits), not explained."""
+    graph saves other tensors; H200, torch 2.11, docs/performance.md). `policy` None: FSDP2 / ZeRO-3, whose engine
+    wraps the layers after this point (untried with compiled ones). `auto` leaves LoRA eager: on the H200 compiled
+    LoRA's losses left eager's by 0.3 % from the second step (full fine-tuning's matched to 4 digits), not
+    explained. `eager_because`: the stage's own reason to stay eager."""
     if config.compile == "off":
         return None
     if device != "cuda":
         state = "off (needs CUDA)"
-    elif sharded:
+    elif eager_because:
+        state = f"off ({eager_because})"
+    elif policy is None:
         state = "off (FSDP2 / ZeRO-3 wrap the layers inside train(); compiled layers are not tried there)"
     elif policy != "off":
         state = (f"off (recompute={policy}: compiled layers cannot be recomputed; with enough memory, or "

@@ -134,7 +134,8 @@ def test_compile_applies_only_when_no_layer_recomputes_and_auto_leaves_lora_eage
     assert compile_unless_recomputed(model, PerformanceConfig(), "cpu", "off") == "off (needs CUDA)"
     state = compile_unless_recomputed(model, PerformanceConfig(), "cuda", "every_2")
     assert state.startswith("off (recompute=every_2") and "trainer.performance.recompute=off" in state
-    assert compile_unless_recomputed(model, PerformanceConfig(), "cuda", "off", sharded=True).startswith("off (FSDP2")
+    assert compile_unless_recomputed(model, PerformanceConfig(), "cuda", None).startswith("off (FSDP2")
+    assert compile_unless_recomputed(model, PerformanceConfig(), "cuda", "off", "a reason") == "off (a reason)"
     assert compiled(model) == []
     assert compile_unless_recomputed(model, PerformanceConfig(), "cuda", "off") == "on"
     layers = compiled(model)  # compiled lazily: nothing runs until the first forward

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,7 +25,7 @@ from dharma_train.data.schema import PageAnswer
 from dharma_train.data.synthetic.layout import PageOverflow
 from dharma_train.data.synthetic.multilingual import GENERAL_FAMILY, make_general_answer
 from dharma_train.data.synthetic.png import write_png
-from dharma_train.data.synthetic.render import render_page
+from dharma_train.data.synthetic.render import RenderedPage, render_page
 from dharma_train.data.synthetic.text import DEFAULT_MAX_WORDS, FAMILIES, make_answer
 
 ALL_FAMILIES = (*FAMILIES, GENERAL_FAMILY)
@@ -50,6 +50,7 @@ class PageJob:
     degrade: bool
     max_words: int
     image_format: str
+    min_body_px: int = 0
 
 
 def page_size(long_side: int) -> tuple[int, int]:
@@ -70,10 +71,13 @@ def default_families(task: str) -> tuple[str, ...]:
 def generate_pages(out_dir: str | Path, n: int, seed: int, width: int = 224, height: int = 308,
                    families: Sequence[str] | None = None, task: str = "structured", id_prefix: str = "page",
                    degrade: bool = True, max_words: int = DEFAULT_MAX_WORDS, workers: int = 1,
-                   image_format: str = "png", progress: bool | None = None) -> PageSet:
+                   image_format: str = "png", progress: bool | None = None,
+                   min_body_px: int | Mapping[str, int] = 0) -> PageSet:
     """Write `n` pages to `out_dir/images/<id>.<format>` plus `out_dir/pages.jsonl`; families take turns in order.
 
-    `workers` > 1 draws pages in that many processes; the files are the same bytes as with one.
+    `workers` > 1 draws pages in that many processes; the files are the same bytes as with one. `min_body_px`
+    raises the body type to at least that size, one for all or one per family (readable pages, `readable.py`);
+    0 keeps the default geometry.
     """
     families = default_families(task) if families is None else families
     _check_arguments(n, families, task, width, height, max_words, workers, image_format)
@@ -81,7 +85,8 @@ def generate_pages(out_dir: str | Path, n: int, seed: int, width: int = 224, hei
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     digits = max(5, len(str(n - 1)))
     jobs = [PageJob(out_dir, f"{id_prefix}-{index:0{digits}d}", families[index % len(families)],
-                    page_seed(seed, index), width, height, task, degrade, max_words, image_format)
+                    page_seed(seed, index), width, height, task, degrade, max_words, image_format,
+                    body_floor(min_body_px, families[index % len(families)]))
             for index in range(n)]
     show = n >= PROGRESS_BAR_FROM if progress is None else progress
     bar = tqdm(total=n, desc=f"synthetic pages ({out_dir.name})", disable=not show, unit="page")
@@ -105,6 +110,11 @@ def generate_splits(out_dir: str | Path, n_train: int, n_eval: int, seed: int, *
     return train, evaluation
 
 
+def body_floor(min_body_px: int | Mapping[str, int], family: str) -> int:
+    """The body-type floor of one family: a single number for all, or a family's entry (0 where none)."""
+    return min_body_px if isinstance(min_body_px, int) else min_body_px.get(family, 0)
+
+
 def page_seed(seed: int, index: int) -> str:
     """The seed of one page; Python seeds a Random from a str through SHA-512, so this is stable across runs."""
     return f"dharma-synthetic/{seed}/{index}"
@@ -126,24 +136,30 @@ def write_page(job: PageJob) -> Page:
     A page whose text cannot fit even at the smallest font is drawn again from a derived seed with two thirds of
     the words, so a large `max_words` fills pages without ever cutting text the answer names.
     """
-    max_words, attempt = job.max_words, 0
-    while True:
-        seed = job.seed if attempt == 0 else f"{job.seed}/retry{attempt}"
-        rng = random.Random(seed)
-        answer = make_page_answer(rng, job.family, max_words, seed)
-        try:
-            rendered = render_page(answer, job.family, job.width, job.height, rng, degrade=job.degrade)
-            break
-        except PageOverflow:
-            if max_words == 1:
-                raise
-            max_words, attempt = max(1, max_words * 2 // 3), attempt + 1
+    rendered = render_fitting_page(job.seed, job.family, job.width, job.height, job.max_words, job.degrade,
+                                   job.min_body_px)
     path = job.out_dir / "images" / f"{job.page_id}.{job.image_format}"
     if job.image_format == "png":
         write_png(rendered.image, path)
     else:
         rendered.image.save(path, format="JPEG", quality=JPEG_QUALITY)
     return Page(id=job.page_id, image=path, answer=rendered.answer, family=job.family, task=job.task)
+
+
+def render_fitting_page(seed: str, family: str, width: int, height: int, max_words: int, degrade: bool = True,
+                        min_body_px: int = 0) -> RenderedPage:
+    """The page of `seed`, drawn again from a derived seed with two thirds of the words while its text overflows."""
+    attempt = 0
+    while True:
+        page_seed_now = seed if attempt == 0 else f"{seed}/retry{attempt}"
+        rng = random.Random(page_seed_now)
+        answer = make_page_answer(rng, family, max_words, page_seed_now)
+        try:
+            return render_page(answer, family, width, height, rng, degrade=degrade, min_body_px=min_body_px)
+        except PageOverflow:
+            if max_words == 1:
+                raise
+            max_words, attempt = max(1, max_words * 2 // 3), attempt + 1
 
 
 def make_page_answer(rng: random.Random, family: str, max_words: int, seed: str) -> PageAnswer:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image, ImageDraw
 
@@ -30,13 +30,16 @@ class RenderedPage:
 
 
 def render_page(answer: PageAnswer, family: str, width: int, height: int, rng: random.Random,
-                degrade: bool = True) -> RenderedPage:
+                degrade: bool = True, min_body_px: int = 0) -> RenderedPage:
     """The page image for `answer` and the answer it shows; PageOverflow rather than drop text that does not fit.
 
     Grey-scale (mode L) unless the seed makes it a colour scan: most archives scan in grey, and a grey page
-    costs a third of the time and disk.
+    costs a third of the time and disk. `min_body_px` raises the preferred body size (readable pages); 0 keeps
+    the style's own.
     """
     style = choose_style(answer, family, width, rng)
+    if min_body_px > style.body_px:
+        style = replace(style, body_px=min_body_px)
     plan = plan_page(answer, family, width, height, style)
     colour = rng.random() < COLOUR_SCAN_CHANCE[style.family]
     paper, ink, stamp = _paper_colour(rng), _ink_colour(family, rng), _stamp_colour(rng)

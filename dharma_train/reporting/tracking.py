@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 
 
@@ -20,32 +19,39 @@ class TrackingConfig:
             raise ValueError(f"tracking.mode must be 'auto', 'online' or 'offline', got {self.mode!r}")
 
 
-def report_to(config: TrackingConfig, run_dir: str) -> list[str]:
-    """The Trainer's `report_to`, with wandb's environment set so runs group under one project, offline by default."""
-    if config.backend == "none":
-        return []
+def wandb_mode(config: TrackingConfig) -> str:
+    """`auto` is online when WANDB_API_KEY is set and offline otherwise, so a run without a key never stops."""
+    if config.mode != "auto":
+        return config.mode
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def wandb_dir(run_dir: str) -> str:
+    """wandb's files go under the run folder unless the user set WANDB_DIR."""
+    return os.environ.get("WANDB_DIR") or run_dir
+
+
+@dataclass
+class TrainerTracking:
+    """What a stage's Trainer gets: its `report_to` and the callbacks that log its curves; closed after training."""
+
+    report_to: list[str]
+    callbacks: list
+
+    def close(self) -> None:
+        for callback in self.callbacks:
+            callback.close()
+
+
+def trainer_tracking(config: TrackingConfig, run_dir: str, run_name: str) -> TrainerTracking:
+    """TensorBoard through the Trainer's own writer (under its output_dir); wandb through WandbTrainingLog."""
     if config.backend == "tensorboard":
-        return ["tensorboard"]  # the Trainer writes under its output_dir
-    mode = config.mode
-    if mode == "auto":
-        mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
-    os.environ.setdefault("WANDB_PROJECT", config.project)
-    os.environ["WANDB_MODE"] = mode
-    _set_wandb_dir(run_dir)
-    return ["wandb"]
+        return TrainerTracking(["tensorboard"], [])
+    if config.backend == "wandb":
+        from dharma_train.reporting.wandb_training import WandbTrainingLog
 
-
-_wandb_dir_we_set: str | None = None  # WANDB_DIR as this process last set it (a user's own value is never replaced)
-
-
-def _set_wandb_dir(run_dir: str) -> None:
-    """Each stage's trainer logs into its own run folder, also for the second base of an ablation in one process."""
-    global _wandb_dir_we_set
-    if os.environ.get("WANDB_DIR") not in (None, _wandb_dir_we_set):
-        return
-    os.environ["WANDB_DIR"] = _wandb_dir_we_set = run_dir
-    if "wandb" in sys.modules:  # wandb reads WANDB_DIR once per process, into its settings singleton: update those
-        sys.modules["wandb"].setup().settings.root_dir = run_dir
+        return TrainerTracking([], [WandbTrainingLog(config, run_dir, run_name)])
+    return TrainerTracking([], [])
 
 
 class EvaluationLog:
@@ -61,9 +67,8 @@ class EvaluationLog:
         if config.backend == "wandb":
             import wandb
 
-            report_to(config, run_dir)  # sets WANDB_MODE and the project
-            self.run = wandb.init(project=config.project, name=f"{run_name}/evaluation", dir=run_dir,
-                                  mode=os.environ["WANDB_MODE"], reinit="create_new")
+            self.run = wandb.init(project=config.project, name=f"{run_name}/evaluation", dir=wandb_dir(run_dir),
+                                  mode=wandb_mode(config), reinit="create_new")
 
     def log(self, step: int, point: str, metrics: dict) -> None:
         if self.run is not None:

@@ -83,7 +83,7 @@ class DPOStage(Stage):
 
         from dharma_train.data.conversation import dpo_dataset
         from dharma_train.models.loading import load_model, load_processor
-        from dharma_train.reporting.tracking import report_to
+        from dharma_train.reporting.tracking import trainer_tracking
         from dharma_train.training.arguments import build_arguments
         from dharma_train.training.checkpoints import train_resumably
         from dharma_train.training.model_setup import freeze_vision_tower, lora_config
@@ -117,18 +117,23 @@ class DPOStage(Stage):
         loss_types, loss_weights = [cfg.loss_type], [1.0]
         if cfg.sft_loss_weight > 0:
             loss_types, loss_weights = [cfg.loss_type, "sft"], [1.0, cfg.sft_loss_weight]
+        tracking = trainer_tracking(context.tracking, str(output_dir), f"{context.run_name}/{self.name}")
         args = build_arguments(DPOConfig, opt, context.trainer, str(output_dir / "trainer"),
-                               report_to(context.tracking, str(output_dir)), f"{context.run_name}/{self.name}",
+                               tracking.report_to, f"{context.run_name}/{self.name}",
                                beta=cfg.beta, loss_type=loss_types, loss_weights=loss_weights, ld_alpha=cfg.ld_alpha,
                                precompute_ref_log_probs=False)
         trainer = DPOTrainer(
             model=network, ref_model=reference, args=args, train_dataset=dpo_dataset(pairs, cfg.task),
             processing_class=processor, peft_config=lora_config(opt.lora) if opt.method == "lora" else None,
+            callbacks=tracking.callbacks,
         )
         # resumes, stops on SIGTERM, catches NaN; eager, since compiled DPO is not yet measured (docs/performance.md)
-        metrics = train_resumably(trainer, context.trainer, self.name, eager_because=(
-            "DPO stages: compiled DPO, with TRL's reference forwards and LoRA's adapters switched off for them, is "
-            "not yet measured on a GPU"))
+        try:
+            metrics = train_resumably(trainer, context.trainer, self.name, eager_because=(
+                "DPO stages: compiled DPO, with TRL's reference forwards and LoRA's adapters switched off for them, "
+                "is not yet measured on a GPU"))
+        finally:
+            tracking.close()
         metrics.update({"pairs": len(pairs), **mining})
         artifact = save_from_trainer(trainer, processor, model, output_dir, opt.save,
                                      context.trainer.model_dtype())

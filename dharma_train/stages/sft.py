@@ -46,7 +46,7 @@ class SFTStage(Stage):
 
         from dharma_train.data.conversation import sft_dataset
         from dharma_train.models.loading import load_model, load_processor
-        from dharma_train.reporting.tracking import report_to
+        from dharma_train.reporting.tracking import trainer_tracking
         from dharma_train.training.arguments import build_arguments
         from dharma_train.training.checkpoints import train_resumably
         from dharma_train.training.model_setup import freeze_vision_tower, lora_config
@@ -60,13 +60,18 @@ class SFTStage(Stage):
         if opt.method == "full" and opt.freeze_vision:
             log.info("%s: froze %d vision-tower parameters", self.name, freeze_vision_tower(network))
         speed_up(network, context.trainer.performance, context.trainer.resolved_device())
+        tracking = trainer_tracking(context.tracking, str(output_dir), f"{context.run_name}/{self.name}")
         args = build_arguments(SFTConfig, opt, context.trainer, str(output_dir / "trainer"),
-                               report_to(context.tracking, str(output_dir)), f"{context.run_name}/{self.name}")
+                               tracking.report_to, f"{context.run_name}/{self.name}")
         trainer = SFTTrainer(
             model=network, args=args, train_dataset=sft_dataset(pages, self.config.task),
             processing_class=processor, peft_config=lora_config(opt.lora) if opt.method == "lora" else None,
+            callbacks=tracking.callbacks,
         )
-        metrics = train_resumably(trainer, context.trainer, self.name)  # resumes, stops on SIGTERM, catches NaN
+        try:
+            metrics = train_resumably(trainer, context.trainer, self.name)  # resumes, stops on SIGTERM, catches NaN
+        finally:
+            tracking.close()
         artifact = save_from_trainer(trainer, processor, model, output_dir, opt.save,
                                      context.trainer.model_dtype())
         write_stage_record(output_dir, {"name": self.name, "kind": self.kind, "input": model.to_dict(),

@@ -176,7 +176,6 @@ def step_loss(kind: str, parts, model, head, features, batches, args) -> tuple[t
 
 # ---------------------------------------------------------------------------------------------------- main
 def main(argv=None) -> None:
-    import reader_checkpoint
     from reader_ctc import PatchFeatures
     from reader_data import draw_sample, pt_words
     from reader_eval import Evaluator
@@ -214,38 +213,47 @@ def main(argv=None) -> None:
         curve.write(json.dumps(point) + "\n")
         curve.flush()
 
-    out_of_time = False
-    while index < len(phases) and not out_of_time:
-        kind, steps = phases[index]
-        seed = f"{args.seed}/{step}"
-        line_kind = "line" if kind == "ctc" else kind
-        main_batch = args.page_batch if kind in ("page", "json") else args.batch
-        paged = kind in ("page", "json")
-        side_workers = max(1, args.workers // 3) if paged and args.workers else 0
-        streams = [(kind, loader(line_kind, seed, words, main_batch, collate, args.workers - side_workers))]
-        if paged:  # every other step a batch of 2-4 lines, as many as pages: the CTC loss stays on
-            streams.append(("lines", loader("lines", seed, words, args.page_batch, collate, side_workers)))
-        check_patches(batches, processor, draw_sample(line_kind, random.Random(0), words)[0])
-        rates = phase_rates(kind, args)
-        for phase_step in range(done, steps):
-            warm = min(1.0, (step - first_step + 1) / args.warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = rates[group["name"]] * warm
-            batch_kind, stream = streams[phase_step % len(streams)]
-            loss, parts = step_loss(batch_kind, next(stream), model, head, features, batches, args)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for params in groups.values() for p in params], 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            for name, value in parts.items():
-                losses.setdefault(name, []).append(value)
-            step += 1
-            out_of_time = bool(args.max_minutes) and time.monotonic() - started > args.max_minutes * 60
-            if step % args.eval_every == 0 or phase_step == steps - 1 or out_of_time:
-                record(kind)
-            if out_of_time:
-                break
-        index, done = index + 1, 0
+    try:  # a call that breaks still returns what it trained
+        out_of_time = False
+        while index < len(phases) and not out_of_time:
+            kind, steps = phases[index]
+            seed = f"{args.seed}/{step}"
+            line_kind = "line" if kind == "ctc" else kind
+            main_batch = args.page_batch if kind in ("page", "json") else args.batch
+            paged = kind in ("page", "json")
+            side_workers = max(1, args.workers // 3) if paged and args.workers else 0
+            streams = [(kind, loader(line_kind, seed, words, main_batch, collate, args.workers - side_workers))]
+            if paged:  # every other step a batch of 2-4 lines, as many as pages: the CTC loss stays on
+                streams.append(("lines", loader("lines", seed, words, args.page_batch, collate, side_workers)))
+            check_patches(batches, processor, draw_sample(line_kind, random.Random(0), words)[0])
+            rates = phase_rates(kind, args)
+            for phase_step in range(done, steps):
+                warm = min(1.0, (step - first_step + 1) / args.warmup)
+                for group in optimizer.param_groups:
+                    group["lr"] = rates[group["name"]] * warm
+                batch_kind, stream = streams[phase_step % len(streams)]
+                loss, parts = step_loss(batch_kind, next(stream), model, head, features, batches, args)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for params in groups.values() for p in params], 1.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                for name, value in parts.items():
+                    losses.setdefault(name, []).append(value)
+                step += 1
+                out_of_time = bool(args.max_minutes) and time.monotonic() - started > args.max_minutes * 60
+                if step % args.eval_every == 0 or phase_step == steps - 1 or out_of_time:
+                    record(kind)
+                if out_of_time:
+                    break
+            index, done = index + 1, 0
+    finally:
+        finish(args, model, processor, head, state, evaluator, step, first_step, n_params, device, started)
+
+
+def finish(args, model, processor, head, state, evaluator, step, first_step, n_params, device, started) -> None:
+    """Save the checkpoint and run.json (the state's step and this call's record first)."""
+    import reader_checkpoint
+
     state["step"] = step
     state["calls"].append({"args": {k: str(v) for k, v in vars(args).items()}, "from_step": first_step,
                            "to_step": step, "seconds": round(time.monotonic() - started, 1),

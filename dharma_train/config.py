@@ -65,6 +65,9 @@ def validate(cfg: DictConfig | dict) -> RunConfig:
             raise ConfigError(f"config key 'stages.{name}.kind' must be one of {sorted(STAGE_CONFIGS)}, got {kind!r}"
                               f"{did_you_mean(close_names(str(kind), sorted(STAGE_CONFIGS)))}")
         typed_stages[name] = typed(f"stages.{name}", STAGE_CONFIGS[kind], stage)
+    from dharma_train.preflight import check_order
+
+    check_order([(name, stage.kind) for name, stage in typed_stages.items()])  # before any page is generated
     try:
         sections["trainer"].performance.check_stages(
             {name: stage.optimization.method for name, stage in typed_stages.items() if hasattr(stage, "optimization")})

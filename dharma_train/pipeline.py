@@ -49,6 +49,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Pipeline:
+    """Stages in order, each evaluated after it runs and kept only if the gate says it helped.
+
+    `Pipeline(stages=[SFTStage("structured"), DPOStage("dpo")], evaluation=EvalConfig(max_new_tokens=512))
+    .run(tiny_model(), train_pages, eval_pages, "outputs/mine")` returns the summary it writes to summary.json;
+    run it again into the same folder to reuse what finished (see docs/python-api.md).
+    """
+
     stages: list[Stage]
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     context: StageContext = field(default_factory=StageContext)
@@ -63,6 +70,8 @@ class Pipeline:
         output_dir.mkdir(parents=True, exist_ok=True)
         check_stages(self.stages)
         stage_pages = self._stage_pages(train)  # loaded first: a bad data path fails before any model loads
+        for stage in self.stages:
+            stage.check_pages(stage_pages[stage.name])
         resume = self.context.trainer.resume == "auto"
         fingerprints: dict[int, str] = {}
 

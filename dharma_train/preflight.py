@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from dharma_train import distributed
 from dharma_train.artifact import ModelArtifact
+from dharma_train.errors import ConfigError
 from dharma_train.models.config import TINY
 from dharma_train.stage import check_stage
+
+TRAINING_KINDS = ("sft", "dpo")  # stages that train the weights they are given: never quantized ones
 
 
 def check_models_reachable(paths: list[str]) -> None:
@@ -40,8 +43,30 @@ def check_memory(base: ModelArtifact, config) -> None:
 
 
 def check_stages(stages: list) -> None:
-    """Each stage honours the Stage contract and its cheap input checks pass (a pairs file, a hub token)."""
+    """Each stage honours the Stage contract, the ladder's order makes sense, and each stage's cheap input checks
+    pass (a pairs file, a hub token)."""
     for stage in stages:
         check_stage(stage)
+    check_order([(stage.name, stage.kind) for stage in stages])
     for stage in stages:
         stage.check()
+
+
+def check_order(stages: list[tuple[str, str]]) -> None:
+    """Names are unique (each names its folder), nothing trains or quantizes again after a quantize stage, and
+    export comes last: each of these would otherwise fail, or export the wrong model, only after hours of work."""
+    seen: dict[str, int] = {}
+    quantized_by = None
+    for position, (name, kind) in enumerate(stages, start=1):
+        if name in seen:
+            raise ConfigError(f"two stages are named {name!r} (stages {seen[name]} and {position}): each stage needs a "
+                              f"name of its own, which names its folder NN_{name}")
+        seen[name] = position
+        if quantized_by and kind in (*TRAINING_KINDS, "quantize"):
+            raise ConfigError(f"stage {name} ({kind}) comes after the quantize stage {quantized_by}: it would start "
+                              f"from quantized weights; put every training stage before quantize")
+        if kind == "quantize":
+            quantized_by = name
+        if kind == "export" and position < len(stages):
+            raise ConfigError(f"stage {name} (export) must be the last stage: it ships the model the run ends on, "
+                              f"but {stages[position][0]} comes after it")

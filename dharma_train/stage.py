@@ -50,6 +50,10 @@ class Stage(Protocol):
     def check(self) -> None:
         """Fail fast on inputs readable cheaply (a pairs file, say); called for every stage before any model loads."""
 
+    def check_pages(self, pages: PageSet) -> None:
+        """Fail fast on what its pages cannot give (too few calibration pages, say): called once every stage's
+        pages are loaded, before the base model is evaluated."""
+
     def input_files(self) -> list[str]:
         """Files beyond the pages that the output depends on (their fingerprints enter the stage's key)."""
         return []
@@ -58,7 +62,7 @@ class Stage(Protocol):
         ...
 
 
-STAGE_MEMBERS = ("name", "kind", "config", "evaluates_output", "check", "input_files", "run")
+STAGE_MEMBERS = ("name", "kind", "config", "evaluates_output", "check", "check_pages", "input_files", "run")
 
 
 def check_stage(stage: object) -> None:
@@ -67,6 +71,21 @@ def check_stage(stage: object) -> None:
     if missing:
         raise ConfigError(f"{type(stage).__name__} is not a Stage: it lacks {missing} "
                           f"(subclass dharma_train.Stage to inherit the defaults)")
+
+
+def stage_config(name: str, config, schema: type):
+    """A stage's typed config from what Python code passes: None (the defaults), the dataclass itself, or a dict
+    checked exactly as the YAML `stages.NAME` would be (unknown keys and bad values name the key)."""
+    if config is None:
+        return schema()
+    if isinstance(config, schema):
+        return config
+    if isinstance(config, dict):
+        from dharma_train.config import typed
+
+        return typed(f"stages.{name}", schema, config)
+    raise ConfigError(f"stage {name}: config must be a {schema.__name__} or a dict of its fields, "
+                      f"got {type(config).__name__}")
 
 
 def stage_data(stage: Stage) -> str | None:

@@ -92,3 +92,11 @@ def test_lora_4bit_with_lora_stages_only_validates():
     overrides = [f"stages.{name}.optimization.method=lora" for name in ("general_ocr", "structured", "dpo")]
     config = validate(_compose("output_dir=/tmp/x", "trainer.performance.lora_4bit=true", *overrides))
     assert config.trainer.performance.lora_4bit
+
+
+def test_a_recipe_in_the_wrong_order_stops_at_validation():
+    """Checked on the composed config, before any page is generated or model loaded."""
+    from dharma_train.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="stage export .export. must be the last stage: .* structured_again comes"):
+        validate(_compose("recipe=tiny", "output_dir=/tmp/x", "+stages.structured_again.kind=sft"))

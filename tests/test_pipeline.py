@@ -133,7 +133,7 @@ def test_an_object_lacking_a_member_of_the_stage_contract_is_refused_before_any_
             return StageResult(self.name, model, {})
 
     with pytest.raises(ConfigError, match=r"Bare is not a Stage: it lacks \['kind', 'config', 'evaluates_output', "
-                                          r"'check', 'input_files'\]"):
+                                          r"'check', 'check_pages', 'input_files'\]"):
         Pipeline(stages=[Bare()], evaluation=EvalConfig(max_new_tokens=4)).run(tiny_artifact, pages, pages, tmp_path)
     assert not (tmp_path / "00_base").exists(), "refused before the base was evaluated"
 
@@ -181,3 +181,52 @@ def test_a_moved_run_folder_reuses_its_stages_and_its_paths_point_into_the_new_p
     summary = ladder(tmp_path / "run1b", ran).run(tiny_artifact, train, eval_pages, tmp_path / "run1b")
     assert ran == [], "a moved run folder keeps its finished stages"
     assert summary["entries"][1]["model"] == str(tmp_path / "run1b" / "01_copy" / "model")
+
+
+# ---- preconditions known at start stop the run at its start (issue 27, item 6) ---------------------------------------
+
+def _refused_before_any_work(stages, tmp_path, pages, tiny_artifact) -> str:
+    from dharma_train import ConfigError, DataError
+
+    train, eval_pages = pages
+    pipeline = Pipeline(stages=stages, context=StageContext(trainer=TrainerConfig(device="cpu")))
+    with pytest.raises((ConfigError, DataError)) as refused:
+        pipeline.run(tiny_artifact, train, eval_pages, tmp_path)
+    assert not (tmp_path / "00_base" / "manifest.json").exists(), "refused before the base was evaluated"
+    return str(refused.value)
+
+
+@pytest.mark.parametrize("kinds, message", [
+    (["sft:twin", "sft:twin"], "two stages are named 'twin' (stages 1 and 2)"),
+    (["quantize:q", "sft:late"], "stage late (sft) comes after the quantize stage q"),
+    (["quantize:q", "quantize:again"], "stage again (quantize) comes after the quantize stage q"),
+    (["export:ship", "sft:late"], "stage ship (export) must be the last stage"),
+])
+def test_a_ladder_in_the_wrong_order_is_refused_at_start(kinds, message, tmp_path, pages, tiny_artifact):
+    from dharma_train.stages import STAGES
+
+    stages = [STAGES[kind](name) for kind, name in (word.split(":") for word in kinds)]
+    assert message in _refused_before_any_work(stages, tmp_path, pages, tiny_artifact)
+
+
+def test_too_few_calibration_pages_stop_the_run_before_any_training(tmp_path, pages, tiny_artifact):
+    from dharma_train import QuantizeStage, SFTStage
+
+    train, _ = pages
+    stages = [SFTStage("structured"), QuantizeStage("awq", {"min_calibration_pages": len(train) + 1,
+                                                            "calibration_pages": len(train) + 1})]
+    message = _refused_before_any_work(stages, tmp_path, pages, tiny_artifact)
+    assert f"{len(train)} calibration pages" in message
+    assert "stages.awq.min_calibration_pages" in message and "stages.awq.scheme=fp8, bnb4" in message
+    assert not (tmp_path / "01_structured").exists(), "the SFT stage before it never started"
+
+
+def test_a_stage_takes_a_dict_config_checked_like_yaml():
+    from dharma_train import ConfigError, SFTStage, SFTStageConfig
+
+    stage = SFTStage("structured", {"task": "plain", "optimization": {"max_steps": 3}})
+    assert isinstance(stage.config, SFTStageConfig) and stage.config.optimization.max_steps == 3
+    with pytest.raises(ConfigError, match=r"stages\.structured\.optimization\.max_step"):
+        SFTStage("structured", {"optimization": {"max_step": 3}})
+    with pytest.raises(ConfigError, match="must be a SFTStageConfig or a dict"):
+        SFTStage("structured", "lora")

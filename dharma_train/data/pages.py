@@ -58,6 +58,12 @@ class PageSet:
 def load_pages(root: str | Path, check_images: bool = True) -> PageSet:
     """Read a page folder; any bad row or unreadable image raises DataError naming the file and line."""
     root = Path(root)
+    if root.is_file() and root.name == PAGES_FILE:
+        root = root.parent
+    elif root.is_file():
+        raise DataError(f"{root} is a file, not a page folder: load_pages reads a folder holding {PAGES_FILE} beside "
+                        f"its images; to load a JSONL, parquet or image-folder source (with the row checks), use "
+                        f"dharma_train.data.loading.load_page_set(source, folder) or `dharma-data`")
     index = root / PAGES_FILE
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")

@@ -55,7 +55,11 @@ class EvalConfig:
 def evaluate(model, processor, pages: PageSet, config: EvalConfig, output_dir: str | Path | None = None,
              progress: bool = True) -> dict:
     """Generate on the pages (split over the run's processes), score them, and (given a folder) keep every output
-    in predictions.jsonl, written by rank 0; every process returns the same metrics."""
+    in predictions.jsonl, written by rank 0; every process returns the same metrics.
+
+    `model`: a loaded model, or a model folder / hub id / ModelArtifact, loaded here (with its processor when
+    `processor` is None) on the GPU in bf16 where there is one."""
+    model, processor = _loaded(model, processor)
     selected = pages.pages[: config.max_pages] if config.max_pages else pages.pages
     on_gpu = next(model.parameters()).device.type == "cuda"
     if on_gpu:
@@ -76,6 +80,25 @@ def evaluate(model, processor, pages: PageSet, config: EvalConfig, output_dir: s
         write_jsonl_atomically(Path(output_dir) / "predictions.jsonl",
                                ({**asdict(score), "output": g.text} for score, g in zip(scores, generations)))
     return metrics
+
+
+def _loaded(model, processor):
+    """A model given by location is loaded the way the pipeline loads a point before evaluating it."""
+    from dharma_train.artifact import ModelArtifact
+
+    if isinstance(model, (str, Path)):
+        model = ModelArtifact(path=str(model))
+    if not isinstance(model, ModelArtifact):
+        if processor is None:
+            raise TypeError("evaluate(model, processor, ...): a loaded model needs its processor; or pass the "
+                            "model's folder and processor=None to load both")
+        return model, processor
+    from dharma_train.models.loading import check_available, load_model, load_processor
+
+    check_available(model)
+    cuda = torch.cuda.is_available()
+    network = load_model(model, dtype="bfloat16" if cuda else "float32", device="cuda" if cuda else "cpu")
+    return network, processor if processor is not None else load_processor(model.processor_location)
 
 
 def throughput(new_tokens: list[int], latencies: list[float], seconds: float, price_per_hour: float) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 from dharma_train.artifact import ModelArtifact
 from dharma_train.data.pages import PageSet
 from dharma_train.errors import DataError
-from dharma_train.stage import Stage, StageContext, StageResult
+from dharma_train.stage import Stage, StageContext, StageResult, stage_config
 from dharma_train.stages.mining import MiningConfig
 from dharma_train.training.config import OptimizationConfig
 
@@ -20,10 +20,11 @@ KIND = "dpo"  # the `kind` a stage config names in YAML
 BUILT_PAIRS = ("mined", "synthetic")  # `pairs` values the stage makes itself; any other value is a pair source
 
 
-def given_pairs(stage_config) -> str | None:
+def given_pairs(config) -> str | None:
     """The pair source a stage config was given (a DPO stage's `pairs` that it does not build itself), else None."""
-    pairs = getattr(stage_config, "pairs", None)
+    pairs = getattr(config, "pairs", None)
     return None if pairs is None or pairs in BUILT_PAIRS else pairs
+
 # TRL DPOTrainer's pairwise losses that need no extra inputs (the SFT term is `sft_loss_weight`)
 LOSS_TYPES = ("sigmoid", "sigmoid_norm", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard",
               "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft")
@@ -59,12 +60,15 @@ class DPOStageConfig:
 
 
 class DPOStage(Stage):
+    """DPO against degeneration (TRL's DPOTrainer): pairs mined from the input model's own looping or broken answers
+    (rejected) against the reference answer (chosen), or given/synthetic pairs; with too few pairs it passes its
+    input on untrained (mining.on_too_few=skip) or stops (fail). Config keys as `stages.NAME` in YAML."""
     kind = KIND
     config_class = DPOStageConfig
 
-    def __init__(self, name: str, config: DPOStageConfig | None = None):
+    def __init__(self, name: str, config: DPOStageConfig | dict | None = None):
         self.name = name
-        self.config = config or DPOStageConfig()
+        self.config = stage_config(name, config, DPOStageConfig)
 
     def check(self) -> None:
         """Find a given pair source before any model loads: a bad path fails at once (a run checks its rows too)."""

@@ -17,7 +17,7 @@ from dharma_train.artifact import ARTIFACT_FILE, ModelArtifact
 from dharma_train.data.pages import PageSet
 from dharma_train.errors import ConfigError, DharmaError
 from dharma_train.files import with_default_modes, write_folder_atomically, write_text_atomically
-from dharma_train.stage import Stage, StageContext, StageResult
+from dharma_train.stage import Stage, StageContext, StageResult, stage_config
 
 SUMMARY_FILE = "summary.json"
 # What a folder needs to be loaded and prompted with plain transformers.
@@ -46,13 +46,15 @@ class ExportStageConfig:
 
 
 class ExportStage(Stage):
+    """The run's final model as a self-contained folder with a model card (what each stage did, measured), pushed to
+    the Hub when `push_to_hub` names a repo; the same weights as its input, so it is not evaluated again."""
     kind = KIND
     config_class = ExportStageConfig
     evaluates_output = False  # same weights as its input: the pipeline records it without a second evaluation
 
-    def __init__(self, name: str, config: ExportStageConfig | None = None):
+    def __init__(self, name: str, config: ExportStageConfig | dict | None = None):
         self.name = name
-        self.config = config or ExportStageConfig()
+        self.config = stage_config(name, config, ExportStageConfig)
 
     def check(self) -> None:
         """An upload that cannot happen fails before training, not after it."""

@@ -24,7 +24,7 @@ from dharma_train.console import one_bar
 from dharma_train.data.pages import PageSet
 from dharma_train.errors import ConfigError, DataError
 from dharma_train.files import write_folder_atomically
-from dharma_train.stage import Stage, StageContext, StageResult
+from dharma_train.stage import Stage, StageContext, StageResult, stage_config
 
 SCHEMES = ("awq_w4a16", "fp8", "bnb4")
 CALIBRATED = ("awq_w4a16",)
@@ -70,12 +70,15 @@ class QuantizeStageConfig:
 
 
 class QuantizeStage(Stage):
+    """Post-training quantization for serving: AWQ W4A16 (calibrated on the stage's pages), FP8 or NF4, the vision
+    tower and LM head kept in 16 bits; its output is evaluated and gated like any stage. Config keys as
+    `stages.NAME` in YAML (conf/stage/quantize.yaml)."""
     kind = KIND
     config_class = QuantizeStageConfig
 
-    def __init__(self, name: str, config: QuantizeStageConfig | None = None):
+    def __init__(self, name: str, config: QuantizeStageConfig | dict | None = None):
         self.name = name
-        self.config = config or QuantizeStageConfig()
+        self.config = stage_config(name, config, QuantizeStageConfig)
 
     def check(self) -> None:
         """The scheme's library must be installed: checked before the run trains anything."""
@@ -123,14 +126,22 @@ class QuantizeStage(Stage):
                                         "output": artifact.to_dict(), "config": asdict(cfg), "metrics": metrics})
         return StageResult(self.name, artifact, metrics)
 
+    def check_pages(self, pages: PageSet) -> None:
+        """Too few calibration pages for a calibrated scheme stops the run at its start, not after its training."""
+        cfg, key = self.config, f"stages.{self.name}"
+        if cfg.scheme in CALIBRATED and len(pages) < cfg.min_calibration_pages:
+            others = ", ".join(scheme for scheme in SCHEMES if scheme not in CALIBRATED)
+            raise DataError(f"stage {self.name}: {len(pages)} calibration pages in {pages.root}, {cfg.scheme} needs at "
+                            f"least {cfg.min_calibration_pages} ({key}.min_calibration_pages): give it more pages "
+                            f"({key}.data=FOLDER, or data.synthetic.train_pages), lower {key}.min_calibration_pages, "
+                            f"or choose a scheme without calibration ({key}.scheme={others})")
+
     def _calibration_pages(self, pages: PageSet) -> list:
-        """The first `calibration_pages` pages; too few for a calibrated scheme is an error, before any model loads."""
+        """The first `calibration_pages` pages (none for a scheme without calibration)."""
         cfg = self.config
         if cfg.scheme not in CALIBRATED:
             return []
-        if len(pages) < cfg.min_calibration_pages:
-            raise DataError(f"stage {self.name}: {len(pages)} calibration pages in {pages.root}, {cfg.scheme} needs at "
-                            f"least {cfg.min_calibration_pages} (min_calibration_pages)")
+        self.check_pages(pages)
         return pages.pages[: cfg.calibration_pages]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from dharma_train.artifact import ModelArtifact
 from dharma_train.data.pages import PageSet
 from dharma_train.data.prompts import TASKS
-from dharma_train.stage import Stage, StageContext, StageResult
+from dharma_train.stage import Stage, StageContext, StageResult, stage_config
 from dharma_train.training.config import OptimizationConfig
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,15 @@ class SFTStageConfig:
 
 
 class SFTStage(Stage):
+    """Supervised fine-tuning (TRL's SFTTrainer), full or LoRA: the general-OCR rung (task=general/plain) or the
+    structured-JSON specialist (task=structured). `SFTStage("structured", {"optimization": {"max_steps": 100}})`
+    takes the same keys as `stages.NAME` in YAML; its output folder holds the merged model and its processor."""
     kind = KIND
     config_class = SFTStageConfig
 
-    def __init__(self, name: str, config: SFTStageConfig | None = None):
+    def __init__(self, name: str, config: SFTStageConfig | dict | None = None):
         self.name = name
-        self.config = config or SFTStageConfig()
+        self.config = stage_config(name, config, SFTStageConfig)
 
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         from trl import SFTConfig, SFTTrainer

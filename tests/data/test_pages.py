@@ -55,3 +55,16 @@ def test_duplicate_ids_and_unknown_fields_are_rejected(tmp_path):
         load_pages(_folder(tmp_path, [row, row]))
     with pytest.raises(DataError, match="unknown answer field"):
         load_pages(_folder(tmp_path, [{**row, "answer": {"corpo": "x"}}]))
+
+
+def test_load_pages_takes_a_pages_file_and_explains_any_other_file(tmp_path):
+    """A user passing `pages.jsonl` gets its folder; a JSONL source of their own is pointed at the loader."""
+    from dharma_train.data.synthetic.generate import generate_pages
+
+    written = generate_pages(tmp_path / "set", 2, seed=0)
+    assert [page.id for page in load_pages(tmp_path / "set" / "pages.jsonl").pages] == \
+        [page.id for page in written.pages]
+    own = tmp_path / "mine.jsonl"
+    own.write_text('{"image": "a.png", "assistant": "{}"}\n')
+    with pytest.raises(DataError, match="mine.jsonl is a file, not a page folder: .*load_page_set"):
+        load_pages(own)

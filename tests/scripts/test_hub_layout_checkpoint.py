@@ -98,33 +98,67 @@ def test_bench_mining_gets_the_same_pairs_from_every_path(tmp_path):
     assert all(row["pairs_by_reason"] == {"degenerate": 2} for row in report["rows"])
 
 
+def shortened(recipe: str, folder: Path, out: Path, hydra_dir: Path) -> list[str]:
+    """The recipe as a user types it (its own tracking default included), pointed at a Hub-layout folder for every
+    base, on the CPU with a few small pages and one step a stage."""
+    from dharma_train.cli.compose import compose_config
+
+    composed = compose_config([f"recipe={recipe}"])
+    overrides = [
+        f"recipe={recipe}", f"output_dir={out}", f"hydra.run.dir={hydra_dir}", "trainer=cpu",
+        "trainer.checkpoint_every=0", "data.synthetic.train_pages=8", "data.synthetic.eval_pages=2",
+        "data.synthetic.general_pages=4", "data.synthetic.width=224", "data.synthetic.height=308",
+        "model.min_pixels=3136", "model.max_pixels=50176", "evaluation.max_new_tokens=16", "evaluation.batch_size=4",
+        f"model.path={folder}", *(f"ablation.bases.{base}.path={folder}" for base in composed.ablation.bases),
+    ]
+    for name, stage in composed.stages.items():
+        if stage.kind in ("sft", "dpo"):
+            overrides += [f"stages.{name}.optimization.{key}={value}"
+                          for key, value in (("max_steps", 1), ("gradient_accumulation", 1), ("batch_size", 2))]
+        if stage.kind == "dpo":
+            overrides.append(f"stages.{name}.pairs=synthetic")
+        if stage.kind == "quantize":
+            overrides += [f"stages.{name}.calibration_pages=8", f"stages.{name}.min_calibration_pages=8",
+                          f"stages.{name}.group_size=32"]
+    return overrides
+
+
+REAL_RECIPES = ["nanonets_3b", "qwen25vl_3b", "olmocr2_7b", "qwen25vl_7b", "ablation_3b", "ablation_7b"]
+
+
 @pytest.mark.slow
-def test_the_nanonets_recipe_runs_end_to_end_on_a_hub_layout_folder(folders, tmp_path):
-    """The real recipe, shortened, on a folder laid out like the Hub's (Qwen's token ids, stock template and
-    preprocessor file, no processor_config.json): every stage runs and the export keeps Qwen's tokenizer."""
+@pytest.mark.parametrize("recipe", REAL_RECIPES)
+def test_each_real_recipe_runs_end_to_end_on_a_hub_layout_folder_with_its_own_tracking(recipe, folders, tmp_path):
+    """Every real recipe, shortened, on a folder laid out like the Hub's (Qwen's token ids, stock template and
+    preprocessor file, no processor_config.json), with the recipe's own tracking (wandb, offline without a key):
+    every stage runs and the export keeps Qwen's tokenizer."""
     import os
     import subprocess
 
+    from dharma_train.cli.compose import compose_config
+
     dense, _ = folders
     out = tmp_path / "run"
-    overrides = [
-        "recipe=nanonets_3b", f"model.path={dense}", f"output_dir={out}", f"hydra.run.dir={tmp_path / 'hydra'}",
-        "tracking=none", "trainer=cpu", "trainer.checkpoint_every=0", "data.synthetic.train_pages=8",
-        "data.synthetic.eval_pages=4", "data.synthetic.width=224", "data.synthetic.height=308",
-        "model.min_pixels=3136", "model.max_pixels=50176", "evaluation.max_new_tokens=16", "evaluation.batch_size=4",
-        "stages.structured.optimization.max_steps=1", "stages.structured.optimization.gradient_accumulation=1",
-        "stages.structured.optimization.batch_size=2", "stages.dpo.pairs=synthetic",
-        "stages.dpo.optimization.max_steps=1", "stages.dpo.optimization.gradient_accumulation=1",
-        "stages.quantize.calibration_pages=8", "stages.quantize.min_calibration_pages=8",
-        "stages.quantize.group_size=32",
-    ]
-    done = subprocess.run([sys.executable, "-m", "dharma_train", *overrides], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}  # as a user has it
+    done = subprocess.run([sys.executable, "-m", "dharma_train", *shortened(recipe, dense, out, tmp_path / "hydra")],
+                          capture_output=True, text=True, timeout=900, env={**env, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert [entry["stage"] for entry in summary["entries"]] == ["base", "structured", "dpo", "quantize"]
-    assert [entry["stage"] for entry in summary["not_evaluated"]] == ["export"]
-    exported = load_processor(str(out / "04_export" / "model")).tokenizer
-    assert exported.eos_token_id == 151645 and exported.convert_tokens_to_ids("<|image_pad|>") == 151655
-    prompt = exported.apply_chat_template(prompt_messages("structured"), add_generation_prompt=True, tokenize=False)
-    assert prompt.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>")
+    composed = compose_config([f"recipe={recipe}"])
+    assert composed.tracking.backend == "wandb", "the recipe's own default is what runs here"
+    bases = {name: set(base.skip) for name, base in composed.ablation.bases.items()} or {None: set()}
+    for base, skipped in bases.items():
+        run = out / base if base else out
+        stages = [name for name in composed.stages if name not in skipped]
+        summary = json.loads((run / "summary.json").read_text())
+        assert [entry["stage"] for entry in summary["entries"]] == ["base", *stages[:-1]]
+        assert [entry["stage"] for entry in summary["not_evaluated"]] == [stages[-1]] == ["export"]
+        trained = [f"{index:02d}_{name}" for index, name in enumerate(stages, start=1)
+                   if composed.stages[name].kind in ("sft", "dpo")]
+        assert all(list((run / folder / "wandb").glob("offline-run-*")) for folder in trained), trained
+        exported = load_processor(str(run / f"{len(stages):02d}_export" / "model")).tokenizer
+        assert exported.eos_token_id == 151645 and exported.convert_tokens_to_ids("<|image_pad|>") == 151655
+        prompt = exported.apply_chat_template(prompt_messages("structured"), add_generation_prompt=True,
+                                              tokenize=False)
+        assert prompt.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>")
+    if len(bases) > 1:
+        assert (out / "comparison.md").is_file()

@@ -1,6 +1,6 @@
 """What a run prints: dharma_train's progress lines, and none of the libraries' notices a user cannot act on.
 
-`quiet_libraries()` drops, by their exact text, notices that are true of every CPU run or every tiny model and
+`drop_library_notices()` (the CLI's `quiet_libraries()` and the Python API's Pipeline.run call it) drops, by their exact text, notices that are true of every CPU run or every tiny model and
 say nothing to do (llm-compressor's "No accelerator available", transformers' offloaded-modules size warning on
 a 3 MB model, the Trainer's pad-token alignment notice, a torch.fx API note); `show_progress()` gives the
 Python API the CLI's progress lines; `one_bar()` gives a step whose libraries draw their own bars one labelled bar.
@@ -57,16 +57,26 @@ def say_once(handlers: list[logging.Handler]) -> None:
             handler.addFilter(_SayOnce())
 
 
-def quiet_libraries() -> None:
-    """Drop the known non-actionable notices (a user who wants llm-compressor's sets LLM_COMPRESSOR_LOG_LEVEL),
-    and show each repeated warning once on the handlers configured now."""
-    os.environ.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "ERROR")  # read when llmcompressor is first imported
+def drop_library_notices() -> None:
+    """Drop the known non-actionable notices, for the CLI and the Python API alike (Pipeline.run and the quantize
+    stage call it before llm-compressor and compressed-tensors are first imported, when they read their log level;
+    a user who wants their notices sets LLM_COMPRESSOR_LOG_LEVEL / COMPRESSED_TENSORS_LOG_LEVEL)."""
+    os.environ.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("COMPRESSED_TENSORS_LOG_LEVEL", "ERROR")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # else the tokenizers library warns at every fork
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # "Casting the dataset" bars of internal steps
     for name, start in DROPPED_LOG_LINES:
-        logging.getLogger(name).addFilter(_DropMessages((start,)))
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) and f.starts == (start,) for f in logger.filters):
+            logger.addFilter(_DropMessages((start,)))
     for message in DROPPED_WARNINGS:
-        warnings.filterwarnings("ignore", message=message)
+        warnings.filterwarnings("ignore", message=message)  # an identical filter replaces the earlier one
+
+
+def quiet_libraries() -> None:
+    """The CLI's console: the library notices dropped, and each repeated warning shown once on the handlers
+    configured now."""
+    drop_library_notices()
     say_once(logging.getLogger().handlers)
     # transformers' "Loading weights" and "Writing model shards" bars: one per checkpoint save, drawn inside the
     # stage's training bar (cursor-up lines); the stage's own lines say what is loaded and saved.

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dharma_train.artifact import ModelArtifact
+from dharma_train.console import drop_library_notices
 from dharma_train.data.pages import PageSet, load_pages
 from dharma_train.distributed import is_main, on_main
 from dharma_train.evaluation.hook import EvalConfig, evaluate
@@ -66,6 +67,7 @@ class Pipeline:
 
         Launched on several processes, every process runs this; rank 0 alone writes and tracks.
         """
+        drop_library_notices()  # as the CLI does, before any stage imports llm-compressor
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         check_stages(self.stages)

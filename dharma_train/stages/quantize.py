@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dharma_train import distributed
 from dharma_train.artifact import ModelArtifact
-from dharma_train.console import one_bar
+from dharma_train.console import drop_library_notices, one_bar
 from dharma_train.data.pages import PageSet
 from dharma_train.errors import ConfigError, DataError
 from dharma_train.files import write_folder_atomically
@@ -98,6 +98,7 @@ class QuantizeStage(Stage):
 
         cfg = self.config
         self.check()
+        drop_library_notices()  # a stage run on its own is as quiet as in a pipeline
         check_quantizable(model, self.name)
         if cfg.scheme == "awq_w4a16":
             check_group_size(model, cfg.group_size, self.name)

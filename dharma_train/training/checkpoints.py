@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -92,9 +93,31 @@ class ReloadFullWeights(TrainerCallback):
         saved = type(model).from_pretrained(self.checkpoint, dtype=next(model.parameters()).dtype)
         model.load_state_dict(saved.state_dict(), strict=True)
         del saved
-        log.info("loaded the weights of %s through from_pretrained (a 'missing keys' warning from the Trainer just "
-                 "before is transformers#43701, handled here)", self.checkpoint)
+        log.info("loaded the weights of %s through from_pretrained (the Trainer's own load matches none of the saved "
+                 "key names, transformers#43701)", self.checkpoint)
         return control
+
+
+class KeyListsOfTheTrainersLoad(logging.Filter):
+    """Drops the Trainer's missing/unexpected key lists (hundreds of names) on a full-weight resume, which
+    ReloadFullWeights repairs and says so in one line."""
+
+    PREFIXES = ("There were missing keys in the checkpoint model loaded",
+                "There were unexpected keys in the checkpoint model loaded")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.PREFIXES)
+
+
+@contextmanager
+def quiet_trainer_key_lists():
+    """KeyListsOfTheTrainersLoad on transformers' Trainer logger while a stage resumes."""
+    trainer_log, key_lists = logging.getLogger("transformers.trainer"), KeyListsOfTheTrainersLoad()
+    trainer_log.addFilter(key_lists)
+    try:
+        yield
+    finally:
+        trainer_log.removeFilter(key_lists)
 
 
 def loss_curve(log_history: list[dict]) -> list[list[float]]:
@@ -129,8 +152,8 @@ def train_resumably(trainer, settings, stage: str, eager_because: str | None = N
             trainer.add_callback(callback)
         if start is not None:
             trainer.add_callback(ReloadFullWeights(start))
-        with stop.graceful(), disk_full_as_error(f"stage {stage}: writing a checkpoint in {folder}", folder,
-                                                 checkpoint_bytes(trainer.model)):
+        with stop.graceful(), quiet_trainer_key_lists(), disk_full_as_error(
+                f"stage {stage}: writing a checkpoint in {folder}", folder, checkpoint_bytes(trainer.model)):
             output = trainer.train(resume_from_checkpoint=str(start) if start else None)
         step = trainer.state.global_step
         saved = last_checkpoint(folder, remove_incomplete=False)

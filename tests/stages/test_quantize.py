@@ -200,3 +200,27 @@ def test_awq_output_runs_on_the_int4_kernel_with_the_logits_of_its_decompressed_
     linears = [m for m in quantized.model.language_model.modules() if isinstance(m, Int4Linear)]
     assert replaced == len(linears) == 7 * len(quantized.model.language_model.layers)
     assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3)
+
+
+@needs_llmcompressor
+@pytest.mark.slow
+def test_a_quantize_stage_run_from_python_is_as_quiet_as_the_cli(tiny_artifact, pages, tmp_path):
+    """llm-compressor and compressed-tensors log every lifecycle step and "No accelerator available" (many times a
+    run on a CPU); the CLI hid them, a Python script printed them all."""
+    script = f"""
+from pathlib import Path
+from dharma_train import QuantizeStage, StageContext, TrainerConfig
+from dharma_train.artifact import ModelArtifact
+from dharma_train.data.pages import load_pages
+QuantizeStage("q", {{"calibration_pages": 4, "min_calibration_pages": 4, "group_size": 32}}).run(
+    ModelArtifact(path={tiny_artifact.path!r}), load_pages({str(pages[0].root)!r}), Path({str(tmp_path / "q")!r}),
+    StageContext(trainer=TrainerConfig(device="cpu")))
+"""
+    env = {key: value for key, value in __import__("os").environ.items() if "LOG_LEVEL" not in key}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    noise = [line for line in done.stderr.splitlines()
+             if any(word in line for word in ("No accelerator available", "Compression lifecycle", "is_fx_tracing",
+                                              "Attempting to save a model with offloaded modules"))]
+    assert not noise, noise[:5]
+    assert (tmp_path / "q" / "model" / "config.json").is_file()

@@ -68,3 +68,36 @@ def test_resumed_from_step_stays_known_when_its_checkpoint_is_rotated_away(tiny_
     assert result.metrics["resumed_from_step"] == 1
     assert [step for step, _ in first.metrics["loss_curve"]] == [1, 2, 3]
     assert [step for step, _ in result.metrics["loss_curve"]] == [1, 2, 3], "the steps before the resume are kept"
+
+
+def test_a_full_weight_resume_loads_the_weights_and_prints_no_key_lists(tiny_artifact, pages, tmp_path):
+    """The Trainer's own load matches none of the saved names (transformers#43701) and lists them all; the stage
+    reloads the weights itself, so those lists are noise and stay out of the log."""
+    import logging
+    import shutil
+
+    from dharma_train import SFTStage, SFTStageConfig, StageContext
+    from dharma_train.training.config import OptimizationConfig, TrainerConfig
+
+    class Records(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    config = SFTStageConfig(optimization=OptimizationConfig(method="full", max_steps=2, batch_size=4))
+    trainer = TrainerConfig(device="cpu", precision="fp32", checkpoint_every=1, keep_checkpoints=3, logging_steps=1)
+    whole = SFTStage("s", config).run(tiny_artifact, pages[0], tmp_path / "whole", StageContext(trainer=trainer))
+    shutil.copytree(tmp_path / "whole" / "trainer" / "checkpoint-1", tmp_path / "resumed" / "trainer" / "checkpoint-1")
+    records, trainer_log = Records(), logging.getLogger("transformers.trainer")
+    trainer_log.addHandler(records)
+    try:
+        resumed = SFTStage("s", config).run(tiny_artifact, pages[0], tmp_path / "resumed",
+                                            StageContext(trainer=trainer))
+    finally:
+        trainer_log.removeHandler(records)
+    assert not [m for m in records.messages if "keys in the checkpoint" in m], records.messages
+    assert resumed.metrics["resumed_from_step"] == 1
+    assert resumed.metrics["loss_curve"] == whole.metrics["loss_curve"], "the resumed run continues the same weights"

@@ -212,7 +212,9 @@ def choose_recompute(trainer, settings, stage: str, largest_rows: list[int] | No
         return None
     if policy != "auto":
         apply_policy(trainer.model, policy)
-        log.info("stage %s: recompute=%s (set explicitly)", stage, policy)
+        explicit = settings.performance.recompute != "auto" or settings.gradient_checkpointing is not None
+        log.info("stage %s: recompute=%s (%s)", stage, policy, "set explicitly" if explicit else
+                 "auto off CUDA: memory is not probed there, and recomputing would only slow the step")
         return {"policy": policy}
     budget = min(memory_budget_bytes(settings.memory_budget_gb, "cuda"), torch.cuda.mem_get_info()[1])
     choice = probe_recompute(trainer, budget, largest_rows)

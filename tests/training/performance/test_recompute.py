@@ -123,3 +123,20 @@ def test_the_probe_batch_holds_the_largest_rows(tiny_artifact, pages, tmp_path):
     assert trainer._total_train_tokens == 0 and not any(trainer._metrics["train"].values())
     trainer.compute_loss(trainer.model, batch)
     assert trainer._total_train_tokens == sum(lengths[-2:]), "the check above must be able to fail"
+
+
+def test_the_log_says_why_recompute_is_off(tiny_artifact, caplog):
+    """`set explicitly` only when a user set it; auto on a CPU says it was auto's choice."""
+    from types import SimpleNamespace
+
+    from dharma_train.models.loading import load_model
+    from dharma_train.training.performance.recompute import choose_recompute
+
+    trainer = SimpleNamespace(model=load_model(tiny_artifact))
+    with caplog.at_level("INFO", logger="dharma_train.training.performance.recompute"):
+        choose_recompute(trainer, TrainerConfig(device="cpu"), "auto_stage")
+        choose_recompute(trainer, TrainerConfig(device="cpu", performance=PerformanceConfig(recompute="off")),
+                         "user_stage")
+    lines = {record.getMessage().split(":")[0]: record.getMessage() for record in caplog.records}
+    assert "set explicitly" not in lines["stage auto_stage"] and "auto off CUDA" in lines["stage auto_stage"]
+    assert "set explicitly" in lines["stage user_stage"]

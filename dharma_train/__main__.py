@@ -33,6 +33,7 @@ def _run(cfg: DictConfig) -> None:
 
     quiet_libraries()  # after Hydra configured logging, before llm-compressor is imported
     argv = _command_words or sys.argv[1:]
+    config = None
     try:
         config = validate(cfg)
         distributed.start(cpu=config.trainer.resolved_device() == "cpu")
@@ -54,6 +55,11 @@ def _run(cfg: DictConfig) -> None:
     except DharmaError as error:
         log.error("%s", error)
         sys.exit(2)
+    except Exception:
+        if config is not None:
+            log.error("the run stopped on an unexpected error (traceback below); finished stages and the last complete "
+                      "checkpoint are kept. Once it is fixed, resume with:\n  %s", resume_command(argv, config.output_dir))
+        raise
     if distributed.is_main():
         report = f"{config.output_dir}/{'comparison.md' if ablation else 'report.md'}"
         log.info("finished: %s", report)

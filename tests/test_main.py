@@ -231,3 +231,22 @@ def test_lora_4bit_without_bitsandbytes_is_refused_before_any_work(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert "machine: REFUSED: trainer.performance.lora_4bit=true needs bitsandbytes" in result.stdout
     assert result.stderr.strip().endswith("(the frozen base then loads in 16 or 32 bits instead of 4)")
+
+
+def test_an_unexpected_error_keeps_its_traceback_and_says_how_to_resume(tmp_path):
+    """A bug (here: a stage raising RuntimeError) is not one of ours to explain, but the user still needs the
+    resume command: finished stages are kept."""
+    script = ("import sys, dharma_train.run as run\n"
+              "def broken(config, argv=None):\n    raise RuntimeError('a bug in a stage')\n"
+              "run.execute = broken\n"
+              "from dharma_train.__main__ import main\n"
+              f"sys.argv = ['dharma_train', 'output_dir={tmp_path / 'run'}', 'hydra.run.dir={tmp_path / 'hydra'}']\n"
+              "main()\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1
+    printed = result.stdout + result.stderr  # the log goes where Hydra's console handler puts it
+    assert "RuntimeError: a bug in a stage" in printed
+    assert "the run stopped on an unexpected error" in printed
+    command = printed.split("resume with:\n  ", 1)[1].splitlines()[0]
+    assert command.startswith("python -m dharma_train ") and f"output_dir={tmp_path / 'run'}" in command

@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from dharma_train.ablation import AblationConfig
-from dharma_train.cli.suggestions import close_names, close_paths, did_you_mean, flat_keys
+from dharma_train.cli.suggestions import close_names, did_you_mean
 from dharma_train.data.config import DataConfig
 from dharma_train.errors import ConfigError
 from dharma_train.evaluation.hook import EvalConfig
@@ -21,6 +20,7 @@ from dharma_train.models.config import ModelConfig
 from dharma_train.reporting.tracking import TrackingConfig
 from dharma_train.stages import STAGE_CONFIGS
 from dharma_train.training.config import TrainerConfig
+from dharma_train.typed_config import typed
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "evaluation": EvalConfig, "trainer": TrainerConfig,
             "tracking": TrackingConfig, "ablation": AblationConfig, "pipeline": GateConfig}
@@ -83,25 +83,3 @@ def _stage_without_kind(name: str, stages: dict) -> str:
     meant = did_you_mean([f"stages.{other}" for other in close_names(name, named)])
     return (f"config key 'stages.{name}' is not a stage of this recipe (no kind; its stages: {', '.join(named)})"
             f"{meant}; a new stage needs stages.{name}.kind (one of {', '.join(sorted(STAGE_CONFIGS))})")
-
-
-def typed(prefix: str, schema: type, values: dict):
-    """Merge values onto a dataclass schema; unknown keys, wrong types and failed checks become ConfigError."""
-    try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
-    except OmegaConfBaseException as error:
-        key = f"{prefix}.{error.full_key}" if error.full_key else prefix
-        meant = _suggestion(prefix, schema, error)
-        raise ConfigError(f"config key '{key}': {error.msg.splitlines()[0]}{meant}") from None
-    except ValueError as error:
-        raise ConfigError(f"config '{prefix}': {error}") from None
-
-
-def _suggestion(prefix: str, schema: type, error: OmegaConfBaseException) -> str:
-    """For a key the schema lacks: the schema's keys spelled like it."""
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
-
-    if not isinstance(error, (ConfigKeyError, ConfigAttributeError)) or not error.full_key:
-        return ""
-    known = flat_keys(OmegaConf.to_container(OmegaConf.structured(schema)))
-    return did_you_mean([f"{prefix}.{key}" for key in close_paths(str(error.full_key), known)])

@@ -12,6 +12,7 @@ from dharma_train.errors import ConfigError
 from dharma_train.models.config import ModelConfig
 from dharma_train.reporting.tracking import TrackingConfig
 from dharma_train.training.config import TrainerConfig
+from dharma_train.typed_config import typed
 
 
 @dataclass
@@ -81,8 +82,6 @@ def stage_config(name: str, config, schema: type):
     if isinstance(config, schema):
         return config
     if isinstance(config, dict):
-        from dharma_train.config import typed
-
         return typed(f"stages.{name}", schema, config)
     raise ConfigError(f"stage {name}: config must be a {schema.__name__} or a dict of its fields, "
                       f"got {type(config).__name__}")

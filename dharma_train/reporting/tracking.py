@@ -31,29 +31,6 @@ def wandb_dir(run_dir: str) -> str:
     return os.environ.get("WANDB_DIR") or run_dir
 
 
-@dataclass
-class TrainerTracking:
-    """What a stage's Trainer gets: its `report_to` and the callbacks that log its curves; closed after training."""
-
-    report_to: list[str]
-    callbacks: list
-
-    def close(self) -> None:
-        for callback in self.callbacks:
-            callback.close()
-
-
-def trainer_tracking(config: TrackingConfig, run_dir: str, run_name: str) -> TrainerTracking:
-    """TensorBoard through the Trainer's own writer (under its output_dir); wandb through WandbTrainingLog."""
-    if config.backend == "tensorboard":
-        return TrainerTracking(["tensorboard"], [])
-    if config.backend == "wandb":
-        from dharma_train.reporting.wandb_training import WandbTrainingLog
-
-        return TrainerTracking([], [WandbTrainingLog(config, run_dir, run_name)])
-    return TrainerTracking([], [])
-
-
 class EvaluationLog:
     """Each evaluated point's metrics as one step: a wandb run `<name>/evaluation` or TensorBoard files."""
 

@@ -49,7 +49,7 @@ class SFTStage(Stage):
 
         from dharma_train.data.conversation import sft_dataset
         from dharma_train.models.loading import load_model, load_processor
-        from dharma_train.reporting.tracking import trainer_tracking
+        from dharma_train.reporting.trainer_tracking import trainer_tracking
         from dharma_train.training.arguments import build_arguments
         from dharma_train.training.checkpoints import train_resumably
         from dharma_train.training.model_setup import freeze_vision_tower, lora_config

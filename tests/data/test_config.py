@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from dharma_train.config import typed
+from dharma_train.typed_config import typed
 from dharma_train.config_files import config_dir
 from dharma_train.data.config import DataConfig
 from dharma_train.errors import ConfigError

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from dharma_train.reporting.tracking import EvaluationLog, TrackingConfig, flatten, trainer_tracking
+from dharma_train.reporting.tracking import EvaluationLog, TrackingConfig, flatten
+from dharma_train.reporting.trainer_tracking import trainer_tracking
 
 
 def test_flatten_keeps_numbers_and_nests_families():

@@ -43,7 +43,7 @@ def test_trainer_options_state_only_what_differs_from_auto(option):
 
 
 def test_bad_performance_value_names_its_key():
-    from dharma_train.config import typed
+    from dharma_train.typed_config import typed
     from dharma_train.errors import ConfigError
 
     with pytest.raises(ConfigError, match="prefetch_batches"):

@@ -80,7 +80,7 @@ def test_explicit_settings_win_and_auto_probes_only_where_it_can_measure():
 
 @pytest.mark.parametrize("value", ["every_1", "keep_0", "some", "every_two"])
 def test_a_bad_policy_names_its_key(value):
-    from dharma_train.config import typed
+    from dharma_train.typed_config import typed
     from dharma_train.errors import ConfigError
 
     with pytest.raises(ConfigError, match="trainer.performance.recompute"):

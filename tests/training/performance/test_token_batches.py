@@ -32,7 +32,7 @@ def test_every_row_comes_once_an_epoch_and_processes_get_equal_disjoint_shares()
 
 
 def test_auto_is_off_on_a_cpu_and_a_bad_value_names_its_key():
-    from dharma_train.config import typed
+    from dharma_train.typed_config import typed
     from dharma_train.errors import ConfigError
 
     auto = PerformanceConfig(token_budget="auto")

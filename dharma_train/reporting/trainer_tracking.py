@@ -1,10 +1,34 @@
-"""A stage's training curves in wandb, as a run of its own beside the pipeline's evaluation run."""
+"""What a stage's Trainer reports to: TensorBoard through the Trainer's own writer, wandb as a run of the stage's own
+beside the pipeline's evaluation run."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from transformers import TrainerCallback
 
 from dharma_train.reporting.tracking import TrackingConfig, wandb_dir, wandb_mode
+
+
+@dataclass
+class TrainerTracking:
+    """What a stage's Trainer gets: its `report_to` and the callbacks that log its curves; closed after training."""
+
+    report_to: list[str]
+    callbacks: list
+
+    def close(self) -> None:
+        for callback in self.callbacks:
+            callback.close()
+
+
+def trainer_tracking(config: TrackingConfig, run_dir: str, run_name: str) -> TrainerTracking:
+    """TensorBoard through the Trainer's own writer (under its output_dir); wandb through WandbTrainingLog."""
+    if config.backend == "tensorboard":
+        return TrainerTracking(["tensorboard"], [])
+    if config.backend == "wandb":
+        return TrainerTracking([], [WandbTrainingLog(config, run_dir, run_name)])
+    return TrainerTracking([], [])
 
 
 class WandbTrainingLog(TrainerCallback):

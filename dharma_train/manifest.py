@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 ATTEMPT = "attempt.json"
 CONTENT_HASH_LIMIT = 64 * 1024**2  # larger files (model weights) are known by name, size and modification time
-NOT_INPUTS = {"logging_steps", "dataloader_workers", "gradient_checkpointing", "checkpoint_every",
-              "keep_checkpoints", "resume", "memory_budget_gb", "lock_wait_seconds"}
 LABELS = {"dharma_train": "dharma_train's version", "stage": "the stage's class", "config": "its config",
           "trainer": "trainer settings", "model_settings": "model settings", "input": "its input model",
           "data": "its training pages", "files": "its input files", "base": "the base model"}
@@ -242,9 +240,15 @@ def evaluation_key(evaluation, pages: str, context, point_key: str) -> str:
 
 
 def trainer_inputs(trainer) -> dict:
-    values = {name: value for name, value in dataclasses.asdict(trainer).items() if name not in NOT_INPUTS}
-    values.update(device=trainer.resolved_device(), precision=trainer.resolved_precision())
-    return values
+    """The `trainer` settings that change what a stage computes, decided field by field: the seed, what happens on
+    a NaN, the resolved device and precision, the token budget (it changes the batches) and lora_4bit (it quantizes
+    the frozen base). Everything else there changes speed, memory or bookkeeping, not the result: recomputation,
+    compile, kernels, packing, the fused optimizer, loaders, the hardware strategy and its sharding options, the
+    memory budget, checkpoints, resume, logging and the lock."""
+    return {"seed": trainer.seed, "on_nonfinite": trainer.on_nonfinite, "device": trainer.resolved_device(),
+            "precision": trainer.resolved_precision(),
+            "performance": {"token_budget": trainer.performance.token_budget,
+                            "lora_4bit": trainer.performance.lora_4bit}}
 
 
 # ---- fingerprints ----------------------------------------------------------------------------------------------

@@ -54,6 +54,22 @@ def test_speed_and_memory_settings_are_not_inputs():
                                 resume="never", memory_budget_gb=12.0, logging_steps=3)
 
 
+def test_the_out_of_memory_advice_keeps_finished_stages_and_the_token_budget_does_not():
+    """The out-of-memory message's first suggestion (recompute=all) and every other trainer.performance or
+    trainer.hardware setting that changes only speed or memory leave the key alone; the token budget changes the
+    batches and lora_4bit the frozen base, so those are inputs."""
+    from dharma_train.manifest import describe_changes
+    from dharma_train.training.hardware import HardwareConfig
+    from dharma_train.training.performance.config import PerformanceConfig
+
+    speed_only = PerformanceConfig(recompute="all", compile="off", padding_free=False, fused_kernels=False,
+                                   fused_optimizer=False, prefetch_batches=8)
+    assert _inputs() == _inputs(performance=speed_only, hardware=HardwareConfig(strategy="ddp"), lock_wait_seconds=5)
+    assert describe_changes(_inputs(), _inputs(performance=PerformanceConfig(token_budget="4096"))) == \
+        "trainer settings changed (performance.token_budget: auto -> 4096)"
+    assert _inputs() != _inputs(performance=PerformanceConfig(lora_4bit=True))
+
+
 def test_missing_unreadable_or_truncated_manifests_mean_not_finished(tmp_path):
     assert read_manifest(tmp_path) is None
     assert is_fresh(None, _inputs()) == (False, "it has not finished in this output_dir before")

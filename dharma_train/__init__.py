@@ -40,9 +40,6 @@ def __dir__() -> list[str]:
 
 __version__ = "0.1.0"
 
-from dharma_train.console import show_progress  # noqa: E402
-
-show_progress()  # stage progress on stderr for scripts that configure no logging (the CLI's Hydra logging does)
 
 
 def tiny_model(cache_dir=None) -> ModelArtifact:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dharma_train.artifact import ModelArtifact
-from dharma_train.console import drop_library_notices
+from dharma_train.console import drop_library_notices, show_progress
 from dharma_train.data.pages import PageSet, load_pages
 from dharma_train.distributed import is_main, on_main
 from dharma_train.evaluation.hook import EvalConfig, evaluate
@@ -67,10 +67,11 @@ class Pipeline:
 
         Launched on several processes, every process runs this; rank 0 alone writes and tracks.
         """
+        show_progress()  # the Python API's entry point: progress lines unless the script configured logging
         drop_library_notices()  # as the CLI does, before any stage imports llm-compressor
+        check_stages(self.stages)
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        check_stages(self.stages)
         stage_pages = self._stage_pages(train)  # loaded first: a bad data path fails before any model loads
         for stage in self.stages:
             stage.check_pages(stage_pages[stage.name])

@@ -15,11 +15,16 @@ def _stderr(code: str) -> str:
     return done.stderr
 
 
-def test_the_python_api_shows_progress_unless_the_script_configures_logging():
+def test_the_python_api_shows_progress_unless_the_script_configures_logging(tmp_path):
+    """Importing sets up no logging; running a pipeline (the Python API's entry point) shows its progress."""
     emit = "import logging; log = logging.getLogger('dharma_train.pipeline'); log.info('[1/3] stage a'); "
-    assert _stderr("import dharma_train; " + emit).splitlines() == ["[dharma_train] [1/3] stage a"]
-    configured = _stderr("import logging, dharma_train; logging.basicConfig(level=logging.INFO, format='%(message)s'); "
-                         + emit)
+    start = ("from dharma_train import Pipeline, SFTStage\n"
+             f"try:\n    Pipeline(stages=[SFTStage('a'), SFTStage('a')]).run(None, None, None, {str(tmp_path)!r})\n"
+             "except Exception:\n    pass\n")  # refused at its start (two stages named a), after setting up output
+    assert _stderr("import dharma_train; " + emit) == "", "import dharma_train installs no handler"
+    assert _stderr(start + emit).splitlines() == ["[dharma_train] [1/3] stage a"]
+    configured = _stderr("import logging, dharma_train; logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+                         + start + emit)
     assert configured.splitlines() == ["[1/3] stage a"], "the script's own handler alone, never twice"
 
 

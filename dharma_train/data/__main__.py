@@ -28,6 +28,9 @@ from dharma_train.errors import DharmaError
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dharma_train.console import show_progress
+
+    show_progress()  # an entry point: its load lines on stderr
     parser = _parser()
     args = parser.parse_args(argv)
     try:

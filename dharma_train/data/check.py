@@ -72,6 +72,9 @@ def render(report: SourceReport) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from dharma_train.console import show_progress
+
+    show_progress()  # an entry point: its load lines on stderr
     args = parse_arguments(argv)
     try:
         report = check(args)

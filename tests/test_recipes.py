@@ -107,3 +107,22 @@ def test_the_general_ocr_rung_adapts_vision_blocks_and_language_projections(tiny
     assert any(".visual.blocks." in name for name in chosen)
     assert any(".language_model." in name for name in chosen)
     assert "lm_head" not in chosen and not any("merger" in name for name in chosen)
+
+
+@pytest.mark.parametrize("big, small", [("olmocr2_7b", "nanonets_3b"), ("qwen25vl_7b", "qwen25vl_3b")])
+def test_a_7b_recipe_is_its_3b_twin_with_only_the_model_and_batch_sizes_changed(big, small):
+    """The 7B recipes state only what differs (they include their 3B twin): a setting changed in the 3B recipe
+    reaches the 7B one, and nothing else drifts apart."""
+    from dataclasses import asdict
+
+    def flat(value, prefix=""):
+        if isinstance(value, dict):
+            return {key: leaf for name, inner in value.items() for key, leaf in flat(inner, f"{prefix}{name}.").items()}
+        return {prefix[:-1]: value}
+
+    big_config, small_config = flat(asdict(_config(big))), flat(asdict(_config(small)))
+    assert set(big_config) == set(small_config)
+    changed = {key for key in big_config if big_config[key] != small_config[key]}
+    allowed = re.compile(r"name|model\.path|evaluation\.batch_size|stages\.\w+\.(mining\.batch_size|"
+                         r"optimization\.(batch_size|gradient_accumulation))")
+    assert changed and all(allowed.fullmatch(key) for key in changed), sorted(changed)

@@ -46,14 +46,16 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 def evaluation_config(args: argparse.Namespace):
     """The evaluation group's settings (tiny.yaml for --model tiny, as the tiny recipe uses), then the flags given."""
+    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from dharma_train.config_files import config_dir
     from dharma_train.evaluation.hook import EvalConfig
     from dharma_train.models.config import TINY
 
-    group = OmegaConf.to_container(OmegaConf.load(config_dir() / "evaluation" /
-                                                  ("tiny.yaml" if args.model == TINY else "default.yaml")))
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):  # the group file as Hydra reads it
+        composed = compose(config_name=f"evaluation/{'tiny' if args.model == TINY else 'default'}")
+    group = OmegaConf.to_container(composed.evaluation)
     given = {"task": args.task, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
              "max_pages": args.max_pages, "cache": args.cache, "price_per_hour": args.price_per_hour}
     return EvalConfig(**{**group, **{key: value for key, value in given.items() if value is not None}})

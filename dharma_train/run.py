@@ -183,6 +183,33 @@ def base_config(config: RunConfig, name: str, train: str, eval_pages: str) -> Ru
     )
 
 
+def unreachable_bases(config: RunConfig) -> dict[str, str]:
+    """Each base whose model cannot be loaded here, with why, in words naming its own key (`ablation.bases.NAME.path`,
+    the one an ablation reads; `model.path` it ignores)."""
+    from dharma_train.errors import ModelUnavailableError
+    from dharma_train.models.loading import check_available
+
+    found = {}
+    for name, base in config.ablation.bases.items():
+        if base.path == TINY:
+            continue
+        try:
+            check_available(ModelArtifact(path=base.path), setting=f"ablation.bases.{name}.path")
+        except ModelUnavailableError as error:
+            found[name] = f"ablation.bases.{name}.path: {error}"
+    return found
+
+
+def check_bases_reachable(config: RunConfig) -> None:
+    """Every unreachable base fails the run at once, all of them named (not only the first)."""
+    from dharma_train.errors import ModelUnavailableError
+
+    unreachable = unreachable_bases(config)
+    if unreachable:
+        raise ModelUnavailableError(f"{len(unreachable)} of {len(config.ablation.bases)} ablation bases cannot be "
+                                    f"loaded here: " + " | ".join(unreachable.values()))
+
+
 def finished(run_dir: str | Path, stage_names: list[str]) -> bool:
     """True when run_dir/summary.json holds the base point and every stage, in order (a stage that is recorded
     without an evaluation, such as export, is listed under `not_evaluated`)."""
@@ -222,7 +249,7 @@ def run_ablation(config: RunConfig) -> list[dict]:
 def _run_ablation(config: RunConfig) -> list[dict]:
     from dharma_train.reporting.comparison import compare, write_comparison
 
-    check_models_reachable([base.path for base in config.ablation.bases.values()])  # before any base trains
+    check_bases_reachable(config)  # before any base trains
     config.trainer.check_hardware()
     train, eval_pages = shared_pages(config)
     stages = resolve_stage_data(config, Path(config.output_dir))  # shared folders, the same on every run and resume

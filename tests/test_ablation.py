@@ -9,11 +9,11 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from dharma_train.run import base_config, finished, shared_pages
+from dharma_train.run import base_config, check_bases_reachable, finished, shared_pages, unreachable_bases
 from dharma_train.config import validate
 from dharma_train.config_files import config_dir, register_recipes
 from dharma_train.data.pages import load_pages
-from dharma_train.errors import ConfigError
+from dharma_train.errors import ConfigError, ModelUnavailableError
 from dharma_train.run_paths import run_resolved
 
 
@@ -54,6 +54,21 @@ def test_bad_ablation_settings_name_their_key(override, message):
 def test_an_unknown_ablation_key_is_refused():
     with pytest.raises(Exception, match="skipped"):
         _config("recipe=tiny_ablation", "output_dir=/tmp/x", "ablation.bases.tiny.skipped=[dpo]")
+
+
+def test_every_unreachable_base_is_named_with_its_own_key(tmp_path, monkeypatch):
+    """Not only the first, and with the key an ablation reads (ablation.bases.NAME.path), never model.path."""
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    config = _config("recipe=tiny_ablation", f"output_dir={tmp_path}", f"ablation.bases.tiny.path={tmp_path / 'no'}",
+                     "ablation.bases.tiny_ocr_rung.path=nobody/no-such-model", "+ablation.bases.ok.path=tiny")
+    assert list(unreachable_bases(config)) == ["tiny", "tiny_ocr_rung"]
+    with pytest.raises(ModelUnavailableError) as raised:
+        check_bases_reachable(config)
+    message = str(raised.value)
+    assert message.startswith("2 of 3 ablation bases cannot be loaded here: ")
+    assert f"ablation.bases.tiny.path: model folder {tmp_path / 'no'} does not exist" in message
+    assert "ablation.bases.tiny_ocr_rung.path: model nobody/no-such-model is not in the Hugging Face cache" in message
+    assert "point ablation.bases.tiny_ocr_rung.path at a local folder" in message and "model.path at" not in message
 
 
 def test_a_base_is_finished_only_when_its_summary_has_every_point(tmp_path):

@@ -54,6 +54,8 @@ def validate(cfg: DictConfig | dict) -> RunConfig:
             raise ConfigError(f"config key '{key}' must be a non-empty string")
     sections = {key: typed(key, schema, values.get(key) or {}) for key, schema in SECTIONS.items()}
     stages = values.get("stages") or {}
+    removed = removed_stages(stages)
+    stages = {name: stage for name, stage in stages.items() if name not in removed} if removed else stages
     if not isinstance(stages, dict) or not stages:
         raise ConfigError("config key 'stages' must map stage names to stage configs, and name at least one stage")
     typed_stages = {}
@@ -68,10 +70,16 @@ def validate(cfg: DictConfig | dict) -> RunConfig:
     try:
         sections["trainer"].performance.check_stages(
             {name: stage.optimization.method for name, stage in typed_stages.items() if hasattr(stage, "optimization")})
-        sections["ablation"].check_stages(list(typed_stages))
+        sections["ablation"].check_stages(list(typed_stages), removed=removed)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     return RunConfig(name=values["name"], output_dir=values["output_dir"], stages=typed_stages, **sections)
+
+
+def removed_stages(stages) -> list[str]:
+    """Stages set to null (`stages.quantize: null` in a recipe, `stages.quantize=null` on the command line): removed
+    from the recipe they inherited, as `~stages.quantize` removes one on the command line."""
+    return [name for name, stage in stages.items() if stage is None] if isinstance(stages, dict) else []
 
 
 def _stage_without_kind(name: str, stages: dict) -> str:

@@ -92,3 +92,22 @@ def test_lora_4bit_with_lora_stages_only_validates():
     overrides = [f"stages.{name}.optimization.method=lora" for name in ("general_ocr", "structured", "dpo")]
     config = validate(_compose("output_dir=/tmp/x", "trainer.performance.lora_4bit=true", *overrides))
     assert config.trainer.performance.lora_4bit
+
+
+def test_a_null_stage_in_a_recipe_file_or_an_override_removes_the_inherited_stage(tmp_path):
+    """`quantize: null` once failed as 'not a stage of this recipe (no kind ...)'."""
+    from dharma_train.cli.compose import compose_config, split_words
+
+    recipe = tmp_path / "no_quantize.yaml"
+    recipe.write_text("defaults:\n  - /recipe@_here_: tiny\n  - _self_\nstages:\n  quantize: null\n")
+    overrides, _ = split_words([str(recipe), "output_dir=/tmp/x"])
+    assert list(validate(compose_config(overrides)).stages) == ["general_ocr", "structured", "dpo", "export"]
+    config = validate(compose_config(["output_dir=/tmp/x", "stages.dpo=null", "stages.quantize=null"]))
+    assert list(config.stages) == ["general_ocr", "structured", "export"]
+    ablation = validate(compose_config(["recipe=tiny_ablation", "output_dir=/tmp/x", "stages.dpo=null"]))
+    assert list(ablation.stages) == ["general_ocr", "structured", "quantize", "export"]
+    ablation = validate(compose_config(["recipe=tiny_ablation", "output_dir=/tmp/x", "stages.quantize=null"]))
+    assert list(ablation.stages) == ["general_ocr", "structured", "dpo", "export"], "a base may skip a removed stage"
+    with pytest.raises(ConfigError, match="name at least one stage"):
+        validate(compose_config(["output_dir=/tmp/x", *(f"stages.{name}=null" for name in config.stages),
+                                 "stages.dpo=null", "stages.quantize=null"]))

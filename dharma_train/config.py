@@ -20,6 +20,7 @@ from dharma_train.gate import GateConfig
 from dharma_train.models.config import ModelConfig
 from dharma_train.reporting.tracking import TrackingConfig
 from dharma_train.stages import STAGE_CONFIGS
+from dharma_train.stages.dpo import mining_within
 from dharma_train.training.config import TrainerConfig
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "evaluation": EvalConfig, "trainer": TrainerConfig,
@@ -66,7 +67,8 @@ def validate(cfg: DictConfig | dict) -> RunConfig:
         if kind not in STAGE_CONFIGS:
             raise ConfigError(f"config key 'stages.{name}.kind' must be one of {sorted(STAGE_CONFIGS)}, got {kind!r}"
                               f"{did_you_mean(close_names(str(kind), sorted(STAGE_CONFIGS)))}")
-        typed_stages[name] = typed(f"stages.{name}", STAGE_CONFIGS[kind], stage)
+        typed_stages[name] = mining_within(typed(f"stages.{name}", STAGE_CONFIGS[kind], stage),
+                                           sections["evaluation"].max_new_tokens)
     try:
         sections["trainer"].performance.check_stages(
             {name: stage.optimization.method for name, stage in typed_stages.items() if hasattr(stage, "optimization")})

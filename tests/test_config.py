@@ -111,3 +111,14 @@ def test_a_null_stage_in_a_recipe_file_or_an_override_removes_the_inherited_stag
     with pytest.raises(ConfigError, match="name at least one stage"):
         validate(compose_config(["output_dir=/tmp/x", *(f"stages.{name}=null" for name in config.stages),
                                  "stages.dpo=null", "stages.quantize=null"]))
+
+
+def test_a_run_mines_no_further_than_it_evaluates():
+    from dharma_train.cli.compose import compose_config
+
+    def mining_bound(*overrides):
+        return validate(compose_config(["output_dir=/tmp/x", *overrides])).stages["dpo"].mining.max_new_tokens
+
+    assert mining_bound("evaluation.max_new_tokens=16") == 16, "a smoke run's lower bound bounds mining too"
+    assert mining_bound("evaluation.max_new_tokens=4096") == 512, "mining's own bound when it is the smaller"
+    assert mining_bound("recipe=nanonets_3b") == 2048

@@ -118,15 +118,15 @@ def _count(folder: Path) -> str:
 
 def stage_lines(config) -> list[str]:
     """Each stage in order: run or reuse, and why, from the manifests already in output_dir, chained as the run
-    chains them: a stage is reused only if it started from the model the run would give it (the base model's files,
-    or the stage before it, itself reused) and its model's files are still those it wrote."""
+    chains them: a stage is reused only if it started from a model the run would give it (the base model's files, or
+    a point before it, itself reused: the gate may pass over a rejected one) and its files are still those it wrote."""
     from dharma_train.manifest import base_inputs, changed_output, key, read_manifest
     from dharma_train.run import base_artifact
     from dharma_train.stages.dpo import given_pairs
 
     output_dir = Path(config.output_dir)
     lines, rerun = [], None
-    upstream = key(base_inputs(base_artifact(config.model.path)))  # the key the run's base point has
+    reusable = {key(base_inputs(base_artifact(config.model.path)))}  # keys of the points a stage may start from
     for index, (name, stage) in enumerate(config.stages.items(), start=1):
         folder = output_dir / f"{index:02d}_{name}"
         what = f"  [{index}/{len(config.stages)}] {name} ({stage.kind}{_method(stage)})"
@@ -139,7 +139,7 @@ def stage_lines(config) -> list[str]:
             lines.append(f"{what}: runs, {why}")
             rerun = name
             continue
-        changed = settings_changed(manifest, stage, config) or _input_changed(manifest, upstream, index) \
+        changed = settings_changed(manifest, stage, config) or _input_changed(manifest, reusable, index) \
             or changed_output(manifest.get("outputs"))
         if changed:
             lines.append(f"{what}: runs, because {changed}")
@@ -148,13 +148,13 @@ def stage_lines(config) -> list[str]:
             inputs = "pages and given pairs are" if given_pairs(stage) else "pages are"
             lines.append(f"{what}: reused (finished with the same settings and input model, its files as it wrote "
                          f"them; its {inputs} checked again when the run starts)")
-            upstream = manifest["key"]
+            reusable.add(manifest["key"])
     return lines
 
 
-def _input_changed(manifest: dict, upstream: str, index: int) -> str:
-    """Why the model a finished stage started from is not the one it would start from now ('' when it is)."""
-    if manifest["inputs"].get("input") == upstream:
+def _input_changed(manifest: dict, reusable: set[str], index: int) -> str:
+    """Why the model a finished stage started from is none the run would start it from now ('' when it is)."""
+    if manifest["inputs"].get("input") in reusable:
         return ""
     return "the base model changed since it ran" if index == 1 else "its input model changed since it ran"
 

@@ -70,6 +70,16 @@ def test_plan_runs_a_stage_that_started_from_another_model_or_whose_files_change
            "was written (100 bytes, now 10)" in text
 
 
+def test_plan_reuses_a_stage_that_started_from_an_earlier_point_than_the_one_before_it(tmp_path):
+    """The gate (keep_best) starts the next stage from the best point so far when a stage is rejected."""
+    out = tmp_path / "run"
+    config = validate(compose_config([f"output_dir={out}"]))
+    finish_stage(config, out, 1, "general_ocr", base_key("tiny"))
+    finish_stage(config, out, 2, "structured", base_key("tiny"))  # general_ocr was rejected
+    text, _ = plan(compose_config([f"output_dir={out}"]))
+    assert "[2/5] structured (sft, full): reused" in text, text.split("# plan")[1]
+
+
 def test_plan_names_the_pages_the_model_and_the_memory_floor(tmp_path):
     pages = tmp_path / "pages"
     pages.mkdir()

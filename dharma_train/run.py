@@ -210,21 +210,6 @@ def check_bases_reachable(config: RunConfig) -> None:
                                     f"loaded here: " + " | ".join(unreachable.values()))
 
 
-def finished(run_dir: str | Path, stage_names: list[str]) -> bool:
-    """True when run_dir/summary.json holds the base point and every stage, in order (a stage that is recorded
-    without an evaluation, such as export, is listed under `not_evaluated`)."""
-    from dharma_train.errors import DataError
-    from dharma_train.reporting.comparison import read_summary
-
-    try:
-        summary = read_summary(run_dir)
-    except DataError:
-        return False
-    not_evaluated = {entry["stage"] for entry in summary.get("not_evaluated", [])}
-    return [entry["stage"] for entry in summary["entries"]] == \
-        [name for name in ["base", *stage_names] if name not in not_evaluated]
-
-
 def shared_pages(config: RunConfig) -> tuple[str, str]:
     """Train and eval folders every base uses: the given ones, pages generated earlier, or new ones."""
     data = config.data
@@ -240,8 +225,8 @@ def shared_pages(config: RunConfig) -> tuple[str, str]:
 
 
 def run_ablation(config: RunConfig) -> list[dict]:
-    """Check every base, share the pages (and each stage's generated set), run each unfinished base, then compare;
-    the ablation's folder is locked throughout, each base's while it runs."""
+    """Check every base, share the pages (and each stage's generated set), run each base, then compare; the
+    ablation's folder is locked throughout, each base's while it runs."""
     with _run_lock(config):
         return _run_ablation(config)
 
@@ -257,10 +242,8 @@ def _run_ablation(config: RunConfig) -> list[dict]:
     for number, name in enumerate(config.ablation.bases, start=1):
         run = base_config(replace(config, stages=stages), name, train, eval_pages)
         runs[name] = run.output_dir
-        if finished(run.output_dir, list(run.stages)):
-            log.info("base %d/%d %s: finished earlier in %s, not run again", number, len(config.ablation.bases), name,
-                     run.output_dir)
-            continue
+        # An ordinary run: each stage is reused or re-run by its key (manifest.py), as in any single run, so a changed
+        # setting re-trains that stage and those after it, and a finished base re-uses every stage and evaluation.
         log.info("base %d/%d %s (%s): stages %s", number, len(config.ablation.bases), name, run.model.path,
                  list(run.stages))
         execute(run)

@@ -37,10 +37,11 @@ class AblationConfig:
                 raise ValueError(f"ablation.bases.{name}: a base name is a folder name of letters, digits, '_', "
                                  f"'.', '-' (and not '{DATA_FOLDER}')")
 
-    def check_stages(self, stage_names: list[str]) -> None:
-        """Every skipped stage exists, and every base keeps at least one stage."""
+    def check_stages(self, stage_names: list[str], removed: list[str] = ()) -> None:
+        """Every skipped stage exists (or was removed from the recipe: skipping it then changes nothing), and every
+        base keeps at least one stage."""
         for name, base in self.bases.items():
-            unknown = sorted(set(base.skip) - set(stage_names))
+            unknown = sorted(set(base.skip) - set(stage_names) - set(removed))
             if unknown:
                 raise ValueError(f"ablation.bases.{name}.skip names unknown stage(s) {unknown}; stages: {stage_names}")
             if not set(stage_names) - set(base.skip):

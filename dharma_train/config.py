@@ -19,6 +19,7 @@ from dharma_train.gate import GateConfig
 from dharma_train.models.config import ModelConfig
 from dharma_train.reporting.tracking import TrackingConfig
 from dharma_train.stages import STAGE_CONFIGS
+from dharma_train.stages.dpo import mining_within
 from dharma_train.training.config import TrainerConfig
 from dharma_train.typed_config import typed
 
@@ -54,6 +55,8 @@ def validate(cfg: DictConfig | dict) -> RunConfig:
             raise ConfigError(f"config key '{key}' must be a non-empty string")
     sections = {key: typed(key, schema, values.get(key) or {}) for key, schema in SECTIONS.items()}
     stages = values.get("stages") or {}
+    removed = removed_stages(stages)
+    stages = {name: stage for name, stage in stages.items() if name not in removed} if removed else stages
     if not isinstance(stages, dict) or not stages:
         raise ConfigError("config key 'stages' must map stage names to stage configs, and name at least one stage")
     typed_stages = {}
@@ -64,17 +67,24 @@ def validate(cfg: DictConfig | dict) -> RunConfig:
         if kind not in STAGE_CONFIGS:
             raise ConfigError(f"config key 'stages.{name}.kind' must be one of {sorted(STAGE_CONFIGS)}, got {kind!r}"
                               f"{did_you_mean(close_names(str(kind), sorted(STAGE_CONFIGS)))}")
-        typed_stages[name] = typed(f"stages.{name}", STAGE_CONFIGS[kind], stage)
+        typed_stages[name] = mining_within(typed(f"stages.{name}", STAGE_CONFIGS[kind], stage),
+                                           sections["evaluation"].max_new_tokens)
     from dharma_train.preflight import check_order
 
     check_order([(name, stage.kind) for name, stage in typed_stages.items()])  # before any page is generated
     try:
         sections["trainer"].performance.check_stages(
             {name: stage.optimization.method for name, stage in typed_stages.items() if hasattr(stage, "optimization")})
-        sections["ablation"].check_stages(list(typed_stages))
+        sections["ablation"].check_stages(list(typed_stages), removed=removed)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     return RunConfig(name=values["name"], output_dir=values["output_dir"], stages=typed_stages, **sections)
+
+
+def removed_stages(stages) -> list[str]:
+    """Stages set to null (`stages.quantize: null` in a recipe, `stages.quantize=null` on the command line): removed
+    from the recipe they inherited, as `~stages.quantize` removes one on the command line."""
+    return [name for name, stage in stages.items() if stage is None] if isinstance(stages, dict) else []
 
 
 def _stage_without_kind(name: str, stages: dict) -> str:

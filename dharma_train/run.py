@@ -183,19 +183,31 @@ def base_config(config: RunConfig, name: str, train: str, eval_pages: str) -> Ru
     )
 
 
-def finished(run_dir: str | Path, stage_names: list[str]) -> bool:
-    """True when run_dir/summary.json holds the base point and every stage, in order (a stage that is recorded
-    without an evaluation, such as export, is listed under `not_evaluated`)."""
-    from dharma_train.errors import DataError
-    from dharma_train.reporting.comparison import read_summary
+def unreachable_bases(config: RunConfig) -> dict[str, str]:
+    """Each base whose model cannot be loaded here, with why, in words naming its own key (`ablation.bases.NAME.path`,
+    the one an ablation reads; `model.path` it ignores)."""
+    from dharma_train.errors import ModelUnavailableError
+    from dharma_train.models.loading import check_available
 
-    try:
-        summary = read_summary(run_dir)
-    except DataError:
-        return False
-    not_evaluated = {entry["stage"] for entry in summary.get("not_evaluated", [])}
-    return [entry["stage"] for entry in summary["entries"]] == \
-        [name for name in ["base", *stage_names] if name not in not_evaluated]
+    found = {}
+    for name, base in config.ablation.bases.items():
+        if base.path == TINY:
+            continue
+        try:
+            check_available(ModelArtifact(path=base.path), setting=f"ablation.bases.{name}.path")
+        except ModelUnavailableError as error:
+            found[name] = f"ablation.bases.{name}.path: {error}"
+    return found
+
+
+def check_bases_reachable(config: RunConfig) -> None:
+    """Every unreachable base fails the run at once, all of them named (not only the first)."""
+    from dharma_train.errors import ModelUnavailableError
+
+    unreachable = unreachable_bases(config)
+    if unreachable:
+        raise ModelUnavailableError(f"{len(unreachable)} of {len(config.ablation.bases)} ablation bases cannot be "
+                                    f"loaded here: " + " | ".join(unreachable.values()))
 
 
 def shared_pages(config: RunConfig) -> tuple[str, str]:
@@ -213,8 +225,8 @@ def shared_pages(config: RunConfig) -> tuple[str, str]:
 
 
 def run_ablation(config: RunConfig) -> list[dict]:
-    """Check every base, share the pages (and each stage's generated set), run each unfinished base, then compare;
-    the ablation's folder is locked throughout, each base's while it runs."""
+    """Check every base, share the pages (and each stage's generated set), run each base, then compare; the
+    ablation's folder is locked throughout, each base's while it runs."""
     with _run_lock(config):
         return _run_ablation(config)
 
@@ -222,7 +234,7 @@ def run_ablation(config: RunConfig) -> list[dict]:
 def _run_ablation(config: RunConfig) -> list[dict]:
     from dharma_train.reporting.comparison import compare, write_comparison
 
-    check_models_reachable([base.path for base in config.ablation.bases.values()])  # before any base trains
+    check_bases_reachable(config)  # before any base trains
     config.trainer.check_hardware()
     train, eval_pages = shared_pages(config)
     stages = resolve_stage_data(config, Path(config.output_dir))  # shared folders, the same on every run and resume
@@ -230,10 +242,8 @@ def _run_ablation(config: RunConfig) -> list[dict]:
     for number, name in enumerate(config.ablation.bases, start=1):
         run = base_config(replace(config, stages=stages), name, train, eval_pages)
         runs[name] = run.output_dir
-        if finished(run.output_dir, list(run.stages)):
-            log.info("base %d/%d %s: finished earlier in %s, not run again", number, len(config.ablation.bases), name,
-                     run.output_dir)
-            continue
+        # An ordinary run: each stage is reused or re-run by its key (manifest.py), as in any single run, so a changed
+        # setting re-trains that stage and those after it, and a finished base re-uses every stage and evaluation.
         log.info("base %d/%d %s (%s): stages %s", number, len(config.ablation.bases), name, run.model.path,
                  list(run.stages))
         execute(run)

@@ -9,11 +9,11 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from dharma_train.run import base_config, finished, shared_pages
+from dharma_train.run import base_config, check_bases_reachable, shared_pages, unreachable_bases
 from dharma_train.config import validate
 from dharma_train.config_files import config_dir, register_recipes
 from dharma_train.data.pages import load_pages
-from dharma_train.errors import ConfigError
+from dharma_train.errors import ConfigError, ModelUnavailableError
 from dharma_train.run_paths import run_resolved
 
 
@@ -56,17 +56,19 @@ def test_an_unknown_ablation_key_is_refused():
         _config("recipe=tiny_ablation", "output_dir=/tmp/x", "ablation.bases.tiny.skipped=[dpo]")
 
 
-def test_a_base_is_finished_only_when_its_summary_has_every_point(tmp_path):
-    assert not finished(tmp_path, ["structured", "dpo"])
-    entries = [{"stage": "base"}, {"stage": "structured"}]
-    (tmp_path / "summary.json").write_text(json.dumps({"entries": entries}))
-    assert not finished(tmp_path, ["structured", "dpo"])
-    (tmp_path / "summary.json").write_text(json.dumps({"entries": entries + [{"stage": "dpo"}]}))
-    assert finished(tmp_path, ["structured", "dpo"])
-    assert not finished(tmp_path, ["structured", "dpo", "export"]), "export not recorded yet"
-    (tmp_path / "summary.json").write_text(json.dumps({"entries": entries + [{"stage": "dpo"}],
-                                                       "not_evaluated": [{"stage": "export"}]}))
-    assert finished(tmp_path, ["structured", "dpo", "export"]), "export is recorded, not evaluated"
+def test_every_unreachable_base_is_named_with_its_own_key(tmp_path, monkeypatch):
+    """Not only the first, and with the key an ablation reads (ablation.bases.NAME.path), never model.path."""
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    config = _config("recipe=tiny_ablation", f"output_dir={tmp_path}", f"ablation.bases.tiny.path={tmp_path / 'no'}",
+                     "ablation.bases.tiny_ocr_rung.path=nobody/no-such-model", "+ablation.bases.ok.path=tiny")
+    assert list(unreachable_bases(config)) == ["tiny", "tiny_ocr_rung"]
+    with pytest.raises(ModelUnavailableError) as raised:
+        check_bases_reachable(config)
+    message = str(raised.value)
+    assert message.startswith("2 of 3 ablation bases cannot be loaded here: ")
+    assert f"ablation.bases.tiny.path: model folder {tmp_path / 'no'} does not exist" in message
+    assert "ablation.bases.tiny_ocr_rung.path: model nobody/no-such-model is not in the Hugging Face cache" in message
+    assert "point ablation.bases.tiny_ocr_rung.path at a local folder" in message and "model.path at" not in message
 
 
 def test_pages_are_generated_once_then_reused(tmp_path):
@@ -94,7 +96,8 @@ def _cli(*args, cwd):
 
 @pytest.mark.slow
 def test_tiny_ablation_end_to_end_writes_the_comparison_and_resumes(tmp_path):
-    """Shortened stages (tens of steps): the table's rows are both bases' summary points, then a rerun skips both.
+    """Shortened stages (tens of steps): the table's rows are both bases' summary points; a rerun reuses every stage
+    of both, a rerun with a changed stage setting re-trains that stage and those after it in both.
 
     About a minute of two free cores; the stages are too short to learn much, so only the bookkeeping is checked."""
     out = tmp_path / "ablation"
@@ -127,11 +130,14 @@ def test_tiny_ablation_end_to_end_writes_the_comparison_and_resumes(tmp_path):
     assert "| tiny_ocr_rung | general_ocr | sft |" in markdown and "| tiny | dpo | dpo |" in markdown
     assert (out / "comparison_scores.png").is_file() and (out / "comparison_degeneration.png").is_file()
 
-    before = {base: (out / base / "summary.json").stat().st_mtime_ns for base in summaries}
+    # Run again unchanged: every stage and every evaluation of every base is reused, nothing written anew.
+    manifests = _manifest_times(out)
     again = _cli("recipe=tiny_ablation", f"output_dir={out}", *SHORT, cwd=tmp_path)
-    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
-    assert (again.stdout + again.stderr).count("finished earlier") == 2
-    assert {base: (out / base / "summary.json").stat().st_mtime_ns for base in summaries} == before
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, log[-3000:]
+    assert log.count(": reused, it finished earlier with the same inputs") == 5, log[-3000:]
+    assert "runs because" not in log and "evaluating" not in log, log[-3000:]
+    assert _manifest_times(out) == manifests and len(manifests) == 2 + 5
 
     # A base interrupted after its stages finished resumes without re-running any: the general-OCR rung's generated
     # pages resolve to the same shared folder on every run (they once moved into the base's folder on a resume).
@@ -140,6 +146,34 @@ def test_tiny_ablation_end_to_end_writes_the_comparison_and_resumes(tmp_path):
     log = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, log[-3000:]
     assert "stage general_ocr: reused" in log and "runs because" not in log, log[-3000:]
+
+    # A changed stage setting re-trains that stage and every stage after it, for every base, as in a single run; the
+    # stages before it are reused; the comparison reads the new models' points.
+    fewer_steps = [word.replace("max_steps=25", "max_steps=20") for word in SHORT]
+    changed = _cli("recipe=tiny_ablation", f"output_dir={out}", *fewer_steps, cwd=tmp_path)
+    log = changed.stdout + changed.stderr
+    assert changed.returncode == 0, log[-3000:]
+    assert log.count("stage structured (sft): runs because its config changed "
+                     "(optimization.max_steps: 25 -> 20)") == 2, log[-3000:]
+    assert log.count("stage dpo (dpo): runs because structured before it re-ran") == 2, log[-3000:]
+    assert "stage general_ocr: reused" in log, log[-3000:]
+    now = _manifest_times(out)
+    rerun = {name for name in now if now[name] != manifests[name]}
+    assert rerun == {"tiny/01_structured/manifest.json", "tiny/02_dpo/manifest.json",
+                     "tiny_ocr_rung/02_structured/manifest.json", "tiny_ocr_rung/03_dpo/manifest.json"}
+    for stage_dir in ("tiny/01_structured", "tiny_ocr_rung/02_structured"):
+        manifest = json.loads((out / stage_dir / "manifest.json").read_text())
+        assert manifest["inputs"]["config"]["optimization"]["max_steps"] == 20
+    summaries = {base: json.loads((out / base / "summary.json").read_text()) for base in ("tiny", "tiny_ocr_rung")}
+    with (out / "comparison.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [float(row["quality"]) for row in table] == pytest.approx(
+        [entry["metrics"]["quality_score"] for summary in summaries.values() for entry in summary["entries"]])
+
+
+def _manifest_times(out):
+    """When each point's manifest of each base was last written: a reused, unevaluated point's is never rewritten."""
+    return {str(path.relative_to(out)): path.stat().st_mtime_ns for path in out.glob("*/[0-9][0-9]_*/manifest.json")}
 
 
 def test_the_ablation_group_yaml_is_the_dataclass_default():

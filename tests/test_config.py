@@ -100,3 +100,33 @@ def test_a_recipe_in_the_wrong_order_stops_at_validation():
 
     with pytest.raises(ConfigError, match="stage export .export. must be the last stage: .* structured_again comes"):
         validate(_compose("recipe=tiny", "output_dir=/tmp/x", "+stages.structured_again.kind=sft"))
+
+
+def test_a_null_stage_in_a_recipe_file_or_an_override_removes_the_inherited_stage(tmp_path):
+    """`quantize: null` once failed as 'not a stage of this recipe (no kind ...)'."""
+    from dharma_train.cli.compose import compose_config, split_words
+
+    recipe = tmp_path / "no_quantize.yaml"
+    recipe.write_text("defaults:\n  - /recipe@_here_: tiny\n  - _self_\nstages:\n  quantize: null\n")
+    overrides, _ = split_words([str(recipe), "output_dir=/tmp/x"])
+    assert list(validate(compose_config(overrides)).stages) == ["general_ocr", "structured", "dpo", "export"]
+    config = validate(compose_config(["output_dir=/tmp/x", "stages.dpo=null", "stages.quantize=null"]))
+    assert list(config.stages) == ["general_ocr", "structured", "export"]
+    ablation = validate(compose_config(["recipe=tiny_ablation", "output_dir=/tmp/x", "stages.dpo=null"]))
+    assert list(ablation.stages) == ["general_ocr", "structured", "quantize", "export"]
+    ablation = validate(compose_config(["recipe=tiny_ablation", "output_dir=/tmp/x", "stages.quantize=null"]))
+    assert list(ablation.stages) == ["general_ocr", "structured", "dpo", "export"], "a base may skip a removed stage"
+    with pytest.raises(ConfigError, match="name at least one stage"):
+        validate(compose_config(["output_dir=/tmp/x", *(f"stages.{name}=null" for name in config.stages),
+                                 "stages.dpo=null", "stages.quantize=null"]))
+
+
+def test_a_run_mines_no_further_than_it_evaluates():
+    from dharma_train.cli.compose import compose_config
+
+    def mining_bound(*overrides):
+        return validate(compose_config(["output_dir=/tmp/x", *overrides])).stages["dpo"].mining.max_new_tokens
+
+    assert mining_bound("evaluation.max_new_tokens=16") == 16, "a smoke run's lower bound bounds mining too"
+    assert mining_bound("evaluation.max_new_tokens=4096") == 512, "mining's own bound when it is the smaller"
+    assert mining_bound("recipe=nanonets_3b") == 2048

@@ -13,6 +13,7 @@ STAGE_KINDS = {
     "export": "a standalone model folder with a model card (optionally pushed to the Hub)",
 }
 
+HELP_WIDTH = 114  # columns: the widest entries already there fit
 USAGE = """\
 usage: python -m dharma_train [RECIPE.yaml | recipe=NAME] [key=value ...]
        python -m dharma_train plan [RECIPE.yaml | recipe=NAME] [key=value ...]
@@ -31,17 +32,33 @@ def version() -> str:
 
 
 def recipe_summary(name: str) -> str:
-    """A recipe's first comment line, without its name: 'the whole ladder on the tiny model, on a CPU'."""
-    for line in (recipes_dir() / f"{name}.yaml").read_text(encoding="utf-8").splitlines():
-        text = line.lstrip("# ").strip()
-        if text:
-            text = text.split(":", 1)[1].strip() if text.startswith(f"{name}:") else text
-            return text.split(". ")[0].rstrip(".")
-    return ""
+    """A recipe's first sentence, without its name: 'the whole ladder on the tiny model, on a CPU'. The sentence may
+    run over the comment's continuation lines (indented): it is read to its end, never cut at a line's."""
+    text = _first_comment_paragraph((recipes_dir() / f"{name}.yaml").read_text(encoding="utf-8"))
+    text = text.split(":", 1)[1].strip() if text.startswith(f"{name}:") else text
+    return text.split(". ")[0].rstrip(".")
+
+
+def _first_comment_paragraph(yaml_text: str) -> str:
+    """The first comment line and the indented comment lines that continue it, joined into one line."""
+    lines = []
+    for line in yaml_text.splitlines():
+        if not line.startswith("#") or (lines and not line.startswith("#  ")):
+            break
+        lines.append(line.lstrip("# ").strip())
+    return " ".join(filter(None, lines))
+
+
+def _wrapped(name: str, summary: str) -> list[str]:
+    """A recipe's help entry, its summary wrapped under itself rather than cut."""
+    import textwrap
+
+    return textwrap.wrap(f"{name:<15} {summary}", width=HELP_WIDTH, initial_indent="  ",
+                         subsequent_indent=" " * 18)
 
 
 def help_text() -> str:
-    recipes = [f"  {name:<15} {recipe_summary(name)}" for name in recipe_names()]
+    recipes = [line for name in recipe_names() for line in _wrapped(name, recipe_summary(name))]
     kinds = [f"  {kind:<15} {text}" for kind, text in STAGE_KINDS.items()]
     return "\n".join([
         f"dharma_train {version()}: turn a Qwen2.5-VL model into a document-OCR specialist, one measured stage at",

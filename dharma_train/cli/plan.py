@@ -25,17 +25,31 @@ def plan(cfg: DictConfig) -> tuple[str, list[str]]:
     values.pop("hydra", None)
     lines = ["# resolved config", OmegaConf.to_yaml(values).rstrip(), "", "# plan",
              f"output_dir: {config.output_dir}", "validation: passed"]
-    model_loadable = _checked("model", lambda: _model_line(config), problems, lines)
-    _checked("machine", lambda: _machine_line(config), problems, lines)
-    lines += ["pages:", *pages_lines(config)]
-    lines += ["stages:", *stage_lines(config)]
-    if model_loadable:
-        _checked("memory floor", lambda: memory_lines(config), problems, lines)
-        _checked("memory check", lambda: _memory_check(config), problems, lines)
+    if config.ablation.bases:
+        from dharma_train.cli.plan_ablation import ablation_lines
+
+        lines.append("model: each base's own, ablation.bases.NAME.path (model.path is not used)")
+        _checked("machine", lambda: _machine_line(config), problems, lines)
+        lines += ["pages (shared by every base):", *pages_lines(config)]
+        lines += ablation_lines(config, problems)
     else:
-        lines.append("memory floor: not estimated (the model's config.json is not here)")
+        model_loadable = _checked("model", lambda: _model_line(config), problems, lines)
+        _checked("machine", lambda: _machine_line(config), problems, lines)
+        lines += ["pages:", *pages_lines(config)]
+        lines += ["stages:", *stage_lines(config)]
+        lines += model_lines(config, model_loadable, problems)
     lines += [f"would stop: {problem}" for problem in problems] or ["ready: nothing was trained or written"]
     return "\n".join(lines), problems
+
+
+def model_lines(config, loadable: bool, problems: list[str]) -> list[str]:
+    """Each trained stage's memory floor against the budget, when the model's config is here to size it."""
+    if not loadable:
+        return ["memory floor: not estimated (the model's config.json is not here)"]
+    lines: list[str] = []
+    _checked("memory floor", lambda: memory_lines(config), problems, lines)
+    _checked("memory check", lambda: _memory_check(config), problems, lines)
+    return lines
 
 
 def _checked(title: str, describe, problems: list[str], lines: list[str]) -> bool:
@@ -54,10 +68,9 @@ def _model_line(config) -> str:
     from dharma_train.models.config import TINY
     from dharma_train.preflight import check_models_reachable
 
-    paths = [config.model.path, *(base.path for base in config.ablation.bases.values())]
-    check_models_reachable(paths)
-    return ", ".join(f"{path} (built on first use, offline)" if path == TINY else f"{path} (loadable here)"
-                     for path in dict.fromkeys(paths))
+    path = config.model.path
+    check_models_reachable([path])
+    return f"{path} (built on first use, offline)" if path == TINY else f"{path} (loadable here)"
 
 
 def _machine_line(config) -> str:
@@ -104,12 +117,16 @@ def _count(folder: Path) -> str:
 
 
 def stage_lines(config) -> list[str]:
-    """Each stage in order: run or reuse, and why, from the manifests already in output_dir."""
-    from dharma_train.manifest import read_manifest
+    """Each stage in order: run or reuse, and why, from the manifests already in output_dir, chained as the run
+    chains them: a stage is reused only if it started from a model the run would give it (the base model's files, or
+    a point before it, itself reused: the gate may pass over a rejected one) and its files are still those it wrote."""
+    from dharma_train.manifest import base_inputs, changed_output, key, read_manifest
+    from dharma_train.run import base_artifact
     from dharma_train.stages.dpo import given_pairs
 
     output_dir = Path(config.output_dir)
     lines, rerun = [], None
+    reusable = {key(base_inputs(base_artifact(config.model.path)))}  # keys of the points a stage may start from
     for index, (name, stage) in enumerate(config.stages.items(), start=1):
         folder = output_dir / f"{index:02d}_{name}"
         what = f"  [{index}/{len(config.stages)}] {name} ({stage.kind}{_method(stage)})"
@@ -122,15 +139,24 @@ def stage_lines(config) -> list[str]:
             lines.append(f"{what}: runs, {why}")
             rerun = name
             continue
-        changed = settings_changed(manifest, stage, config)
+        changed = settings_changed(manifest, stage, config) or _input_changed(manifest, reusable, index) \
+            or changed_output(manifest.get("outputs"))
         if changed:
             lines.append(f"{what}: runs, because {changed}")
             rerun = name
         else:
-            inputs = "pages, given pairs" if given_pairs(stage) else "pages"
-            lines.append(f"{what}: reused (finished with the same settings; its {inputs} and input model are "
-                         "checked again when the run starts)")
+            inputs = "pages and given pairs are" if given_pairs(stage) else "pages are"
+            lines.append(f"{what}: reused (finished with the same settings and input model, its files as it wrote "
+                         f"them; its {inputs} checked again when the run starts)")
+            reusable.add(manifest["key"])
     return lines
+
+
+def _input_changed(manifest: dict, reusable: set[str], index: int) -> str:
+    """Why the model a finished stage started from is none the run would start it from now ('' when it is)."""
+    if manifest["inputs"].get("input") in reusable:
+        return ""
+    return "the base model changed since it ran" if index == 1 else "its input model changed since it ran"
 
 
 def _method(stage) -> str:
@@ -143,7 +169,7 @@ def settings_changed(manifest: dict, stage_config, config) -> str:
     from dharma_train.stage import StageContext
     from dharma_train.stages import build_stage
 
-    stage = build_stage(manifest["point"], _as_loaded(manifest["point"], stage_config, config))
+    stage = build_stage(manifest["point"], as_loaded(manifest["point"], stage_config, config))
     context = StageContext(trainer=config.trainer, model=config.model)
     now = stage_inputs(stage, context, upstream="", pages="")
     keys = ("dharma_train", "stage", "config", "trainer", "model_settings", "files")
@@ -152,7 +178,7 @@ def settings_changed(manifest: dict, stage_config, config) -> str:
     return describe_changes(before, now) if before != now else ""
 
 
-def _as_loaded(name: str, stage_config, config):
+def as_loaded(name: str, stage_config, config):
     """The stage as the run would give it: given pairs replaced by the pair set an earlier run loaded from the same
     source into output_dir (the run loads them again at start-up, as it does the pages)."""
     from dataclasses import replace

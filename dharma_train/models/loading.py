@@ -18,10 +18,11 @@ HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def check_available(artifact: ModelArtifact) -> None:
-    """Raise ModelUnavailableError unless every folder or hub id the artifact needs can be loaded now."""
+def check_available(artifact: ModelArtifact, setting: str = "model.path") -> None:
+    """Raise ModelUnavailableError unless every folder or hub id the artifact needs can be loaded now; `setting`,
+    the key that names the model (an ablation base's is `ablation.bases.NAME.path`), is the one the fix advises."""
     if artifact.base is not None:
-        check_available(artifact.base)
+        check_available(artifact.base, setting)
     path = artifact.path
     if Path(path).is_dir():
         marker = "adapter_config.json" if artifact.is_adapter else "config.json"
@@ -31,17 +32,17 @@ def check_available(artifact: ModelArtifact) -> None:
         return
     if not HUB_ID.fullmatch(path):
         raise ModelUnavailableError(f"model folder {path} does not exist")
-    _check_hub_model(path)
+    _check_hub_model(path, setting)
 
 
-def _check_hub_model(repo_id: str) -> None:
+def _check_hub_model(repo_id: str, setting: str) -> None:
     from huggingface_hub import HfApi, constants, try_to_load_from_cache
 
     cached = try_to_load_from_cache(repo_id, "config.json")
     if isinstance(cached, str):
         return
     how_to_fix = (f"Download it where the Hub is reachable (`hf download {repo_id}`) and copy the cache "
-                  f"folder ({constants.HF_HUB_CACHE}) here, or point model.path at a local folder.")
+                  f"folder ({constants.HF_HUB_CACHE}) here, or point {setting} at a local folder.")
     if constants.HF_HUB_OFFLINE:
         raise ModelUnavailableError(
             f"model {repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set. {how_to_fix}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from dharma_train.artifact import ModelArtifact
@@ -24,6 +24,16 @@ def given_pairs(config) -> str | None:
     """The pair source a stage config was given (a DPO stage's `pairs` that it does not build itself), else None."""
     pairs = getattr(config, "pairs", None)
     return None if pairs is None or pairs in BUILT_PAIRS else pairs
+
+
+def mining_within(stage_config, evaluation_tokens: int):
+    """A stage config whose mining stops where evaluation does (`evaluation.max_new_tokens`), if that is sooner: the
+    evaluation cannot see an answer past its bound, and a smoke run that lowers it should not mine to 512 tokens."""
+    mining = getattr(stage_config, "mining", None)
+    if mining is None or mining.max_new_tokens <= evaluation_tokens:
+        return stage_config
+    return replace(stage_config, mining=replace(mining, max_new_tokens=evaluation_tokens))
+
 
 # TRL DPOTrainer's pairwise losses that need no extra inputs (the SFT term is `sft_loss_weight`)
 LOSS_TYPES = ("sigmoid", "sigmoid_norm", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard",

@@ -5,20 +5,33 @@ import json
 from dharma_train.cli.compose import compose_config
 from dharma_train.cli.plan import plan
 from dharma_train.config import validate
-from dharma_train.manifest import stage_inputs
+from dharma_train.artifact import ModelArtifact
+from dharma_train.manifest import base_inputs, key, stage_inputs, written_files
+from dharma_train.run import base_artifact
 from dharma_train.stage import StageContext
 from dharma_train.stages import build_stage
 
 
-def _finish_first_stage(out, overrides):
-    """A manifest as the pipeline writes it for a finished general_ocr stage."""
-    config = validate(compose_config([f"output_dir={out}", *overrides]))
-    stage = build_stage("general_ocr", config.stages["general_ocr"])
-    inputs = stage_inputs(stage, StageContext(trainer=config.trainer, model=config.model), "base-key", "pages-key")
-    folder = out / "01_general_ocr"
+def base_key(model_path: str) -> str:
+    """The key of a run's base point, which its first stage records as its input."""
+    return key(base_inputs(base_artifact(model_path)))
+
+
+def finish_stage(config, out, index: int, name: str, upstream: str) -> str:
+    """A manifest as the pipeline writes it for a finished stage (pages not fingerprinted); returns its key."""
+    stage = build_stage(name, config.stages[name])
+    inputs = stage_inputs(stage, StageContext(trainer=config.trainer, model=config.model), upstream, "pages-key")
+    folder = out / f"{index:02d}_{name}"
     folder.mkdir(parents=True)
-    (folder / "manifest.json").write_text(json.dumps({"point": "general_ocr", "kind": "sft", "key": "k",
+    (folder / "manifest.json").write_text(json.dumps({"point": name, "kind": stage.kind, "key": key(inputs),
                                                       "inputs": inputs, "artifact": {"path": str(folder)}}))
+    return key(inputs)
+
+
+def _finish_first_stage(out, overrides, upstream: str | None = None):
+    """A finished general_ocr stage, started from the tiny base unless `upstream` names another point."""
+    config = validate(compose_config([f"output_dir={out}", *overrides]))
+    finish_stage(config, out, 1, "general_ocr", upstream or base_key(config.model.path))
 
 
 def test_plan_says_which_stages_are_reused_and_why_others_run(tmp_path):
@@ -33,6 +46,38 @@ def test_plan_says_which_stages_are_reused_and_why_others_run(tmp_path):
     assert "[1/5] general_ocr (sft, full): runs, because its config changed " \
            "(optimization.learning_rate: 0.003 -> 0.001)" in text
     assert sorted(p.name for p in out.iterdir()) == ["01_general_ocr"], "a plan writes nothing"
+
+
+def test_plan_runs_a_stage_that_started_from_another_model_or_whose_files_changed(tmp_path):
+    """The same chain as the run's keys: a first stage trained from another base model is not reused, nor is one
+    whose saved files are no longer those it wrote."""
+    out = tmp_path / "run"
+    _finish_first_stage(out, [], upstream="another-base-key")
+    text, _ = plan(compose_config([f"output_dir={out}"]))
+    assert "[1/5] general_ocr (sft, full): runs, because the base model changed since it ran" in text
+    manifest = json.loads((out / "01_general_ocr" / "manifest.json").read_text())
+    weights = out / "01_general_ocr" / "model" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"w" * 100)
+    manifest["inputs"]["input"] = base_key("tiny")
+    manifest["outputs"] = written_files(ModelArtifact(path=str(weights.parent)))
+    (out / "01_general_ocr" / "manifest.json").write_text(json.dumps(manifest))
+    text, _ = plan(compose_config([f"output_dir={out}"]))
+    assert "[1/5] general_ocr (sft, full): reused" in text
+    weights.write_bytes(b"w" * 10)
+    text, _ = plan(compose_config([f"output_dir={out}"]))
+    assert "[1/5] general_ocr (sft, full): runs, because 01_general_ocr/model/model.safetensors changed since it " \
+           "was written (100 bytes, now 10)" in text
+
+
+def test_plan_reuses_a_stage_that_started_from_an_earlier_point_than_the_one_before_it(tmp_path):
+    """The gate (keep_best) starts the next stage from the best point so far when a stage is rejected."""
+    out = tmp_path / "run"
+    config = validate(compose_config([f"output_dir={out}"]))
+    finish_stage(config, out, 1, "general_ocr", base_key("tiny"))
+    finish_stage(config, out, 2, "structured", base_key("tiny"))  # general_ocr was rejected
+    text, _ = plan(compose_config([f"output_dir={out}"]))
+    assert "[2/5] structured (sft, full): reused" in text, text.split("# plan")[1]
 
 
 def test_plan_names_the_pages_the_model_and_the_memory_floor(tmp_path):
@@ -74,13 +119,89 @@ def test_plan_reuses_a_dpo_stage_finished_on_given_pairs_and_runs_it_for_another
     config = validate(compose_config([*only_dpo, f"stages.dpo.pairs={given}"]))
     folder = load_pair_set(given, out / "data" / "stages" / "dpo" / "pairs", split="stages.dpo.pairs")
     stage = build_stage("dpo", replace(config.stages["dpo"], pairs=str(folder)))
-    inputs = stage_inputs(stage, StageContext(trainer=config.trainer, model=config.model), "base-key", "pages-key")
+    inputs = stage_inputs(stage, StageContext(trainer=config.trainer, model=config.model), base_key("tiny"),
+                          "pages-key")
     (out / "01_dpo").mkdir()
     (out / "01_dpo" / "manifest.json").write_text(json.dumps({"point": "dpo", "kind": "dpo", "key": "k",
                                                               "inputs": inputs, "artifact": {"path": str(out)}}))
     text, problems = plan(compose_config([*only_dpo, f"stages.dpo.pairs={given}"]))
     assert problems == [] and "[1/1] dpo (dpo, full): reused" in text, text.split("# plan")[1]
-    assert "its pages, given pairs and input model are checked again" in text
+    assert "its pages and given pairs are checked again" in text
     other = shutil.copytree(given.parent, tmp_path / "other") / "pairs.jsonl"
     text, _ = plan(compose_config([*only_dpo, f"stages.dpo.pairs={other}"]))
     assert "[1/1] dpo (dpo, full): runs, because its input files changed" in text
+
+
+# ---- ablations: every base in its own folder ----------------------------------------------------------------------
+
+def _ablation(out, *overrides):
+    return compose_config(["recipe=tiny_ablation", f"output_dir={out}", *overrides])
+
+
+def _finish_base(out, name: str, stages: list[str], *overrides) -> None:
+    """A base's first stages finished, in its own folder, chained from its base model as the run chains them."""
+    from dharma_train.run import base_config
+
+    run = base_config(validate(_ablation(out, *overrides)), name, "train", "eval")
+    upstream = base_key(run.model.path)
+    for index, stage in enumerate(stages, start=1):
+        upstream = finish_stage(run, out / name, index, stage, upstream)
+
+
+def _stage_lines(text: str, base: str) -> list[str]:
+    """The stage lines of one base's block, up to the colon."""
+    block = text.split(f" {base}: ")[1].split("\nbase ")[0]
+    return [line.strip().split(":")[0] for line in block.splitlines() if line.startswith("    [")]
+
+
+def test_plan_shows_each_base_its_stages_the_skipped_ones_and_what_it_would_reuse(tmp_path):
+    out = tmp_path / "ablation"
+    _finish_base(out, "tiny", ["structured", "dpo"])
+    _finish_base(out, "tiny_ocr_rung", ["general_ocr"])
+    text, problems = plan(_ablation(out))
+    assert problems == [], problems
+    assert f"base 1/2 tiny: tiny in {out / 'tiny'}; skips general_ocr, quantize, export " \
+           "(ablation.bases.tiny.skip)" in text
+    assert _stage_lines(text, "tiny") == ["[-] general_ocr", "[1/2] structured (sft, full)", "[2/2] dpo (dpo, full)",
+                                          "[-] quantize", "[-] export"]
+    assert "    [-] general_ocr: skipped by this base (ablation.bases.tiny.skip)" in text
+    assert "    [1/2] structured (sft, full): reused" in text and "    [2/2] dpo (dpo, full): reused" in text
+    assert _stage_lines(text, "tiny_ocr_rung") == ["[1/3] general_ocr (sft, full)", "[2/3] structured (sft, full)",
+                                                   "[3/3] dpo (dpo, full)", "[-] quantize", "[-] export"]
+    assert "    [1/3] general_ocr (sft, full): reused" in text
+    assert "    [2/3] structured (sft, full): runs, it has not finished in this output_dir before" in text
+
+    text, _ = plan(_ablation(out, "stages.structured.optimization.max_steps=7"))
+    assert "    [1/2] structured (sft, full): runs, because its config changed " \
+           "(optimization.max_steps: 200 -> 7)" in text
+    assert "    [2/2] dpo (dpo, full): runs, because structured before it runs" in text
+    assert "    [1/3] general_ocr (sft, full): reused" in text
+
+
+def test_plan_runs_every_stage_of_a_base_whose_model_changed(tmp_path):
+    import shutil
+
+    from dharma_train.models.tiny import tiny_model_dir
+
+    out = tmp_path / "ablation"
+    _finish_base(out, "tiny", ["structured", "dpo"])
+    _finish_base(out, "tiny_ocr_rung", ["general_ocr"])
+    other = shutil.copytree(tiny_model_dir(), tmp_path / "other_model")
+    (other / "notes.txt").write_text("another model")
+    text, problems = plan(_ablation(out, f"ablation.bases.tiny.path={other}"))
+    assert problems == [], problems
+    assert "    [1/2] structured (sft, full): runs, because the base model changed since it ran" in text
+    assert "    [1/3] general_ocr (sft, full): reused" in text
+
+
+def test_plan_names_every_unreachable_base_with_the_key_to_set(tmp_path, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    text, problems = plan(_ablation(tmp_path / "ablation", f"ablation.bases.tiny.path={tmp_path / 'missing'}",
+                                    "ablation.bases.tiny_ocr_rung.path=nobody/no-such-model"))
+    assert problems == [f"ablation.bases.tiny.path: model folder {tmp_path / 'missing'} does not exist",
+                        "ablation.bases.tiny_ocr_rung.path: model nobody/no-such-model is not in the Hugging Face "
+                        + problems[1].split("is not in the Hugging Face ")[1]]
+    assert "point ablation.bases.tiny_ocr_rung.path at a local folder" in problems[1]
+    assert "model.path at" not in text
+    assert text.count("  model: REFUSED: ablation.bases.") == 2 and text.count("would stop: ablation.bases.") == 2
+    assert text.count("memory floor: not estimated") == 2

@@ -139,3 +139,16 @@ def test_an_interrupted_dpo_stage_on_a_runs_pair_set_resumes_on_the_same_set_wit
         assert json.loads((folder / "pairs_summary.json").read_text())["source"] == str(given)
     before, after = (load_file(folder / "adapter" / "adapter_model.safetensors") for folder in (whole, resumed))
     assert before.keys() == after.keys() and all(torch.equal(before[name], after[name]) for name in before)
+
+
+def test_mining_stops_where_evaluation_stops_when_that_is_sooner():
+    """A smoke run's evaluation.max_new_tokens=16 once left mining generating 512 tokens per answer."""
+    from dharma_train.stages.dpo import mining_within
+    from dharma_train.stages.sft import SFTStageConfig
+
+    config = DPOStageConfig(mining=MiningConfig(max_new_tokens=512))
+    assert mining_within(config, 16).mining.max_new_tokens == 16
+    assert mining_within(config, 16).mining.samples_per_page == config.mining.samples_per_page
+    assert mining_within(config, 2048) is config, "a larger evaluation bound leaves mining's own"
+    assert config.mining.max_new_tokens == 512, "the given config is not changed"
+    assert mining_within(SFTStageConfig(), 16) == SFTStageConfig(), "a stage that mines nothing is left as it is"

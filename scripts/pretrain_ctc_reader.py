@@ -42,8 +42,10 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="folder for curve.jsonl, run.json, checkpoint/")
     parser.add_argument("--resume", type=Path, default=None, help="a checkpoint folder to continue from")
-    parser.add_argument("--phases", default="ctc:1500,line:2500,lines:2500,page:4000,json:4000",
-                        help="comma-separated kind:steps, kinds ctc|line|lines|page|json")
+    parser.add_argument("--phases", default="ctc:1500,line:2500,lines:1500,line:700,page:6000,json:6000",
+                        help="comma-separated kind:steps, kinds ctc|line|lines|page|json; a resumed run finds its "
+                             "place in this list by its global step (the GPU calls of 2026-12-06: the default; "
+                             "call 1 ran ctc:1500,line:2500,lines:2500,... to step 5,173, inside lines either way)")
     parser.add_argument("--shape", default=json.dumps(READER_SHAPE), help="JSON overrides of the tiny TINY_SHAPE")
     parser.add_argument("--batch", type=int, default=256, help="lines per batch")
     parser.add_argument("--page-batch", type=int, default=64)

@@ -224,8 +224,11 @@ class DeviceBatches:
         attention_mask = (labels != -100).long()
         attention_mask[:, :start] = 1
         pixel_values, grid = self.pixel_values(pixels)
+        # Without mm_token_type_ids transformers (5.x) gives the text 1D positions, not Qwen2.5-VL's 3D M-RoPE
+        # that generate() uses: a model trained so reads nothing at inference (issue 29's first GPU call).
+        mm_token_type_ids = (input_ids == self.processor.image_token_id).int()
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-                "pixel_values": pixel_values, "image_grid_thw": grid}
+                "pixel_values": pixel_values, "image_grid_thw": grid, "mm_token_type_ids": mm_token_type_ids}
 
 
 def check_patches(batches: DeviceBatches, processor, image: Image.Image) -> None:

@@ -30,6 +30,7 @@ def test_device_patches_and_prompt_are_what_the_processor_gives_the_model(kind):
     assert torch.equal(batch["input_ids"], stock["input_ids"])
     assert torch.allclose(batch["pixel_values"], stock["pixel_values"], atol=1e-5)
     assert torch.equal(batch["image_grid_thw"], stock["image_grid_thw"])
+    assert torch.equal(batch["mm_token_type_ids"], stock["mm_token_type_ids"]), "3D M-RoPE positions, as generate"
     labelled = batch["labels"][0][batch["labels"][0] != -100]
     assert processor.tokenizer.decode(labelled) == answer + "<|im_end|>", "labels cover the answer and its end only"
 
@@ -59,3 +60,20 @@ def test_a_short_curriculum_writes_its_curve_and_a_model_that_loads(tmp_path, ti
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(out / "model")
     assert sum(p.numel() for p in model.parameters()) == json.loads((out / "run.json").read_text())["parameters"]
     assert np.isfinite(curve[-1]["loss"])
+
+
+def test_training_batches_give_the_model_the_logits_the_processors_inputs_give_it():
+    """The positions training uses are the ones inference uses (M-RoPE over the image, not 1D text positions)."""
+    from dharma_train.models.tiny import build_tiny_model
+
+    processor = build_tiny_processor(TINY_SHAPE)
+    model = build_tiny_model(processor.tokenizer, TINY_SHAPE).eval()
+    image, answer = pretrain_reader.draw_sample("lines", random.Random(3), ["palavra", "página"], 0.5, None)
+    batch = pretrain_reader.DeviceBatches(processor, torch.device("cpu"))(
+        *pretrain_reader.Tokenize(processor.tokenizer)([(image, answer)]))
+    prompt = processor.apply_chat_template(pretrain_reader.prompt_messages("plain"), add_generation_prompt=True)
+    stock = processor(text=[prompt + answer + "<|im_end|>"], images=[image.convert("L")], return_tensors="pt")
+    with torch.no_grad():
+        ours = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        theirs = model(**stock).logits
+    assert torch.allclose(ours, theirs, atol=1e-4)

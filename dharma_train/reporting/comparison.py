@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dharma_train.errors import DataError
 from dharma_train.files import write_text_atomically
+from dharma_train.gate import outcome, skip_reason
 from dharma_train.run_paths import run_resolved
 
 # (column, metric key, markdown format): higher quality and score are better; lower CER, degeneration and cost.
@@ -111,13 +112,12 @@ def compare(run_dirs: Mapping[str, str | Path]) -> list[dict]:
     for base, folder in run_dirs.items():
         for entry in read_summary(folder)["entries"]:
             metrics = entry["metrics"]
-            row = {"base": base, "stage": entry["stage"], "kind": entry["kind"],
-                   "gate": entry.get("gate", {}).get("verdict", "")}
+            row = {"base": base, "stage": entry["stage"], "kind": entry["kind"], "gate": outcome(entry)}
             row.update({column: metrics.get(key) for column, key, _ in METRICS})
             for family, values in sorted(metrics.get("by_family", {}).items()):
                 row.update({f"{family}_{column}": values.get(key) for column, key, _ in FAMILY_METRICS})
             row["train_seconds"] = entry.get("train", {}).get("wall_seconds")
-            row["skipped"] = entry.get("train", {}).get("skipped", "")
+            row["skipped"] = skip_reason(entry) or ""
             rows.append(row)
     return rows
 

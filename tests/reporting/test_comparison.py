@@ -131,3 +131,11 @@ def test_comparison_checks_the_evaluation_pages_by_content(runs, tmp_path, capsy
     write_comparison(compare(runs), tmp_path / "unknown", runs)
     assert "not known: no evaluation page folder was found for with_rung" in \
         (tmp_path / "unknown" / "comparison.md").read_text()
+
+
+def test_a_stage_that_passed_its_input_on_is_skipped_in_the_comparison_not_kept(runs):
+    """The fixture's with_rung/dpo is an older summary's skipped stage (no gate verdict, the reason in its train
+    record); a current one says `skipped` in its gate."""
+    rows = compare(runs)
+    assert rows[6]["gate"] == "skipped" and rows[6]["skipped"] == "too few pairs"
+    assert "| with_rung | dpo | dpo |" in to_markdown(rows) and "| skipped |" in to_markdown(rows)

@@ -140,3 +140,20 @@ def test_card_names_the_kept_and_rejected_stages_and_the_exported_point():
     assert "dpo (quality 0.300 -> 0.150 (tolerance 0.010))" in card
     assert "These weights are those of `structured`." in card
     assert "Quality of the exported point (structured) per family:" in card
+
+
+def test_card_of_a_run_whose_last_stage_passed_its_input_on_names_the_stage_that_made_the_weights():
+    """An older summary.json called a skipped DPO `kept` and its final point: the card still says skipped, and that
+    the weights are structured's."""
+    metrics = {"quality_score": 0.3, "pages": 4}
+    entries = [{"stage": "base", "kind": "base", "model": "/m/base", "metrics": metrics, "gate": {"verdict": "base"}},
+               {"stage": "structured", "kind": "sft", "model": "/m/s", "metrics": metrics,
+                "gate": {"verdict": "kept", "against": "base", "regressions": []}},
+               {"stage": "dpo", "kind": "dpo", "model": "/m/s", "metrics": metrics, "train": {"skipped": "0 pairs"},
+                "gate": {"verdict": "kept", "against": "structured", "regressions": []}}]
+    summary = {"entries": entries, "evaluation": {"task": "structured"}, "final_point": "dpo"}
+    card = render_card(summary, [], {"printed": 4}, "tiny", None, "/out/model", {"dharma_train": "0.1.0"})
+    assert "| dpo | dpo | skipped |" in card and "structured (sft) → dpo (dpo, skipped)" in card
+    assert "Stages kept: structured. Skipped (passed its input on untrained, so its row repeats the point before " \
+           "it): dpo (0 pairs)." in card
+    assert "These weights are those of `structured`." in card and "kept" not in card.split("| dpo |")[1][:10]

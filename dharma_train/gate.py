@@ -105,5 +105,5 @@ def passed_on(stage: str, kind: str, start: dict, train: dict) -> dict:
     """The point of a stage that passed its input on: the weights, and so the metrics, of `start` (the point it
     started from), recorded without generating again; the gate neither keeps nor rejects it."""
     return {"stage": stage, "kind": kind, "model": start["model"], "artifact": start.get("artifact"),
-            "metrics": start["metrics"], "train": train,
+            "metrics": dict(start["metrics"]), "train": train,
             "gate": {"verdict": "skipped", "against": start["stage"], "regressions": [], "reason": train["skipped"]}}

@@ -5,7 +5,8 @@ After each stage is evaluated, the pipeline compares the new point with the poin
 each with a tolerance. A regressing stage is
 `rejected` (keep_best: the next stage starts from the best model, and export ships it), `warned` (warn: the run
 goes on from the regressed model) or stops the run (fail). Quantization's job is cost, not quality: it is kept
-while the quality it costs stays within `quantize_tolerance`.
+while the quality it costs stays within `quantize_tolerance`. A stage that passed its input on untrained (DPO with too
+few pairs) is `skipped`: not evaluated again, it repeats its input's metrics and the run carries on from that input.
 """
 
 from __future__ import annotations
@@ -86,3 +87,23 @@ def describe(entry: dict) -> str:
                 f"best so far: {gate['against']}")
     return (f"stage {entry['stage']} made the model worse than {gate['against']} on {worse} "
             f"(pipeline.on_regression=warn)")
+
+
+def skip_reason(entry: dict) -> str | None:
+    """Why a point's stage passed its input on untrained, else None (summaries older than the `skipped` verdict
+    record it only in the stage's train record)."""
+    return entry.get("gate", {}).get("reason") or entry.get("train", {}).get("skipped") or None
+
+
+def outcome(entry: dict) -> str:
+    """A point's gate verdict as readers print it: `skipped` for a stage that passed its input on, whatever an older
+    summary.json called it."""
+    return "skipped" if skip_reason(entry) else entry.get("gate", {}).get("verdict", "")
+
+
+def passed_on(stage: str, kind: str, start: dict, train: dict) -> dict:
+    """The point of a stage that passed its input on: the weights, and so the metrics, of `start` (the point it
+    started from), recorded without generating again; the gate neither keeps nor rejects it."""
+    return {"stage": stage, "kind": kind, "model": start["model"], "artifact": start.get("artifact"),
+            "metrics": dict(start["metrics"]), "train": train,
+            "gate": {"verdict": "skipped", "against": start["stage"], "regressions": [], "reason": train["skipped"]}}

@@ -1,7 +1,9 @@
 """A Pipeline runs stages in order and evaluates the base model and every stage's output the same way.
 
 Each evaluated stage passes the gate (gate.py) or is rejected: with `keep_best` the next stage starts from the
-best model so far, so what the run carries on from, and exports, is never worse than what it had.
+best model so far, so what the run carries on from, and exports, is never worse than what it had. A stage that
+passes its input on untrained (its StageResult says `skipped`, and why) is logged and recorded as `skipped` with
+the metrics of the point it passed on: the same weights are not evaluated a second time.
 
 Run again into the same output folder, it reuses every point whose inputs are unchanged (its manifest says so,
 see manifest.py), re-runs the first changed stage and every stage after it, and says which and why; a stage that
@@ -22,7 +24,7 @@ from dharma_train.data.pages import PageSet, load_pages
 from dharma_train.distributed import is_main, on_main
 from dharma_train.evaluation.hook import EvalConfig, evaluate
 from dharma_train.files import write_json_atomically
-from dharma_train.gate import GateConfig, StageRegressed, describe, verdict
+from dharma_train.gate import GateConfig, StageRegressed, describe, passed_on, verdict
 from dharma_train.manifest import (
     base_inputs,
     begin_attempt,
@@ -122,6 +124,13 @@ class Pipeline:
                 if note := machine_note(stage.name, manifest, self.context.trainer.resolved_device()):
                     log.warning("%s", note)
                     summary.setdefault("notes", []).append(note)
+                if skipped := manifest["train"].get("skipped"):
+                    log.warning("[%d/%d] stage %s skipped: it passed %s on untrained because %s; not evaluated again",
+                                index, total, stage.name, current_point, skipped)
+                    current, upstream = produced, produced_key
+                    self._record(summary, tracker, passed_on(stage.name, kind, start, manifest["train"]), output_dir,
+                                 final=current_point)
+                    continue
                 if not stage.evaluates_output:  # the same weights as the point before (export): not evaluated again
                     current, upstream = produced, produced_key
                     summary.setdefault("not_evaluated", []).append(
@@ -156,6 +165,8 @@ class Pipeline:
         with explain_out_of_memory(f"in stage {stage.name}", knobs):
             result = stage.run(current, pages, folder, self.context)
         train = {**result.metrics, "wall_seconds": time.perf_counter() - started}
+        if result.skipped:
+            train["skipped"] = result.skipped
         manifest = _write_manifest(folder, on_main(stage_manifest, folder, stage.name, kind, inputs, result.artifact,
                                                    train))
         on_main(remove_checkpoints, folder)

@@ -30,6 +30,7 @@ class StageResult:
     name: str
     artifact: ModelArtifact
     metrics: dict
+    skipped: str | None = None  # why the stage passed its input on untrained (artifact is its input); None: trained
 
 
 class Stage(Protocol):

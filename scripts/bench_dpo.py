@@ -61,8 +61,8 @@ def main():
     result = DPOStage("dpo", config).run(ModelArtifact(path=str(work / "model")), pages, work / "dpo", context)
     wall = time.perf_counter() - started
     metrics = result.metrics
-    if "skipped" in metrics:
-        raise SystemExit(f"DPO was skipped: {metrics['skipped']} ({metrics.get('mining')})")
+    if result.skipped:
+        raise SystemExit(f"DPO was skipped: {result.skipped} ({metrics.get('mining')})")
     pairs = load_pairs(work / "dpo")
     mined_seconds = metrics["mining"]["seconds"]
     tokenizer = processor.tokenizer

@@ -25,3 +25,9 @@ def test_docs_example_runs_and_writes_a_report(tmp_path, monkeypatch, capsys):
     assert [line.split()[0] for line in printed.splitlines()[-4:]] == ["base", "general_ocr", "structured", "dpo"]
     report = (tmp_path / "runs/api/report.md").read_text()
     assert "| structured | sft |" in report
+    # a DPO stage that mined too few pairs prints `skipped` and the structured model it passed on, as the doc shows
+    dpo, structured = printed.splitlines()[-1].split(), printed.splitlines()[-2].split()
+    if dpo[1] == "skipped":
+        assert dpo[-1] == structured[-1] == "runs/api/02_structured/model" and "skipped dpo" in report
+    else:
+        assert dpo[-1] == "runs/api/03_dpo/model" and dpo[1] in ("kept", "rejected")

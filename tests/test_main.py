@@ -192,13 +192,19 @@ def test_default_command_runs_the_whole_tiny_ladder_and_the_model_learns(tmp_pat
     carried_on_from = "base"
     for entry in summary["entries"][1:]:
         assert entry["gate"]["against"] == carried_on_from, "each stage starts from the last point kept"
+        if entry["gate"]["verdict"] == "skipped":  # passed its input on: logged, its input's numbers, no evaluation
+            assert entry["metrics"] == entries[carried_on_from]["metrics"] and entry["gate"]["reason"]
+            said = f"stage {entry['stage']} skipped: it passed {carried_on_from} on untrained"
+            assert said in result.stdout + result.stderr
+            assert f"| {entry['stage']} | {entry['kind']} | **skipped** |" in report
+            continue
         found = regressions(entry["kind"], entry["metrics"], entries[carried_on_from]["metrics"], GateConfig())
         assert entry["gate"]["verdict"] == ("rejected" if found else "kept"), entry["gate"]
         if found:
             assert f"**stage {entry['stage']} REJECTED" in report
         else:
             carried_on_from = entry["stage"]
-    carried = [e["stage"] for e in summary["entries"] if e["gate"]["verdict"] != "rejected"]
+    carried = [e["stage"] for e in summary["entries"] if e["gate"]["verdict"] not in ("rejected", "skipped")]
     assert summary["final_point"] == carried[-1] == summary["not_evaluated"][0]["from"]
     quantized = entries["quantize"]
     assert quantized["train"]["scheme"] == "awq_w4a16"

@@ -230,3 +230,47 @@ def test_a_stage_takes_a_dict_config_checked_like_yaml():
         SFTStage("structured", {"optimization": {"max_step": 3}})
     with pytest.raises(ConfigError, match="must be a SFTStageConfig or a dict"):
         SFTStage("structured", "lora")
+
+
+@dataclass
+class PassOn(Stage):
+    """A stage that finds nothing to train on and says so (as DPO does with too few mined pairs)."""
+
+    name: str
+    kind: str = "dpo"
+
+    def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
+        return StageResult(self.name, model, {"pairs": 0}, skipped="only 0 preference pairs (need 1)")
+
+
+def test_a_stage_that_passes_its_input_on_is_logged_reported_and_carded_as_skipped_and_not_evaluated_again(
+        tiny_artifact, pages, tmp_path, caplog):
+    from dharma_train.stages.export import ExportStage
+
+    train, eval_pages = pages
+    pipeline = Pipeline(stages=[PassOn("dpo"), ExportStage("export")],
+                        evaluation=EvalConfig(max_new_tokens=4, batch_size=2, max_pages=2),
+                        context=StageContext(trainer=TrainerConfig(device="cpu"), run_name="skip"))
+    with caplog.at_level("INFO", logger="dharma_train.pipeline"):
+        summary = pipeline.run(tiny_artifact, train, eval_pages, tmp_path)
+    assert "stage dpo skipped: it passed base on untrained because only 0 preference pairs (need 1); not evaluated " \
+           "again" in caplog.text
+    assert caplog.text.count("evaluating ") == 1  # the base alone
+    assert not (tmp_path / "01_dpo" / "predictions.jsonl").exists()
+    base, dpo = summary["entries"]
+    assert dpo["gate"] == {"verdict": "skipped", "against": "base", "regressions": [],
+                           "reason": "only 0 preference pairs (need 1)"}
+    assert dpo["metrics"] == base["metrics"] and dpo["train"]["skipped"] == "only 0 preference pairs (need 1)"
+    assert summary["final_point"] == "base"
+    report = (tmp_path / "report.md").read_text()
+    assert "kept none; skipped dpo; rejected none. The run carries on from (and exports) `base`." in report
+    assert "| dpo | dpo | **skipped** |" in report
+    card = (tmp_path / "02_export" / "model" / "README.md").read_text()
+    assert "| dpo | dpo | skipped |" in card and "dpo (dpo, skipped)" in card
+    assert "Skipped (passed its input on untrained, so its row repeats the point before it): dpo (only 0" in card
+    assert "These weights are those of `base`." in card
+
+    caplog.clear()
+    with caplog.at_level("INFO", logger="dharma_train.pipeline"):
+        again = pipeline.run(tiny_artifact, train, eval_pages, tmp_path)  # reused: still skipped, not evaluated
+    assert again["entries"][1]["gate"]["verdict"] == "skipped" and "stage dpo skipped" in caplog.text

@@ -1,7 +1,7 @@
 """Compare finished runs stage by stage: one row per (base, evaluated point), as markdown, CSV and plots.
 
-Reads only each run's summary.json, so it works on an ablation's base folders, on a Hydra multirun's job folders,
-or on any runs made earlier:
+Reads only each run's summary.json, so it works on an ablation (its folder stands for its bases' folders), on a
+Hydra multirun's job folders, or on any runs made earlier:
 
     python -m dharma_train.reporting.comparison runs/qwen runs/nanonets --output-dir runs/comparison
     python -m dharma_train.reporting.comparison qwen=runs/a nanonets=runs/b --output-dir runs/comparison
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dharma_train.errors import DataError
 from dharma_train.files import write_text_atomically
+from dharma_train.gate import outcome, skip_reason
 from dharma_train.run_paths import run_resolved
 
 # (column, metric key, markdown format): higher quality and score are better; lower CER, degeneration and cost.
@@ -28,6 +29,8 @@ METRICS = [
     ("quality", "quality_score", "{:.3f}"),
     ("paper_score", "paper_score", "{:.3f}"),
     ("cer", "cer", "{:.3f}"),
+    ("json_valid", "json_valid_rate", "{:.0%}"),
+    ("schema_valid", "schema_valid_rate", "{:.0%}"),
     ("degeneration", "degeneration_rate", "{:.1%}"),
     ("paper_degeneration", "paper_degeneration_rate", "{:.1%}"),
     ("cost_per_million_pages", "cost_per_million_pages", "${:,.0f}"),
@@ -42,7 +45,9 @@ def read_summary(run_dir: str | Path) -> dict:
     one is a DataError naming the file."""
     path = Path(run_dir) / "summary.json"
     if not path.is_file():
-        raise DataError(f"{path} does not exist: is {run_dir} a dharma_train run folder?")
+        raise DataError(f"{path} does not exist: is {run_dir} a dharma_train run folder? (An ablation's folder holds "
+                        "one run folder per base, each with its summary.json, once that base has evaluated a point: "
+                        "pass the ablation's folder or those, as NAME=FOLDER.)")
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -111,13 +116,12 @@ def compare(run_dirs: Mapping[str, str | Path]) -> list[dict]:
     for base, folder in run_dirs.items():
         for entry in read_summary(folder)["entries"]:
             metrics = entry["metrics"]
-            row = {"base": base, "stage": entry["stage"], "kind": entry["kind"],
-                   "gate": entry.get("gate", {}).get("verdict", "")}
+            row = {"base": base, "stage": entry["stage"], "kind": entry["kind"], "gate": outcome(entry)}
             row.update({column: metrics.get(key) for column, key, _ in METRICS})
             for family, values in sorted(metrics.get("by_family", {}).items()):
                 row.update({f"{family}_{column}": values.get(key) for column, key, _ in FAMILY_METRICS})
             row["train_seconds"] = entry.get("train", {}).get("wall_seconds")
-            row["skipped"] = entry.get("train", {}).get("skipped", "")
+            row["skipped"] = skip_reason(entry) or ""
             rows.append(row)
     return rows
 
@@ -187,10 +191,11 @@ def write_comparison(rows: list[dict], out_dir: str | Path,
     out_dir = Path(out_dir)
     points = stage_order(rows)
     plots = []
+    bases = list(dict.fromkeys(row["base"] for row in rows))
+    verdicts = {base: [_value(rows, base, stage, "gate") for stage in points] for base in bases}
     for column, title, name in PLOTS:
-        lines = {base: [_value(rows, base, stage, column) for stage in points]
-                 for base in dict.fromkeys(row["base"] for row in rows)}
-        plots.append(Path(plot_by_base(points, lines, title, out_dir / name)).name)
+        lines = {base: [_value(rows, base, stage, column) for stage in points] for base in bases}
+        plots.append(Path(plot_by_base(points, lines, title, out_dir / name, verdicts)).name)
     return [write_text_atomically(out_dir / "comparison.csv", to_csv(rows)),
             write_text_atomically(out_dir / "comparison.md",
                                   to_markdown(rows, plots, evaluation_pages(run_dirs) if run_dirs else None)),
@@ -212,12 +217,24 @@ def _cell(value, fmt: str | None) -> str:
 
 
 def parse_runs(arguments: list[str]) -> dict[str, Path]:
-    """`NAME=FOLDER` or `FOLDER` (named after the folder) per argument."""
-    runs = {}
+    """`NAME=FOLDER` or `FOLDER` (named after the folder) per argument; an ablation's folder stands for its bases."""
+    runs: dict[str, Path] = {}
     for argument in arguments:
         name, _, folder = argument.rpartition("=") if "=" in argument else ("", "", argument)
-        runs[name or Path(folder).name] = Path(folder)
+        bases = ablation_bases(Path(folder))
+        if not bases:
+            runs[name or Path(folder).name] = Path(folder)
+        prefix = f"{name or Path(folder).name}/" if len(arguments) > 1 else ""
+        runs.update({prefix + base: base_folder for base, base_folder in bases.items()})
     return runs
+
+
+def ablation_bases(folder: Path) -> dict[str, Path]:
+    """An ablation folder's base runs (it has no summary.json of its own, its bases' folders have one), by name;
+    empty for any other folder."""
+    if not folder.is_dir() or (folder / "summary.json").is_file():
+        return {}
+    return {sub.name: sub for sub in sorted(folder.iterdir()) if (sub / "summary.json").is_file()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,12 +242,17 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m dharma_train.reporting.comparison",
                                      description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="run folders holding summary.json, each FOLDER or NAME=FOLDER")
+    parser.add_argument("runs", nargs="+", help="run folders holding summary.json, each FOLDER or NAME=FOLDER; an "
+                        "ablation's folder stands for its bases' run folders")
     parser.add_argument("--output-dir", "--out", dest="out", default="comparison",
                         help="where comparison.md/.csv and the plots go (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         runs = parse_runs(args.runs)
+        for argument in args.runs:
+            if bases := ablation_bases(Path(argument.rpartition("=")[2])):
+                print(f"{argument}: an ablation's folder, compared as its bases: "
+                      + ", ".join(f"{name}={folder}" for name, folder in bases.items()), file=sys.stderr)
         written = write_comparison(compare(runs), args.out, runs)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)

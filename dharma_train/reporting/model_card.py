@@ -14,6 +14,7 @@ from pathlib import Path
 from dharma_train.config_files import recipe_names
 from dharma_train.data.pages import PageSet
 from dharma_train.data.prompts import PROMPTS
+from dharma_train.gate import outcome, skip_reason
 from dharma_train.models.config import TINY
 from dharma_train.run_paths import run_resolved
 from dharma_train.reporting.report import QUALITY, SPEED
@@ -38,7 +39,7 @@ def card_for_run(summary_file: Path, run_dir: Path, pages: PageSet, run_name: st
     config = json.loads((model_dir / "config.json").read_text())
     families = Counter(page.family for page in pages)
     return render_card(summary, stages, families, run_name, config.get("quantization_config"),
-                       repo_id or str(model_dir), library_versions(), on_hub=repo_id is not None,
+                       repo_id or str(model_dir.resolve()), library_versions(), on_hub=repo_id is not None,
                        provenance=run_provenance(run_dir))
 
 
@@ -54,8 +55,9 @@ def render_card(summary: dict | None, stages: list[dict], families: dict[str, in
     lines = ["---", _metadata(base, quantization).rstrip(), "---", "",
              f"# {location.split('/')[-1] if on_hub else run_name}: document OCR (dharma_train recipe `{run_name}`)", "",
              f"Trained from `{base}` by dharma_train, evaluated after every stage: "
-             + " → ".join(f"{e['stage']} ({e['kind']})" for e in entries[1:]) + ".", "",
-             "## Use", "", *_usage(location, task, quantization), "",
+             + " → ".join(f"{e['stage']} ({e['kind']}{', skipped' if skip_reason(e) else ''})" for e in entries[1:])
+             + ".", "",
+             "## Use", "", *_usage(location, task, quantization, settings.get("max_new_tokens") or 2048), "",
              "## Evaluation", ""]
     if entries:
         lines += [f"Measured by the run itself after every stage on the same {entries[0]['metrics'].get('pages', 0)} "
@@ -63,7 +65,7 @@ def render_card(summary: dict | None, stages: list[dict], families: dict[str, in
                   f"page). Quality is 0.8 × the DharmaOCR paper score + 0.2 × structure; degeneration is the share "
                   f"of looping answers.", ""]
         lines += _table(["point", "kind", "gate"] + [h for h, _, _ in CARD_QUALITY],
-                        [[e["stage"], e["kind"], e.get("gate", {}).get("verdict", "")]
+                        [[e["stage"], e["kind"], outcome(e)]
                          + [_cell(e["metrics"], k, f) for _, k, f in CARD_QUALITY] for e in entries])
         lines += ["", *_gate_sentence(entries, final)]
         lines += ["", f"Speed on the evaluating machine, cost at ${settings.get('price_per_hour', 0):.2f} per hour:",
@@ -124,25 +126,32 @@ def _metadata(base: str | None, quantization: dict | None) -> str:
                          base_model=hub_base).to_yaml()
 
 
-def _usage(location: str, task: str, quantization: dict | None) -> list[str]:
-    """Plain transformers, no torchvision: AutoProcessor would load Qwen2-VL's video processor, which needs it."""
+def _usage(location: str, task: str, quantization: dict | None, max_new_tokens: int) -> list[str]:
+    """The evaluation's own inputs (evaluation/generate.py) in plain transformers, no torchvision: AutoProcessor
+    would load Qwen2-VL's video processor, which needs it. `mm_token_type_ids` marks the image tokens: without it
+    transformers gives them 1-D text positions instead of Qwen2.5-VL's M-RoPE ones, and the answer changes."""
     needs = {"compressed-tensors": " (needs `pip install compressed-tensors`; vLLM serves it directly)",
              "bitsandbytes": " (needs `pip install bitsandbytes`)"}.get((quantization or {}).get("quant_method"), "")
     return [f"Plain transformers{needs}, no torchvision needed (where torchvision is installed, "
-            "`AutoProcessor.from_pretrained` gives the same inputs in one object):", "", "```python",
+            "`AutoProcessor.from_pretrained` gives the same inputs in one object). These are the inputs the "
+            "evaluation below gave the model, so the answer is the evaluated one:", "", "```python",
             "from PIL import Image",
             "from transformers import AutoModelForImageTextToText, AutoTokenizer, Qwen2VLImageProcessorPil", "",
-            f'model = AutoModelForImageTextToText.from_pretrained("{location}", dtype="auto", device_map="auto")',
-            f'tokenizer = AutoTokenizer.from_pretrained("{location}")',
-            f'images = Qwen2VLImageProcessorPil.from_pretrained("{location}")',
+            f'folder = "{location}"  # this card\'s folder (or its Hub repo id); change it if you move the folder',
+            'model = AutoModelForImageTextToText.from_pretrained(folder, dtype="auto", device_map="auto")',
+            "tokenizer = AutoTokenizer.from_pretrained(folder)",
+            "images = Qwen2VLImageProcessorPil.from_pretrained(folder)",
             f'messages = [{{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": {PROMPTS[task]!r}}}]}}]',
             "prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)",
-            'pixels = images(images=[Image.open("page.png")], return_tensors="pt")',
+            'pixels = images(images=[Image.open("page.png").convert("RGB")], return_tensors="pt")',
             'image_tokens = int(pixels["image_grid_thw"].prod()) // images.merge_size**2  # one per merged patch',
             'text = tokenizer([prompt.replace("<|image_pad|>", "<|image_pad|>" * image_tokens)], return_tensors="pt")',
+            '# 1 marks an image token: Qwen2.5-VL gives those its 3-D (M-RoPE) positions only when told which they are',
+            'text["mm_token_type_ids"] = (text["input_ids"] == tokenizer.convert_tokens_to_ids("<|image_pad|>")).long()',
             "inputs = {name: value.to(model.device) for name, value in {**text, **pixels}.items()}",
-            'answer = model.generate(**inputs, max_new_tokens=2048, do_sample=False)[0, inputs["input_ids"].shape[1]:]',
-            "print(tokenizer.decode(answer, skip_special_tokens=True))", "```"]
+            f"answer = model.generate(**inputs, max_new_tokens={max_new_tokens}, do_sample=False,",
+            "                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)",
+            'print(tokenizer.decode(answer[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))', "```"]
 
 
 def _quantization_text(quantization: dict) -> str:
@@ -170,16 +179,25 @@ def _cell(metrics: dict, key: str, fmt: str) -> str:
 
 
 def _final_entry(summary: dict | None, entries: list[dict]) -> dict | None:
-    """The evaluated point whose weights were exported (the stage gate's best), else the last one."""
+    """The point that produced the exported weights: the stage gate's best (else the last point), or, where that
+    stage passed its input on (an older summary.json names it), the last point before it that trained."""
     name = (summary or {}).get("final_point")
-    return next((e for e in entries if e["stage"] == name), entries[-1] if entries else None)
+    final = next((e for e in entries if e["stage"] == name), entries[-1] if entries else None)
+    if final is None or not skip_reason(final):
+        return final
+    before = entries[: entries.index(final)]
+    return next((e for e in reversed(before) if outcome(e) not in ("skipped", "rejected")), final)
 
 
 def _gate_sentence(entries: list[dict], final: dict | None) -> list[str]:
-    """Which stages the run kept and which it rejected (a rejected stage's weights are not in this model)."""
-    rejected = [e for e in entries if e.get("gate", {}).get("verdict") == "rejected"]
-    kept = [e["stage"] for e in entries[1:] if e not in rejected]
+    """Which stages the run kept, skipped and rejected (neither a skipped nor a rejected stage changed this model)."""
+    rejected = [e for e in entries if outcome(e) == "rejected"]
+    skipped = [e for e in entries if outcome(e) == "skipped"]
+    kept = [e["stage"] for e in entries[1:] if e not in rejected + skipped]
     text = f"Stages kept: {', '.join(kept) or 'none'}."
+    if skipped:
+        text += (" Skipped (passed its input on untrained, so its row repeats the point before it): "
+                 + "; ".join(f"{e['stage']} ({skip_reason(e)})" for e in skipped) + ".")
     if rejected:
         text += " Rejected by the stage gate (worse than the point before on its criteria, so not in this model): "
         text += "; ".join(f"{e['stage']} ({', '.join(e['gate']['regressions'])})" for e in rejected) + "."

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dharma_train.files import write_text_atomically
+from dharma_train.gate import outcome, skip_reason
 from dharma_train.run_paths import shown
 
 # (header, metric key, format)
@@ -97,25 +98,29 @@ def render_report(summary: dict, plots: list[str] | None = None, provenance: dic
 
 
 def _gate_cell(entry: dict) -> str:
-    gate = entry.get("gate", {}).get("verdict", "")
-    return "**rejected**" if gate == "rejected" else gate
+    gate = outcome(entry)
+    return f"**{gate}**" if gate in ("rejected", "skipped") else gate
 
 
 def _gate_lines(summary: dict) -> list[str]:
-    """The stage gate's outcome, stated before any table: which stages were kept, which rejected and why."""
+    """The stage gate's outcome, stated before any table: which stages were kept, skipped or rejected, and why."""
     from dharma_train.gate import describe
 
     gated = [e for e in summary["entries"] if e.get("gate", {}).get("verdict") not in (None, "base")]
     if not gated:
         return []
-    kept = [e["stage"] for e in gated if e["gate"]["verdict"] != "rejected"]
-    rejected = [e for e in gated if e["gate"]["verdict"] == "rejected"]
-    warned = [e for e in gated if e["gate"]["verdict"] == "warned"]
+    skipped = [e for e in gated if outcome(e) == "skipped"]
+    rejected = [e for e in gated if outcome(e) == "rejected"]
+    warned = [e for e in gated if outcome(e) == "warned"]
+    kept = [e["stage"] for e in gated if e not in skipped + rejected]
+    passed = f"skipped {', '.join(e['stage'] for e in skipped)}; " if skipped else ""
     lines = [f"**Stage gate** (`pipeline.on_regression={summary.get('gate', {}).get('on_regression', 'keep_best')}`): "
-             f"kept {', '.join(kept) or 'none'}; rejected {', '.join(e['stage'] for e in rejected) or 'none'}. "
+             f"kept {', '.join(kept) or 'none'}; {passed}rejected {', '.join(e['stage'] for e in rejected) or 'none'}. "
              f"The run carries on from (and exports) `{summary.get('final_point', gated[-1]['stage'])}`.", ""]
+    lines += [f"- **stage {e['stage']} skipped: it passed its input on untrained because {skip_reason(e)}; its row "
+              "repeats the metrics of the point before it, not evaluated again**" for e in skipped]
     lines += [f"- **{describe(e)}**" for e in rejected + warned]
-    return lines + ([""] if rejected or warned else [])
+    return lines + ([""] if skipped or rejected or warned else [])
 
 
 def write_report(summary: dict, path: Path, plots: list[str] | None = None) -> None:
@@ -155,7 +160,7 @@ def _pairs_section(entries: list[dict]) -> list[str]:
 
 
 def _skipped(entry: dict) -> str:
-    reason = entry.get("train", {}).get("skipped")
+    reason = skip_reason(entry)
     return f" (stage skipped, model passed on: {reason})" if reason else ""
 
 

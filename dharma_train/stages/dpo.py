@@ -111,13 +111,13 @@ class DPOStage(Stage):
                              quantize_4bit=quantized_base(opt.method, context.trainer.performance))
         pairs, mining = self._collect_pairs(network, processor, pages, output_dir, context)
         if cfg.pairs == "mined" and len(pairs) < cfg.mining.min_pairs:
-            reason = (f"{self.name}: only {len(pairs)} preference pairs (need {cfg.mining.min_pairs}): the input "
-                      f"model's answers rarely fail as {'/'.join(cfg.mining.reasons)} on these pages")
+            reason = (f"only {len(pairs)} preference pairs (need {cfg.mining.min_pairs}): the input model's answers "
+                      f"rarely fail as {'/'.join(cfg.mining.reasons)} on these pages")
             if cfg.mining.on_too_few == "fail":
-                raise DataError(reason + "; set mining.on_too_few=skip to pass the model on untrained")
+                raise DataError(f"{self.name}: {reason}; set mining.on_too_few=skip to pass the model on untrained")
             write_stage_record(output_dir, {"name": self.name, "kind": self.kind, "input": model.to_dict(),
                                             "output": model.to_dict(), "config": asdict(cfg), "skipped": reason})
-            return StageResult(self.name, model, {"skipped": reason, "pairs": len(pairs), **mining})
+            return StageResult(self.name, model, {"pairs": len(pairs), **mining}, skipped=reason)
         reference = None
         if opt.method == "full":
             if opt.freeze_vision:

@@ -125,6 +125,11 @@ def loss_curve(log_history: list[dict]) -> list[list[float]]:
     return [[entry["step"], entry["loss"]] for entry in log_history if "loss" in entry and "step" in entry]
 
 
+def _no_trainer_card(*args, **kwargs) -> None:
+    """TRL's placeholder README.md in NN_stage/trainer/ would read as the stage's model card; export writes the
+    real one, from the run's own records."""
+
+
 def train_resumably(trainer, settings, stage: str, eager_because: str | None = None) -> dict:
     """trainer.train(), resumed from the last complete checkpoint (resume=auto), stopped cleanly by SIGTERM/SIGINT,
     guarded against non-finite gradients; returns the training metrics. `eager_because`: why this stage's layers
@@ -144,6 +149,7 @@ def train_resumably(trainer, settings, stage: str, eager_because: str | None = N
     compile_unless_recomputed(trainer.model, settings.performance, settings.resolved_device(),
                               recompute["policy"] if recompute else None, eager_because)  # None: a sharded engine
     guard = NonFiniteGuard(settings.on_nonfinite)
+    trainer.create_model_card = _no_trainer_card  # TRL calls it at every checkpoint
     from dharma_train.console import label_training_bar
 
     label_training_bar(trainer, f"training {stage}")

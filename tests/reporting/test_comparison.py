@@ -11,6 +11,7 @@ from dharma_train.reporting.comparison import compare, main, stage_order, to_mar
 
 def _entry(stage, kind, quality, degeneration, cost, skipped=None):
     metrics = {"quality_score": quality, "paper_score": quality / 2, "cer": 1 - quality,
+               "json_valid_rate": 1.0 if quality > 0.5 else 0.25, "schema_valid_rate": 1.0 if quality > 0.7 else 0.0,
                "degeneration_rate": degeneration, "paper_degeneration_rate": degeneration / 2,
                "cost_per_million_pages": cost,
                "by_family": {"printed": {"quality_score": quality + 0.01, "degeneration_rate": degeneration},
@@ -65,7 +66,10 @@ def test_markdown_csv_and_plots_hold_the_same_numbers(runs, tmp_path):
         table = list(csv.DictReader(handle))
     assert len(table) == len(rows) and float(table[5]["quality"]) == 0.80 and table[1]["stage"] == "structured"
     markdown = (tmp_path / "out" / "comparison.md").read_text()
-    assert "| with_rung | structured | sft | 0.800 | 0.400 | 0.200 | 1.0% | 0.5% | $250 |" in markdown
+    assert "| with_rung | structured | sft | 0.800 | 0.400 | 0.200 | 100% | 100% | 1.0% | 0.5% | $250 |" in markdown
+    assert "| general | structured | sft | 0.600 | 0.300 | 0.400 | 100% | 0% |" in markdown
+    assert "| base | stage | kind | quality | paper_score | cer | json_valid | schema_valid | degeneration |" in markdown
+    assert float(table[5]["json_valid"]) == 1.0 and float(table[0]["schema_valid"]) == 0.0
     assert "| general | base | base | 0.100 |" in markdown
     assert "printed_quality" in markdown and "`with_rung` / `dpo`: too few pairs" in markdown
     for name in ("comparison_scores.png", "comparison_degeneration.png"):
@@ -108,6 +112,19 @@ def test_command_line_names_runs_by_folder_or_explicitly(runs, tmp_path, capsys)
     assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "cli2")]) == 2
 
 
+def test_an_ablation_folder_is_compared_as_its_bases(runs, tmp_path, capsys):
+    """The runs fixture's folder is laid out as an ablation's: one run folder per base, no summary.json of its own."""
+    ablation = tmp_path
+    assert main([str(ablation), "--out", str(tmp_path / "out")]) == 0
+    table = list(csv.DictReader((tmp_path / "out" / "comparison.csv").open()))
+    assert [row["base"] for row in table[:1] + table[3:4]] == ["general", "with_rung"]
+    said = capsys.readouterr().err
+    assert (f"{ablation}: an ablation's folder, compared as its bases: general={runs['general']}, "
+            f"with_rung={runs['with_rung']}") in said
+    assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "out2")]) == 2
+    assert "pass the ablation's folder or those, as NAME=FOLDER" in capsys.readouterr().err
+
+
 def test_markdown_leaves_missing_metrics_blank():
     rows = [{"base": "b", "stage": "base", "kind": "base", "quality": None, "cer": 0.5}]
     assert "| b | base | base |  |  | 0.500 |" in to_markdown(rows)
@@ -131,3 +148,11 @@ def test_comparison_checks_the_evaluation_pages_by_content(runs, tmp_path, capsy
     write_comparison(compare(runs), tmp_path / "unknown", runs)
     assert "not known: no evaluation page folder was found for with_rung" in \
         (tmp_path / "unknown" / "comparison.md").read_text()
+
+
+def test_a_stage_that_passed_its_input_on_is_skipped_in_the_comparison_not_kept(runs):
+    """The fixture's with_rung/dpo is an older summary's skipped stage (no gate verdict, the reason in its train
+    record); a current one says `skipped` in its gate."""
+    rows = compare(runs)
+    assert rows[6]["gate"] == "skipped" and rows[6]["skipped"] == "too few pairs"
+    assert "| with_rung | dpo | dpo |" in to_markdown(rows) and "| skipped |" in to_markdown(rows)

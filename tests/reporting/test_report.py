@@ -99,3 +99,23 @@ def test_the_speed_table_says_what_each_point_decoded_on():
     report = render_report({**SUMMARY, "entries": SUMMARY["entries"] + [quantized]})
     speed = report[report.index("linears ran on"):]
     assert "| int4 kernel 196/197, bfloat16 dense 1/197 |" in speed
+
+
+def test_a_skipped_stage_is_named_skipped_not_kept_also_in_an_older_summary():
+    """A stage that passed its input on: `skipped` in the gate line and the table, with its reason; a summary.json
+    written before the `skipped` verdict (gate `kept`, the reason in the train record) reads the same."""
+    skipped = {**SUMMARY["entries"][2], "metrics": SUMMARY["entries"][1]["metrics"],
+               "train": {"pairs": 0, "skipped": "only 0 preference pairs (need 1)"}}
+    for gate in ({"verdict": "skipped", "against": "sft", "regressions": [],
+                  "reason": "only 0 preference pairs (need 1)"},
+                 {"verdict": "kept", "against": "sft", "regressions": []}):
+        summary = {**SUMMARY, "final_point": "sft",
+                   "entries": [{**SUMMARY["entries"][0], "gate": {"verdict": "base"}},
+                               {**SUMMARY["entries"][1], "gate": {"verdict": "kept", "against": "base",
+                                                                  "regressions": []}},
+                               {**skipped, "gate": gate}]}
+        report = render_report(summary)
+        assert "kept sft; skipped dpo; rejected none. The run carries on from (and exports) `sft`." in report
+        assert ("- **stage dpo skipped: it passed its input on untrained because only 0 preference pairs (need 1); "
+                "its row repeats the metrics of the point before it, not evaluated again**") in report
+        assert "| dpo | dpo | **skipped** |" in report

@@ -71,7 +71,7 @@ def test_too_few_mined_pairs_skip_or_fail_as_configured(tiny_artifact, pages, tm
                          min_pairs=1)  # an untrained model never repeats page furniture in 8 tokens
     result = DPOStage("dpo", _dpo("lora", pairs="mined", mining=picky)).run(
         tiny_artifact, pages[0], tmp_path / "skip", CONTEXT)
-    assert result.artifact == tiny_artifact and "only 0 preference pairs" in result.metrics["skipped"]
+    assert result.artifact == tiny_artifact and "only 0 preference pairs" in result.skipped
     assert not (tmp_path / "skip" / "model").exists()
     picky.on_too_few = "fail"
     with pytest.raises(DataError, match="only 0 preference pairs"):

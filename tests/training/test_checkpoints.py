@@ -70,6 +70,7 @@ def test_resumed_from_step_stays_known_when_its_checkpoint_is_rotated_away(tiny_
     assert [step for step, _ in result.metrics["loss_curve"]] == [1, 2, 3], "the steps before the resume are kept"
 
 
+@pytest.mark.slow
 def test_a_full_weight_resume_loads_the_weights_and_prints_no_key_lists(tiny_artifact, pages, tmp_path):
     """The Trainer's own load matches none of the saved names (transformers#43701) and lists them all; the stage
     reloads the weights itself, so those lists are noise and stay out of the log."""
@@ -101,3 +102,17 @@ def test_a_full_weight_resume_loads_the_weights_and_prints_no_key_lists(tiny_art
     assert not [m for m in records.messages if "keys in the checkpoint" in m], records.messages
     assert resumed.metrics["resumed_from_step"] == 1
     assert resumed.metrics["loss_curve"] == whole.metrics["loss_curve"], "the resumed run continues the same weights"
+
+
+@pytest.mark.slow
+def test_no_placeholder_model_card_is_left_beside_the_checkpoints(tiny_artifact, pages, tmp_path):
+    """TRL writes a README.md into the trainer folder at every checkpoint: a card with nothing of the run in it.
+    (PEFT's own card inside each adapter folder is another matter, left as it is.)"""
+    from dharma_train import SFTStage, SFTStageConfig, StageContext
+    from dharma_train.training.config import OptimizationConfig, TrainerConfig
+
+    config = SFTStageConfig(optimization=OptimizationConfig(method="lora", max_steps=2, batch_size=4))
+    every_step = TrainerConfig(device="cpu", precision="fp32", checkpoint_every=1, keep_checkpoints=3)
+    SFTStage("s", config).run(tiny_artifact, pages[0], tmp_path, StageContext(trainer=every_step))
+    assert list((tmp_path / "trainer").glob("checkpoint-*")), "a checkpoint was written"
+    assert not (tmp_path / "trainer" / "README.md").exists()

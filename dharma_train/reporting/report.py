@@ -53,13 +53,15 @@ def render_report(summary: dict, plots: list[str] | None = None, provenance: dic
     lines += _table(["point", "kind", "gate"] + [h for h, _, _ in QUALITY],
                     [[e["stage"], e["kind"], _gate_cell(e)] + [_cell(e["metrics"], k, f) for _, k, f in QUALITY]
                      for e in entries])
-    lines += ["", "## What each stage gained", "", "Gain: change over the row above. vs base: change since the base.",
-              ""]
-    header = ["point"] + [f"{h} gain" for h, _ in GAINS] + [f"{h} vs base" for h, _ in GAINS]
+    lines += ["", "## What each stage gained", "", "Gain: change over the point the stage started from (after a "
+              "rejected stage, the point before it). vs base: change since the base.", ""]
+    header = ["point", "from"] + [f"{h} gain" for h, _ in GAINS] + [f"{h} vs base" for h, _ in GAINS]
     rows = []
+    by_point = {entry["stage"]: entry for entry in entries}
     for index, entry in enumerate(entries[1:], start=1):
-        before, base, now = entries[index - 1]["metrics"], entries[0]["metrics"], entry["metrics"]
-        rows.append([entry["stage"]] + [_delta(now, before, k) for _, k in GAINS]
+        start = by_point.get(entry.get("gate", {}).get("against"), entries[index - 1])  # older summaries: row above
+        before, base, now = start["metrics"], entries[0]["metrics"], entry["metrics"]
+        rows.append([entry["stage"], start["stage"]] + [_delta(now, before, k) for _, k in GAINS]
                     + [_delta(now, base, k) for _, k in GAINS])
     lines += _table(header, rows) if rows else ["(no stage yet)"]
     lines += ["", "## Speed and cost", "",

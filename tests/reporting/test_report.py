@@ -1,4 +1,4 @@
-"""report.md and the plots from a hand-made summary: gains against the row above and against the base."""
+"""report.md and the plots from a hand-made summary: gains against the point each stage started from and the base."""
 
 from dharma_train.reporting.plots import plot_run
 from dharma_train.reporting.report import render_report
@@ -27,8 +27,17 @@ SUMMARY = {"run": "demo", "evaluation": {"task": "structured", "max_new_tokens":
 def test_gains_are_against_the_previous_point_and_the_base():
     report = render_report(SUMMARY)
     # dpo row: quality +0.050 over sft, +0.250 over base; degeneration -0.200 over sft, -0.100 over base
-    assert "| dpo | +0.050 | +0.050 | +0.050 | -0.200 | +0.250 | +0.250 | -0.350 | -0.100 |" in report
-    assert "| sft | +0.200 | +0.200 | -0.400 | +0.100 | +0.200 | +0.200 | -0.400 | +0.100 |" in report
+    assert "| dpo | sft | +0.050 | +0.050 | +0.050 | -0.200 | +0.250 | +0.250 | -0.350 | -0.100 |" in report
+    assert "| sft | base | +0.200 | +0.200 | -0.400 | +0.100 | +0.200 | +0.200 | -0.400 | +0.100 |" in report
+
+
+def test_after_a_rejected_stage_the_next_gain_is_against_the_point_it_started_from():
+    """sft was rejected, so dpo started from the base: its gain is over the base, not over the rejected sft."""
+    entries = [SUMMARY["entries"][0],
+               {**SUMMARY["entries"][1], "gate": {"verdict": "rejected", "against": "base", "regressions": ["x"]}},
+               {**SUMMARY["entries"][2], "gate": {"verdict": "kept", "against": "base", "regressions": []}}]
+    report = render_report({**SUMMARY, "entries": entries})
+    assert "| dpo | base | +0.250 | +0.250 | -0.350 | -0.100 | +0.250 | +0.250 | -0.350 | -0.100 |" in report
 
 
 def test_report_shows_speed_cost_families_and_training():

@@ -55,3 +55,14 @@ class ModelArtifact:
     @classmethod
     def load(cls, folder: str | Path) -> "ModelArtifact":
         return cls.from_dict(json.loads((Path(folder) / ARTIFACT_FILE).read_text()))
+
+
+def base_artifact(path: str) -> ModelArtifact:
+    """The starting model: the embedded tiny model (built and cached on first use), a hub id or a folder."""
+    from dharma_train.models.config import TINY
+
+    if path == TINY:
+        from dharma_train.models.tiny import tiny_model_dir
+
+        return ModelArtifact(path=str(tiny_model_dir()))
+    return ModelArtifact(path=path)

@@ -18,7 +18,7 @@ from dharma_train.evaluation.hook import EvalConfig
 from dharma_train.gate import GateConfig
 from dharma_train.models.config import ModelConfig
 from dharma_train.reporting.tracking import TrackingConfig
-from dharma_train.stages import STAGE_CONFIGS
+from dharma_train.stages import STAGE_CONFIGS, trained_stages
 from dharma_train.stages.dpo import mining_within
 from dharma_train.training.config import TrainerConfig
 from dharma_train.typed_config import typed
@@ -74,7 +74,7 @@ def validate(cfg: DictConfig | dict) -> RunConfig:
     check_order([(name, stage.kind) for name, stage in typed_stages.items()])  # before any page is generated
     try:
         sections["trainer"].performance.check_stages(
-            {name: stage.optimization.method for name, stage in typed_stages.items() if hasattr(stage, "optimization")})
+            {name: optimization.method for name, optimization in trained_stages(typed_stages).items()})
         sections["ablation"].check_stages(list(typed_stages), removed=removed)
     except ValueError as error:
         raise ConfigError(str(error)) from None

@@ -43,7 +43,7 @@ from dharma_train.reporting.plots import plot_run
 from dharma_train.reporting.report import write_report
 from dharma_train.reporting.tracking import EvaluationLog, TrackingConfig
 from dharma_train.run_paths import run_relative
-from dharma_train.stage import Stage, StageContext, stage_data
+from dharma_train.stage import Stage, StageContext
 from dharma_train.training.checkpoints import remove_checkpoints
 from dharma_train.training.resources import evaluation_knobs, explain_out_of_memory, training_knobs
 
@@ -192,7 +192,7 @@ class Pipeline:
     def _stage_pages(self, train: PageSet) -> dict[str, PageSet]:
         pages = {}
         for stage in self.stages:
-            own = stage_data(stage)
+            own = stage.data_folder()
             pages[stage.name] = load_pages(own) if own else train
         return pages
 

@@ -1,4 +1,6 @@
-"""Every check that can fail before any model loads, in one place: models reachable, hardware, memory, stage inputs.
+"""Every check that can fail before any page is generated or any model loads, in one place: models reachable,
+hardware, stages (contract, order, their own cheap checks), memory. `check_run` runs them all, first, for a run and
+for `plan`; the Pipeline runs `check_stages` for Python callers; `Stage.check_pages` runs once the pages are loaded.
 
 Typed values were checked when the config was validated (config.py); these checks need this machine or the files.
 """
@@ -12,6 +14,20 @@ from dharma_train.models.config import TINY
 from dharma_train.stage import check_stage
 
 TRAINING_KINDS = ("sft", "dpo")  # stages that train the weights they are given: never quantized ones
+
+
+def check_run(config) -> ModelArtifact:
+    """The run's pre-flight, before any page is generated or weights load; returns the base model (the tiny one is
+    built here, by rank 0). Needs the process group started (the CLI starts it)."""
+    from dharma_train.artifact import base_artifact
+    from dharma_train.stages import build_stage
+
+    check_models_reachable([config.model.path])
+    check_machine(config)
+    check_stages([build_stage(name, stage) for name, stage in config.stages.items()])
+    base = distributed.on_main(base_artifact, config.model.path)
+    check_memory(base, config)
+    return base
 
 
 def check_models_reachable(paths: list[str]) -> None:

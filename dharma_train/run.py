@@ -18,7 +18,7 @@ from dharma_train.data.loading import load_splits
 from dharma_train.data.pages import PAGES_FILE, PageSet
 from dharma_train.models.config import TINY
 from dharma_train.pipeline import Pipeline
-from dharma_train.preflight import check_machine, check_memory, check_models_reachable
+from dharma_train.preflight import check_run, check_stages
 from dharma_train.stage import StageContext
 from dharma_train.stages import build_stage
 
@@ -35,15 +35,6 @@ class RunPlan:
     train: PageSet
     eval_pages: PageSet
     stages: dict[str, object]  # each stage's config, its `data` and given `pairs` replaced by the folders loaded
-
-
-def base_artifact(path: str) -> ModelArtifact:
-    """The starting model: the embedded tiny model (built and cached on first use), a hub id or a folder."""
-    if path == TINY:
-        from dharma_train.models.tiny import tiny_model_dir
-
-        return ModelArtifact(path=str(tiny_model_dir()))
-    return ModelArtifact(path=path)
 
 
 def resolve(config: RunConfig) -> RunPlan:
@@ -82,7 +73,7 @@ def resolve_stage_data(config: RunConfig, run_dir: Path) -> dict[str, object]:
         pairs = _load_stage_pairs(config, run_dir, name, stage)
         if pairs is not None:
             stage = replace(stage, pairs=str(pairs))
-        data = getattr(stage, "data", None)
+        data = stage.data  # every stage kind's config names its own pages, or None for the run's
         if data is None:
             resolved[name] = stage
             continue
@@ -132,7 +123,8 @@ def execute(config: RunConfig, argv: list[str] | None = None) -> dict:
     """Fail on an unreachable model, a machine or memory budget it cannot fit, or bad data first, then train and
     evaluate every stage. Into an output_dir that already holds a run, finished stages are reused and an interrupted
     one resumes; another process running into it stops this one (run_lock.py). `argv`: the command-line overrides,
-    recorded in run.json with the command that resumes the run."""
+    recorded in run.json with the command that resumes the run. Launched on several processes, the process group
+    must be started first (`distributed.start`, as the CLI does)."""
     with _run_lock(config):
         return _execute(config, argv)
 
@@ -151,11 +143,7 @@ def _run_lock(config: RunConfig):
 def _execute(config: RunConfig, argv: list[str] | None) -> dict:
     from dharma_train.reporting.run_record import write_run_record
 
-    check_models_reachable([config.model.path])
-    distributed.start(cpu=config.trainer.resolved_device() == "cpu")
-    check_machine(config)
-    base = distributed.on_main(base_artifact, config.model.path)  # the tiny model is built once, by rank 0
-    check_memory(base, config)
+    base = check_run(config)  # every check that needs no page, before any is generated
     distributed.on_main(write_run_record, config, argv)
     plan = resolve(config)
     log.info("pages: %d for training (%s), %d for evaluation (%s)", len(plan.train), plan.train.root,
@@ -236,6 +224,7 @@ def _run_ablation(config: RunConfig) -> list[dict]:
 
     check_bases_reachable(config)  # before any base trains
     config.trainer.check_hardware()
+    check_stages([build_stage(name, stage) for name, stage in config.stages.items()])  # before the pages
     train, eval_pages = shared_pages(config)
     stages = resolve_stage_data(config, Path(config.output_dir))  # shared folders, the same on every run and resume
     runs = {}

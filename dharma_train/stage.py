@@ -40,8 +40,7 @@ class Stage(Protocol):
     """
 
     name: str  # the stage's folder is NN_<name>
-    config: Any = None  # a dataclass whose values (with the inputs) decide whether a re-run may reuse its output;
-    #                     its `data` (a page folder or None) names the pages it trains on instead of the run's
+    config: Any = None  # a dataclass whose values (with the inputs) decide whether a re-run may reuse its output
     evaluates_output: ClassVar[bool] = True  # False when the output has its input's weights (export): not evaluated
 
     @property
@@ -56,6 +55,10 @@ class Stage(Protocol):
         """Fail fast on what its pages cannot give (too few calibration pages, say): called once every stage's
         pages are loaded, before the base model is evaluated."""
 
+    def data_folder(self) -> str | None:
+        """The page folder it trains on instead of the run's training pages; None: the run's."""
+        return None
+
     def input_files(self) -> list[str]:
         """Files beyond the pages that the output depends on (their fingerprints enter the stage's key)."""
         return []
@@ -64,7 +67,8 @@ class Stage(Protocol):
         ...
 
 
-STAGE_MEMBERS = ("name", "kind", "config", "evaluates_output", "check", "check_pages", "input_files", "run")
+STAGE_MEMBERS = ("name", "kind", "config", "evaluates_output", "check", "check_pages", "data_folder", "input_files",
+                 "run")
 
 
 def check_stage(stage: object) -> None:
@@ -87,7 +91,3 @@ def stage_config(name: str, config, schema: type):
     raise ConfigError(f"stage {name}: config must be a {schema.__name__} or a dict of its fields, "
                       f"got {type(config).__name__}")
 
-
-def stage_data(stage: Stage) -> str | None:
-    """The page folder a stage trains on instead of the run's training pages, if its config names one."""
-    return getattr(stage.config, "data", None)

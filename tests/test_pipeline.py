@@ -133,7 +133,7 @@ def test_an_object_lacking_a_member_of_the_stage_contract_is_refused_before_any_
             return StageResult(self.name, model, {})
 
     with pytest.raises(ConfigError, match=r"Bare is not a Stage: it lacks \['kind', 'config', 'evaluates_output', "
-                                          r"'check', 'check_pages', 'input_files'\]"):
+                                          r"'check', 'check_pages', 'data_folder', 'input_files'\]"):
         Pipeline(stages=[Bare()], evaluation=EvalConfig(max_new_tokens=4)).run(tiny_artifact, pages, pages, tmp_path)
     assert not (tmp_path / "00_base").exists(), "refused before the base was evaluated"
 

@@ -30,11 +30,13 @@ def plan(cfg: DictConfig) -> tuple[str, list[str]]:
 
         lines.append("model: each base's own, ablation.bases.NAME.path (model.path is not used)")
         _checked("machine", lambda: _machine_line(config), problems, lines)
+        _checked("stage checks", lambda: _stage_checks(config), problems, lines)
         lines += ["pages (shared by every base):", *pages_lines(config)]
         lines += ablation_lines(config, problems)
     else:
         model_loadable = _checked("model", lambda: _model_line(config), problems, lines)
         _checked("machine", lambda: _machine_line(config), problems, lines)
+        _checked("stage checks", lambda: _stage_checks(config), problems, lines)
         lines += ["pages:", *pages_lines(config)]
         lines += ["stages:", *stage_lines(config)]
         lines += model_lines(config, model_loadable, problems)
@@ -81,13 +83,21 @@ def _machine_line(config) -> str:
     return f"device {trainer.resolved_device()}, precision {trainer.resolved_precision()}"
 
 
+def _stage_checks(config) -> str:
+    """The run's own stage checks (contract, order, each stage's `check()`: a pairs file, a library, the Hub)."""
+    from dharma_train.preflight import check_stages
+    from dharma_train.stages import build_stage
+
+    check_stages([build_stage(name, stage) for name, stage in config.stages.items()])
+    return "passed"
+
+
 def pages_lines(config) -> list[str]:
     """Where each split's pages come from, and how many when that is known without loading them."""
     data, s = config.data, config.data.synthetic
     generated = Path(config.output_dir) / "data"
     lines = []
-    for split, count in (("train", s.train_pages), ("eval", s.eval_pages)):
-        source = getattr(data, split)
+    for split, source, count in (("train", data.train, s.train_pages), ("eval", data.eval, s.eval_pages)):
         if source:
             lines.append(f"  {split}: {source} (format {data.format}, {_count(Path(source))}; bad rows "
                          f"{'stop the run' if data.strict else 'skipped and reported in data/load_report.json'})")
@@ -98,7 +108,7 @@ def pages_lines(config) -> list[str]:
             reuse = f", reusing {_count(earlier)} in {earlier}" if (earlier / "pages.jsonl").is_file() else ""
             lines.append(f"  {split}: {count} synthetic pages generated (data.synthetic, seed {s.seed}){reuse}")
     for name, stage in config.stages.items():
-        own = getattr(stage, "data", None)
+        own = stage.data  # every stage kind's config names its own pages, or None for the run's
         if own == "general":
             lines.append(f"  stages.{name}: its own {s.general_pages} generated `general` pages")
         elif own:
@@ -120,8 +130,8 @@ def stage_lines(config) -> list[str]:
     """Each stage in order: run or reuse, and why, from the manifests already in output_dir, chained as the run
     chains them: a stage is reused only if it started from a model the run would give it (the base model's files, or
     a point before it, itself reused: the gate may pass over a rejected one) and its files are still those it wrote."""
+    from dharma_train.artifact import base_artifact
     from dharma_train.manifest import base_inputs, changed_output, key, read_manifest
-    from dharma_train.run import base_artifact
     from dharma_train.stages.dpo import given_pairs
 
     output_dir = Path(config.output_dir)
@@ -160,7 +170,10 @@ def _input_changed(manifest: dict, reusable: set[str], index: int) -> str:
 
 
 def _method(stage) -> str:
-    return f", {stage.optimization.method}" if hasattr(stage, "optimization") else ""
+    from dharma_train.stages import optimization_of
+
+    optimization = optimization_of(stage)
+    return f", {optimization.method}" if optimization is not None else ""
 
 
 def settings_changed(manifest: dict, stage_config, config) -> str:
@@ -199,9 +212,10 @@ def as_loaded(name: str, stage_config, config):
 def memory_lines(config) -> list[str]:
     """Each trained stage's floor (weights, gradients, optimizer state, before activations) against the budget."""
     from dharma_train.models.config import TINY
+    from dharma_train.stages import trained_stages
     from dharma_train.training.resources import memory_budget_bytes, parameter_counts, training_memory_bytes
 
-    trained = {name: stage for name, stage in config.stages.items() if hasattr(stage, "optimization")}
+    trained = trained_stages(config.stages)
     if not trained:
         return ["  no trained stage"]
     path = config.model.path
@@ -213,10 +227,9 @@ def memory_lines(config) -> list[str]:
     budget = memory_budget_bytes(config.trainer.memory_budget_gb, config.trainer.resolved_device())
     limit = f"budget {budget / GB:.1f} GiB" if budget else "no budget on a CPU (trainer.memory_budget_gb)"
     lines = [f"  {config.model.path}: {_count_text(total)} parameters ({_count_text(vision)} vision); {limit}"]
-    for name, stage in trained.items():
-        opt = stage.optimization
+    for name, opt in trained.items():
         needed = training_memory_bytes(total, vision, opt.method, opt.freeze_vision,
-                                       config.trainer.training_dtype(opt.method), stage.kind)
+                                       config.trainer.training_dtype(opt.method), config.stages[name].kind)
         over = " OVER BUDGET" if budget and needed > budget else ""
         lines.append(f"  {name}: {needed / GB:.3g} GiB ({opt.method}){over}")
     return lines
@@ -225,7 +238,7 @@ def memory_lines(config) -> list[str]:
 def _memory_check(config) -> str:
     """The same refusal the run would give, from the same function."""
     from dharma_train.preflight import check_memory
-    from dharma_train.run import base_artifact
+    from dharma_train.artifact import base_artifact
 
     check_memory(base_artifact(config.model.path), config)
     return "every trained stage fits"

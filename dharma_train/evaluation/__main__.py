@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> dict:
     from dharma_train.evaluation.hook import evaluate
     from dharma_train.models.loading import check_available, load_model, load_processor
     from dharma_train.reporting.report import write_report
-    from dharma_train.run import base_artifact
+    from dharma_train.artifact import base_artifact
     from dharma_train.training.config import TrainerConfig
 
     config = evaluation_config(args)

@@ -4,9 +4,21 @@ from dharma_train.stages.dpo import DPOStage, DPOStageConfig
 from dharma_train.stages.export import ExportStage, ExportStageConfig
 from dharma_train.stages.quantize import QuantizeStage, QuantizeStageConfig
 from dharma_train.stages.sft import SFTStage, SFTStageConfig
+from dharma_train.training.config import OptimizationConfig
 
 STAGES = {stage.kind: stage for stage in (SFTStage, DPOStage, QuantizeStage, ExportStage)}
 STAGE_CONFIGS = {kind: stage.config_class for kind, stage in STAGES.items()}
+TRAINED_CONFIGS = (SFTStageConfig, DPOStageConfig)  # the stage configs that train weights (an `optimization`)
+
+
+def optimization_of(config) -> OptimizationConfig | None:
+    """The training settings of a stage config that trains (SFT, DPO); None for one that does not."""
+    return config.optimization if isinstance(config, TRAINED_CONFIGS) else None
+
+
+def trained_stages(stages: dict) -> dict[str, OptimizationConfig]:
+    """Each training stage's name and optimization settings, in run order."""
+    return {name: optimization_of(config) for name, config in stages.items() if optimization_of(config) is not None}
 
 
 def build_stage(name: str, config):
@@ -15,4 +27,5 @@ def build_stage(name: str, config):
 
 
 __all__ = ["DPOStage", "DPOStageConfig", "ExportStage", "ExportStageConfig", "QuantizeStage", "QuantizeStageConfig",
-           "SFTStage", "SFTStageConfig", "STAGES", "STAGE_CONFIGS", "build_stage"]
+           "SFTStage", "SFTStageConfig", "STAGES", "STAGE_CONFIGS", "TRAINED_CONFIGS", "build_stage", "optimization_of",
+           "trained_stages"]

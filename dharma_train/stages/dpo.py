@@ -22,17 +22,17 @@ BUILT_PAIRS = ("mined", "synthetic")  # `pairs` values the stage makes itself; a
 
 def given_pairs(config) -> str | None:
     """The pair source a stage config was given (a DPO stage's `pairs` that it does not build itself), else None."""
-    pairs = getattr(config, "pairs", None)
-    return None if pairs is None or pairs in BUILT_PAIRS else pairs
+    if not isinstance(config, DPOStageConfig) or config.pairs in BUILT_PAIRS:
+        return None
+    return config.pairs
 
 
 def mining_within(stage_config, evaluation_tokens: int):
     """A stage config whose mining stops where evaluation does (`evaluation.max_new_tokens`), if that is sooner: the
     evaluation cannot see an answer past its bound, and a smoke run that lowers it should not mine to 512 tokens."""
-    mining = getattr(stage_config, "mining", None)
-    if mining is None or mining.max_new_tokens <= evaluation_tokens:
+    if not isinstance(stage_config, DPOStageConfig) or stage_config.mining.max_new_tokens <= evaluation_tokens:
         return stage_config
-    return replace(stage_config, mining=replace(mining, max_new_tokens=evaluation_tokens))
+    return replace(stage_config, mining=replace(stage_config.mining, max_new_tokens=evaluation_tokens))
 
 
 # TRL DPOTrainer's pairwise losses that need no extra inputs (the SFT term is `sft_loss_weight`)
@@ -91,6 +91,10 @@ class DPOStage(Stage):
         """Files beyond the pages that the trained model depends on: the given pairs (a run's loaded pair set is
         known by its pairs and image bytes, see manifest.py)."""
         return [self.config.pairs] if given_pairs(self.config) else []
+
+    def data_folder(self) -> str | None:
+        """Its own pages (`data`), or None for the run's."""
+        return self.config.data
 
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         from trl import DPOConfig, DPOTrainer

@@ -65,6 +65,10 @@ class ExportStage(Stage):
                 raise ConfigError(f"stage {self.name}: push_to_hub={self.config.push_to_hub} but HF_HUB_OFFLINE is "
                                   "set; unset it or set push_to_hub=null and upload the folder later")
 
+    def data_folder(self) -> str | None:
+        """Its own pages (`data`), or None for the run's."""
+        return self.config.data
+
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         """One process writes the folder (and pushes it): in a multi-GPU run rank 0 exports, the others wait."""
         from dharma_train import distributed

@@ -88,6 +88,10 @@ class QuantizeStage(Stage):
         if importlib.util.find_spec(module) is None:
             raise ConfigError(f"stage {self.name}: scheme {self.config.scheme} needs the {module} package: {install}")
 
+    def data_folder(self) -> str | None:
+        """Its own pages (`data`), or None for the run's."""
+        return self.config.data
+
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         """Quantization is one process's work: in a multi-GPU run rank 0 quantizes and the others wait for its result."""
         return distributed.on_main(self._run, model, pages, output_dir, context)
@@ -97,7 +101,6 @@ class QuantizeStage(Stage):
         from dharma_train.training.saving import write_stage_record
 
         cfg = self.config
-        self.check()
         drop_library_notices()  # a stage run on its own is as quiet as in a pipeline
         check_quantizable(model, self.name)
         if cfg.scheme == "awq_w4a16":

@@ -44,6 +44,10 @@ class SFTStage(Stage):
         self.name = name
         self.config = stage_config(name, config, SFTStageConfig)
 
+    def data_folder(self) -> str | None:
+        """Its own pages (`data`), or None for the run's."""
+        return self.config.data
+
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         from trl import SFTConfig, SFTTrainer
 

@@ -5,9 +5,8 @@ import json
 from dharma_train.cli.compose import compose_config
 from dharma_train.cli.plan import plan
 from dharma_train.config import validate
-from dharma_train.artifact import ModelArtifact
+from dharma_train.artifact import ModelArtifact, base_artifact
 from dharma_train.manifest import base_inputs, key, stage_inputs, written_files
-from dharma_train.run import base_artifact
 from dharma_train.stage import StageContext
 from dharma_train.stages import build_stage
 
@@ -205,3 +204,11 @@ def test_plan_names_every_unreachable_base_with_the_key_to_set(tmp_path, monkeyp
     assert "model.path at" not in text
     assert text.count("  model: REFUSED: ablation.bases.") == 2 and text.count("would stop: ablation.bases.") == 2
     assert text.count("memory floor: not estimated") == 2
+
+
+def test_plan_runs_the_stages_own_checks_as_the_run_does(tmp_path):
+    """A given pairs file that is not there stops the run at its start; plan says so instead of 'ready'."""
+    text, problems = plan(compose_config(["recipe=tiny", f"output_dir={tmp_path / 'run'}",
+                                          f"stages.dpo.pairs={tmp_path / 'no_pairs.jsonl'}"]))
+    assert problems and "no_pairs.jsonl" in problems[0]
+    assert "stage checks: REFUSED" in text and "ready:" not in text

@@ -191,3 +191,15 @@ def test_given_pairs_are_prepared_once_and_the_dpo_stage_trains_on_the_runs_resi
     assert all(Image.open(pair.image).size[0] * Image.open(pair.image).size[1] <= budget for pair in trained)
     record = json.loads((out / "stage.json").read_text())
     assert record["config"]["pairs"] == "run:data/stages/dpo/pairs", "stage.json names the set inside the run"
+
+
+def test_a_run_that_cannot_start_stops_before_any_page_is_generated(tmp_path):
+    """Cheap checks first (issue 28): a stage's own check (here a given pairs file that is not there) stops the run
+    before the pages are generated or the tiny model is built; before, the pages came first."""
+    from dharma_train.run import execute
+
+    out = tmp_path / "run"
+    config = _generated_config(out, f"stages.dpo.pairs={tmp_path / 'no_pairs.jsonl'}")
+    with pytest.raises(DataError, match="no_pairs.jsonl"):
+        execute(config)
+    assert not (out / "data").exists() and not (out / "00_base").exists()

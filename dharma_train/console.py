@@ -129,23 +129,36 @@ def one_bar(label: str, follow: Callable[[object, str], None] | None = None) -> 
 
     Why a patch: llm-compressor 0.14 has no option for its bars (AWQ nests a "Grid search" bar per layer inside
     "Calibrating" ones: 190 cursor-up sequences quantizing the 2-layer tiny model), and tqdm's own switch
-    (TQDM_DISABLE) is read once, when tqdm is imported. tqdm's __init__ is restored on exit, even on an error.
+    (TQDM_DISABLE) is read once, when tqdm is imported.
     """
     from tqdm import std
 
     bar = std.tqdm(total=1, desc=label, unit="step", leave=True)
+    try:
+        with silenced_bars(lambda description: follow(bar, description) if follow is not None else None):
+            yield bar
+        bar.update(bar.total - bar.n)  # done: full whatever the libraries reported
+    finally:
+        bar.close()
+
+
+@contextlib.contextmanager
+def silenced_bars(seen: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Every tqdm bar created meanwhile is disabled (`seen(description)` hears of each); tqdm's __init__ is
+    restored on exit, even on an error. For library bars with no switch of their own (compressed-tensors'
+    "Decompressing model" when a quantized folder loads)."""
+    from tqdm import std
+
     defined = std.tqdm.__dict__["__init__"]  # as the class holds it (tqdm wraps it in a partialmethod)
     original = std.tqdm.__init__
 
     def silenced(self, *args, **kwargs):
         original(self, *args, **{**kwargs, "disable": True})
-        if follow is not None:
-            follow(bar, str(kwargs.get("desc") or ""))
+        if seen is not None:
+            seen(str(kwargs.get("desc") or ""))
 
     std.tqdm.__init__ = silenced
     try:
-        yield bar
-        bar.update(bar.total - bar.n)  # done: full whatever the libraries reported
+        yield
     finally:
         std.tqdm.__init__ = defined
-        bar.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from dharma_train.artifact import ModelArtifact
+from dharma_train.console import silenced_bars
 from dharma_train.errors import ModelUnavailableError
 from dharma_train.models.config import ModelConfig
 from dharma_train.models.processor import Qwen2_5_VLImageProcessor
@@ -127,7 +128,20 @@ def load_model(artifact: ModelArtifact, dtype: str = "float32", settings: ModelC
     model = model.to(device) if device and not placement else model
     if method == "compressed-tensors" and next(model.parameters()).device.type == "cuda":
         use_int4_kernels(model, artifact.path)  # W4A16 decodes on the int4 kernel instead of decompressed weights
+    elif method == "compressed-tensors":
+        decompress_now(model)
     return model
+
+
+def decompress_now(model) -> None:
+    """compressed-tensors decompresses a loaded compressed model at its first forward (a pre-hook), drawing its
+    "Decompressing model" bar inside the evaluation's own; the same work done here, at load, with that bar silenced.
+    The hook is reached through torch's hook table: compressed-tensors keeps only its handle."""
+    handle = getattr(model, "ct_decompress_hook", None)
+    hook = model._forward_pre_hooks.get(handle.id) if handle is not None else None
+    if hook is not None:
+        with silenced_bars():
+            hook(model, ())
 
 
 def _default_device() -> str:

@@ -27,3 +27,23 @@ def test_load_model_in_bfloat16(tiny_artifact):
 
     model = load_model(tiny_artifact, dtype="bfloat16")
     assert next(model.parameters()).dtype == torch.bfloat16
+
+
+def test_loading_a_quantized_folder_draws_no_library_bar(tiny_artifact, pages, tmp_path, capfd):
+    """compressed-tensors draws a "Decompressing model" bar at the first forward of a loaded quantized folder (inside
+    the evaluation's "generating" bar, with a cursor-up line); it has no switch of its own."""
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("llmcompressor") is None:
+        pytest.skip("needs llm-compressor")
+    from dharma_train import QuantizeStage, StageContext, TrainerConfig
+
+    result = QuantizeStage("q", {"calibration_pages": 4, "min_calibration_pages": 4, "group_size": 32}).run(
+        tiny_artifact, pages[0], tmp_path / "q", StageContext(trainer=TrainerConfig(device="cpu")))
+    from dharma_train import EvalConfig, evaluate
+
+    capfd.readouterr()
+    metrics = evaluate(result.artifact.path, None, pages[1], EvalConfig(max_new_tokens=4, batch_size=2, max_pages=2))
+    assert metrics["pages"] == 2 and "Decompressing model" not in capfd.readouterr().err

@@ -58,7 +58,7 @@ def model_7b(tokenizer):
 def prepare(work: Path, shape: str, pages: int):
     """Rank 0 builds the model folder and the pages once per work folder (later launches reuse them); returns
     (model folder, page set, tokens per sample). The 3B folder is laid out like the Hub's
-    (scripts/hub_layout_checkpoint.py), so the stock processor and chat template build every sample."""
+    (dharma_train/models/hub_layout.py), so the stock processor and chat template build every sample."""
     from PIL import Image
 
     from dharma_train.data.pages import PageSet
@@ -73,7 +73,7 @@ def prepare(work: Path, shape: str, pages: int):
         folder, size = work / "model", (896, 1288)
         if not (folder / "config.json").is_file():
             if shape == "3b":
-                from hub_layout_checkpoint import write_checkpoint
+                from dharma_train.models.hub_layout import write_checkpoint
 
                 write_checkpoint(folder, "3b", device="cuda")
             else:

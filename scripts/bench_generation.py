@@ -34,8 +34,8 @@ REPORT: dict = {"rows": [], "notes": {}}
 
 
 def config_3b(tokenizer):
-    """Qwen2.5-VL-3B's shape (scripts/hub_layout_checkpoint.py) with `tokenizer`'s special-token ids."""
-    from hub_layout_checkpoint import shape_configs
+    """Qwen2.5-VL-3B's shape (dharma_train/models/hub_layout.py) with `tokenizer`'s special-token ids."""
+    from dharma_train.models.hub_layout import shape_configs
     from transformers import Qwen2_5_VLConfig
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in

@@ -34,7 +34,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from hub_layout_checkpoint import shape_configs  # scripts/ is on the path when this runs as a script
+
+from dharma_train.models.hub_layout import shape_configs
 
 PEAK_TFLOPS = 989.0  # H100/H200 SXM dense bf16 (datasheet), the MFU convention
 

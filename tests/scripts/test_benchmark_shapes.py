@@ -1,4 +1,4 @@
-"""The benchmarks' Qwen2.5-VL-3B shape is written once (scripts/hub_layout_checkpoint.py) and every builder uses it."""
+"""The benchmarks' Qwen2.5-VL-3B shape is written once (dharma_train/models/hub_layout.py) and every builder uses it."""
 
 import sys
 from pathlib import Path
@@ -8,8 +8,8 @@ sys.path.insert(0, str(SCRIPTS))
 
 import bench_generation  # noqa: E402
 import bench_training  # noqa: E402
-import hub_layout_checkpoint as hub  # noqa: E402
 
+from dharma_train.models import hub_layout as hub  # noqa: E402
 from dharma_train.models.loading import load_processor  # noqa: E402
 
 # Qwen2.5-VL-3B-Instruct's config.json

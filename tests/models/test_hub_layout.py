@@ -1,4 +1,4 @@
-"""scripts/hub_layout_checkpoint.py: a folder laid out like the Hub's Qwen2.5-VL, and the looping model built on it."""
+"""dharma_train/models/hub_layout.py: a folder laid out like the Hub's Qwen2.5-VL, and the looping model built on it."""
 
 import json
 import sys
@@ -8,14 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-import hub_layout_checkpoint as hub
-
 from dharma_train.artifact import ModelArtifact
 from dharma_train.data.prompts import prompt_messages
+from dharma_train.models import hub_layout as hub
 from dharma_train.models.loading import load_model, load_processor
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
 @pytest.fixture(scope="module")

@@ -135,7 +135,7 @@ def weight_bytes(model) -> int:
 
 def to_int4(model, group_size=128) -> int:
     """The language model's linears as Int4Linear on RTN int4 codes: AWQ W4A16's storage and kernel path."""
-    from dharma_train.models.quantized import _set_module, int4_linear_from_codes, quantize_groups
+    from dharma_train.models.quantized import int4_linear_from_codes, quantize_groups, set_module
 
     names = [name for name, module in model.model.language_model.named_modules()
              if isinstance(module, torch.nn.Linear)]
@@ -143,7 +143,7 @@ def to_int4(model, group_size=128) -> int:
         module = model.model.language_model.get_submodule(name)
         codes, scale = quantize_groups(module.weight.data, group_size)
         layer = int4_linear_from_codes(codes, scale.float(), None, module.bias, module.weight.device)
-        _set_module(model.model.language_model, name, layer)
+        set_module(model.model.language_model, name, layer)
         del module
     torch.cuda.empty_cache()
     return len(names)

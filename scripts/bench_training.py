@@ -392,9 +392,9 @@ def main():
     from dharma_train.models.tiny import tiny_model_dir
 
     work = Path(args.work)
-    from dharma_train.models.varlen import _kernel
+    from dharma_train.models.varlen import varlen_parameters
 
-    print("varlen_attn parameters:", sorted(_kernel()[1]) if _kernel() else None, flush=True)
+    print("varlen_attn parameters:", varlen_parameters(), flush=True)
     processor = load_processor(str(tiny_model_dir(work / "cache")), max_pixels=1288 * 896)
     started = time.perf_counter()
     pages = make_pages(work / "pages", args.pages)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DPO pair mining on a looping 3B model (scripts/bench_mining.py): the `generate` path against the continuous engine
+# DPO pair mining on a looping 3B model (scripts/benchmarks/bench_mining.py): the `generate` path against the continuous engine
 # with and without the loop stop. Through the device tool, from the repository root:
 #   run(command="bash scripts/device_bench_mining.sh", carry=[".whl"])
 # Extra arguments go to the benchmark. Writes bench_mining.json and log.txt to $OUT.
@@ -9,6 +9,6 @@ export PYTHONPATH=/tmp/site:$PWD:$PWD/scripts PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=
 OUT=${OUT:-.}
 trap 'rm -rf /tmp/loop3b' EXIT
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/log.txt"
-python3 scripts/hub_layout_checkpoint.py /tmp/loop3b --shape 3b --looping 2>&1 | tail -1 | tee -a "$OUT/log.txt"
-timeout ${BENCH_TIMEOUT:-420} python3 scripts/bench_mining.py --model /tmp/loop3b --out "$OUT" "$@" 2>&1 \
+python3 -m dharma_train.models.hub_layout /tmp/loop3b --shape 3b --looping 2>&1 | tail -1 | tee -a "$OUT/log.txt"
+timeout ${BENCH_TIMEOUT:-420} python3 -m scripts.benchmarks.bench_mining --model /tmp/loop3b --out "$OUT" "$@" 2>&1 \
   | grep -v "it/s]$" | tee -a "$OUT/log.txt"

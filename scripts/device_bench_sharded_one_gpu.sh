@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # hardware=fsdp2 and hardware=zero3 at world size 1 through torchrun, against hardware=single, on the 3B shape
-# (scripts/bench_distributed.py): a short full fine-tuning SFT stage and a DPO stage on its output, each saved
+# (scripts/benchmarks/bench_distributed.py): a short full fine-tuning SFT stage and a DPO stage on its output, each saved
 # model loaded with plain transformers, losses compared step by step with the single run's, the SFT weight
 # update compared with the single run's. Through the device tool, from the repository root:
 #   run(command="bash scripts/device_bench_sharded_one_gpu.sh", carry=[".whl"])
@@ -17,7 +17,7 @@ COMMON="--shape 3b --stages sft dpo --steps ${STEPS:-4} --global-batch 4 --pages
 run() {  # tag, strategy, extra arguments
   local tag=$1 strategy=$2; shift 2
   local start=$(date +%s)
-  if timeout ${LAUNCH_TIMEOUT:-240} torchrun --nproc_per_node 1 scripts/bench_distributed.py $COMMON --strategy "$strategy" \
+  if timeout ${LAUNCH_TIMEOUT:-240} torchrun --nproc_per_node 1 -m scripts.benchmarks.bench_distributed $COMMON --strategy "$strategy" \
       --tag "$tag" "$@" > "$OUT/$tag.log" 2>&1; then
     echo "$tag: done in $(( $(date +%s) - start )) s" | tee -a "$OUT/log.txt"
   else

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Training benchmark on the GPU machine (see scripts/bench_training.py). Through the device tool, from the lead's
+# Training benchmark on the GPU machine (see scripts/benchmarks/bench_training.py). Through the device tool, from the lead's
 # checkout with this tree rsynced to .carry/gpu-perf (wheels in the checkout's .whl):
 #   run(command="cd .carry/gpu-perf && bash scripts/device_bench_training.sh", carry=[".carry/gpu-perf", ".whl"])
 # Extra arguments go to the benchmark, e.g. --configs baseline-lora ours-lora --check --profile ours-full
@@ -13,4 +13,4 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD:$PWD/scripts PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 mkdir -p "${OUT:-.}"
-python3 scripts/bench_training.py --out "${OUT:-.}" "$@" 2>&1 | tee "${OUT:-.}/bench_training.log"
+python3 -m scripts.benchmarks.bench_training --out "${OUT:-.}" "$@" 2>&1 | tee "${OUT:-.}/bench_training.log"

@@ -17,7 +17,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 launch() {  # shape, tag, strategy, extra arguments
   local shape=$1 tag=$2 strategy=$3; shift 3
   local start=$(date +%s)
-  if timeout ${LAUNCH_TIMEOUT:-240} torchrun --nproc_per_node 1 scripts/bench_distributed.py --shape "$shape" \
+  if timeout ${LAUNCH_TIMEOUT:-240} torchrun --nproc_per_node 1 -m scripts.benchmarks.bench_distributed --shape "$shape" \
       --steps ${STEPS:-4} --global-batch 4 --pages 16 --learning-rate 1e-4 --work "$WORK/$shape" --out "$RESULTS" \
       --strategy "$strategy" --tag "$tag" "$@" > "$RESULTS/$tag.log" 2>&1; then
     echo "$tag: done in $(( $(date +%s) - start )) s" | tee -a "$RESULTS/log.txt"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The real nanonets_3b recipe, end to end on one GPU, on a 3B checkpoint folder laid out like the Hub's
-# (scripts/hub_layout_checkpoint.py: Qwen's tokenizer class, vocabulary size and special-token ids, the stock
+# (dharma_train/models/hub_layout.py: Qwen's tokenizer class, vocabulary size and special-token ids, the stock
 # processor and chat template; random weights), shortened so it fits a 10-minute call: few pages and steps, short
 # answers. What it shows is the run itself on CUDA: every stage, the fast paths the stages pick on a GPU, and the
 # report's speed-and-cost table with the quantized point decoded on the int4 kernel. Through the device tool:
@@ -15,7 +15,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 python3 -c "import torch, transformers, trl, peft, accelerate, llmcompressor, compressed_tensors; print('torch', torch.__version__, '| transformers', transformers.__version__, '| trl', trl.__version__, '| peft', peft.__version__, '| accelerate', accelerate.__version__, '| llmcompressor', llmcompressor.__version__, '| compressed-tensors', compressed_tensors.__version__)" | tee -a "$OUT/log.txt"
 trap 'rm -rf /tmp/hub3b /tmp/run3b' EXIT  # ~30 GB of weights: the machine's disk is 64 GB
 start=$(date +%s)
-python3 scripts/hub_layout_checkpoint.py /tmp/hub3b --shape 3b 2>&1 | tail -1 | tee -a "$OUT/log.txt"
+python3 -m dharma_train.models.hub_layout /tmp/hub3b --shape 3b 2>&1 | tail -1 | tee -a "$OUT/log.txt"
 echo "checkpoint folder built in $(( $(date +%s) - start )) s: $(ls /tmp/hub3b | tr '\n' ' ')" | tee -a "$OUT/log.txt"
 start=$(date +%s)
 set +e

@@ -13,8 +13,6 @@ from dharma_train.data.prompts import prompt_messages
 from dharma_train.models import hub_layout as hub
 from dharma_train.models.loading import load_model, load_processor
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
@@ -79,21 +77,6 @@ def test_the_dense_model_does_not_loop(folders):
                        return_tensors="pt")
     out = model.generate(**inputs, max_new_tokens=24, do_sample=False)
     assert hub.LOOP_TEXT not in processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:])
-
-
-@pytest.mark.slow
-def test_bench_mining_gets_the_same_pairs_from_every_path(tmp_path):
-    """scripts/bench_mining.py on the tiny looping folder, on the CPU: every mining path yields the same pairs."""
-    import subprocess
-
-    command = [sys.executable, str(SCRIPTS / "bench_mining.py"), "--shape", "tiny", "--device", "cpu", "--pages", "2",
-               "--max-new-tokens", "96", "--width", "112", "--height", "112", "--batch", "2", "--out", str(tmp_path)]
-    env = {**__import__("os").environ, "PYTHONPATH": str(SCRIPTS)}
-    subprocess.run(command, check=True, capture_output=True, env=env, timeout=600)
-    report = json.loads((tmp_path / "bench_mining.json").read_text())
-    assert [row["config"] for row in report["rows"]] == ["generate", "continuous", "continuous_loop_stop"]
-    assert all(row["pairs"] == 2 and row["same_pairs_as_first_row"] for row in report["rows"])
-    assert all(row["pairs_by_reason"] == {"degenerate": 2} for row in report["rows"])
 
 
 def shortened(recipe: str, folder: Path, out: Path, hydra_dir: Path) -> list[str]:

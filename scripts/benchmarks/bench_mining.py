@@ -10,8 +10,8 @@ same pages in the same process:
 - `continuous, loop stop on`: the default on CUDA.
 Pairs must come out the same in every row (the loop stop's rejected text is its projection to the bound).
 
-    python scripts/bench_mining.py --model DIR [--pages 32] [--max-new-tokens 512] [--batch 16]
-CPU smoke test: python scripts/bench_mining.py --shape tiny --device cpu --pages 4 --max-new-tokens 64
+    python -m scripts.benchmarks.bench_mining --model DIR [--pages 32] [--max-new-tokens 512] [--batch 16]
+CPU smoke test: python -m scripts.benchmarks.bench_mining --shape tiny --device cpu --pages 4 --max-new-tokens 64
 """
 
 from __future__ import annotations

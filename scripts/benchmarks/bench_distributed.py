@@ -10,7 +10,7 @@ any artifact. Pages: synthetic 896 x 1288 px (1,472 image tokens). Launch one co
     torchrun --nproc_per_node 2 -m scripts.benchmarks.bench_distributed --shape 3b --strategy fsdp2 --tag 3b_2gpu_fsdp2
     torchrun --nproc_per_node 2 -m scripts.benchmarks.bench_distributed --shape 7b --strategy fsdp2 --tag 7b_2gpu_fsdp2
 
-(scripts/device_bench_distributed.sh runs all three and writes the table). `--shape tiny --device cpu
+(scripts/benchmarks/bench_distributed_gpus.sh runs all three and writes the table). `--shape tiny --device cpu
 --strategy ddp` is a CPU smoke test of this script under `torchrun --nproc_per_node 2`.
 """
 

@@ -4,7 +4,7 @@ Model: the random-init Qwen2.5-VL-3B-shaped model of scripts/benchmarks/bench_ge
 `DPOStage` loads it like any artifact. Pages: synthetic 896 x 1288 px (1,472 image tokens). A random model loops on
 every page, so mining finds a rejected answer wherever it looks: the figure is the cost of mining, not its yield.
 
-    run(command="bash scripts/device_bench_dpo.sh", carry=[".whl"])
+    run(command="bash scripts/gpu.sh python3 -m scripts.benchmarks.bench_dpo", carry=[".whl"])
 """
 
 from __future__ import annotations

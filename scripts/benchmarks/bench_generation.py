@@ -15,7 +15,8 @@ Rows (each printed with its ratio to the baseline of this run):
 - int4 (AWQ W4A16's layout: symmetric int4, groups of 128, language linears) on torch's int4 kernel against bf16;
 - a torch.profiler summary of the 64-slot run.
 
-Run on the device from the repository root:  bash scripts/device_bench_generation.sh
+Run on the device from the repository root (extra arguments go to the benchmark, e.g. --pages 64):
+    run(command="bash scripts/gpu.sh timeout 330 python3 -m scripts.benchmarks.bench_generation", carry=[".whl"])
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ same pages in the same process:
 Pairs must come out the same in every row (the loop stop's rejected text is its projection to the bound).
 
     python -m scripts.benchmarks.bench_mining --model DIR [--pages 32] [--max-new-tokens 512] [--batch 16]
+On the device (builds the looping 3B folder itself): run(command="bash scripts/gpu.sh timeout 420 python3 -m
+    scripts.benchmarks.bench_mining", carry=[".whl"])
 CPU smoke test: python -m scripts.benchmarks.bench_mining --shape tiny --device cpu --pages 4 --max-new-tokens 64
 """
 

@@ -8,8 +8,9 @@ noise); the point is speed, memory and size. Both models decode with the dynamic
 measured `--rounds` times, bf16 first in even rounds and AWQ first in odd ones.
 Also checks that an exported tiny folder loads with plain `AutoProcessor` where torchvision is installed.
 
-Run on the device from the repository root (wheels: scripts/device_bench_quantize.sh):
-    bash scripts/device_bench_quantize.sh
+Run on the device from the repository root, llm-compressor's wheels in a folder of their own (docs/quantization.md):
+    run(command='WHEELS=".whl .carry/export-wheels" bash scripts/gpu.sh python3 -m scripts.benchmarks.bench_quantize',
+        carry=[".whl", ".carry/export-wheels"])
 On a CPU, a dry run of the same code on the tiny model: python -m scripts.benchmarks.bench_quantize --shape tiny
 """
 

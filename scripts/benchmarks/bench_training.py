@@ -17,7 +17,8 @@ language-model linear and freezes the rest.
 Per configuration: useful (non-pad) tokens/s, MFU (6 x all parameters x useful tokens / step time / 989 TFLOP/s,
 the issue's convention), peak memory, and the ratio to the baseline of the same method.
 
-    run(command="cd .carry/gpu-perf && bash scripts/device_bench_training.sh", carry=[".carry/gpu-perf", ".whl"])
+    run(command="TOKENIZERS_PARALLELISM=false bash scripts/gpu.sh python3 -m scripts.benchmarks.bench_training
+        --configs baseline-lora ours-lora --check --profile ours-full", carry=[".whl"])
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ alone on the chosen answers (the control), (d) no further training.
     python -m scripts.experiments.experiment_dpo sweep --seed 0 --device cpu --work runs/dpo
     python -m scripts.experiments.experiment_dpo control --seed 0 --device cpu --shape tiny --work runs/dpo
     python -m scripts.experiments.experiment_dpo tables --work runs/dpo --out docs/experiments/dpo-degeneration
-    bash scripts/device_experiment_dpo.sh        # all of it, CPU and GPU, seeds 0-2, in one device call
+    bash scripts/experiments/experiment_dpo_gpu.sh        # all of it, CPU and GPU, seeds 0-2, in one device call
 """
 
 from __future__ import annotations

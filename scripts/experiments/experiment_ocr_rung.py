@@ -17,7 +17,7 @@ the rung's steps to structured SFT, so its training budget (optimizer steps x ba
 
 `--scale cpu` asks the same question of the embedded tiny model's shape (~1.3 M parameters) on a 2-core CPU
 (scripts/experiments/experiment_ocr_rung_cpu.sh); `--scale smoke` shrinks everything to check the script, not to measure.
-scripts/device_experiment_ocr_rung.sh runs the 30 M model on one GPU, arms in parallel.
+scripts/experiments/experiment_ocr_rung_gpu.sh runs the 30 M model on one GPU, arms in parallel.
 """
 
 from __future__ import annotations

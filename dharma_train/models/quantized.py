@@ -130,7 +130,7 @@ def use_int4_kernels(model, folder: str | Path) -> int:
                                                    scale.shape, packed_dim=0)
                 device = next(module.parameters()).device
                 bias = getattr(module, "bias", None)
-                _set_module(model, module_name, int4_linear_from_codes(codes, scale, zero_point, bias, device))
+                set_module(model, module_name, int4_linear_from_codes(codes, scale, zero_point, bias, device))
                 replaced += 1
     return replaced
 
@@ -185,6 +185,7 @@ def _loaded_name(saved: str, modules: dict) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def _set_module(model, name: str, module: torch.nn.Module) -> None:
+def set_module(model, name: str, module: torch.nn.Module) -> None:
+    """Put `module` at the dotted `name` in `model`; public so benchmarks swap layers the way `use_int4_kernels` does."""
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, module)

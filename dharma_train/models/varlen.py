@@ -35,6 +35,11 @@ def varlen_available() -> bool:
     return _kernel() is not None
 
 
+def varlen_parameters() -> list[str] | None:
+    """The installed varlen_attn's keyword names (None without it); public so benchmark logs record the signature."""
+    return sorted(_kernel()[1]) if _kernel() else None
+
+
 def compute_dtype(query: torch.Tensor) -> torch.dtype:
     """The dtype attention runs in: the query's, or under autocast to half precision that one, as autocast does for
     sdpa (fp32 master weights leave the rotary-embedded queries in fp32, which would miss the one-launch kernel)."""

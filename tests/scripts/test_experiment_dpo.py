@@ -1,4 +1,4 @@
-"""scripts/experiment_dpo.py end to end at its --quick size: a sweep setting, the control arms, the tables."""
+"""scripts/experiments/experiment_dpo.py end to end at its --quick size: a sweep setting, the control arms, the tables."""
 
 import json
 import os
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "experiment_dpo.py"
+ROOT = Path(__file__).resolve().parents[2]  # python -m scripts.experiments.experiment_dpo runs from the checkout root
 
 
 def _run(*args, env):
-    result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
-                            timeout=900)
+    result = subprocess.run([sys.executable, "-m", "scripts.experiments.experiment_dpo", *args], capture_output=True,
+                            text=True, env=env, cwd=ROOT, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

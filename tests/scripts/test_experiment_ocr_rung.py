@@ -1,27 +1,16 @@
 """The OCR-rung experiment script (docs/experiments/ocr-rung.md) end to end at its smoke scale, on the real stages."""
 
 import csv
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "experiment_ocr_rung.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("experiment_ocr_rung", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from scripts.experiments import experiment_ocr_rung
 
 
 @pytest.mark.slow
 def test_every_arm_starts_from_one_base_and_compare_writes_the_table_and_means(tmp_path):
-    experiment = load_script()
+    experiment = experiment_ocr_rung
     work, out = tmp_path / "work", tmp_path / "results"
     experiment.main(["prepare", "--seed", "0", "--scale", "smoke", "--work", str(work)])
     for arm in experiment.ARMS:

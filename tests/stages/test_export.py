@@ -20,7 +20,7 @@ CONTEXT = StageContext(trainer=TrainerConfig(device="cpu", precision="fp32"), ru
 
 # Runs in a fresh interpreter: only transformers, PIL and the exported folder. Without torchvision (CPU machines here)
 # AutoProcessor cannot build Qwen2.5-VL's video half, and transformers 5.17's AutoImageProcessor refuses to load at
-# all, so the PIL image processor is named; scripts/bench_quantize.py runs AutoProcessor where torchvision is.
+# all, so the PIL image processor is named; scripts/benchmarks/bench_quantize.py runs AutoProcessor where torchvision is.
 PLAIN_TRANSFORMERS = r"""
 import json, sys
 from PIL import Image

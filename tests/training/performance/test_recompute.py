@@ -20,7 +20,7 @@ from dharma_train.training.performance.recompute import (
     recomputed_share,
 )
 
-# Measured on one H200 (issue 19's table, scripts/bench_training.py, batches of ~14,000 tokens): 3B full
+# Measured on one H200 (issue 19's table, scripts/benchmarks/bench_training.py, batches of ~14,000 tokens): 3B full
 # fine-tuning's training peak with every layer recomputed and with none, optimizer state included. Between the
 # two, peaks are taken as linear in the share of layers recomputed: a stand-in for the GPU probe's measurements.
 ALL, OFF = 52.6 * GIB, 113.5 * GIB

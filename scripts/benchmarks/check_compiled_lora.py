@@ -1,8 +1,8 @@
 """Eager against compiled LoRA on the tiny model, on the CPU: same init, same padded batches, AdamW, the SFT path's
 padding-free packing and TRL's fused LM head; prints the loss of each step for both (docs/performance.md).
 
-    python scripts/check_compiled_lora.py             # fp32
-    python scripts/check_compiled_lora.py --bf16      # bf16 weights under bf16 autocast, as on a GPU
+    python -m scripts.benchmarks.check_compiled_lora             # fp32
+    python -m scripts.benchmarks.check_compiled_lora --bf16      # bf16 weights under bf16 autocast, as on a GPU
 
 On the H200 compiled LoRA's losses left eager's by 0.3 % from the second step; this is the CPU half of that check.
 """

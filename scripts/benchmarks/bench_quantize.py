@@ -1,16 +1,17 @@
 """bf16 against AWQ W4A16 on one GPU: the quantize stage on a Qwen2.5-VL-3B-shaped model, then the evaluation hook
 on both models over the same pages (throughput, memory, cost per million pages).
 
-Model: random-init Qwen2.5-VL-3B shape (scripts/bench_generation.py), bf16, saved to disk so the stage runs exactly
+Model: random-init Qwen2.5-VL-3B shape (scripts/benchmarks/bench_generation.py), bf16, saved to disk so the stage runs exactly
 as in a pipeline: `QuantizeStage.run` (llm-compressor AWQ, calibrated on synthetic pages with their answers), then
 `load_model` + `evaluate` for each model. Random weights make the quality numbers meaningless (the answers are
 noise); the point is speed, memory and size. Both models decode with the dynamic cache (no compile time); each is
 measured `--rounds` times, bf16 first in even rounds and AWQ first in odd ones.
 Also checks that an exported tiny folder loads with plain `AutoProcessor` where torchvision is installed.
 
-Run on the device from the repository root (wheels: scripts/device_bench_quantize.sh):
-    bash scripts/device_bench_quantize.sh
-On a CPU, a dry run of the same code on the tiny model: python scripts/bench_quantize.py --shape tiny
+Run on the device from the repository root, llm-compressor's wheels in a folder of their own (docs/quantization.md):
+    run(command='WHEELS=".whl .carry/export-wheels" bash scripts/gpu.sh python3 -m scripts.benchmarks.bench_quantize',
+        carry=[".whl", ".carry/export-wheels"])
+On a CPU, a dry run of the same code on the tiny model: python -m scripts.benchmarks.bench_quantize --shape tiny
 """
 
 from __future__ import annotations

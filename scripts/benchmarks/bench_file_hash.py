@@ -1,7 +1,7 @@
 """How long checking a finished stage's weights takes: `files.file_hash` (xxh3-128, what manifests record) against
 hashlib's sha256 and blake2b, on one file of random bytes, twice each (the second read comes from the page cache).
 
-    python scripts/bench_file_hash.py --gigabytes 1 --file /tmp/hash_bench.bin
+    python -m scripts.benchmarks.bench_file_hash --gigabytes 1 --file /tmp/hash_bench.bin
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ once into an empty image store (every image decoded, checked and written) and on
 (decoded and checked again, nothing rewritten). `--oversize` makes every page larger than the pixel budget, so
 each one is also scaled down and re-encoded.
 
-    python scripts/bench_loading.py --rows 32 --width 1240 --height 1754
-    python scripts/bench_loading.py --rows 8 --width 3900 --height 5500 --oversize
+    python -m scripts.benchmarks.bench_loading --rows 32 --width 1240 --height 1754
+    python -m scripts.benchmarks.bench_loading --rows 8 --width 3900 --height 5500 --oversize
 """
 
 from __future__ import annotations

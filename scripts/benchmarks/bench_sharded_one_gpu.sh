@@ -1,27 +1,23 @@
 #!/usr/bin/env bash
 # hardware=fsdp2 and hardware=zero3 at world size 1 through torchrun, against hardware=single, on the 3B shape
-# (scripts/bench_distributed.py): a short full fine-tuning SFT stage and a DPO stage on its output, each saved
+# (scripts/benchmarks/bench_distributed.py): a short full fine-tuning SFT stage and a DPO stage on its output, each saved
 # model loaded with plain transformers, losses compared step by step with the single run's, the SFT weight
 # update compared with the single run's. Through the device tool, from the repository root:
-#   run(command="bash scripts/device_bench_sharded_one_gpu.sh", carry=[".whl"])
+#   run(command="bash scripts/benchmarks/bench_sharded_one_gpu.sh", carry=[".whl"])
 # STRATEGIES="fsdp2 zero3" picks the sharded rows, STEPS the steps per stage. Writes bench_distributed_<tag>.json
 # per launch and bench_sharded_one_gpu.md (the table) to $OUT.
 set -euo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD:$PWD/scripts PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-OUT=${OUT:-.}
-WORK=/tmp/bench_sharded
-trap 'rm -rf "$WORK"' EXIT  # the 3B folder and the saved models: ~40 GB on a 64 GB disk
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/log.txt"
+[ -n "${GPU_WORK:-}" ] || exec bash "$(dirname "$0")/../gpu.sh" bash "$(realpath "$0")" "$@"  # the common preamble first
+WORK=$GPU_WORK/bench_sharded  # the 3B folder and the saved models: ~40 GB on a 64 GB disk, removed on exit
 COMMON="--shape 3b --stages sft dpo --steps ${STEPS:-4} --global-batch 4 --pages 16 --learning-rate 1e-4 --work $WORK --out $OUT"
 run() {  # tag, strategy, extra arguments
   local tag=$1 strategy=$2; shift 2
   local start=$(date +%s)
-  if timeout ${LAUNCH_TIMEOUT:-240} torchrun --nproc_per_node 1 scripts/bench_distributed.py $COMMON --strategy "$strategy" \
+  if timeout ${LAUNCH_TIMEOUT:-240} torchrun --nproc_per_node 1 -m scripts.benchmarks.bench_distributed $COMMON --strategy "$strategy" \
       --tag "$tag" "$@" > "$OUT/$tag.log" 2>&1; then
-    echo "$tag: done in $(( $(date +%s) - start )) s" | tee -a "$OUT/log.txt"
+    echo "$tag: done in $(( $(date +%s) - start )) s"
   else
-    echo "$tag: FAILED after $(( $(date +%s) - start )) s" | tee -a "$OUT/log.txt"; tail -25 "$OUT/$tag.log"
+    echo "$tag: FAILED after $(( $(date +%s) - start )) s"; tail -25 "$OUT/$tag.log"
   fi
 }
 run 3b_single single --keep

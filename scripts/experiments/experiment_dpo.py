@@ -8,10 +8,10 @@ control: the paper's finding in miniature. A deliberately short SFT leaves the m
 steps and the same pages: (a) DPO on its mined loops, (b) DPO plus the SFT term on the chosen answers, (c) SFT
 alone on the chosen answers (the control), (d) no further training.
 
-    python scripts/experiment_dpo.py sweep --seed 0 --device cpu --work runs/dpo
-    python scripts/experiment_dpo.py control --seed 0 --device cpu --shape tiny --work runs/dpo
-    python scripts/experiment_dpo.py tables --work runs/dpo --out docs/experiments/dpo-degeneration
-    bash scripts/device_experiment_dpo.sh        # all of it, CPU and GPU, seeds 0-2, in one device call
+    python -m scripts.experiments.experiment_dpo sweep --seed 0 --device cpu --work runs/dpo
+    python -m scripts.experiments.experiment_dpo control --seed 0 --device cpu --shape tiny --work runs/dpo
+    python -m scripts.experiments.experiment_dpo tables --work runs/dpo --out docs/experiments/dpo-degeneration
+    bash scripts/experiments/experiment_dpo_gpu.sh        # all of it, CPU and GPU, seeds 0-2, in one device call
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def tables(work: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     sweeps = [json.loads(p.read_text()) for p in sorted(work.rglob("sweep-*.json"))]
     controls = [json.loads(p.read_text()) for p in sorted(work.rglob("control.json"))]
-    lines = ["# DPO experiment tables (made by scripts/experiment_dpo.py tables)", ""]
+    lines = ["# DPO experiment tables (made by python -m scripts.experiments.experiment_dpo tables)", ""]
     rows = []
     for run in sweeps:
         for name, r in run["settings"].items():

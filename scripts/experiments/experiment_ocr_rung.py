@@ -11,13 +11,13 @@ arms take it to a Portuguese structured-OCR specialist with dharma_train's own s
 the rung's steps to structured SFT, so its training budget (optimizer steps x batch = examples seen) equals
 `with_rung`'s. Every arm of a seed starts from the same pretrained weights and sees the same pages.
 
-    python scripts/experiment_ocr_rung.py prepare --seed 0 --work runs/ocr_rung
-    python scripts/experiment_ocr_rung.py arm --arm with_rung --seed 0 --work runs/ocr_rung
-    python scripts/experiment_ocr_rung.py compare --work runs/ocr_rung --out runs/ocr_rung/results
+    python -m scripts.experiments.experiment_ocr_rung prepare --seed 0 --work runs/ocr_rung
+    python -m scripts.experiments.experiment_ocr_rung arm --arm with_rung --seed 0 --work runs/ocr_rung
+    python -m scripts.experiments.experiment_ocr_rung compare --work runs/ocr_rung --out runs/ocr_rung/results
 
 `--scale cpu` asks the same question of the embedded tiny model's shape (~1.3 M parameters) on a 2-core CPU
-(scripts/cpu_experiment_ocr_rung.sh); `--scale smoke` shrinks everything to check the script, not to measure.
-scripts/device_experiment_ocr_rung.sh runs the 30 M model on one GPU, arms in parallel.
+(scripts/experiments/experiment_ocr_rung_cpu.sh); `--scale smoke` shrinks everything to check the script, not to measure.
+scripts/experiments/experiment_ocr_rung_gpu.sh runs the 30 M model on one GPU, arms in parallel.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """DPO pair mining on a model that loops: pairs per minute of the path before the continuous engine against today's.
 
 The model is a 3B checkpoint folder laid out like the Hub's whose every answer is a repeated address line
-(`scripts/hub_layout_checkpoint.py --looping`: dense compute per token, a loop by construction), so every greedy and
+(`python -m dharma_train.models.hub_layout --looping`: dense compute per token, a loop by construction), so every greedy and
 sampled answer runs into the mining bound unless the loop stop ends it. Every row runs the real `mine_pairs` on the
 same pages in the same process:
 - `generate`: the path before the continuous engine (`mining.engine=generate`: `model.generate` on batches of
@@ -10,8 +10,10 @@ same pages in the same process:
 - `continuous, loop stop on`: the default on CUDA.
 Pairs must come out the same in every row (the loop stop's rejected text is its projection to the bound).
 
-    python scripts/bench_mining.py --model DIR [--pages 32] [--max-new-tokens 512] [--batch 16]
-CPU smoke test: python scripts/bench_mining.py --shape tiny --device cpu --pages 4 --max-new-tokens 64
+    python -m scripts.benchmarks.bench_mining --model DIR [--pages 32] [--max-new-tokens 512] [--batch 16]
+On the device (builds the looping 3B folder itself): run(command="bash scripts/gpu.sh timeout 420 python3 -m
+    scripts.benchmarks.bench_mining", carry=[".whl"])
+CPU smoke test: python -m scripts.benchmarks.bench_mining --shape tiny --device cpu --pages 4 --max-new-tokens 64
 """
 
 from __future__ import annotations
@@ -51,10 +53,9 @@ def main():
 
 def run(args, work: Path):
     """Every row on the same pages; writes bench_mining.json to args.out."""
-    from hub_layout_checkpoint import write_checkpoint
-
     from dharma_train.artifact import ModelArtifact
     from dharma_train.data.synthetic.generate import generate_pages
+    from dharma_train.models.hub_layout import write_checkpoint
     from dharma_train.models.config import ModelConfig
     from dharma_train.models.loading import load_model, load_processor
     from dharma_train.stages.mining import MiningConfig, mine_pairs

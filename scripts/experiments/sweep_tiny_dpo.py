@@ -1,7 +1,7 @@
 """Try one DPO setting on a finished tiny run's structured model, with that run's mined pairs (docs/dpo.md).
 
     python -m dharma_train output_dir=/tmp/t6/mined stages.dpo.pairs=mined     # once: the SFT model and its pairs
-    python scripts/sweep_tiny_dpo.py /tmp/t6/mined fullC full 1e-3 20 1.0 0.1  # name method lr steps sft_weight beta
+    python -m scripts.experiments.sweep_tiny_dpo /tmp/t6/mined fullC full 1e-3 20 1.0 0.1  # name method lr steps sft_weight beta
 """
 
 import argparse

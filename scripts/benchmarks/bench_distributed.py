@@ -3,14 +3,14 @@
 gathering the sharded weights to rank 0 and saving them as a plain model).
 
 Runs the real `SFTStage` (TRL SFTTrainer, accelerate FSDP2) on a random-init model of the real shape (3B: the
-shape of scripts/bench_generation.py; 7B: Qwen2.5-VL-7B's), saved to local disk first so the stage loads it like
+shape of scripts/benchmarks/bench_generation.py; 7B: Qwen2.5-VL-7B's), saved to local disk first so the stage loads it like
 any artifact. Pages: synthetic 896 x 1288 px (1,472 image tokens). Launch one configuration per command:
 
-    torchrun --nproc_per_node 1 scripts/bench_distributed.py --shape 3b --strategy single --tag 3b_1gpu
-    torchrun --nproc_per_node 2 scripts/bench_distributed.py --shape 3b --strategy fsdp2 --tag 3b_2gpu_fsdp2
-    torchrun --nproc_per_node 2 scripts/bench_distributed.py --shape 7b --strategy fsdp2 --tag 7b_2gpu_fsdp2
+    torchrun --nproc_per_node 1 -m scripts.benchmarks.bench_distributed --shape 3b --strategy single --tag 3b_1gpu
+    torchrun --nproc_per_node 2 -m scripts.benchmarks.bench_distributed --shape 3b --strategy fsdp2 --tag 3b_2gpu_fsdp2
+    torchrun --nproc_per_node 2 -m scripts.benchmarks.bench_distributed --shape 7b --strategy fsdp2 --tag 7b_2gpu_fsdp2
 
-(scripts/device_bench_distributed.sh runs all three and writes the table). `--shape tiny --device cpu
+(scripts/benchmarks/bench_distributed_gpus.sh runs all three and writes the table). `--shape tiny --device cpu
 --strategy ddp` is a CPU smoke test of this script under `torchrun --nproc_per_node 2`.
 """
 
@@ -58,7 +58,7 @@ def model_7b(tokenizer):
 def prepare(work: Path, shape: str, pages: int):
     """Rank 0 builds the model folder and the pages once per work folder (later launches reuse them); returns
     (model folder, page set, tokens per sample). The 3B folder is laid out like the Hub's
-    (scripts/hub_layout_checkpoint.py), so the stock processor and chat template build every sample."""
+    (dharma_train/models/hub_layout.py), so the stock processor and chat template build every sample."""
     from PIL import Image
 
     from dharma_train.data.pages import PageSet
@@ -73,7 +73,7 @@ def prepare(work: Path, shape: str, pages: int):
         folder, size = work / "model", (896, 1288)
         if not (folder / "config.json").is_file():
             if shape == "3b":
-                from hub_layout_checkpoint import write_checkpoint
+                from dharma_train.models.hub_layout import write_checkpoint
 
                 write_checkpoint(folder, "3b", device="cuda")
             else:

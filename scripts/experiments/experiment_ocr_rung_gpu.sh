@@ -1,25 +1,21 @@
 #!/usr/bin/env bash
-# The OCR-rung experiment (scripts/experiment_ocr_rung.py, docs/experiments/ocr-rung.md) on one GPU: each seed's
+# The OCR-rung experiment (scripts/experiments/experiment_ocr_rung.py, docs/experiments/ocr-rung.md) on one GPU: each seed's
 # general base is pretrained, then its three arms run side by side (a 30 M model leaves the GPU mostly idle).
 # Through the device tool (wheels for what the image lacks in .whl/, see docs/experiments/ocr-rung.md):
-#   run(command="WHL=.whl timeout 590 bash scripts/device_experiment_ocr_rung.sh", carry=[".whl"])
+#   run(command="timeout 590 bash scripts/experiments/experiment_ocr_rung_gpu.sh", carry=[".whl"])
 # SEEDS=0, SCALE=small and two loader workers per process by default (~330 s a call for one or two seeds on an H100,
 # docs/experiments/ocr-rung.md); each process is cut at a time limit so the call always returns results.
 # $OUT/work.tar.gz holds every arm's summary.json, so seeds run in separate calls are compared together afterwards:
-#   python scripts/experiment_ocr_rung.py compare --work <the calls' work.tar.gz unpacked into one folder> --out <folder>
+#   python -m scripts.experiments.experiment_ocr_rung compare --work <the calls' work.tar.gz unpacked into one folder> --out <folder>
 set -uo pipefail
-WHL=${WHL:-../../.whl}
-[ -d "$WHL" ] || WHL=.whl
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHL"/*.whl
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
-OUT=${OUT:-/tmp/out}; WORK=${WORK:-/tmp/ocr_rung}; SEEDS=${SEEDS:-0}; SCALE=${SCALE:-small}
+[ -n "${GPU_WORK:-}" ] || exec bash "$(dirname "$0")/../gpu.sh" bash "$(realpath "$0")" "$@"  # the common preamble first
+export OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
+WORK=${WORK:-$GPU_WORK/ocr_rung}; SEEDS=${SEEDS:-0}; SCALE=${SCALE:-small}
 export EXPERIMENT_LOADER_WORKERS=${EXPERIMENT_LOADER_WORKERS:-2}
 # Two seeds at scale small took 130 s to prepare and 137-194 s an arm in bf16: the limits keep the script < 600 s.
 PREPARE_LIMIT=${PREPARE_LIMIT:-250}; ARM_LIMIT=${ARM_LIMIT:-320}
-mkdir -p "$OUT" "$WORK/logs"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-python3 -c "import torch, transformers, peft, trl, datasets; print('torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__, '| trl', trl.__version__, '| datasets', datasets.__version__)"
-EXPERIMENT="python3 scripts/experiment_ocr_rung.py"
+mkdir -p "$WORK/logs"
+EXPERIMENT="python3 -m scripts.experiments.experiment_ocr_rung"
 collect() {  # the table, plots and logs so far into $OUT: a call cut short (time or budget) still returns them
   $EXPERIMENT compare --work "$WORK" --out "$OUT" > "$OUT/compare.txt" 2>&1
   (cd "$WORK" && find . -path ./logs -prune -o \( -name summary.json -o -name wall.json -o -name prepared.json \

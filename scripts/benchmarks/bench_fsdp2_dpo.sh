@@ -2,22 +2,19 @@
 # Why FSDP2's DPO losses differ from the single-process run's (docs/distributed.md): every DPO launch starts from
 # the same saved SFT model (--dpo-from), so the engines differ and nothing else. Tiny shape on the GPU first (fast,
 # a matrix of switches), then the 3B Hub-layout shape (single against fsdp2). Through the device tool:
-#   run(command="bash scripts/device_fsdp2_dpo.sh", carry=[".whl"])
+#   run(command="bash scripts/benchmarks/bench_fsdp2_dpo.sh", carry=[".whl"])
 # SHAPES="tiny 3b" picks the parts; VARIANTS=0 skips the tiny matrix of switches. Writes bench_distributed_<tag>.json per launch, the logs, and
 # fsdp2_dpo.md (loss and reward-margin curves side by side) to $OUT, all in one fsdp2_dpo.tar.gz.
 set -euo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD:$PWD/scripts PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-OUT=${OUT:-.}
-RESULTS=/tmp/fsdp2_dpo
-WORK=/tmp/bench_fsdp2_dpo
+[ -n "${GPU_WORK:-}" ] || exec bash "$(dirname "$0")/../gpu.sh" bash "$(realpath "$0")" "$@"  # the common preamble first
+RESULTS=$GPU_WORK/fsdp2_dpo
+WORK=$GPU_WORK/bench_fsdp2_dpo
 mkdir -p "$RESULTS"
-trap 'rm -rf "$WORK"; tar -czf "$OUT/fsdp2_dpo.tar.gz" -C "$RESULTS" .' EXIT
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$RESULTS/log.txt"
+trap 'tar -czf "$OUT/fsdp2_dpo.tar.gz" -C "$RESULTS" .' EXIT  # scripts/gpu.sh removes $GPU_WORK afterwards
 launch() {  # shape, tag, strategy, extra arguments
   local shape=$1 tag=$2 strategy=$3; shift 3
   local start=$(date +%s)
-  if timeout ${LAUNCH_TIMEOUT:-240} torchrun --nproc_per_node 1 scripts/bench_distributed.py --shape "$shape" \
+  if timeout ${LAUNCH_TIMEOUT:-240} torchrun --nproc_per_node 1 -m scripts.benchmarks.bench_distributed --shape "$shape" \
       --steps ${STEPS:-4} --global-batch 4 --pages 16 --learning-rate 1e-4 --work "$WORK/$shape" --out "$RESULTS" \
       --strategy "$strategy" --tag "$tag" "$@" > "$RESULTS/$tag.log" 2>&1; then
     echo "$tag: done in $(( $(date +%s) - start )) s" | tee -a "$RESULTS/log.txt"

@@ -13,7 +13,7 @@ residual stream at a position is its token's embedding, and the untied LM head i
 rows permuted so that greedy and sampled decoding both walk a fixed cycle of tokens (a street address line) forever.
 Its compute per token is the dense model's; it is what DPO mining and the loop stop are measured on.
 
-    python scripts/hub_layout_checkpoint.py OUT_DIR [--shape 3b|tiny] [--looping] [--device cuda]
+    python -m dharma_train.models.hub_layout OUT_DIR [--shape 3b|tiny] [--looping] [--device cuda]
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ import argparse
 import json
 import random
 from pathlib import Path
-
-import torch
 
 QWEN_SPECIAL_TOKENS = [  # in id order from 151643, as in Qwen2.5-VL's tokenizer_config.json
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
@@ -118,8 +116,10 @@ def shape_configs(shape: str) -> tuple[dict, dict]:
     return text_config, vision_config
 
 
-def hub_model(tokenizer, shape: str, device: str, dtype=torch.bfloat16):
-    """Random-init Qwen2.5-VL of the shape, with the tokenizer's special-token ids and Qwen's vocabulary rows."""
+def hub_model(tokenizer, shape: str, device: str, dtype=None):
+    """Random-init Qwen2.5-VL of the shape (bfloat16 unless `dtype`), with the tokenizer's special-token ids and Qwen's
+    vocabulary rows."""
+    import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
@@ -133,7 +133,7 @@ def hub_model(tokenizer, shape: str, device: str, dtype=torch.bfloat16):
         vision_token_id=ids["<|vision_pad|>"], tie_word_embeddings=True)
     torch.manual_seed(0)
     with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype)
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype or torch.bfloat16)
     # Qwen2.5-VL-3B-Instruct's generation_config.json
     model.generation_config.update(bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643,
                                    do_sample=True, temperature=1e-6, repetition_penalty=1.05)
@@ -149,6 +149,8 @@ def make_looping(model, tokenizer, text: str = LOOP_TEXT) -> list[int]:
         raise ValueError(f"the loop text must end with the assistant header's last token {header_end!r}")
     if len(set(cycle)) != len(cycle):
         raise ValueError(f"the loop text's tokens must be distinct: {cycle}")
+    import torch
+
     language = model.model.language_model
     with torch.no_grad():
         for layer in language.layers:
@@ -187,6 +189,9 @@ def write_checkpoint(folder: str | Path, shape: str = "3b", looping: bool = Fals
 
 
 def main():
+    """`python -m dharma_train.models.hub_layout OUT_DIR`: build a folder for a benchmark or an end-to-end recipe run."""
+    import torch
+
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="3b")

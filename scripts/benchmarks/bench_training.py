@@ -17,7 +17,8 @@ language-model linear and freezes the rest.
 Per configuration: useful (non-pad) tokens/s, MFU (6 x all parameters x useful tokens / step time / 989 TFLOP/s,
 the issue's convention), peak memory, and the ratio to the baseline of the same method.
 
-    run(command="cd .carry/gpu-perf && bash scripts/device_bench_training.sh", carry=[".carry/gpu-perf", ".whl"])
+    run(command="TOKENIZERS_PARALLELISM=false bash scripts/gpu.sh python3 -m scripts.benchmarks.bench_training
+        --configs baseline-lora ours-lora --check --profile ours-full", carry=[".whl"])
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from hub_layout_checkpoint import shape_configs  # scripts/ is on the path when this runs as a script
+
+from dharma_train.models.hub_layout import shape_configs
 
 PEAK_TFLOPS = 989.0  # H100/H200 SXM dense bf16 (datasheet), the issue's MFU convention
 
@@ -391,9 +393,9 @@ def main():
     from dharma_train.models.tiny import tiny_model_dir
 
     work = Path(args.work)
-    from dharma_train.models.varlen import _kernel
+    from dharma_train.models.varlen import varlen_parameters
 
-    print("varlen_attn parameters:", sorted(_kernel()[1]) if _kernel() else None, flush=True)
+    print("varlen_attn parameters:", varlen_parameters(), flush=True)
     processor = load_processor(str(tiny_model_dir(work / "cache")), max_pixels=1288 * 896)
     started = time.perf_counter()
     pages = make_pages(work / "pages", args.pages)

@@ -1,10 +1,10 @@
 """What anti-degeneration DPO costs on one GPU: pair mining (pairs per minute) and LoRA DPO (tokens/s), with memory.
 
-Model: the random-init Qwen2.5-VL-3B-shaped model of scripts/bench_generation.py, saved to local disk so the real
+Model: the random-init Qwen2.5-VL-3B-shaped model of scripts/benchmarks/bench_generation.py, saved to local disk so the real
 `DPOStage` loads it like any artifact. Pages: synthetic 896 x 1288 px (1,472 image tokens). A random model loops on
 every page, so mining finds a rejected answer wherever it looks: the figure is the cost of mining, not its yield.
 
-    run(command="bash scripts/device_bench_dpo.sh", carry=[".whl"])
+    run(command="bash scripts/gpu.sh python3 -m scripts.benchmarks.bench_dpo", carry=[".whl"])
 """
 
 from __future__ import annotations

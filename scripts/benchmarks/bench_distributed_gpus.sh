@@ -1,21 +1,17 @@
 #!/usr/bin/env bash
 # 1 GPU vs 2 GPUs (FSDP2), 3B full fine-tuning at the same global batch, and 7B full fine-tuning on 2 GPUs
-# (scripts/bench_distributed.py). Needs the nvidia-h200-x2 kind; through the device tool, from .carry/<name>:
-#   run(kind="nvidia-h200-x2", command="cd .carry/distributed && bash scripts/device_bench_distributed.sh",
+# (scripts/benchmarks/bench_distributed.py). Needs the nvidia-h200-x2 kind; through the device tool, from .carry/<name>:
+#   run(kind="nvidia-h200-x2", command="cd .carry/distributed && WHEELS=../../.whl bash scripts/benchmarks/bench_distributed_gpus.sh",
 #       carry=[".carry/distributed", ".whl"])
 # Writes bench_distributed_<tag>.json per configuration and bench_distributed.md (the table) to $OUT.
 set -euo pipefail
-WHL=${WHL:-../../.whl}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $WHL/*.whl
-export PYTHONPATH=/tmp/site:$PWD:$PWD/scripts PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-OUT=${OUT:-.}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+[ -n "${GPU_WORK:-}" ] || exec bash "$(dirname "$0")/../gpu.sh" bash "$(realpath "$0")" "$@"  # the common preamble first
 GPUS=$(nvidia-smi --list-gpus | wc -l)
 [ "$GPUS" -ge 2 ] || { echo "needs 2 GPUs, found $GPUS"; exit 1; }
 STEPS=${STEPS:-12}
-torchrun --nproc_per_node 1 scripts/bench_distributed.py --shape 3b --strategy single --steps $STEPS --tag 3b_1gpu --out "$OUT"
-torchrun --nproc_per_node 2 scripts/bench_distributed.py --shape 3b --strategy fsdp2 --steps $STEPS --tag 3b_2gpu_fsdp2 --out "$OUT"
-torchrun --nproc_per_node 2 scripts/bench_distributed.py --shape 7b --strategy fsdp2 --steps $STEPS --tag 7b_2gpu_fsdp2 --out "$OUT"
+torchrun --nproc_per_node 1 -m scripts.benchmarks.bench_distributed --shape 3b --strategy single --steps $STEPS --tag 3b_1gpu --out "$OUT"
+torchrun --nproc_per_node 2 -m scripts.benchmarks.bench_distributed --shape 3b --strategy fsdp2 --steps $STEPS --tag 3b_2gpu_fsdp2 --out "$OUT"
+torchrun --nproc_per_node 2 -m scripts.benchmarks.bench_distributed --shape 7b --strategy fsdp2 --steps $STEPS --tag 7b_2gpu_fsdp2 --out "$OUT"
 python3 - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path

@@ -7,15 +7,14 @@ RMSNorm / SwiGLU / rope kernels, int4 (tinygemm) and int4 with liger:
 - kernels: CUDA kernels in one eager step and their summed device time (torch.profiler), top kernels by time;
 and the prefill of 8 pages split into the vision tower and the whole prefill.
 
-Run on the device: bash scripts/device_bench_generation.sh is the full benchmark; this one runs through
-    WHEELS=.whl SCRIPT=scripts/bench_decode_step.py bash scripts/device_bench_generation.sh
+Run on the device (scripts.benchmarks.bench_generation is the full benchmark):
+    run(command="bash scripts/gpu.sh timeout 330 python3 -m scripts.benchmarks.bench_decode_step", carry=[".whl"])
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -23,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_generation import model_3b, prompt_for, to_int4, weight_bytes  # noqa: E402
+from scripts.benchmarks.bench_generation import model_3b, prompt_for, to_int4, weight_bytes
 
 OUT = Path(os.environ.get("OUT", "."))
 REPORT: dict = {"steps": [], "prefill": []}

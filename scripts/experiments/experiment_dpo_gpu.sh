@@ -1,19 +1,16 @@
 #!/usr/bin/env bash
-# The DPO sweep and the controlled experiment (scripts/experiment_dpo.py) on the GPU machine, in one call:
+# The DPO sweep and the controlled experiment (scripts/experiments/experiment_dpo.py) on the GPU machine, in one call:
 # seeds 0-2 on its CPU (2 threads a process, as on the CI machine) and on its GPU, side by side.
-#   run(command="bash scripts/device_experiment_dpo.sh", carry=[".whl"])   # from the repository root
+#   run(command="bash scripts/experiments/experiment_dpo_gpu.sh", carry=[".whl"])   # from the repository root
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 DHARMA_TRAIN_CACHE=/tmp/dharma_cache
-OUT=${OUT:-/tmp/out}; WORK=/tmp/dpo; SEEDS=${SEEDS:-"0 1 2"}; LIMIT=${LIMIT:-480}
-mkdir -p "$OUT" "$WORK"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-python3 -c "import torch, transformers, trl, peft; print('torch', torch.__version__, '| transformers', transformers.__version__, '| trl', trl.__version__, '| peft', peft.__version__)"
-python3 -c "import sys; sys.path.insert(0, 'scripts'); from experiment_dpo import SMALL_SHAPE; from dharma_train.models.tiny import tiny_model_dir; tiny_model_dir(); tiny_model_dir(shape=SMALL_SHAPE)"
+[ -n "${GPU_WORK:-}" ] || exec bash "$(dirname "$0")/../gpu.sh" bash "$(realpath "$0")" "$@"  # the common preamble first
+WORK=$GPU_WORK/dpo; SEEDS=${SEEDS:-"0 1 2"}; LIMIT=${LIMIT:-480}  # scripts/gpu.sh removes $GPU_WORK (and the cache in it) on exit
+mkdir -p "$WORK"
+python3 -c "from scripts.experiments.experiment_dpo import SMALL_SHAPE; from dharma_train.models.tiny import tiny_model_dir; tiny_model_dir(); tiny_model_dir(shape=SMALL_SHAPE)"
 start=$(date +%s)
 job() {  # job NAME THREADS ARGS...: one experiment process, its log kept
   local name=$1 threads=$2; shift 2
-  OMP_NUM_THREADS=$threads timeout $((LIMIT - ($(date +%s) - start))) python3 scripts/experiment_dpo.py "$@" \
+  OMP_NUM_THREADS=$threads timeout $((LIMIT - ($(date +%s) - start))) python3 -m scripts.experiments.experiment_dpo "$@" \
     > "$WORK/$name.log" 2>&1 || echo "job $name exited $?"
 }
 REST1="lr3e-5 sft2 ipo sigmoid_norm"; REST2="ld_alpha0.5 beta0.5 lora loops_only"
@@ -28,11 +25,10 @@ for s in $SEEDS; do
   job control-cuda-$s 1 control --seed $s --device cuda --shape small --work $WORK/control-cuda-small-$s &
 done
 while [ -n "$(jobs -r)" ]; do  # partial tables every 30 s, so a call cut short still returns them
-  sleep 30; python3 scripts/experiment_dpo.py tables --work $WORK --out $OUT > /dev/null 2>&1
+  sleep 30; python3 -m scripts.experiments.experiment_dpo tables --work $WORK --out $OUT > /dev/null 2>&1
 done
 wait
 echo "experiment wall time: $(( $(date +%s) - start )) s"
-python3 scripts/experiment_dpo.py tables --work $WORK --out $OUT
+python3 -m scripts.experiments.experiment_dpo tables --work $WORK --out $OUT
 tail -n 3 $WORK/*.log | grep -B2 -i "error\|exited" | head -40
 tar -czf $OUT/work.tar.gz -C $WORK $(cd $WORK && ls -d */*.json */ladder/summary.json 2>/dev/null) $(cd $WORK && ls *.log)
-rm -rf $WORK /tmp/dharma_cache

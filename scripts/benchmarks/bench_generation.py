@@ -15,7 +15,8 @@ Rows (each printed with its ratio to the baseline of this run):
 - int4 (AWQ W4A16's layout: symmetric int4, groups of 128, language linears) on torch's int4 kernel against bf16;
 - a torch.profiler summary of the 64-slot run.
 
-Run on the device from the repository root:  bash scripts/device_bench_generation.sh
+Run on the device from the repository root (extra arguments go to the benchmark, e.g. --pages 64):
+    run(command="bash scripts/gpu.sh timeout 330 python3 -m scripts.benchmarks.bench_generation", carry=[".whl"])
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ REPORT: dict = {"rows": [], "notes": {}}
 
 
 def config_3b(tokenizer):
-    """Qwen2.5-VL-3B's shape (scripts/hub_layout_checkpoint.py) with `tokenizer`'s special-token ids."""
-    from hub_layout_checkpoint import shape_configs
+    """Qwen2.5-VL-3B's shape (dharma_train/models/hub_layout.py) with `tokenizer`'s special-token ids."""
+    from dharma_train.models.hub_layout import shape_configs
     from transformers import Qwen2_5_VLConfig
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in
@@ -135,7 +136,7 @@ def weight_bytes(model) -> int:
 
 def to_int4(model, group_size=128) -> int:
     """The language model's linears as Int4Linear on RTN int4 codes: AWQ W4A16's storage and kernel path."""
-    from dharma_train.models.quantized import _set_module, int4_linear_from_codes, quantize_groups
+    from dharma_train.models.quantized import int4_linear_from_codes, quantize_groups, set_module
 
     names = [name for name, module in model.model.language_model.named_modules()
              if isinstance(module, torch.nn.Linear)]
@@ -143,7 +144,7 @@ def to_int4(model, group_size=128) -> int:
         module = model.model.language_model.get_submodule(name)
         codes, scale = quantize_groups(module.weight.data, group_size)
         layer = int4_linear_from_codes(codes, scale.float(), None, module.bias, module.weight.device)
-        _set_module(model.model.language_model, name, layer)
+        set_module(model.model.language_model, name, layer)
         del module
     torch.cuda.empty_cache()
     return len(names)

@@ -1,4 +1,4 @@
-"""scripts/hub_layout_checkpoint.py: a folder laid out like the Hub's Qwen2.5-VL, and the looping model built on it."""
+"""dharma_train/models/hub_layout.py: a folder laid out like the Hub's Qwen2.5-VL, and the looping model built on it."""
 
 import json
 import sys
@@ -8,13 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-import hub_layout_checkpoint as hub
-
 from dharma_train.artifact import ModelArtifact
 from dharma_train.data.prompts import prompt_messages
+from dharma_train.models import hub_layout as hub
 from dharma_train.models.loading import load_model, load_processor
 
 
@@ -83,21 +79,6 @@ def test_the_dense_model_does_not_loop(folders):
     assert hub.LOOP_TEXT not in processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:])
 
 
-@pytest.mark.slow
-def test_bench_mining_gets_the_same_pairs_from_every_path(tmp_path):
-    """scripts/bench_mining.py on the tiny looping folder, on the CPU: every mining path yields the same pairs."""
-    import subprocess
-
-    command = [sys.executable, str(SCRIPTS / "bench_mining.py"), "--shape", "tiny", "--device", "cpu", "--pages", "2",
-               "--max-new-tokens", "96", "--width", "112", "--height", "112", "--batch", "2", "--out", str(tmp_path)]
-    env = {**__import__("os").environ, "PYTHONPATH": str(SCRIPTS)}
-    subprocess.run(command, check=True, capture_output=True, env=env, timeout=600)
-    report = json.loads((tmp_path / "bench_mining.json").read_text())
-    assert [row["config"] for row in report["rows"]] == ["generate", "continuous", "continuous_loop_stop"]
-    assert all(row["pairs"] == 2 and row["same_pairs_as_first_row"] for row in report["rows"])
-    assert all(row["pairs_by_reason"] == {"degenerate": 2} for row in report["rows"])
-
-
 def shortened(recipe: str, folder: Path, out: Path, hydra_dir: Path) -> list[str]:
     """The recipe as a user types it (its own tracking default included), pointed at a Hub-layout folder for every
     base, on the CPU with a few small pages and one step a stage."""
@@ -145,7 +126,7 @@ def test_each_real_recipe_runs_end_to_end_on_a_hub_layout_folder_with_its_own_tr
     assert done.returncode == 0, done.stderr[-3000:]
     composed = compose_config([f"recipe={recipe}"])
     assert composed.tracking.backend == "wandb", "the recipe's own default is what runs here"
-    bases = {name: set(base.skip) for name, base in composed.ablation.bases.items()} or {None: set()}
+    bases = {name: set(base.get("skip") or []) for name, base in composed.ablation.bases.items()} or {None: set()}
     for base, skipped in bases.items():
         run = out / base if base else out
         stages = [name for name in composed.stages if name not in skipped]

@@ -10,7 +10,7 @@ fall when the cores are busy with someone else's work; the load average printed 
 they were. (Worker processes are forked by multiprocessing's fork server, not by this process, so their CPU
 time is not visible here: the parallel set is timed by the clock only.)
 
-    python scripts/bench_generator.py --pages 200 --workers 2
+    python -m scripts.benchmarks.bench_generator --pages 200 --workers 2
 """
 
 from __future__ import annotations

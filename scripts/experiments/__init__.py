@@ -1,0 +1,1 @@
+"""Research experiments: each writes the tables a docs/experiments/ page quotes."""

@@ -1,4 +1,4 @@
-"""scripts/pretrain_reader.py: its device-side patches are the image processor's, and a short curriculum runs."""
+"""scripts/experiments/tiny_reader/pretrain_reader.py: its device-side patches are the image processor's, and a short curriculum runs."""
 
 import json
 import random
@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
+from dharma_train.models.tiny import TINY_SHAPE, build_tiny_processor
+from scripts.experiments.tiny_reader import pretrain_reader
 
-import pretrain_reader  # noqa: E402
-from dharma_train.models.tiny import TINY_SHAPE, build_tiny_processor  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("kind", ["glyph", "chars", "words", "lines"])
@@ -48,9 +47,9 @@ def test_check_patches_refuses_patches_the_model_would_not_see():
 def test_a_short_curriculum_writes_its_curve_and_a_model_that_loads(tmp_path, tiny_cache):
     out = tmp_path / "reader"
     result = subprocess.run(
-        [sys.executable, str(SCRIPTS / "pretrain_reader.py"), "--out", str(out), "--phases", "chars:3,lines:2",
+        [sys.executable, "-m", "scripts.experiments.tiny_reader.pretrain_reader", "--out", str(out), "--phases", "chars:3,lines:2",
          "--batch", "4", "--eval-pages", "1", "--eval-crops", "2", "--workers", "0", "--warmup", "2"],
-        capture_output=True, text=True, timeout=600, env={"DHARMA_TRAIN_CACHE": str(tiny_cache), "PATH": ""})
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env={"DHARMA_TRAIN_CACHE": str(tiny_cache), "PATH": ""})
     assert result.returncode == 0, result.stderr[-3000:]
     curve = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
     assert [(point["step"], point["phase"]) for point in curve] == [(3, "chars"), (5, "lines")]

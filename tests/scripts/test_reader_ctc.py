@@ -1,23 +1,16 @@
-"""scripts/reader_ctc.py, reader_data.py, reader_checkpoint.py and pretrain_ctc_reader.py at toy scale on the CPU."""
+"""scripts/experiments/tiny_reader/reader_ctc.py, reader_data.py, reader_checkpoint.py and pretrain_ctc_reader.py at toy scale on the CPU."""
 
 import json
 import random
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-import pretrain_ctc_reader  # noqa: E402
-import reader_checkpoint  # noqa: E402
-from reader_ctc import ALPHABET, CTCHead, PatchFeatures, encode, greedy_decode  # noqa: E402
-from reader_data import draw_sample  # noqa: E402
-
-from dharma_train.models.tiny import TINY_SHAPE, build_tiny_model, build_tiny_processor  # noqa: E402
+from dharma_train.models.tiny import TINY_SHAPE, build_tiny_model, build_tiny_processor
+from scripts.experiments.tiny_reader import pretrain_ctc_reader, reader_checkpoint
+from scripts.experiments.tiny_reader.reader_ctc import ALPHABET, CTCHead, PatchFeatures, encode, greedy_decode
+from scripts.experiments.tiny_reader.reader_data import draw_sample
 
 TOY = {**TINY_SHAPE, "max_pixels": 28 * 28 * 256}
 WORDS = ["página", "ação", "Brasil", "cópia", "9,50"]

@@ -38,7 +38,7 @@ def load(folder: Path, device):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from dharma_train.models.processor import Qwen2_5_VLImageProcessor
-    from reader_ctc import CTCHead
+    from scripts.experiments.tiny_reader.reader_ctc import CTCHead
 
     state = json.loads((folder / "state.json").read_text())
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder / "model", dtype=torch.float32)

@@ -41,7 +41,7 @@ def generate(model, processor, images, task: str, budget: int, device, batch: in
 def ctc_read(model, head, features, batches, images) -> list[str]:
     """Greedy CTC transcriptions of single-line strips (one band each)."""
     import numpy as np
-    from reader_ctc import greedy_decode
+    from scripts.experiments.tiny_reader.reader_ctc import greedy_decode
 
     model.eval()
     pixels = torch.from_numpy(np.stack([np.asarray(image) for image in images]))
@@ -58,7 +58,7 @@ class Evaluator:
 
     def __init__(self, model, processor, head, features, batches, device, n_lines: int, n_pages: int, words,
                  seed: int):
-        from reader_data import draw_sample, held_out_pages
+        from scripts.experiments.tiny_reader.reader_data import draw_sample, held_out_pages
 
         rng = random.Random(f"heldout-lines/{seed}")
         self.lines = [draw_sample("line", rng, words)[:2] for _ in range(n_lines)]

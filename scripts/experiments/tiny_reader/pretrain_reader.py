@@ -19,7 +19,7 @@ pages at the default size (printed, handwritten, legal) and of the current phase
 
 Hand-written loop on purpose: the phases change the data every few hundred steps and evaluation is a greedy read
 of held-out crops, which TRL's trainers would need callbacks and a dataset per phase for.
-Example (CPU, a few minutes): python scripts/pretrain_reader.py --out runs/reader --phases words:300 --batch 16
+Example (CPU, a few minutes): python -m scripts.experiments.tiny_reader.pretrain_reader --out runs/reader --phases words:300 --batch 16
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ per sample); in the `json` phase also the share of pages whose output is valid s
 
 Hand-written loop on purpose: two losses on one forward pass (a hook on the vision tower), phases that change the
 data and image size, and batches alternating between pages and lines, which TRL's trainers do not express.
-Example (CPU, a minute): python scripts/pretrain_ctc_reader.py --out runs/ctc --phases ctc:30,line:10 --batch 8
+Example (CPU, a minute): python -m scripts.experiments.tiny_reader.pretrain_ctc_reader --out runs/ctc --phases ctc:30,line:10 --batch 8
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class Collate:
 
 def task_batches(processor, device):
     """pretrain_reader's device-side batches (patches checked against the image processor), any task's prompt."""
-    from pretrain_reader import DeviceBatches
+    from scripts.experiments.tiny_reader.pretrain_reader import DeviceBatches
 
     from dharma_train.data.prompts import prompt_messages
 
@@ -102,7 +102,7 @@ def task_batches(processor, device):
 
 
 def loader(kind: str, seed: str, words, batch: int, collate, workers: int):
-    from reader_data import Samples
+    from scripts.experiments.tiny_reader.reader_data import Samples
 
     return iter(DataLoader(Samples(kind, seed, words), batch_size=batch, collate_fn=collate, num_workers=workers,
                            prefetch_factor=4 if workers else None, persistent_workers=bool(workers)))
@@ -111,8 +111,8 @@ def loader(kind: str, seed: str, words, batch: int, collate, workers: int):
 # ---------------------------------------------------------------------------------------------------- model
 def build(args, device):
     """(model, processor, head, state): a fresh model at --shape, or the --resume checkpoint."""
-    import reader_checkpoint
-    from reader_ctc import CTCHead
+    from scripts.experiments.tiny_reader import reader_checkpoint
+    from scripts.experiments.tiny_reader.reader_ctc import CTCHead
 
     from dharma_train.models.tiny import TINY_SHAPE, build_tiny_model, build_tiny_processor
 
@@ -157,7 +157,7 @@ def phase_rates(kind: str, args) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------------- steps
 def step_loss(kind: str, parts, model, head, features, batches, args) -> tuple[torch.Tensor, dict]:
     """One batch's loss: CTC alone (ctc), or next-token plus weighted CTC where the batch has CTC targets."""
-    from reader_ctc import ctc_loss
+    from scripts.experiments.tiny_reader.reader_ctc import ctc_loss
 
     pixels, ids, targets = parts
     autocast = torch.autocast(batches.device.type, dtype=torch.bfloat16, enabled=batches.device.type == "cuda")
@@ -178,11 +178,11 @@ def step_loss(kind: str, parts, model, head, features, batches, args) -> tuple[t
 
 # ---------------------------------------------------------------------------------------------------- main
 def main(argv=None) -> None:
-    from reader_ctc import PatchFeatures
-    from reader_data import draw_sample, pt_words
-    from reader_eval import Evaluator
+    from scripts.experiments.tiny_reader.reader_ctc import PatchFeatures
+    from scripts.experiments.tiny_reader.reader_data import draw_sample, pt_words
+    from scripts.experiments.tiny_reader.reader_eval import Evaluator
 
-    from pretrain_reader import check_patches
+    from scripts.experiments.tiny_reader.pretrain_reader import check_patches
 
     args = parse_arguments(argv)
     torch.manual_seed(args.seed)
@@ -254,7 +254,7 @@ def main(argv=None) -> None:
 
 def finish(args, model, processor, head, state, evaluator, step, first_step, n_params, device, started) -> None:
     """Save the checkpoint and run.json (the state's step and this call's record first)."""
-    import reader_checkpoint
+    from scripts.experiments.tiny_reader import reader_checkpoint
 
     state["step"] = step
     state["calls"].append({"args": {k: str(v) for k, v in vars(args).items()}, "from_step": first_step,

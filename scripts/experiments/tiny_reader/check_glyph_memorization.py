@@ -1,7 +1,7 @@
 """Can a random-init tiny Qwen2.5-VL memorize 8 fixed images of one large glyph each (A-H)? The cheapest check
 that an image reaches the answer at a given learning rate (docs/experiments/tiny-reader.md: at 2e-3 it cannot).
 
-Example: python scripts/check_glyph_memorization.py --lr 3e-4 --steps 300
+Example: python -m scripts.experiments.tiny_reader.check_glyph_memorization --lr 3e-4 --steps 300
 """
 
 from __future__ import annotations
@@ -9,16 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import pretrain_reader as reader  # noqa: E402
-
-from dharma_train.models.tiny import TINY_SHAPE, build_tiny_model, build_tiny_processor  # noqa: E402
+from dharma_train.models.tiny import TINY_SHAPE, build_tiny_model, build_tiny_processor
+from scripts.experiments.tiny_reader import pretrain_reader as reader
 
 
 def main(argv=None) -> None:

@@ -18,7 +18,7 @@ from dharma_train.data.prompts import target_text
 from dharma_train.data.synthetic import fonts
 from dharma_train.data.synthetic.degrade import degrade, sample_degradation
 from dharma_train.data.synthetic.readable import readable_page
-from reader_ctc import covered, encode
+from scripts.experiments.tiny_reader.reader_ctc import covered, encode
 
 WIDTH, BAND = 448, 28
 RANDOM_CHARS = string.ascii_letters + string.digits + "áàâãéêíóôõúçÁÉÍÓÚÇ.,;:-/()$%"

@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from dharma_train.run_folder import DATA as DATA_FOLDER  # the run's pages, shared by every base: no base may take its name
+
 BASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-DATA_FOLDER = "data"  # the run folder's pages (shared by every base of an ablation); no base may take the name
 
 
 @dataclass

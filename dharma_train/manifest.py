@@ -34,12 +34,11 @@ from dharma_train.data.pages import PageSet
 from dharma_train.files import file_hash, read_json_or_none, write_json_atomically
 from dharma_train.models.loading import HUB_ID
 from dharma_train.reporting.run_record import machine_differences, package_versions, stage_machine
+from dharma_train.run_folder import ATTEMPT, MANIFEST
 from dharma_train.run_paths import run_relative, run_resolved
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-ATTEMPT = "attempt.json"
 CONTENT_HASH_LIMIT = 64 * 1024**2  # larger files (model weights) are known by name, size and modification time
 LABELS = {"dharma_train": "dharma_train's version", "stage": "the stage's class", "config": "its config",
           "trainer": "trainer settings", "model_settings": "model settings", "input": "its input model",

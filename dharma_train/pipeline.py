@@ -42,8 +42,10 @@ from dharma_train.preflight import check_stages
 from dharma_train.reporting.plots import plot_run
 from dharma_train.reporting.report import write_report
 from dharma_train.reporting.tracking import EvaluationLog, TrackingConfig
+from dharma_train.run_folder import METRICS, RunFolder
 from dharma_train.run_paths import run_relative
 from dharma_train.stage import Stage, StageContext
+from dharma_train.stages import mining_batch_of, optimization_of
 from dharma_train.training.checkpoints import remove_checkpoints
 from dharma_train.training.resources import evaluation_knobs, explain_out_of_memory, training_knobs
 
@@ -74,6 +76,7 @@ class Pipeline:
         check_stages(self.stages)
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
+        layout = RunFolder(output_dir)
         stage_pages = self._stage_pages(train)  # loaded first: a bad data path fails before any model loads
         for stage in self.stages:
             stage.check_pages(stage_pages[stage.name])
@@ -96,7 +99,7 @@ class Pipeline:
 
         try:
             total = len(self.stages)
-            folder = output_dir / "00_base"
+            folder = layout.base
             inputs = base_inputs(base)
             manifest = _read_manifest(folder, resume)
             if manifest is None or manifest["inputs"] != inputs:
@@ -107,7 +110,7 @@ class Pipeline:
             self._record(summary, tracker, start, output_dir, final=start["stage"])
             current, upstream, current_point, rerun = base, manifest["key"], start["stage"], None
             for index, stage in enumerate(self.stages, start=1):
-                folder = output_dir / f"{index:02d}_{stage.name}"
+                folder = layout.point(index, stage.name)
                 kind = stage.kind
                 pages = stage_pages[stage.name]
                 inputs = stage_inputs(stage, self.context, upstream, fingerprint(pages))
@@ -161,7 +164,7 @@ class Pipeline:
             log.info("stage %s: an interrupted attempt with the same inputs left its work in %s; resuming",
                      stage.name, folder)
         started = time.perf_counter()
-        knobs = training_knobs(stage.name, stage.config, self.context)
+        knobs = training_knobs(stage.name, optimization_of(stage.config), mining_batch_of(stage.config), self.context)
         with explain_out_of_memory(f"in stage {stage.name}", knobs):
             result = stage.run(current, pages, folder, self.context)
         train = {**result.metrics, "wall_seconds": time.perf_counter() - started}
@@ -210,7 +213,7 @@ class Pipeline:
         del model
         gc.collect()
         if is_main():
-            write_json_atomically(folder / "metrics.json", metrics)
+            write_json_atomically(folder / METRICS, metrics)
         return {"stage": name, "kind": kind, "model": artifact.path, "artifact": artifact.to_dict(),
                 "metrics": metrics, "train": train}
 
@@ -229,8 +232,9 @@ class Pipeline:
     def _write(summary: dict, output_dir: Path) -> None:
         """summary.json and report.md name the run's models relative to the run folder, so they move with it."""
         stored = run_relative(summary, output_dir)
-        write_json_atomically(output_dir / "summary.json", stored)
-        write_report(stored, output_dir / "report.md", plots=plot_run(summary, output_dir))
+        layout = RunFolder(output_dir)
+        write_json_atomically(layout.summary, stored)
+        write_report(stored, layout.report, plots=plot_run(summary, output_dir))
 
 
 def _read_manifest(folder: Path, resume: bool) -> dict | None:

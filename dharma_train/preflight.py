@@ -55,7 +55,10 @@ def check_memory(base: ModelArtifact, config) -> None:
     """A stage whose memory floor exceeds the budget is refused before any weights load."""
     from dharma_train.training.resources import check_training_memory
 
-    check_training_memory(base.path, config.stages, config.trainer)
+    from dharma_train.stages import trained_stages
+
+    trained = {name: (config.stages[name].kind, opt) for name, opt in trained_stages(config.stages).items()}
+    check_training_memory(base.path, trained, config.trainer)
 
 
 def check_stages(stages: list) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dharma_train import distributed
-from dharma_train.ablation import DATA_FOLDER, AblationConfig
+from dharma_train.ablation import AblationConfig
 from dharma_train.artifact import ModelArtifact
 from dharma_train.config import RunConfig
 from dharma_train.data.loading import load_splits
@@ -19,6 +19,7 @@ from dharma_train.data.pages import PAGES_FILE, PageSet
 from dharma_train.models.config import TINY
 from dharma_train.pipeline import Pipeline
 from dharma_train.preflight import check_run, check_stages
+from dharma_train.run_folder import RunFolder
 from dharma_train.stage import StageContext
 from dharma_train.stages import build_stage
 
@@ -47,12 +48,12 @@ def resolve(config: RunConfig) -> RunPlan:
 
 def _splits(config: RunConfig) -> tuple[PageSet, PageSet]:
     data = config.data
-    given = distributed.on_main(load_splits, data, Path(config.output_dir) / DATA_FOLDER)  # checked once, by rank 0
+    given = distributed.on_main(load_splits, data, RunFolder(config.output_dir).data)  # checked once, by rank 0
     if "train" not in given or "eval" not in given:
         from dharma_train.data.synthetic.generate import generate_splits
 
         s = data.synthetic
-        generated = distributed.on_main(generate_splits, Path(config.output_dir) / DATA_FOLDER,
+        generated = distributed.on_main(generate_splits, RunFolder(config.output_dir).data,
                                         n_train=s.train_pages, n_eval=s.eval_pages, seed=s.seed, width=s.width,
                                         height=s.height, families=s.families, max_words=s.max_words,
                                         workers=s.workers)
@@ -80,7 +81,7 @@ def resolve_stage_data(config: RunConfig, run_dir: Path) -> dict[str, object]:
         if data not in GENERATED_SETS:
             resolved[name] = replace(stage, data=str(_load_stage_data(config, run_dir, name, data).root))
             continue
-        folder = run_dir / DATA_FOLDER / data
+        folder = RunFolder(run_dir).generated_set(data)
         distributed.on_main(generate_pages, folder, s.general_pages, seed=named_seed(s.seed, data), width=s.width,
                             height=s.height, task=data, id_prefix=data, max_words=s.general_max_words,
                             workers=s.workers)
@@ -94,13 +95,8 @@ def _load_stage_data(config: RunConfig, run_dir: Path, name: str, source: str) -
     from dharma_train.data.loading import load_page_set
 
     data = config.data
-    return distributed.on_main(load_page_set, source, run_dir / DATA_FOLDER / "stages" / name, format=data.format,
+    return distributed.on_main(load_page_set, source, RunFolder(run_dir).stage_data(name), format=data.format,
                                strict=data.strict, max_pixels=data.max_pixels, split=f"stages.{name}")
-
-
-def stage_pairs_folder(run_dir: Path, name: str) -> Path:
-    """Where a run keeps the given pairs of its stage NAME, as loaded (a pair set)."""
-    return Path(run_dir) / DATA_FOLDER / "stages" / name / "pairs"
 
 
 def _load_stage_pairs(config: RunConfig, run_dir: Path, name: str, stage) -> Path | None:
@@ -115,7 +111,7 @@ def _load_stage_pairs(config: RunConfig, run_dir: Path, name: str, stage) -> Pat
     if source is None:
         return None
     data = config.data
-    return distributed.on_main(load_pair_set, source, stage_pairs_folder(run_dir, name), strict=data.strict,
+    return distributed.on_main(load_pair_set, source, RunFolder(run_dir).stage_pairs(name), strict=data.strict,
                                max_pixels=data.max_pixels, split=f"stages.{name}.pairs")
 
 
@@ -201,7 +197,7 @@ def check_bases_reachable(config: RunConfig) -> None:
 def shared_pages(config: RunConfig) -> tuple[str, str]:
     """Train and eval folders every base uses: the given ones, pages generated earlier, or new ones."""
     data = config.data
-    folder = Path(config.output_dir) / DATA_FOLDER
+    folder = RunFolder(config.output_dir).data
     earlier = {split: folder / split for split in ("train", "eval") if (folder / split / PAGES_FILE).is_file()}
     train = data.train or earlier.get("train")
     eval_pages = data.eval or earlier.get("eval")

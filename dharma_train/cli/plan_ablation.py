@@ -29,13 +29,13 @@ def ablation_lines(config, problems: list[str]) -> list[str]:
 
 
 def _stage_lines(run) -> list[str]:
-    from dharma_train.cli.plan import stage_lines
+    from dharma_train.cli.plan_stages import stage_lines
 
     return [f"  {line}" for line in stage_lines(run)]
 
 
 def _memory(run, loadable: bool, problems: list[str]) -> list[str]:
-    from dharma_train.cli.plan import model_lines
+    from dharma_train.cli.plan_stages import model_lines
 
     return model_lines(run, loadable, problems)
 
@@ -63,6 +63,6 @@ def _shared_pages(config) -> tuple[str, str]:
 
 def _as_loaded_here(name: str, stage, config):
     """A stage as the ablation gives it to every base: given pairs as loaded once into the ablation's folder."""
-    from dharma_train.cli.plan import as_loaded
+    from dharma_train.cli.plan_stages import as_loaded
 
     return as_loaded(name, stage, config)

@@ -17,6 +17,7 @@ from pathlib import Path
 from dharma_train.cli.formatting import DefaultsHelpFormatter
 from dharma_train.errors import DharmaError
 from dharma_train.files import write_json_atomically
+from dharma_train.run_folder import METRICS, REPORT
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,11 +90,11 @@ def run(args: argparse.Namespace) -> dict:
     model = load_model(artifact, dtype=hardware.model_dtype(), device=hardware.resolved_device())
     processor = load_processor(artifact.processor_location, max_pixels=args.max_pixels)
     metrics = evaluate(model, processor, pages, config, output_dir=output_dir)
-    write_json_atomically(output_dir / "metrics.json", metrics)
+    write_json_atomically(output_dir / METRICS, metrics)
     summary = {"run": f"evaluate {args.model}", "evaluation": asdict(config),
                "entries": [{"stage": "model", "kind": "evaluate", "model": artifact.path, "metrics": metrics,
                             "train": {}}]}
-    write_report(summary, output_dir / "report.md")
+    write_report(summary, output_dir / REPORT)
     return metrics
 
 
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     except DharmaError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    print((Path(args.output_dir) / "report.md").read_text())
+    print((Path(args.output_dir) / REPORT).read_text())
     print(f"quality {metrics['quality_score']:.3f}  CER {metrics['cer']:.3f}  "
           f"degeneration {metrics['degeneration_rate']:.1%}  -> {args.output_dir}/metrics.json")
 

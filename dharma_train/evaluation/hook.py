@@ -24,6 +24,7 @@ from dharma_train.evaluation.loop_stop import LoopStop
 from dharma_train.evaluation.metrics import aggregate, score_page
 from dharma_train.models.quantized import decode_backend
 from dharma_train.files import write_jsonl_atomically
+from dharma_train.run_folder import PREDICTIONS
 
 
 @dataclass
@@ -77,7 +78,7 @@ def evaluate(model, processor, pages: PageSet, config: EvalConfig, output_dir: s
     metrics.update(memory(model, on_gpu))
     metrics["decode_backend"] = decode_backend(model)
     if output_dir is not None and is_main():
-        write_jsonl_atomically(Path(output_dir) / "predictions.jsonl",
+        write_jsonl_atomically(Path(output_dir) / PREDICTIONS,
                                ({**asdict(score), "output": g.text} for score, g in zip(scores, generations)))
     return metrics
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from dharma_train.errors import DataError
 from dharma_train.files import write_text_atomically
 from dharma_train.gate import outcome, skip_reason
+from dharma_train.run_folder import COMPARISON_CSV, COMPARISON_MD, RunFolder
 from dharma_train.run_paths import run_resolved
 
 # (column, metric key, markdown format): higher quality and score are better; lower CER, degeneration and cost.
@@ -43,7 +44,7 @@ PLOTS = [("quality", "quality score by stage (higher is better)", "comparison_sc
 def read_summary(run_dir: str | Path) -> dict:
     """A run's summary.json, its model paths resolved against where the run folder is now; a missing or unreadable
     one is a DataError naming the file."""
-    path = Path(run_dir) / "summary.json"
+    path = RunFolder(run_dir).summary
     if not path.is_file():
         raise DataError(f"{path} does not exist: is {run_dir} a dharma_train run folder? (An ablation's folder holds "
                         "one run folder per base, each with its summary.json, once that base has evaluated a point: "
@@ -60,7 +61,7 @@ def read_summary(run_dir: str | Path) -> dict:
 def evaluation_pages_folder(run_dir: str | Path) -> Path | None:
     """The page folder a run evaluated on: its loaded or generated eval split, or the folder its config named."""
     run_dir = Path(run_dir)
-    record = run_dir / "run.json"
+    record = RunFolder(run_dir).run_record
     named = None
     if record.is_file():
         named = (json.loads(record.read_text(encoding="utf-8")).get("config", {}).get("data") or {}).get("eval")
@@ -196,8 +197,8 @@ def write_comparison(rows: list[dict], out_dir: str | Path,
     for column, title, name in PLOTS:
         lines = {base: [_value(rows, base, stage, column) for stage in points] for base in bases}
         plots.append(Path(plot_by_base(points, lines, title, out_dir / name, verdicts)).name)
-    return [write_text_atomically(out_dir / "comparison.csv", to_csv(rows)),
-            write_text_atomically(out_dir / "comparison.md",
+    return [write_text_atomically(out_dir / COMPARISON_CSV, to_csv(rows)),
+            write_text_atomically(out_dir / COMPARISON_MD,
                                   to_markdown(rows, plots, evaluation_pages(run_dirs) if run_dirs else None)),
             *(out_dir / p for p in plots)]
 
@@ -232,9 +233,9 @@ def parse_runs(arguments: list[str]) -> dict[str, Path]:
 def ablation_bases(folder: Path) -> dict[str, Path]:
     """An ablation folder's base runs (it has no summary.json of its own, its bases' folders have one), by name;
     empty for any other folder."""
-    if not folder.is_dir() or (folder / "summary.json").is_file():
+    if not folder.is_dir() or RunFolder(folder).summary.is_file():
         return {}
-    return {sub.name: sub for sub in sorted(folder.iterdir()) if (sub / "summary.json").is_file()}
+    return {sub.name: sub for sub in sorted(folder.iterdir()) if RunFolder(sub).summary.is_file()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print((Path(args.out) / "comparison.md").read_text(encoding="utf-8"))
+    print((Path(args.out) / COMPARISON_MD).read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 

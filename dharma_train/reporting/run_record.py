@@ -19,8 +19,8 @@ from importlib import metadata
 from pathlib import Path
 
 from dharma_train.files import write_json_atomically
+from dharma_train.run_folder import RUN_RECORD
 
-RUN_RECORD = "run.json"
 PACKAGES = ("dharma_train", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
             "hydra-core", "omegaconf", "numpy", "pillow")
 
@@ -123,7 +123,7 @@ def _cpu_name() -> str:
 def run_provenance(run_dir: Path) -> dict:
     """How the run was made, from its own records: the command (run.json), the data sources (pages and given
     preference pairs) and what the loader skipped and why (every load_report.json under data/)."""
-    record = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    record = json.loads((run_dir / RUN_RECORD).read_text()) if (run_dir / RUN_RECORD).is_file() else {}
     data = record.get("config", {}).get("data") or {}
     sources = [f"`data.{split}`: `{data[split]}`" for split in ("train", "eval", "test") if data.get(split)]
     synthetic = data.get("synthetic") or {}

@@ -21,11 +21,16 @@ def trained_stages(stages: dict) -> dict[str, OptimizationConfig]:
     return {name: optimization_of(config) for name, config in stages.items() if optimization_of(config) is not None}
 
 
+def mining_batch_of(config) -> int | None:
+    """The batch a stage config's pair mining generates with; None when it mines nothing."""
+    return config.mining.batch_size if isinstance(config, DPOStageConfig) and config.pairs == "mined" else None
+
+
 def build_stage(name: str, config):
     """The stage object for a validated stage config."""
     return STAGES[config.kind](name, config)
 
 
 __all__ = ["DPOStage", "DPOStageConfig", "ExportStage", "ExportStageConfig", "QuantizeStage", "QuantizeStageConfig",
-           "SFTStage", "SFTStageConfig", "STAGES", "STAGE_CONFIGS", "TRAINED_CONFIGS", "build_stage", "optimization_of",
-           "trained_stages"]
+           "SFTStage", "SFTStageConfig", "STAGES", "STAGE_CONFIGS", "TRAINED_CONFIGS", "build_stage", "mining_batch_of",
+           "optimization_of", "trained_stages"]

@@ -17,9 +17,9 @@ from dharma_train.artifact import ARTIFACT_FILE, ModelArtifact
 from dharma_train.data.pages import PageSet
 from dharma_train.errors import ConfigError, DharmaError
 from dharma_train.files import with_default_modes, write_folder_atomically, write_text_atomically
+from dharma_train.run_folder import RunFolder
 from dharma_train.stage import Stage, StageContext, StageResult, stage_config
 
-SUMMARY_FILE = "summary.json"
 # What a folder needs to be loaded and prompted with plain transformers.
 REQUIRED = ("config.json", "generation_config.json", "tokenizer_config.json", "processor_config.json")
 
@@ -82,7 +82,7 @@ class ExportStage(Stage):
         cfg = self.config
         target = output_dir / "model"
         export_model(model, target, cfg.dtype, context)
-        summary_file = Path(cfg.summary) if cfg.summary else output_dir.parent / SUMMARY_FILE
+        summary_file = Path(cfg.summary) if cfg.summary else RunFolder(output_dir.parent).summary
         card = card_for_run(summary_file, output_dir.parent, pages, context.run_name, target,
                             repo_id=cfg.push_to_hub)
         write_text_atomically(target / "README.md", card)

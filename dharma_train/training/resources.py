@@ -87,18 +87,16 @@ def memory_budget_bytes(budget_gb: float | None, device: str) -> int | None:
     return None
 
 
-def check_training_memory(model_path: str, stages: dict, trainer) -> None:
-    """Refuse, before any weights load, a stage whose memory floor exceeds the budget; name the knobs that help."""
+def check_training_memory(model_path: str, trained: dict, trainer) -> None:
+    """Refuse, before any weights load, a stage whose memory floor exceeds the budget; name the knobs that help.
+    `trained`: each training stage's name -> (kind, OptimizationConfig)."""
     budget = memory_budget_bytes(trainer.memory_budget_gb, trainer.resolved_device())
-    from dharma_train.stages import trained_stages
-
-    trained = trained_stages(stages)
     if budget is None or not trained:
         return
     total, vision = parameter_counts(model_path)
-    for name, opt in trained.items():
+    for name, (kind, opt) in trained.items():
         needed = training_memory_bytes(total, vision, opt.method, opt.freeze_vision,
-                                       trainer.training_dtype(opt.method), stages[name].kind)
+                                       trainer.training_dtype(opt.method), kind)
         if needed > budget:
             raise ResourceError(
                 f"stage {name}: {opt.method} fine-tuning of {model_path} ({total / 1e9:.2f} B parameters) needs at "
@@ -107,18 +105,15 @@ def check_training_memory(model_path: str, stages: dict, trainer) -> None:
                 f"stages.{name}.optimization.method=lora, keep optimization.freeze_vision=true, or a larger GPU")
 
 
-def training_knobs(stage: str, config, context) -> list[str]:
-    """What lowers a training stage's memory, with the current values."""
-    from dharma_train.stages import optimization_of
-    from dharma_train.stages.dpo import DPOStageConfig
-
+def training_knobs(stage: str, opt, mining_batch: int | None, context) -> list[str]:
+    """What lowers a stage's memory, with the current values: `opt` its OptimizationConfig (None: it trains
+    nothing), `mining_batch` the batch its pair mining generates with (None: it mines nothing)."""
     knobs = []
-    opt = optimization_of(config)
     if opt is not None:
         knobs.append(f"stages.{stage}.optimization.batch_size (now {opt.batch_size}; raise gradient_accumulation, "
                      f"now {opt.gradient_accumulation}, to keep the effective batch)")
-    if isinstance(config, DPOStageConfig) and config.pairs == "mined":
-        knobs.append(f"stages.{stage}.mining.batch_size (now {config.mining.batch_size}) for pair mining")
+    if mining_batch is not None:
+        knobs.append(f"stages.{stage}.mining.batch_size (now {mining_batch}) for pair mining")
     knobs.append(f"model.max_pixels, the pixel budget per page image (now {context.model.max_pixels})")
     from dharma_train.training.config import planned_recompute
 

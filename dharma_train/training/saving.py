@@ -14,6 +14,7 @@ from dharma_train import distributed
 from dharma_train.artifact import ModelArtifact
 from dharma_train.files import write_folder_atomically, write_json_atomically
 from dharma_train.models.loading import DTYPES, is_quantized, load_model
+from dharma_train.run_folder import STAGE_RECORD
 
 log = logging.getLogger(__name__)
 
@@ -103,4 +104,4 @@ def write_stage_record(output_dir: Path, record: dict) -> None:
     from dharma_train.run_paths import run_relative
 
     if distributed.is_main():
-        write_json_atomically(output_dir / "stage.json", run_relative(record, output_dir.parent))
+        write_json_atomically(output_dir / STAGE_RECORD, run_relative(record, output_dir.parent))

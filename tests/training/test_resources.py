@@ -29,7 +29,7 @@ def test_cuda_out_of_memory_names_the_knobs():
     context = StageContext(trainer=TrainerConfig(gradient_checkpointing=False))
     config = SFTStageConfig(optimization=OptimizationConfig(method="full", batch_size=8))
     with pytest.raises(ResourceError) as error:
-        with explain_out_of_memory("in stage structured", training_knobs("structured", config, context)):
+        with explain_out_of_memory("in stage structured", training_knobs("structured", config.optimization, None, context)):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
     message = str(error.value)
     assert message.startswith("CUDA ran out of memory in stage structured (CUDA out of memory. Tried to allocate")
@@ -37,7 +37,10 @@ def test_cuda_out_of_memory_names_the_knobs():
                  "model.max_pixels, the pixel budget", "trainer.performance.recompute=all (now off)",
                  "stages.structured.optimization.method=lora"):
         assert knob in message
-    mined = training_knobs("dpo", DPOStageConfig(), context)
+    from dharma_train.stages import mining_batch_of, optimization_of
+
+    dpo = DPOStageConfig()
+    mined = training_knobs("dpo", optimization_of(dpo), mining_batch_of(dpo), context)
     assert any("stages.dpo.mining.batch_size" in knob for knob in mined)
 
 
@@ -76,9 +79,9 @@ def test_full_fine_tuning_of_a_7b_model_in_24_gb_is_refused_before_any_weights_l
     with pytest.raises(ResourceError, match=r"stage structured: full fine-tuning of .* \(8\.29 B parameters\) needs at "
                                             r"least 124 GB .* budget is 24 GB .*optimization.method=lora"):
         execute(config)
-    lora = {"structured": SFTStageConfig(optimization=OptimizationConfig(method="lora"))}
+    lora = {"structured": ("sft", OptimizationConfig(method="lora"))}
     check_training_memory(seven_b_config, lora, TrainerConfig(device="cuda", precision="bf16", memory_budget_gb=24))
 
 
 def test_no_budget_on_a_cpu_means_no_check():
-    check_training_memory("/no/model/needed", {"s": SFTStageConfig()}, TrainerConfig(device="cpu"))
+    check_training_memory("/no/model/needed", {"s": ("sft", OptimizationConfig())}, TrainerConfig(device="cpu"))

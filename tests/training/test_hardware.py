@@ -179,6 +179,11 @@ def test_fsdp2_log_prob_sums_stay_exact_to_a_fraction_of_a_nat_with_our_policy_a
     done = subprocess.run([sys.executable, "-c", FSDP2_LOG_PROBS, port], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     sums = ast.literal_eval(done.stdout.strip().splitlines()[-1])
-    assert sums["accelerate_dtype"] == "torch.bfloat16" and sums["ours_dtype"] == "torch.float32"
-    assert abs(sums["accelerate"] - sums["exact"]) > 1.0  # whole nats lost: DPO's margins are a few nats
-    assert abs(sums["ours"] - sums["exact"]) < 0.1 * abs(sums["accelerate"] - sums["exact"])
+    assert sums["ours_dtype"] == "torch.float32" and abs(sums["ours"] - sums["exact"]) < 0.1
+    # accelerate 1.15 (the GPU image's) casts every sharded module's output to bf16 and loses whole nats (DPO's
+    # margins are a few); 1.16 leaves outputs as computed (output_dtype=None), as our policy does on either version.
+    if sums["accelerate_dtype"] == "torch.bfloat16":
+        assert abs(sums["accelerate"] - sums["exact"]) > 1.0
+        assert abs(sums["ours"] - sums["exact"]) < 0.1 * abs(sums["accelerate"] - sums["exact"])
+    else:
+        assert sums["accelerate_dtype"] == "torch.float32" and abs(sums["accelerate"] - sums["exact"]) < 0.1

@@ -40,8 +40,9 @@ def test_two_processes_match_one(tmp_path):
     for index, (first, second) in enumerate(zip(summaries["one"]["entries"], summaries["two"]["entries"])):
         assert first["stage"] == second["stage"]
         folder = two / f"{index:02d}_{first['stage']}"
-        ids = [json.loads(line)["id"] for line in (folder / "predictions.jsonl").open()]
-        assert len(ids) == len(set(ids)) == 5, "every evaluation page once"
+        if second["gate"]["verdict"] != "skipped":  # a stage that passed its input on is not evaluated again
+            ids = [json.loads(line)["id"] for line in (folder / "predictions.jsonl").open()]
+            assert len(ids) == len(set(ids)) == 5, "every evaluation page once"
         losses = [entry["train"].get("train_loss") for entry in (first, second)]
         quality = [entry["metrics"]["quality_score"] for entry in (first, second)]
         comparison.append((first["stage"], *losses, *quality))
@@ -49,10 +50,13 @@ def test_two_processes_match_one(tmp_path):
     for row in comparison:
         print(row)
     for stage, loss_one, loss_two, quality_one, quality_two in comparison:
-        if loss_one is not None:
+        if loss_one is not None and loss_two is not None:  # both trained (DPO may mine enough pairs on one only)
             assert abs(loss_two - loss_one) <= LOSS_TOLERANCE * abs(loss_one), (stage, loss_one, loss_two)
         assert abs(quality_two - quality_one) <= QUALITY_TOLERANCE, (stage, quality_one, quality_two)
-    final = two / "03_dpo" / "model"
+    from dharma_train.reporting.comparison import read_summary
+
+    final = next(entry["model"] for entry in read_summary(two)["entries"]
+                 if entry["stage"] == summaries["two"]["final_point"])
     from transformers import AutoModelForImageTextToText
 
     AutoModelForImageTextToText.from_pretrained(final)  # the final model is a plain transformers folder

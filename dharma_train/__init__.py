@@ -41,7 +41,6 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 
-
 def tiny_model(cache_dir=None) -> ModelArtifact:
     """The embedded random-init Qwen2.5-VL as an artifact, built and cached on first use."""
     from dharma_train.artifact import ModelArtifact

@@ -12,15 +12,13 @@ from dharma_train.artifact import ModelArtifact
 from dharma_train.errors import ConfigError
 from dharma_train.models.config import TINY
 from dharma_train.stage import check_stage
-
-TRAINING_KINDS = ("sft", "dpo")  # stages that train the weights they are given: never quantized ones
+from dharma_train.stages import TRAINING_KINDS, ExportStage, QuantizeStage, build_stage, trained_stages
 
 
 def check_run(config) -> ModelArtifact:
     """The run's pre-flight, before any page is generated or weights load; returns the base model (the tiny one is
     built here, by rank 0). Needs the process group started (the CLI starts it)."""
     from dharma_train.artifact import base_artifact
-    from dharma_train.stages import build_stage
 
     check_models_reachable([config.model.path])
     check_machine(config)
@@ -55,8 +53,6 @@ def check_memory(base: ModelArtifact, config) -> None:
     """A stage whose memory floor exceeds the budget is refused before any weights load."""
     from dharma_train.training.resources import check_training_memory
 
-    from dharma_train.stages import trained_stages
-
     trained = {name: (config.stages[name].kind, opt) for name, opt in trained_stages(config.stages).items()}
     check_training_memory(base.path, trained, config.trainer)
 
@@ -81,11 +77,11 @@ def check_order(stages: list[tuple[str, str]]) -> None:
             raise ConfigError(f"two stages are named {name!r} (stages {seen[name]} and {position}): each stage needs a "
                               f"name of its own, which names its folder NN_{name}")
         seen[name] = position
-        if quantized_by and kind in (*TRAINING_KINDS, "quantize"):
+        if quantized_by and kind in (*TRAINING_KINDS, QuantizeStage.kind):
             raise ConfigError(f"stage {name} ({kind}) comes after the quantize stage {quantized_by}: it would start "
                               f"from quantized weights; put every training stage before quantize")
-        if kind == "quantize":
+        if kind == QuantizeStage.kind:
             quantized_by = name
-        if kind == "export" and position < len(stages):
+        if kind == ExportStage.kind and position < len(stages):
             raise ConfigError(f"stage {name} (export) must be the last stage: it ships the model the run ends on, "
                               f"but {stages[position][0]} comes after it")

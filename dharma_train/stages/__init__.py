@@ -9,6 +9,7 @@ from dharma_train.training.config import OptimizationConfig
 STAGES = {stage.kind: stage for stage in (SFTStage, DPOStage, QuantizeStage, ExportStage)}
 STAGE_CONFIGS = {kind: stage.config_class for kind, stage in STAGES.items()}
 TRAINED_CONFIGS = (SFTStageConfig, DPOStageConfig)  # the stage configs that train weights (an `optimization`)
+TRAINING_KINDS = (SFTStage.kind, DPOStage.kind)  # their kinds, as a stage's `kind` names it
 
 
 def optimization_of(config) -> OptimizationConfig | None:
@@ -32,5 +33,5 @@ def build_stage(name: str, config):
 
 
 __all__ = ["DPOStage", "DPOStageConfig", "ExportStage", "ExportStageConfig", "QuantizeStage", "QuantizeStageConfig",
-           "SFTStage", "SFTStageConfig", "STAGES", "STAGE_CONFIGS", "TRAINED_CONFIGS", "build_stage", "mining_batch_of",
+           "SFTStage", "SFTStageConfig", "STAGES", "STAGE_CONFIGS", "TRAINED_CONFIGS", "TRAINING_KINDS", "build_stage", "mining_batch_of",
            "optimization_of", "trained_stages"]

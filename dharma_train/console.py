@@ -24,7 +24,9 @@ DROPPED_WARNINGS = (
 )
 
 
-class _DropMessages(logging.Filter):
+class DropMessages(logging.Filter):
+    """Drops a logger's records whose message starts with one of `starts` (notices known to be noise)."""
+
     def __init__(self, starts: tuple[str, ...]):
         super().__init__()
         self.starts = starts
@@ -67,8 +69,8 @@ def drop_library_notices() -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # "Casting the dataset" bars of internal steps
     for name, start in DROPPED_LOG_LINES:
         logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropMessages) and f.starts == (start,) for f in logger.filters):
-            logger.addFilter(_DropMessages((start,)))
+        if not any(isinstance(f, DropMessages) and f.starts == (start,) for f in logger.filters):
+            logger.addFilter(DropMessages((start,)))
     for message in DROPPED_WARNINGS:
         warnings.filterwarnings("ignore", message=message)  # an identical filter replaces the earlier one
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from dharma_train.console import DropMessages
 from dharma_train.files import disk_full_as_error, read_json_or_none
 from dharma_train.training.numerics import NonFiniteGuard, check_finite_weights
 from dharma_train.training.performance.apply import compile_unless_recomputed
@@ -98,21 +99,16 @@ class ReloadFullWeights(TrainerCallback):
         return control
 
 
-class KeyListsOfTheTrainersLoad(logging.Filter):
-    """Drops the Trainer's missing/unexpected key lists (hundreds of names) on a full-weight resume, which
-    ReloadFullWeights repairs and says so in one line."""
-
-    PREFIXES = ("There were missing keys in the checkpoint model loaded",
-                "There were unexpected keys in the checkpoint model loaded")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.PREFIXES)
+# The Trainer's missing/unexpected key lists (hundreds of names) on a full-weight resume, which ReloadFullWeights
+# repairs and says so in one line.
+TRAINER_KEY_LISTS = ("There were missing keys in the checkpoint model loaded",
+                     "There were unexpected keys in the checkpoint model loaded")
 
 
 @contextmanager
 def quiet_trainer_key_lists():
-    """KeyListsOfTheTrainersLoad on transformers' Trainer logger while a stage resumes."""
-    trainer_log, key_lists = logging.getLogger("transformers.trainer"), KeyListsOfTheTrainersLoad()
+    """TRAINER_KEY_LISTS dropped from transformers' Trainer logger while a stage resumes."""
+    trainer_log, key_lists = logging.getLogger("transformers.trainer"), DropMessages(TRAINER_KEY_LISTS)
     trainer_log.addFilter(key_lists)
     try:
         yield

@@ -28,7 +28,8 @@ def _run(cfg: DictConfig) -> None:
     from dharma_train.config import validate
     from dharma_train.console import quiet_libraries
     from dharma_train.reporting.run_record import resume_command
-    from dharma_train.run import execute, run_ablation
+    from dharma_train.run import execute
+    from dharma_train.run_ablation import run_ablation
     from dharma_train.training.preemption import handle_signals
 
     quiet_libraries()  # after Hydra configured logging, before llm-compressor is imported

@@ -67,38 +67,62 @@ def regressions(kind: str, now: dict, before: dict, config: GateConfig) -> list[
     return lines
 
 
-def verdict(stage: str, kind: str, now: dict, start: dict, config: GateConfig) -> dict:
-    """The gate's record for one evaluated stage, compared with the point it started from (`start`, an entry)."""
-    found = [] if stage in config.exempt else regressions(kind, now, start["metrics"], config)
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's record of one point, as summary.json stores it under `gate` and every reader reads it."""
+
+    outcome: str  # base | kept | warned | rejected | skipped ("" for an entry that has none)
+    against: str | None = None  # the point it was compared with (and started from)
+    regressions: tuple[str, ...] = ()  # one line per criterion it made worse beyond its tolerance
+    reason: str | None = None  # skipped: why the stage passed its input on untrained
+    exempt: bool = False  # pipeline.exempt: recorded, never rejected
+
+    def to_dict(self) -> dict:
+        stored = {"verdict": self.outcome}
+        if self.against is not None:
+            stored |= {"against": self.against, "regressions": list(self.regressions)}
+        if self.reason is not None:
+            stored["reason"] = self.reason
+        return stored | ({"exempt": True} if self.exempt else {})
+
+    @classmethod
+    def of(cls, entry: dict) -> Verdict:
+        """A summary entry's verdict; an older summary.json recorded a skipped stage only in its train record and
+        called it by another verdict, which reads as `skipped` here."""
+        gate = entry.get("gate") or {}
+        reason = gate.get("reason") or (entry.get("train") or {}).get("skipped") or None
+        return cls(outcome="skipped" if reason else gate.get("verdict", ""), against=gate.get("against"),
+                   regressions=tuple(gate.get("regressions", ())), reason=reason, exempt=bool(gate.get("exempt")))
+
+    @property
+    def gated(self) -> bool:
+        """A stage's point the gate judged (or passed over as skipped), not the base or an entry without one."""
+        return self.outcome not in ("", "base")
+
+
+BASE = Verdict("base")
+
+
+def verdict(stage: str, kind: str, now: dict, start: dict, config: GateConfig) -> Verdict:
+    """The gate's verdict on one evaluated stage, compared with the point it started from (`start`, an entry)."""
+    exempt = stage in config.exempt
+    found = [] if exempt else regressions(kind, now, start["metrics"], config)
     if not found:
         outcome = "kept"
     else:
         outcome = {"keep_best": "rejected", "warn": "warned", "fail": "rejected"}[config.on_regression]
-    return {"verdict": outcome, "against": start["stage"], "regressions": found,
-            **({"exempt": True} if stage in config.exempt else {})}
+    return Verdict(outcome, against=start["stage"], regressions=tuple(found), exempt=exempt)
 
 
 def describe(entry: dict) -> str:
     """The line the log and the report print for a stage that did not pass the gate."""
-    gate = entry["gate"]
-    worse = "; ".join(gate["regressions"])
-    if gate["verdict"] == "rejected":
-        return (f"stage {entry['stage']} REJECTED: worse than {gate['against']} on {worse}; "
-                f"best so far: {gate['against']}")
-    return (f"stage {entry['stage']} made the model worse than {gate['against']} on {worse} "
+    gate = Verdict.of(entry)
+    worse = "; ".join(gate.regressions)
+    if gate.outcome == "rejected":
+        return (f"stage {entry['stage']} REJECTED: worse than {gate.against} on {worse}; "
+                f"best so far: {gate.against}")
+    return (f"stage {entry['stage']} made the model worse than {gate.against} on {worse} "
             f"(pipeline.on_regression=warn)")
-
-
-def skip_reason(entry: dict) -> str | None:
-    """Why a point's stage passed its input on untrained, else None (summaries older than the `skipped` verdict
-    record it only in the stage's train record)."""
-    return entry.get("gate", {}).get("reason") or entry.get("train", {}).get("skipped") or None
-
-
-def outcome(entry: dict) -> str:
-    """A point's gate verdict as readers print it: `skipped` for a stage that passed its input on, whatever an older
-    summary.json called it."""
-    return "skipped" if skip_reason(entry) else entry.get("gate", {}).get("verdict", "")
 
 
 def passed_on(stage: str, kind: str, start: dict, train: dict) -> dict:
@@ -106,4 +130,4 @@ def passed_on(stage: str, kind: str, start: dict, train: dict) -> dict:
     started from), recorded without generating again; the gate neither keeps nor rejects it."""
     return {"stage": stage, "kind": kind, "model": start["model"], "artifact": start.get("artifact"),
             "metrics": dict(start["metrics"]), "train": train,
-            "gate": {"verdict": "skipped", "against": start["stage"], "regressions": [], "reason": train["skipped"]}}
+            "gate": Verdict("skipped", against=start["stage"], reason=train["skipped"]).to_dict()}

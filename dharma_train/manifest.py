@@ -204,23 +204,22 @@ def stage_inputs(stage, context, upstream: str, pages: str) -> dict:
     return _json({
         "dharma_train": package_versions()["dharma_train"],
         "stage": f"{type(stage).__module__}.{type(stage).__qualname__}",
-        "config": _without_paths(_plain(config), files),
+        "config": _without_paths(_plain(config), set(files)),
         "trainer": trainer_inputs(context.trainer),
         "model_settings": {"min_pixels": context.model.min_pixels, "max_pixels": context.model.max_pixels},
         "input": upstream,
         "data": pages,
-        "files": {f"{index}:{Path(path).name}": input_fingerprint(Path(path)) for index, path in enumerate(files)},
+        "files": {setting: input_fingerprint(Path(path)) for setting, path in files.items()},
     })
 
 
-def _without_paths(config, files: list[str]):
-    """A stage's `data` folder is known by its pages' content (`data` below) and a setting naming one of its input
-    files (a DPO stage's given pairs) by that file's content (`files` below), not by where they lie: a moved or
-    copied run folder keeps its stages."""
+def _without_paths(config, settings: set[str]):
+    """A stage's `data` is known by its pages' content (`data` below) and a setting naming its input files (a DPO
+    stage's given pairs) by those files' content (`files` below), not by where they lie: a moved or copied run
+    folder or source keeps its stages."""
     if not isinstance(config, dict):
         return config
-    config = {name: "(by content, see files)" if isinstance(value, str) and value in files else value
-              for name, value in config.items()}
+    config = {name: "(by content, see files)" if name in settings else value for name, value in config.items()}
     if config.get("data") is not None:
         config["data"] = "(its pages, by content)"
     return config

@@ -20,11 +20,12 @@ from pathlib import Path
 
 from dharma_train.artifact import ModelArtifact
 from dharma_train.console import drop_library_notices, show_progress
-from dharma_train.data.pages import PageSet, load_pages
+from dharma_train.data.pages import PageSet
 from dharma_train.distributed import is_main, on_main
+from dharma_train.errors import ConfigError
 from dharma_train.evaluation.hook import EvalConfig, evaluate
 from dharma_train.files import write_json_atomically
-from dharma_train.gate import GateConfig, StageRegressed, describe, passed_on, verdict
+from dharma_train.gate import BASE, GateConfig, StageRegressed, describe, passed_on, verdict
 from dharma_train.manifest import (
     base_inputs,
     begin_attempt,
@@ -66,10 +67,13 @@ class Pipeline:
     context: StageContext = field(default_factory=StageContext)
     gate: GateConfig = field(default_factory=GateConfig)  # keep a stage only if it did not make the model worse
 
-    def run(self, base: ModelArtifact, train: PageSet, eval_pages: PageSet, output_dir: str | Path) -> dict:
+    def run(self, base: ModelArtifact, train: PageSet, eval_pages: PageSet, output_dir: str | Path,
+            stage_pages: dict[str, PageSet] | None = None) -> dict:
         """Evaluate the base, then train and evaluate each stage; summary.json and report.md grow after each point.
 
-        Launched on several processes, every process runs this; rank 0 alone writes and tracks.
+        `stage_pages`: the pages of each stage that trains on its own (its config's `data`), by stage name; every
+        other stage trains on `train`. Launched on several processes, every process runs this; rank 0 alone writes
+        and tracks.
         """
         show_progress()  # the Python API's entry point: progress lines unless the script configured logging
         drop_library_notices()  # as the CLI does, before any stage imports llm-compressor
@@ -77,7 +81,7 @@ class Pipeline:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         layout = RunFolder(output_dir)
-        stage_pages = self._stage_pages(train)  # loaded first: a bad data path fails before any model loads
+        stage_pages = self._stage_pages(train, stage_pages or {})
         for stage in self.stages:
             stage.check_pages(stage_pages[stage.name])
         resume = self.context.trainer.resume == "auto"
@@ -106,7 +110,7 @@ class Pipeline:
                 manifest = _write_manifest(folder, new_manifest("base", "base", inputs, base, {}))
             log.info("[0/%d] base model %s", total, base.path)
             start = evaluated(manifest, folder)  # the point the next stage starts from and is judged against
-            start["gate"] = {"verdict": "base"}
+            start["gate"] = BASE.to_dict()
             self._record(summary, tracker, start, output_dir, final=start["stage"])
             current, upstream, current_point, rerun = base, manifest["key"], start["stage"], None
             for index, stage in enumerate(self.stages, start=1):
@@ -143,8 +147,9 @@ class Pipeline:
                         self._write(summary, output_dir)
                     continue
                 entry = evaluated(manifest, folder)
-                entry["gate"] = verdict(stage.name, kind, entry["metrics"], start, self.gate)
-                outcome = entry["gate"]["verdict"]
+                judged = verdict(stage.name, kind, entry["metrics"], start, self.gate)
+                entry["gate"] = judged.to_dict()
+                outcome = judged.outcome
                 if outcome != "rejected":
                     current, upstream, current_point, start = produced, produced_key, stage.name, entry
                 self._record(summary, tracker, entry, output_dir, final=current_point)
@@ -192,12 +197,15 @@ class Pipeline:
             _write_manifest(folder, manifest)
         return dict(entry)
 
-    def _stage_pages(self, train: PageSet) -> dict[str, PageSet]:
-        pages = {}
-        for stage in self.stages:
-            own = stage.data_folder()
-            pages[stage.name] = load_pages(own) if own else train
-        return pages
+    def _stage_pages(self, train: PageSet, given: dict[str, PageSet]) -> dict[str, PageSet]:
+        """Each stage's pages; a stage whose config names its own but was handed none is refused before any work."""
+        missing = {stage.name: stage.own_pages() for stage in self.stages
+                   if stage.own_pages() and stage.name not in given}
+        if missing:
+            raise ConfigError(f"stages {missing} name pages of their own (`data`) but Pipeline.run was given none for "
+                              f"them: pass stage_pages={{name: PageSet}} (dharma_train.resolve_inputs loads them "
+                              f"from a RunConfig)")
+        return {stage.name: given.get(stage.name, train) for stage in self.stages}
 
     def _evaluate(self, name: str, kind: str, artifact: ModelArtifact, pages: PageSet, folder: Path,
                   train: dict) -> dict:

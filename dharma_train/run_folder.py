@@ -2,8 +2,9 @@
 
     output_dir/
       run.json  summary.json  report.md  scores.png  degeneration.png   (comparison.md/.csv for an ablation)
-      data/           train/, eval/ (pages.jsonl + images), a generated set per name, stages/NAME/ (own pages and
-                      stages/NAME/pairs/ given pairs, as the run loaded them), load_report.json
+      data/           train/, eval/ (pages.jsonl + images, generation.json when generated), a generated set per
+                      name, stages/NAME/ (own pages and stages/NAME/pairs/ given pairs, as the run loaded them),
+                      load_report.json
       00_base/        manifest.json, metrics.json, predictions.jsonl
       NN_name/        manifest.json (written last: finished), attempt.json, stage.json, metrics.json,
                       predictions.jsonl, model/ (or adapter/), trainer/ (checkpoints while it trains)
@@ -24,6 +25,7 @@ ATTEMPT = "attempt.json"  # written when a stage starts: what an interrupted att
 STAGE_RECORD = "stage.json"
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.jsonl"
+GENERATION_FILE = "generation.json"  # beside generated pages: the settings they were drawn with (written last)
 
 
 @dataclass(frozen=True)

@@ -55,19 +55,21 @@ class Stage(Protocol):
         """Fail fast on what its pages cannot give (too few calibration pages, say): called once every stage's
         pages are loaded, before the base model is evaluated."""
 
-    def data_folder(self) -> str | None:
-        """The page folder it trains on instead of the run's training pages; None: the run's."""
+    def own_pages(self) -> str | None:
+        """The page source its config names instead of the run's training pages (None: the run's); the run loads
+        it and hands the pages to Pipeline.run (`stage_pages`)."""
         return None
 
-    def input_files(self) -> list[str]:
-        """Files beyond the pages that the output depends on (their fingerprints enter the stage's key)."""
-        return []
+    def input_files(self) -> dict[str, str]:
+        """Files beyond the pages that the output depends on, by the config setting that names them: they enter
+        the stage's key by content, not by where they lie."""
+        return {}
 
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
         ...
 
 
-STAGE_MEMBERS = ("name", "kind", "config", "evaluates_output", "check", "check_pages", "data_folder", "input_files",
+STAGE_MEMBERS = ("name", "kind", "config", "evaluates_output", "check", "check_pages", "own_pages", "input_files",
                  "run")
 
 

@@ -9,7 +9,8 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from dharma_train.run import base_config, check_bases_reachable, shared_pages, unreachable_bases
+from dharma_train.run_ablation import base_config, check_bases_reachable, unreachable_bases
+from dharma_train.run_inputs import run_splits
 from dharma_train.config import validate
 from dharma_train.config_files import config_dir, register_recipes
 from dharma_train.data.pages import load_pages
@@ -74,14 +75,16 @@ def test_every_unreachable_base_is_named_with_its_own_key(tmp_path, monkeypatch)
 def test_pages_are_generated_once_then_reused(tmp_path):
     config = _config("recipe=tiny_ablation", f"output_dir={tmp_path}", "data.synthetic.train_pages=3",
                      "data.synthetic.eval_pages=2")
-    train, eval_pages = shared_pages(config)
-    assert (train, eval_pages) == (str(tmp_path / "data" / "train"), str(tmp_path / "data" / "eval"))
+    train, eval_pages = (pages.root for pages in run_splits(config))
+    assert (train, eval_pages) == (tmp_path / "data" / "train", tmp_path / "data" / "eval")
     written = (tmp_path / "data" / "train" / "pages.jsonl").stat().st_mtime_ns
-    assert shared_pages(config) == (train, eval_pages)
+    assert tuple(pages.root for pages in run_splits(config)) == (train, eval_pages)
     assert (tmp_path / "data" / "train" / "pages.jsonl").stat().st_mtime_ns == written
     given = _config("recipe=tiny_ablation", f"output_dir={tmp_path / 'other'}", f"data.train={train}",
                     f"data.eval={eval_pages}")
-    assert shared_pages(given) == (train, eval_pages) and not (tmp_path / "other").exists()
+    loaded = run_splits(given)  # checked once, in the ablation's folder, for every base
+    assert [page.id for page in loaded[0]] == [page.id for page in load_pages(train)]
+    assert not (tmp_path / "other" / "data" / "train").exists(), "nothing generated when both splits are given"
 
 
 SHORT = ["data.synthetic.train_pages=16", "data.synthetic.eval_pages=6", "evaluation.max_new_tokens=96",
@@ -119,11 +122,12 @@ def test_tiny_ablation_end_to_end_writes_the_comparison_and_resumes(tmp_path):
     # Shared pages: generated once, and the same untrained model scores the same on them from both bases.
     assert sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != ".hydra") == ["data", "tiny", "tiny_ocr_rung"]
     assert table[0]["quality"] == table[3]["quality"] and table[0]["cer"] == table[3]["cer"]
-    # Each base checks the shared pages into its own index (data/loaded), which points at the shared images.
+    # Every base trains on the pages the ablation resolved once (values handed down, no per-base copy).
     shared = load_pages(out / "data" / "train")
     for base, stage_dir in (("tiny", "tiny/01_structured"), ("tiny_ocr_rung", "tiny_ocr_rung/02_structured")):
         record = run_resolved(json.loads((out / stage_dir / "stage.json").read_text()), out / base)
-        assert record["train_pages"] == str(out / base / "data" / "loaded" / "train")
+        assert record["train_pages"] == str(out / "data" / "train")
+        assert not (out / base / "data").exists()
         used = load_pages(record["train_pages"])
         assert [(p.id, p.image.resolve()) for p in used.pages] == [(p.id, p.image.resolve()) for p in shared.pages]
     markdown = (out / "comparison.md").read_text()

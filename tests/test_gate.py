@@ -47,10 +47,25 @@ def test_quantize_is_judged_on_the_quality_it_costs():
 def test_the_verdict_follows_on_regression_and_exempt_stages_are_never_rejected():
     best = {"stage": "structured", "metrics": GOOD}
     worse = {**GOOD, "quality_score": 0.1}
-    assert verdict("dpo", "dpo", worse, best, GateConfig())["verdict"] == "rejected"
-    assert verdict("dpo", "dpo", worse, best, GateConfig(on_regression="warn"))["verdict"] == "warned"
-    assert verdict("dpo", "dpo", worse, best, GateConfig(exempt=["dpo"])) == {
+    assert verdict("dpo", "dpo", worse, best, GateConfig()).outcome == "rejected"
+    assert verdict("dpo", "dpo", worse, best, GateConfig(on_regression="warn")).outcome == "warned"
+    assert verdict("dpo", "dpo", worse, best, GateConfig(exempt=["dpo"])).to_dict() == {
         "verdict": "kept", "against": "structured", "regressions": [], "exempt": True}
+
+
+def test_every_reader_reads_a_verdict_the_same_way_including_an_older_summarys_skipped_stage():
+    """One typed reading of summary.json's `gate` (report, model card and comparison use it): what the pipeline
+    writes reads back as itself, and a skipped stage an older summary recorded only in its train record is skipped."""
+    from dharma_train.gate import BASE, Verdict, passed_on
+
+    kept = verdict("dpo", "dpo", GOOD, {"stage": "structured", "metrics": GOOD}, GateConfig())
+    assert Verdict.of({"gate": kept.to_dict()}) == kept and kept.gated
+    assert Verdict.of({"gate": BASE.to_dict()}) == BASE and not BASE.gated
+    skipped = passed_on("dpo", "dpo", {"stage": "structured", "model": "m", "metrics": GOOD}, {"skipped": "0 pairs"})
+    assert Verdict.of(skipped) == Verdict("skipped", against="structured", reason="0 pairs")
+    older = {"gate": {"verdict": "kept", "against": "structured", "regressions": []}, "train": {"skipped": "0 pairs"}}
+    assert (Verdict.of(older).outcome, Verdict.of(older).reason) == ("skipped", "0 pairs")
+    assert Verdict.of({"stage": "no gate"}).outcome == "" and not Verdict.of({}).gated
 
 
 def test_bad_gate_settings_name_their_key():

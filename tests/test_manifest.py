@@ -229,11 +229,11 @@ def test_a_runs_given_pairs_enter_the_key_by_content_not_by_location(tmp_path, p
 
     from PIL import Image
 
-    from dharma_train.data.pairs import load_pair_set
+    from dharma_train.data.pairs import PairSet, load_pair_set
     from dharma_train.stages import DPOStage, DPOStageConfig
 
-    def inputs(folder):
-        stage = DPOStage("dpo", DPOStageConfig(pairs=str(folder)))
+    def inputs(pair_set, source=None):
+        stage = DPOStage("dpo", DPOStageConfig(pairs=str(source or given)), pair_set)
         return stage_inputs(stage, StageContext(trainer=TrainerConfig(device="cpu")), "up", "same-pages")
 
     def loaded(run, **settings):
@@ -243,7 +243,9 @@ def test_a_runs_given_pairs_enter_the_key_by_content_not_by_location(tmp_path, p
     before = inputs(loaded(tmp_path / "run1"))
     assert str(tmp_path) not in json.dumps(before["config"]), "the config names no folder"
     shutil.move(tmp_path / "run1", tmp_path / "run1b")
-    assert inputs(tmp_path / "run1b" / "data" / "stages" / "dpo" / "pairs") == before
+    assert inputs(PairSet(tmp_path / "run1b" / "data" / "stages" / "dpo" / "pairs")) == before
+    assert inputs(PairSet(tmp_path / "run1b" / "data" / "stages" / "dpo" / "pairs"), "/moved/pairs.jsonl") == before, \
+        "a moved source with the same pairs: the same key"
     assert inputs(loaded(tmp_path / "again")) == before, "the same file loaded again: the same key"
     assert describe_changes(before, inputs(loaded(tmp_path / "small", max_pixels=20_000))) == \
         "its input files changed", "another data.max_pixels: other images"

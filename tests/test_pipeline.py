@@ -133,7 +133,7 @@ def test_an_object_lacking_a_member_of_the_stage_contract_is_refused_before_any_
             return StageResult(self.name, model, {})
 
     with pytest.raises(ConfigError, match=r"Bare is not a Stage: it lacks \['kind', 'config', 'evaluates_output', "
-                                          r"'check', 'check_pages', 'data_folder', 'input_files'\]"):
+                                          r"'check', 'check_pages', 'own_pages', 'input_files'\]"):
         Pipeline(stages=[Bare()], evaluation=EvalConfig(max_new_tokens=4)).run(tiny_artifact, pages, pages, tmp_path)
     assert not (tmp_path / "00_base").exists(), "refused before the base was evaluated"
 
@@ -157,6 +157,35 @@ class SaveCopy(Stage):
         self.ran.append(self.name)
         shutil.copytree(model.path, output_dir / "model")
         return StageResult(self.name, ModelArtifact(str(output_dir / "model")), {"pages_seen": len(pages)})
+
+
+@dataclass
+class OwnPagesStage(SaveCopy):
+    """SaveCopy whose config names pages of its own, as a stage with `data` does."""
+
+    def own_pages(self) -> str | None:
+        return self.config.data
+
+
+def test_stage_pages_reach_the_stage_that_names_its_own_and_a_missing_set_is_refused_before_any_work(
+        tiny_artifact, pages, tmp_path):
+    """Pages travel as values (issue 28): the stage with `data` trains on the PageSet handed to it for its name, the
+    others on the run's; one that names pages but was handed none is refused before the base is evaluated."""
+    from dharma_train.data.synthetic.generate import generate_pages
+    from dharma_train.errors import ConfigError
+
+    train, eval_pages = pages
+    own = generate_pages(tmp_path / "own", 2, seed=3)
+    ran = []
+    stages = [OwnPagesStage("own", OwnPages(data="my-source"), ran), OwnPagesStage("runs", OwnPages(), ran)]
+    pipeline = Pipeline(stages=stages, evaluation=EvalConfig(max_new_tokens=4, batch_size=4),
+                        context=StageContext(trainer=TrainerConfig(device="cpu")))
+    with pytest.raises(ConfigError, match=r"\{'own': 'my-source'\} name pages of their own"):
+        pipeline.run(tiny_artifact, train, eval_pages, tmp_path / "refused")
+    assert not (tmp_path / "refused" / "00_base").exists()
+    summary = pipeline.run(tiny_artifact, train, eval_pages, tmp_path / "run", stage_pages={"own": own})
+    seen = {entry["stage"]: entry["train"]["pages_seen"] for entry in summary["entries"][1:]}
+    assert seen == {"own": len(own), "runs": len(train)} and len(own) != len(train)
 
 
 def test_a_moved_run_folder_reuses_its_stages_and_its_paths_point_into_the_new_place(tiny_artifact, pages, tmp_path):

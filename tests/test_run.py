@@ -1,4 +1,4 @@
-"""run.resolve, the one place config becomes pages: a benchmark parquet given on the command line reaches
+"""run_inputs.resolve_inputs, the one place config becomes pages and pairs: a benchmark parquet given on the command line reaches
 the stages, split by image hash, with its load report in the run folder."""
 
 import base64
@@ -22,7 +22,7 @@ from dharma_train.config_files import config_dir, register_recipes
 from dharma_train.data.pages import load_pages
 from dharma_train.errors import DataError
 from dharma_train.data.synthetic.generate import generate_pages
-from dharma_train.run import resolve
+from dharma_train.run_inputs import resolve_inputs as resolve
 
 
 def _benchmark_parquet(path: Path, n: int) -> Path:
@@ -110,7 +110,7 @@ def test_a_stage_naming_general_trains_on_generated_mixed_language_pages(tmp_pat
     train, evaluation = plan.train, plan.eval_pages
     assert (len(train), len(evaluation)) == (3, 2)
     general_dir = tmp_path / "data" / "general"
-    assert plan.stages["general_ocr"].data == str(general_dir)
+    assert plan.stage_pages["general_ocr"].root == general_dir
     assert config.stages["general_ocr"].data == "general", "the validated config is never changed"
     general = load_pages(general_dir)
     assert len(general) == 4
@@ -118,14 +118,28 @@ def test_a_stage_naming_general_trains_on_generated_mixed_language_pages(tmp_pat
     assert all(page.answer.text.startswith("# ") for page in general)
     markers = ("#", "##", "-")
     assert all(len([w for w in page.answer.text.split() if w not in markers]) <= 20 for page in general)
-    assert plan.stages["structured"].data is None, "stages without data keep the run's training pages"
+    assert "structured" not in plan.stage_pages, "stages without data keep the run's training pages"
+
+
+def test_generated_pages_are_found_again_by_a_resumed_run_and_drawn_again_when_a_setting_changes(tmp_path):
+    """A resumed run does not draw its generated sets again (generation.json records how they were drawn); another
+    setting draws them anew."""
+    config = _generated_config(tmp_path)
+    first = resolve(config)
+    files = [tmp_path / "data" / name / "pages.jsonl" for name in ("train", "eval", "general")]
+    written = [path.stat().st_mtime_ns for path in files]
+    again = resolve(config)
+    assert [path.stat().st_mtime_ns for path in files] == written
+    assert [page.id for page in again.stage_pages["general_ocr"]] == [page.id for page in first.stage_pages["general_ocr"]]
+    more = resolve(_generated_config(tmp_path, "data.synthetic.general_pages=5"))
+    assert len(more.stage_pages["general_ocr"]) == 5 and [path.stat().st_mtime_ns for path in files[:2]] == written[:2]
 
 
 def test_a_stage_folder_goes_through_the_run_loader_and_nothing_else_is_generated(tmp_path):
     own = generate_pages(tmp_path / "own", 2, seed=0, task="plain")
     config = _generated_config(tmp_path / "run", f"stages.general_ocr.data={own.root}")
     checked = tmp_path / "run" / "data" / "stages" / "general_ocr"
-    assert resolve(config).stages["general_ocr"].data == str(checked)
+    assert resolve(config).stage_pages["general_ocr"].root == checked
     assert [page.id for page in load_pages(checked)] == [page.id for page in own]
     report = json.loads((checked / "load_report.json").read_text())["sources"][0]
     assert (report["split"], report["used"], report["skipped"]) == ("stages.general_ocr", 2, 0)
@@ -135,7 +149,7 @@ def test_a_stage_folder_goes_through_the_run_loader_and_nothing_else_is_generate
 def test_a_stage_source_with_a_bad_row_is_skipped_and_reported_or_strict_stops(tmp_path):
     source = _benchmark_parquet(tmp_path / "bench.parquet", 2)
     config = _generated_config(tmp_path / "run", f"stages.structured.data={source}")
-    stage_folder = resolve(config).stages["structured"].data
+    stage_folder = resolve(config).stage_pages["structured"].root
     assert len(load_pages(stage_folder)) == 2
     report = json.loads((Path(stage_folder) / "load_report.json").read_text())["sources"][0]
     assert report["skips"] == {"corrupt_image": 1}
@@ -174,11 +188,11 @@ def test_given_pairs_are_prepared_once_and_the_dpo_stage_trains_on_the_runs_resi
     config = _generated_config(run, f"stages.dpo.pairs={given}", f"data.max_pixels={budget}")
     plan = resolve(config)
     loaded = run / "data" / "stages" / "dpo" / "pairs"
-    assert plan.stages["dpo"].pairs == str(loaded), "the stage is pointed at the pairs the run checked"
+    assert plan.stage_pairs["dpo"].root == loaded, "the stage is handed the pairs the run checked"
     assert config.stages["dpo"].pairs == str(given), "the validated config is never changed"
 
-    stage = build_stage("dpo", replace(plan.stages["dpo"], optimization=OptimizationConfig(
-        method="lora", max_steps=1, batch_size=2, learning_rate=1e-3)))
+    stage = build_stage("dpo", replace(config.stages["dpo"], optimization=OptimizationConfig(
+        method="lora", max_steps=1, batch_size=2, learning_rate=1e-3)), plan.stage_pairs["dpo"])
     out = run / "04_dpo"
     result = stage.run(tiny_artifact, plan.train, out, StageContext(trainer=TrainerConfig(device="cpu",
                                                                                          precision="fp32")))
@@ -190,7 +204,7 @@ def test_given_pairs_are_prepared_once_and_the_dpo_stage_trains_on_the_runs_resi
     assert all(pair.image.parent == loaded / "images" for pair in trained)
     assert all(Image.open(pair.image).size[0] * Image.open(pair.image).size[1] <= budget for pair in trained)
     record = json.loads((out / "stage.json").read_text())
-    assert record["config"]["pairs"] == "run:data/stages/dpo/pairs", "stage.json names the set inside the run"
+    assert record["config"]["pairs"] == str(given), "stage.json keeps the source the user gave"
 
 
 def test_a_run_that_cannot_start_stops_before_any_page_is_generated(tmp_path):

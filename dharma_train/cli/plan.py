@@ -12,8 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dharma_train.cli.plan_stages import checked, model_lines, stage_lines
 from dharma_train.run_folder import RunFolder
-
-
+from dharma_train.run_inputs import loaded_pair_sets
 
 def plan(cfg: DictConfig) -> tuple[str, list[str]]:
     """(the plan as text, the problems that would stop the run); a config that does not validate raises."""
@@ -38,7 +37,7 @@ def plan(cfg: DictConfig) -> tuple[str, list[str]]:
         checked("machine", lambda: _machine_line(config), problems, lines)
         checked("stage checks", lambda: _stage_checks(config), problems, lines)
         lines += ["pages:", *pages_lines(config)]
-        lines += ["stages:", *stage_lines(config)]
+        lines += ["stages:", *stage_lines(config, loaded_pair_sets(config))]
         lines += model_lines(config, model_loadable, problems)
     lines += [f"would stop: {problem}" for problem in problems] or ["ready: nothing was trained or written"]
     return "\n".join(lines), problems

@@ -4,34 +4,34 @@ the key that names it (`ablation.bases.NAME.path`; an ablation does not read `mo
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 
 def ablation_lines(config, problems: list[str]) -> list[str]:
     """One block per base; each unreachable base is added to `problems` (all of them, not only the first)."""
-    from dharma_train.run import base_config, unreachable_bases
+    from dharma_train.run_ablation import base_config, unreachable_bases
+    from dharma_train.run_inputs import loaded_pair_sets
 
     unreachable = unreachable_bases(config)
     problems.extend(unreachable.values())
     train, eval_pages = _shared_pages(config)
-    stages = {name: _as_loaded_here(name, stage, config) for name, stage in config.stages.items()}
+    pair_sets = loaded_pair_sets(config)  # loaded once into the ablation's folder, for every base
     bases = config.ablation.bases
     lines = [f"ablation: {len(bases)} bases, each an ordinary run in output_dir/BASE, then output_dir/comparison.md"]
     for number, (name, base) in enumerate(bases.items(), start=1):
-        run = base_config(replace(config, stages=stages), name, train, eval_pages)
+        run = base_config(config, name, train, eval_pages)
         skips = f"; skips {', '.join(base.skip)} (ablation.bases.{name}.skip)" if base.skip else ""
         lines.append(f"base {number}/{len(bases)} {name}: {base.path} in {run.output_dir}{skips}")
         lines.append(f"  model: REFUSED: {unreachable[name]}" if name in unreachable else f"  model: {_loads(base)}")
-        lines += ["  stages:", *_with_skipped(list(config.stages), name, base.skip, _stage_lines(run))]
+        lines += ["  stages:", *_with_skipped(list(config.stages), name, base.skip, _stage_lines(run, pair_sets))]
         lines += [f"  {line}" for line in _memory(run, name not in unreachable, problems)]
     return lines
 
 
-def _stage_lines(run) -> list[str]:
+def _stage_lines(run, pair_sets) -> list[str]:
     from dharma_train.cli.plan_stages import stage_lines
 
-    return [f"  {line}" for line in stage_lines(run)]
+    return [f"  {line}" for line in stage_lines(run, pair_sets)]
 
 
 def _memory(run, loadable: bool, problems: list[str]) -> list[str]:
@@ -56,13 +56,7 @@ def _loads(base) -> str:
 
 
 def _shared_pages(config) -> tuple[str, str]:
-    """The page folders every base would be given (run.shared_pages without generating any)."""
+    """The page folders every base would be given (run_inputs.run_splits without generating any)."""
     folder = Path(config.output_dir) / "data"
     return str(config.data.train or folder / "train"), str(config.data.eval or folder / "eval")
 
-
-def _as_loaded_here(name: str, stage, config):
-    """A stage as the ablation gives it to every base: given pairs as loaded once into the ablation's folder."""
-    from dharma_train.cli.plan_stages import as_loaded
-
-    return as_loaded(name, stage, config)

@@ -33,10 +33,11 @@ def checked(title: str, describe, problems: list[str], lines: list[str]) -> bool
     return True
 
 
-def stage_lines(config) -> list[str]:
+def stage_lines(config, pair_sets: dict) -> list[str]:
     """Each stage in order: run or reuse, and why, from the manifests already in output_dir, chained as the run
     chains them: a stage is reused only if it started from a model the run would give it (the base model's files, or
-    a point before it, itself reused: the gate may pass over a rejected one) and its files are still those it wrote."""
+    a point before it, itself reused: the gate may pass over a rejected one) and its files are still those it wrote.
+    `pair_sets`: the given pairs an earlier run loaded (run_inputs.loaded_pair_sets), keyed as the run keys them."""
     from dharma_train.artifact import base_artifact
     from dharma_train.manifest import base_inputs, changed_output, key, read_manifest
     from dharma_train.stages.dpo import given_pairs
@@ -56,8 +57,8 @@ def stage_lines(config) -> list[str]:
             lines.append(f"{what}: runs, {why}")
             rerun = name
             continue
-        changed = settings_changed(manifest, stage, config) or _input_changed(manifest, reusable, index) \
-            or changed_output(manifest.get("outputs"))
+        changed = (settings_changed(manifest, stage, config, pair_sets.get(name))
+                   or _input_changed(manifest, reusable, index) or changed_output(manifest.get("outputs")))
         if changed:
             lines.append(f"{what}: runs, because {changed}")
             rerun = name
@@ -83,36 +84,20 @@ def _method(stage) -> str:
     return f", {optimization.method}" if optimization is not None else ""
 
 
-def settings_changed(manifest: dict, stage_config, config) -> str:
-    """What differs between a finished stage's recorded settings and these ('' when none does)."""
+def settings_changed(manifest: dict, stage_config, config, pairs=None) -> str:
+    """What differs between a finished stage's recorded settings and these ('' when none does); `pairs`: its given
+    pairs as loaded, if they were."""
     from dharma_train.manifest import describe_changes, stage_inputs
     from dharma_train.stage import StageContext
     from dharma_train.stages import build_stage
 
-    stage = build_stage(manifest["point"], as_loaded(manifest["point"], stage_config, config))
+    stage = build_stage(manifest["point"], stage_config, pairs)
     context = StageContext(trainer=config.trainer, model=config.model)
     now = stage_inputs(stage, context, upstream="", pages="")
     keys = ("dharma_train", "stage", "config", "trainer", "model_settings", "files")
     before = {key: manifest["inputs"].get(key) for key in keys}
     now = {key: now.get(key) for key in keys}
     return describe_changes(before, now) if before != now else ""
-
-
-def as_loaded(name: str, stage_config, config):
-    """The stage as the run would give it: given pairs replaced by the pair set an earlier run loaded from the same
-    source into output_dir (the run loads them again at start-up, as it does the pages)."""
-    from dataclasses import replace
-
-    from dharma_train.data.pairs import is_pair_set, pair_set_report
-    from dharma_train.stages.dpo import given_pairs
-
-    given = given_pairs(stage_config)
-    if given is None:
-        return stage_config
-    folder = RunFolder(config.output_dir).stage_pairs(name)
-    if not is_pair_set(folder) or pair_set_report(folder).get("source") != str(given):
-        return stage_config
-    return replace(stage_config, pairs=str(folder))
 
 
 def memory_lines(config) -> list[str]:

@@ -105,6 +105,20 @@ def _parse_pair(line: str, where: str, root: Path) -> PreferencePair:
                           reason=str(row.get("reason", "given")), source=str(row.get("source", "given")))
 
 
+@dataclass(frozen=True)
+class PairSet:
+    """Given preference pairs a run loaded once (load_pair_set): checked and prepared, read as they are."""
+
+    root: Path
+
+    def pairs(self) -> list[PreferencePair]:
+        return load_pairs(self.root)
+
+    def report(self) -> dict:
+        """What the load made of the source's rows; its `source` is the location the user gave."""
+        return pair_set_report(self.root)
+
+
 def is_pairs_file(location: str | Path) -> bool:
     """A pairs.jsonl (or a folder holding one), as save_pairs writes it."""
     path = Path(location)
@@ -159,9 +173,9 @@ def load_given_pairs(location: str | Path, images_dir: str | Path, *, strict: bo
 
 
 def load_pair_set(location: str | Path, folder: str | Path, *, strict: bool = False,
-                  max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "pairs") -> Path:
+                  max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "pairs") -> PairSet:
     """A run's given pairs loaded once into `folder` (pairs.jsonl, images, load_report.json), the report where
-    report.md reads every load report; returns the folder, a pair set (is_pair_set) the DPO stage reads as it is."""
+    report.md reads every load report; the DPO stage reads the PairSet as it is."""
     from dharma_train.data.loading import REPORT_FILE, log_source
 
     folder = Path(folder)
@@ -172,7 +186,7 @@ def load_pair_set(location: str | Path, folder: str | Path, *, strict: bool = Fa
         raise DataError(f"{split}: no usable preference pairs in {location} ({report.summary_line()})"
                         f"{_first_skip(report)}; see {folder / REPORT_FILE}")
     save_pairs(pairs, folder)
-    return folder
+    return PairSet(folder)
 
 
 def _first_skip(report) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dharma_train.errors import DataError
 from dharma_train.files import write_text_atomically
-from dharma_train.gate import outcome, skip_reason
+from dharma_train.gate import Verdict
 from dharma_train.run_folder import COMPARISON_CSV, COMPARISON_MD, RunFolder
 from dharma_train.run_paths import run_resolved
 
@@ -117,12 +117,12 @@ def compare(run_dirs: Mapping[str, str | Path]) -> list[dict]:
     for base, folder in run_dirs.items():
         for entry in read_summary(folder)["entries"]:
             metrics = entry["metrics"]
-            row = {"base": base, "stage": entry["stage"], "kind": entry["kind"], "gate": outcome(entry)}
+            row = {"base": base, "stage": entry["stage"], "kind": entry["kind"], "gate": Verdict.of(entry).outcome}
             row.update({column: metrics.get(key) for column, key, _ in METRICS})
             for family, values in sorted(metrics.get("by_family", {}).items()):
                 row.update({f"{family}_{column}": values.get(key) for column, key, _ in FAMILY_METRICS})
             row["train_seconds"] = entry.get("train", {}).get("wall_seconds")
-            row["skipped"] = skip_reason(entry) or ""
+            row["skipped"] = Verdict.of(entry).reason or ""
             rows.append(row)
     return rows
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from dharma_train.config_files import recipe_names
 from dharma_train.data.pages import PageSet
 from dharma_train.data.prompts import PROMPTS
-from dharma_train.gate import outcome, skip_reason
+from dharma_train.gate import Verdict
 from dharma_train.models.config import TINY
 from dharma_train.run_paths import run_resolved
 from dharma_train.reporting.report import QUALITY, SPEED
@@ -55,7 +55,7 @@ def render_card(summary: dict | None, stages: list[dict], families: dict[str, in
     lines = ["---", _metadata(base, quantization).rstrip(), "---", "",
              f"# {location.split('/')[-1] if on_hub else run_name}: document OCR (dharma_train recipe `{run_name}`)", "",
              f"Trained from `{base}` by dharma_train, evaluated after every stage: "
-             + " → ".join(f"{e['stage']} ({e['kind']}{', skipped' if skip_reason(e) else ''})" for e in entries[1:])
+             + " → ".join(f"{e['stage']} ({e['kind']}{', skipped' if Verdict.of(e).reason else ''})" for e in entries[1:])
              + ".", "",
              "## Use", "", *_usage(location, task, quantization, settings.get("max_new_tokens") or 2048), "",
              "## Evaluation", ""]
@@ -65,7 +65,7 @@ def render_card(summary: dict | None, stages: list[dict], families: dict[str, in
                   f"page). Quality is 0.8 × the DharmaOCR paper score + 0.2 × structure; degeneration is the share "
                   f"of looping answers.", ""]
         lines += _table(["point", "kind", "gate"] + [h for h, _, _ in CARD_QUALITY],
-                        [[e["stage"], e["kind"], outcome(e)]
+                        [[e["stage"], e["kind"], Verdict.of(e).outcome]
                          + [_cell(e["metrics"], k, f) for _, k, f in CARD_QUALITY] for e in entries])
         lines += ["", *_gate_sentence(entries, final)]
         lines += ["", f"Speed on the evaluating machine, cost at ${settings.get('price_per_hour', 0):.2f} per hour:",
@@ -183,23 +183,23 @@ def _final_entry(summary: dict | None, entries: list[dict]) -> dict | None:
     stage passed its input on (an older summary.json names it), the last point before it that trained."""
     name = (summary or {}).get("final_point")
     final = next((e for e in entries if e["stage"] == name), entries[-1] if entries else None)
-    if final is None or not skip_reason(final):
+    if final is None or not Verdict.of(final).reason:
         return final
     before = entries[: entries.index(final)]
-    return next((e for e in reversed(before) if outcome(e) not in ("skipped", "rejected")), final)
+    return next((e for e in reversed(before) if Verdict.of(e).outcome not in ("skipped", "rejected")), final)
 
 
 def _gate_sentence(entries: list[dict], final: dict | None) -> list[str]:
     """Which stages the run kept, skipped and rejected (neither a skipped nor a rejected stage changed this model)."""
-    rejected = [e for e in entries if outcome(e) == "rejected"]
-    skipped = [e for e in entries if outcome(e) == "skipped"]
+    rejected = [e for e in entries if Verdict.of(e).outcome == "rejected"]
+    skipped = [e for e in entries if Verdict.of(e).outcome == "skipped"]
     kept = [e["stage"] for e in entries[1:] if e not in rejected + skipped]
     text = f"Stages kept: {', '.join(kept) or 'none'}."
     if skipped:
         text += (" Skipped (passed its input on untrained, so its row repeats the point before it): "
-                 + "; ".join(f"{e['stage']} ({skip_reason(e)})" for e in skipped) + ".")
+                 + "; ".join(f"{e['stage']} ({Verdict.of(e).reason})" for e in skipped) + ".")
     if rejected:
         text += " Rejected by the stage gate (worse than the point before on its criteria, so not in this model): "
-        text += "; ".join(f"{e['stage']} ({', '.join(e['gate']['regressions'])})" for e in rejected) + "."
+        text += "; ".join(f"{e['stage']} ({', '.join(Verdict.of(e).regressions)})" for e in rejected) + "."
     return [text + (f" These weights are those of `{final['stage']}`." if final else "")]
 

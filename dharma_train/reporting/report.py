@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dharma_train.files import write_text_atomically
-from dharma_train.gate import outcome, skip_reason
+from dharma_train.gate import Verdict
 from dharma_train.run_paths import shown
 
 # (header, metric key, format)
@@ -59,7 +59,7 @@ def render_report(summary: dict, plots: list[str] | None = None, provenance: dic
     rows = []
     by_point = {entry["stage"]: entry for entry in entries}
     for index, entry in enumerate(entries[1:], start=1):
-        start = by_point.get(entry.get("gate", {}).get("against"), entries[index - 1])  # older summaries: row above
+        start = by_point.get(Verdict.of(entry).against, entries[index - 1])  # older summaries: row above
         before, base, now = start["metrics"], entries[0]["metrics"], entry["metrics"]
         rows.append([entry["stage"], start["stage"]] + [_delta(now, before, k) for _, k in GAINS]
                     + [_delta(now, base, k) for _, k in GAINS])
@@ -100,7 +100,7 @@ def render_report(summary: dict, plots: list[str] | None = None, provenance: dic
 
 
 def _gate_cell(entry: dict) -> str:
-    gate = outcome(entry)
+    gate = Verdict.of(entry).outcome
     return f"**{gate}**" if gate in ("rejected", "skipped") else gate
 
 
@@ -108,18 +108,18 @@ def _gate_lines(summary: dict) -> list[str]:
     """The stage gate's outcome, stated before any table: which stages were kept, skipped or rejected, and why."""
     from dharma_train.gate import describe
 
-    gated = [e for e in summary["entries"] if e.get("gate", {}).get("verdict") not in (None, "base")]
+    gated = [e for e in summary["entries"] if Verdict.of(e).gated]
     if not gated:
         return []
-    skipped = [e for e in gated if outcome(e) == "skipped"]
-    rejected = [e for e in gated if outcome(e) == "rejected"]
-    warned = [e for e in gated if outcome(e) == "warned"]
+    skipped = [e for e in gated if Verdict.of(e).outcome == "skipped"]
+    rejected = [e for e in gated if Verdict.of(e).outcome == "rejected"]
+    warned = [e for e in gated if Verdict.of(e).outcome == "warned"]
     kept = [e["stage"] for e in gated if e not in skipped + rejected]
     passed = f"skipped {', '.join(e['stage'] for e in skipped)}; " if skipped else ""
     lines = [f"**Stage gate** (`pipeline.on_regression={summary.get('gate', {}).get('on_regression', 'keep_best')}`): "
              f"kept {', '.join(kept) or 'none'}; {passed}rejected {', '.join(e['stage'] for e in rejected) or 'none'}. "
              f"The run carries on from (and exports) `{summary.get('final_point', gated[-1]['stage'])}`.", ""]
-    lines += [f"- **stage {e['stage']} skipped: it passed its input on untrained because {skip_reason(e)}; its row "
+    lines += [f"- **stage {e['stage']} skipped: it passed its input on untrained because {Verdict.of(e).reason}; its row "
               "repeats the metrics of the point before it, not evaluated again**" for e in skipped]
     lines += [f"- **{describe(e)}**" for e in rejected + warned]
     return lines + ([""] if skipped or rejected or warned else [])
@@ -162,7 +162,7 @@ def _pairs_section(entries: list[dict]) -> list[str]:
 
 
 def _skipped(entry: dict) -> str:
-    reason = skip_reason(entry)
+    reason = Verdict.of(entry).reason
     return f" (stage skipped, model passed on: {reason})" if reason else ""
 
 

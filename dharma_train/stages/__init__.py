@@ -27,8 +27,10 @@ def mining_batch_of(config) -> int | None:
     return config.mining.batch_size if isinstance(config, DPOStageConfig) and config.pairs == "mined" else None
 
 
-def build_stage(name: str, config):
-    """The stage object for a validated stage config."""
+def build_stage(name: str, config, pairs=None):
+    """The stage object for a validated stage config; `pairs`: a DPO stage's given pairs as a run loaded them."""
+    if pairs is not None:
+        return DPOStage(name, config, pairs)
     return STAGES[config.kind](name, config)
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from dharma_train.artifact import ModelArtifact
 from dharma_train.data.pages import PageSet
-from dharma_train.errors import DataError
+from dharma_train.data.pairs import PairSet
+from dharma_train.errors import ConfigError, DataError
 from dharma_train.stage import Stage, StageContext, StageResult, stage_config
 from dharma_train.stages.mining import MiningConfig
 from dharma_train.training.config import OptimizationConfig
@@ -44,7 +45,8 @@ LOSS_TYPES = ("sigmoid", "sigmoid_norm", "ipo", "hinge", "robust", "exo_pair", "
 class DPOStageConfig:
     """`conf/stage/dpo.yaml`. pairs: mined (the input model's own failures), synthetic (loop-shaped rejected answers
     built from the pages), or a pair source (a pairs.jsonl path, parquet, dataset...). A run loads a given source
-    once, at start-up, and points `pairs` at what it kept (run_dir/data/stages/NAME/pairs, a pair set)."""
+    once, at start-up, into run_dir/data/stages/NAME/pairs and hands the stage that PairSet; `pairs` keeps the
+    source the user gave."""
 
     kind: str = KIND
     task: str = "structured"
@@ -76,9 +78,15 @@ class DPOStage(Stage):
     kind = KIND
     config_class = DPOStageConfig
 
-    def __init__(self, name: str, config: DPOStageConfig | dict | None = None):
+    def __init__(self, name: str, config: DPOStageConfig | dict | None = None, pairs: PairSet | None = None):
+        """`pairs`: the given pairs as a run loaded them (run_inputs.py); without it a given source is loaded when
+        the stage runs."""
         self.name = name
         self.config = stage_config(name, config, DPOStageConfig)
+        if pairs is not None and given_pairs(self.config) is None:
+            raise ConfigError(f"stage {name}: a loaded pair set was handed to a stage whose pairs are "
+                              f"{self.config.pairs!r} (it builds them itself)")
+        self.pairs = pairs
 
     def check(self) -> None:
         """Find a given pair source before any model loads: a bad path fails at once (a run checks its rows too)."""
@@ -87,13 +95,15 @@ class DPOStage(Stage):
 
             check_pair_source(self.config.pairs)
 
-    def input_files(self) -> list[str]:
-        """Files beyond the pages that the trained model depends on: the given pairs (a run's loaded pair set is
-        known by its pairs and image bytes, see manifest.py)."""
-        return [self.config.pairs] if given_pairs(self.config) else []
+    def input_files(self) -> dict[str, str]:
+        """The given pairs, for the setting `pairs`: the loaded pair set (known by its pairs and image bytes, see
+        manifest.py), or the source itself when the stage loads it."""
+        if self.pairs is not None:
+            return {"pairs": str(self.pairs.root)}
+        return {"pairs": self.config.pairs} if given_pairs(self.config) else {}
 
-    def data_folder(self) -> str | None:
-        """Its own pages (`data`), or None for the run's."""
+    def own_pages(self) -> str | None:
+        """The page source its config names (`data`), or None for the run's."""
         return self.config.data
 
     def run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
@@ -164,30 +174,23 @@ class DPOStage(Stage):
                        context: StageContext) -> tuple[list, dict]:
         """The configured pairs, saved with a summary; mining uses the model about to be trained, on its device.
 
-        Given pairs a run loaded (a pair set) are read as they are, where they are: checked and prepared once, at
+        Given pairs a run loaded (self.pairs) are read as they are, where they are: checked and prepared once, at
         run start, with the run's `data.strict` and `data.max_pixels`; a resumed attempt reads the same set (its
         inputs, and so the set's content, are unchanged). A pair source given outside a run is loaded here.
         """
-        from dharma_train.data.pairs import (
-            is_pair_set,
-            load_given_pairs,
-            load_pairs,
-            loop_pairs,
-            pair_set_report,
-            save_pairs,
-        )
+        from dharma_train.data.pairs import load_given_pairs, load_pairs, loop_pairs, save_pairs
         from dharma_train.distributed import is_main
         from dharma_train.files import read_json_or_none, write_json_atomically
         from dharma_train.run_paths import run_relative
         from dharma_train.stages.mining import mine_pairs
 
         cfg, mining, loaded = self.config, {}, {}
-        if given_pairs(cfg) and is_pair_set(cfg.pairs):
-            pairs, report = load_pairs(cfg.pairs), pair_set_report(cfg.pairs)
+        if self.pairs is not None:
+            pairs, report = self.pairs.pairs(), self.pairs.report()
             if is_main():  # no copy of the pairs here: data/stages/NAME/pairs is what the stage trained on
                 write_json_atomically(output_dir / "pairs_summary.json", run_relative(
-                    {"source": report["source"], "folder": cfg.pairs, "pairs": len(pairs), "load_report": report},
-                    output_dir.parent))
+                    {"source": report["source"], "folder": str(self.pairs.root), "pairs": len(pairs),
+                     "load_report": report}, output_dir.parent))
             return pairs, mining
         collected = read_json_or_none(output_dir / "pairs_summary.json")  # written after pairs.jsonl
         if context.trainer.resume == "auto" and collected is not None:

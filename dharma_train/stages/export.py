@@ -65,7 +65,7 @@ class ExportStage(Stage):
                 raise ConfigError(f"stage {self.name}: push_to_hub={self.config.push_to_hub} but HF_HUB_OFFLINE is "
                                   "set; unset it or set push_to_hub=null and upload the folder later")
 
-    def data_folder(self) -> str | None:
+    def own_pages(self) -> str | None:
         """Its own pages (`data`), or None for the run's."""
         return self.config.data
 

@@ -88,7 +88,7 @@ class QuantizeStage(Stage):
         if importlib.util.find_spec(module) is None:
             raise ConfigError(f"stage {self.name}: scheme {self.config.scheme} needs the {module} package: {install}")
 
-    def data_folder(self) -> str | None:
+    def own_pages(self) -> str | None:
         """Its own pages (`data`), or None for the run's."""
         return self.config.data
 

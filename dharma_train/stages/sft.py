@@ -44,7 +44,7 @@ class SFTStage(Stage):
         self.name = name
         self.config = stage_config(name, config, SFTStageConfig)
 
-    def data_folder(self) -> str | None:
+    def own_pages(self) -> str | None:
         """Its own pages (`data`), or None for the run's."""
         return self.config.data
 

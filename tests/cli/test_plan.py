@@ -104,10 +104,9 @@ def test_plan_collects_what_would_stop_the_run(tmp_path):
 
 
 def test_plan_reuses_a_dpo_stage_finished_on_given_pairs_and_runs_it_for_another_source(tmp_path, pages):
-    """A run points its DPO stage at the pairs it loaded (data/stages/dpo/pairs); the plan compares the finished
+    """A run hands its DPO stage the pairs it loaded (data/stages/dpo/pairs); the plan compares the finished
     stage with that set, as long as it was loaded from the pairs now given."""
     import shutil
-    from dataclasses import replace
 
     from dharma_train.data.pairs import load_pair_set, loop_pairs, save_pairs
 
@@ -116,8 +115,8 @@ def test_plan_reuses_a_dpo_stage_finished_on_given_pairs_and_runs_it_for_another
     only_dpo = [f"output_dir={out}", "~stages.general_ocr", "~stages.structured", "~stages.quantize",
                 "~stages.export"]
     config = validate(compose_config([*only_dpo, f"stages.dpo.pairs={given}"]))
-    folder = load_pair_set(given, out / "data" / "stages" / "dpo" / "pairs", split="stages.dpo.pairs")
-    stage = build_stage("dpo", replace(config.stages["dpo"], pairs=str(folder)))
+    pair_set = load_pair_set(given, out / "data" / "stages" / "dpo" / "pairs", split="stages.dpo.pairs")
+    stage = build_stage("dpo", config.stages["dpo"], pair_set)
     inputs = stage_inputs(stage, StageContext(trainer=config.trainer, model=config.model), base_key("tiny"),
                           "pages-key")
     (out / "01_dpo").mkdir()
@@ -139,7 +138,7 @@ def _ablation(out, *overrides):
 
 def _finish_base(out, name: str, stages: list[str], *overrides) -> None:
     """A base's first stages finished, in its own folder, chained from its base model as the run chains them."""
-    from dharma_train.run import base_config
+    from dharma_train.run_ablation import base_config
 
     run = base_config(validate(_ablation(out, *overrides)), name, "train", "eval")
     upstream = base_key(run.model.path)

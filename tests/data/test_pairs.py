@@ -115,8 +115,9 @@ def test_a_runs_pairs_are_loaded_once_with_a_load_report_that_report_md_counts(t
 
     path = _pairs_file_with_bad_rows(tmp_path / "given", pages[0])
     run = tmp_path / "run"
-    folder = load_pair_set(path, run / "data" / "stages" / "dpo" / "pairs", split="stages.dpo.pairs")
-    assert len(load_pairs(folder)) == 2
+    pair_set = load_pair_set(path, run / "data" / "stages" / "dpo" / "pairs", split="stages.dpo.pairs")
+    folder = pair_set.root
+    assert len(pair_set.pairs()) == 2 == len(load_pairs(folder)) and pair_set.report()["source"] == str(path)
     saved = json.loads((folder / "load_report.json").read_text())
     assert saved["splits"] == {"stages.dpo.pairs": 2} and len(saved["sources"][0]["skipped_rows"]) == 4
     assert set(saved["reasons"]["skip"]) == {"identical_pair", "missing_file", "invalid_json", "missing_field"}

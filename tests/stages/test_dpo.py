@@ -124,15 +124,15 @@ def test_an_interrupted_dpo_stage_on_a_runs_pair_set_resumes_on_the_same_set_wit
     pair_set = load_pair_set(given, tmp_path / "data" / "stages" / "dpo" / "pairs", max_pixels=20_000,
                              split="stages.dpo.pairs")
     context = StageContext(trainer=TrainerConfig(device="cpu", precision="fp32", logging_steps=1, checkpoint_every=2))
-    config = DPOStageConfig(pairs=str(pair_set), optimization=OptimizationConfig(method="lora", max_steps=4,
-                                                                                 batch_size=4, learning_rate=1e-3))
+    config = DPOStageConfig(pairs=str(given), optimization=OptimizationConfig(method="lora", max_steps=4,
+                                                                              batch_size=4, learning_rate=1e-3))
     whole = tmp_path / "whole"
-    DPOStage("dpo", config).run(tiny_artifact, pages[0], whole, context)
+    DPOStage("dpo", config, pair_set).run(tiny_artifact, pages[0], whole, context)
     resumed = tmp_path / "resumed"
     (resumed / "trainer").mkdir(parents=True)
     shutil.copy(whole / "pairs_summary.json", resumed / "pairs_summary.json")
     shutil.copytree(whole / "trainer" / "checkpoint-2", resumed / "trainer" / "checkpoint-2")
-    result = DPOStage("dpo", config).run(tiny_artifact, pages[0], resumed, context)
+    result = DPOStage("dpo", config, pair_set).run(tiny_artifact, pages[0], resumed, context)
     assert result.metrics["resumed_from_step"] == 2 and result.metrics["pairs"] == 8
     for folder in (whole, resumed):
         assert not (folder / "pair_images").exists() and not (folder / "pairs.jsonl").exists()

@@ -6,7 +6,8 @@ set -euo pipefail
 FILES=$1; N=$2; DOCS=docs/experiments/tiny-reader
 rm -rf "$DOCS/checkpoint" && mkdir -p "$DOCS/checkpoint"
 cat "$FILES"/checkpoint.tar.* | tar -x -C "$DOCS/checkpoint"
-for name in curve.jsonl train.log run.json device.txt; do  # device.txt: gpu.sh's preamble cp "$FILES/$name" "$DOCS/gpu-call-$N.${name#*.}"; done
+# device.txt: gpu.sh's preamble (the GPU and the versions)
+for name in curve.jsonl train.log run.json device.txt; do cp "$FILES/$name" "$DOCS/gpu-call-$N.${name#*.}"; done
 mv "$DOCS/gpu-call-$N.jsonl" "$DOCS/gpu-call-$N.curve.jsonl"
 cat "$DOCS/gpu-call-$N.curve.jsonl" >> "$DOCS/curve.jsonl"
 ls -la "$DOCS/checkpoint" "$DOCS/checkpoint/model"

@@ -58,11 +58,7 @@ class ModelArtifact:
 
 
 def base_artifact(path: str) -> ModelArtifact:
-    """The starting model: the embedded tiny model (built and cached on first use), a hub id or a folder."""
-    from dharma_train.models.config import TINY
+    """The starting model: an embedded one (models/config.EMBEDDED), a hub id or a folder."""
+    from dharma_train.models.config import embedded_dir
 
-    if path == TINY:
-        from dharma_train.models.tiny import tiny_model_dir
-
-        return ModelArtifact(path=str(tiny_model_dir()))
-    return ModelArtifact(path=path)
+    return ModelArtifact(path=embedded_dir(path))

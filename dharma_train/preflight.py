@@ -10,7 +10,7 @@ from __future__ import annotations
 from dharma_train import distributed
 from dharma_train.artifact import ModelArtifact
 from dharma_train.errors import ConfigError
-from dharma_train.models.config import TINY
+from dharma_train.models.config import EMBEDDED
 from dharma_train.stage import check_stage
 from dharma_train.stages import TRAINING_KINDS, ExportStage, QuantizeStage, build_stage, trained_stages
 
@@ -33,7 +33,7 @@ def check_models_reachable(paths: list[str]) -> None:
     from dharma_train.models.loading import check_available
 
     for path in paths:
-        if path != TINY:
+        if path not in EMBEDDED:
             check_available(ModelArtifact(path=path))
 
 

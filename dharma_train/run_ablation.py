@@ -10,7 +10,7 @@ from pathlib import Path
 from dharma_train.ablation import AblationConfig
 from dharma_train.artifact import ModelArtifact
 from dharma_train.config import RunConfig
-from dharma_train.models.config import TINY
+from dharma_train.models.config import EMBEDDED
 from dharma_train.preflight import check_stages
 from dharma_train.run import execute, run_lock
 from dharma_train.run_inputs import resolve_inputs
@@ -39,7 +39,7 @@ def unreachable_bases(config: RunConfig) -> dict[str, str]:
 
     found = {}
     for name, base in config.ablation.bases.items():
-        if base.path == TINY:
+        if base.path in EMBEDDED:
             continue
         try:
             check_available(ModelArtifact(path=base.path), setting=f"ablation.bases.{name}.path")

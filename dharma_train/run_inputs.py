@@ -57,7 +57,8 @@ def run_splits(config: RunConfig) -> tuple[PageSet, PageSet]:
     data, folder = config.data, RunFolder(config.output_dir).data
     given = distributed.on_main(load_splits, data, folder)
     s = data.synthetic
-    drawn = {"width": s.width, "height": s.height, "families": s.families, "max_words": s.max_words}
+    drawn = {"width": s.width, "height": s.height, "families": s.families, "max_words": s.max_words,
+             "min_body_px": dict(s.min_body_px or {})}
     for split, n, seed in (("train", s.train_pages, s.seed), ("eval", s.eval_pages, eval_seed(s.seed))):
         if split not in given:
             given[split] = _generated(folder / split, n, seed=seed, id_prefix=split, workers=s.workers, **drawn)
@@ -101,7 +102,7 @@ def _generated_set(config: RunConfig, name: str) -> PageSet:
     s = config.data.synthetic
     return _generated(RunFolder(config.output_dir).generated_set(name), s.general_pages, workers=s.workers,
                       seed=named_seed(s.seed, name), width=s.width, height=s.height, task=name, id_prefix=name,
-                      max_words=s.general_max_words)
+                      max_words=s.general_max_words, min_body_px=dict(s.min_body_px or {}))
 
 
 def _loaded_pages(config: RunConfig, name: str, source: str) -> PageSet:

@@ -19,7 +19,9 @@ def test_wheel_ships_configs_and_runs_from_another_directory(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ("dharma_train/conf/config.yaml", "dharma_train/conf/stage/sft.yaml",
                      "dharma_train/conf/model/nanonets_3b.yaml", "dharma_train/recipes/tiny.yaml",
-                     "dharma_train/recipes/nanonets_3b.yaml", "dharma_train/data/sources/tables.py"):
+                     "dharma_train/recipes/nanonets_3b.yaml", "dharma_train/data/sources/tables.py",
+                     "dharma_train/models/tiny_reader/model-00001-of-00002.safetensors",
+                     "dharma_train/models/tiny_reader/tokenizer.json", "dharma_train/models/tiny_reader/README.md"):
         assert required in names, required
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     elsewhere = tmp_path / "elsewhere"

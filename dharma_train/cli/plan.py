@@ -44,12 +44,14 @@ def plan(cfg: DictConfig) -> tuple[str, list[str]]:
 
 
 def _model_line(config) -> str:
-    from dharma_train.models.config import TINY
+    from dharma_train.models.config import EMBEDDED, TINY
     from dharma_train.preflight import check_models_reachable
 
     path = config.model.path
     check_models_reachable([path])
-    return f"{path} (built on first use, offline)" if path == TINY else f"{path} (loadable here)"
+    if path in EMBEDDED:
+        return f"{path} ({'built on first use' if path == TINY else 'shipped with dharma_train'}, offline)"
+    return f"{path} (loadable here)"
 
 
 def _machine_line(config) -> str:

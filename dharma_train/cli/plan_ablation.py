@@ -50,9 +50,11 @@ def _with_skipped(recipe_stages: list[str], base: str, skip: list[str], own: lis
 
 
 def _loads(base) -> str:
-    from dharma_train.models.config import TINY
+    from dharma_train.models.config import EMBEDDED, TINY
 
-    return "built on first use, offline" if base.path == TINY else "loadable here"
+    if base.path in EMBEDDED:
+        return "built on first use, offline" if base.path == TINY else "shipped with dharma_train, offline"
+    return "loadable here"
 
 
 def _shared_pages(config) -> tuple[str, str]:

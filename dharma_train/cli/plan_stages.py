@@ -102,7 +102,7 @@ def settings_changed(manifest: dict, stage_config, config, pairs=None) -> str:
 
 def memory_lines(config) -> list[str]:
     """Each trained stage's floor (weights, gradients, optimizer state, before activations) against the budget."""
-    from dharma_train.models.config import TINY
+    from dharma_train.models.config import EMBEDDED, embedded_dir
     from dharma_train.stages import trained_stages
     from dharma_train.training.resources import memory_budget_bytes, parameter_counts, training_memory_bytes
 
@@ -110,10 +110,8 @@ def memory_lines(config) -> list[str]:
     if not trained:
         return ["  no trained stage"]
     path = config.model.path
-    if path == TINY:
-        from dharma_train.models.tiny import tiny_model_dir
-
-        path = str(tiny_model_dir())
+    if path in EMBEDDED:
+        path = embedded_dir(path)
     total, vision = parameter_counts(path)
     budget = memory_budget_bytes(config.trainer.memory_budget_gb, config.trainer.resolved_device())
     limit = f"budget {budget / GB:.1f} GiB" if budget else "no budget on a CPU (trainer.memory_budget_gb)"

@@ -36,6 +36,8 @@ def close_paths(path: str, known_paths: list[str], limit: int = 3) -> list[str]:
     known = set(known_paths)
     parts = path.split(".")
     depth = next((i for i in range(len(parts)) if ".".join(parts[: i + 1]) not in known), len(parts))
+    if depth == len(parts):  # the whole key is known: whatever went wrong, it was not its spelling
+        return []
     prefix = ".".join(parts[:depth])
     siblings = sorted({k[len(prefix) + 1:].split(".")[0] if prefix else k.split(".")[0]
                        for k in known if not prefix or k.startswith(prefix + ".")})

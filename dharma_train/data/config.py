@@ -23,6 +23,7 @@ class SyntheticConfig:
     general_pages: int = 64  # pages of the `general` set, generated only when a stage's data names it
     general_max_words: int = 20  # their word budget (other languages cost a Portuguese tokenizer more tokens)
     workers: int = 1  # processes drawing pages; the pages are the same bytes whatever the number
+    min_body_px: dict[str, int] | None = None  # body-type floor in px per family (general too); None: none
 
     def __post_init__(self):
         from dharma_train.data.synthetic.generate import ALL_FAMILIES
@@ -30,6 +31,10 @@ class SyntheticConfig:
         unknown = sorted(set(self.families) - set(ALL_FAMILIES))
         if not self.families or unknown:
             raise ValueError(f"data.synthetic.families must name some of {list(ALL_FAMILIES)}, got {self.families}")
+        floors = self.min_body_px or {}
+        if set(floors) - set(ALL_FAMILIES) or any(px < 0 for px in floors.values()):
+            raise ValueError(f"data.synthetic.min_body_px: a floor >= 0 per family of {list(ALL_FAMILIES)}, "
+                             f"got {dict(self.min_body_px)}")
         if min(self.max_words, self.general_pages, self.general_max_words, self.workers) < 1:
             raise ValueError("data.synthetic.max_words, general_pages, general_max_words and workers must be >= 1")
 

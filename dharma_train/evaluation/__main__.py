@@ -52,10 +52,10 @@ def evaluation_config(args: argparse.Namespace):
 
     from dharma_train.config_files import config_dir
     from dharma_train.evaluation.hook import EvalConfig
-    from dharma_train.models.config import TINY
+    from dharma_train.models.config import EMBEDDED
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):  # the group file as Hydra reads it
-        composed = compose(config_name=f"evaluation/{'tiny' if args.model == TINY else 'default'}")
+        composed = compose(config_name=f"evaluation/{'tiny' if args.model in EMBEDDED else 'default'}")
     group = OmegaConf.to_container(composed.evaluation)
     given = {"task": args.task, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
              "max_pages": args.max_pages, "cache": args.cache, "price_per_hour": args.price_per_hour}

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TINY = "tiny"
+TINY = "tiny"  # the embedded random-init model, built on first use (models/tiny.py): fast, reads nothing
+TINY_READER = "tiny-reader"  # the embedded pretrained reader (models/tiny_reader/, its README says how it was made)
+EMBEDDED = (TINY, TINY_READER)  # model paths that name a model shipped with the package, never the Hub
+
+
+def embedded_dir(path: str) -> str:
+    """The folder of an embedded model (`tiny` is built and cached on first use); any other path as it is."""
+    if path == TINY:
+        from dharma_train.models.tiny import tiny_model_dir
+
+        return str(tiny_model_dir())
+    if path == TINY_READER:
+        from pathlib import Path
+
+        return str(Path(__file__).parent / "tiny_reader")
+    return path
 
 
 @dataclass
 class ModelConfig:
-    path: str = TINY  # a hub id, a local folder, or "tiny" for the embedded random-init model
+    path: str = TINY  # a hub id, a local folder, "tiny" (embedded, random-init) or "tiny-reader" (embedded, reads)
     min_pixels: int | None = None  # pixel budget per page image; None keeps the processor's own
     max_pixels: int | None = None
     attn_implementation: str = "sdpa"

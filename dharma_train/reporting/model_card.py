@@ -15,7 +15,7 @@ from dharma_train.config_files import recipe_names
 from dharma_train.data.pages import PageSet
 from dharma_train.data.prompts import PROMPTS
 from dharma_train.gate import Verdict
-from dharma_train.models.config import TINY
+from dharma_train.models.config import EMBEDDED
 from dharma_train.run_paths import run_resolved
 from dharma_train.reporting.report import QUALITY, SPEED
 from dharma_train.reporting.run_record import run_provenance
@@ -121,7 +121,7 @@ def _metadata(base: str | None, quantization: dict | None) -> str:
     tags = ["dharma_train", "ocr", "document-ocr", "qwen2.5-vl"]
     if quantization:
         tags.append(quantization.get("quant_method", "quantized"))
-    hub_base = base if base and base != TINY and not Path(base).exists() and base.count("/") == 1 else None
+    hub_base = base if base and base not in EMBEDDED and not Path(base).exists() and base.count("/") == 1 else None
     return ModelCardData(library_name="transformers", pipeline_tag="image-text-to-text", tags=tags,
                          base_model=hub_base).to_yaml()
 

@@ -22,6 +22,7 @@ def test_paths_respell_the_first_unknown_part_then_fall_back_to_the_leaf():
                                                 "stages.structured.optimization.learning_rate"]
     assert close_paths("trainer.sed", KNOWN) == ["trainer.seed"]
     assert close_paths("nothing_like_it", KNOWN) == []
+    assert close_paths("trainer.seed", KNOWN) == [], "a known key's error is not its spelling (it raised IndexError)"
 
 
 def test_wording():

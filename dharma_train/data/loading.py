@@ -24,6 +24,7 @@ from dharma_train.data.images import PreparedImage, image_bytes, prepare_image
 from dharma_train.data.pages import Page, PageSet
 from dharma_train.data.sources import RawRow, open_source
 from dharma_train.data.splits import split_pages
+from dharma_train.data.text_hygiene import merge_fixes
 from dharma_train.data.validation import LoadReport, RowProblem, RowText, SourceReport, read_row_text
 from dharma_train.errors import DataError
 from dharma_train.files import write_json_atomically
@@ -97,7 +98,7 @@ def _record(row: RawRow, result, loaded: LoadedSource, strict: bool, taken: dict
     loaded.holders[image.sha256] = f"{row.where} (id {text.id!r})"
     loaded.image_hashes[text.id] = image.sha256
     loaded.pages.append(Page(id=text.id, image=image.path, answer=text.answer, family=text.family, task=text.task))
-    report.use(text, image.fixes, row.where)
+    report.use(text, merge_fixes([*row.fixes, *text.fixes, *image.fixes]), row.where)
 
 
 def _with_text(rows: Iterable[RawRow]) -> Iterator[tuple[RawRow, RowText | RowProblem]]:

@@ -19,6 +19,7 @@ from dharma_train.data.images import image_bytes, prepare_image
 from dharma_train.data.pages import PageSet
 from dharma_train.data.prompts import target_text
 from dharma_train.data.sources import open_source
+from dharma_train.data.text_hygiene import merge_fixes
 from dharma_train.data.validation import PAIR_COLUMNS, LoadReport, RowProblem, SourceReport, read_pair_text
 from dharma_train.errors import DataError
 from dharma_train.files import write_json_atomically, write_jsonl_atomically
@@ -216,7 +217,7 @@ def load_pair_source(location: str | Path, images_dir: str | Path, *, format: st
             if row.problem:
                 raise row.problem
             report.note_columns(row.fields)
-            chosen, rejected = read_pair_text(row.fields)
+            chosen, rejected, text_fixes = read_pair_text(row.fields)
             if row_id in ids:
                 raise RowProblem("duplicate_id", f"id {row_id!r} is used by an earlier pair")
             image = row.fields.get("image")
@@ -234,5 +235,5 @@ def load_pair_source(location: str | Path, images_dir: str | Path, *, format: st
         pairs.append(PreferencePair(id=row_id, image=prepared.path, chosen=chosen, rejected=rejected,
                                     reason=str(row.fields.get("reason") or "given"),
                                     source=str(row.fields.get("source") or "given")))
-        report.use(None, prepared.fixes, row.where, row_id)
+        report.use(None, merge_fixes([*row.fixes, *text_fixes, *prepared.fixes]), row.where, row_id)
     return pairs, report

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 
 from dharma_train.data.prompts import TASKS
 from dharma_train.data.schema import FIELDS, PageAnswer
+from dharma_train.data.text_hygiene import clean_text, merge_fixes, strip_bom
 
 SKIP_REASONS = {
     "missing_field": "a required column (id, image, answer) is absent or null",
     "missing_file": "the image path does not exist",
-    "unreadable_text": "a line or sidecar file is not UTF-8 text",
+    "unreadable_text": "a line or sidecar file is not UTF-8 text (the detail names its likely encoding)",
     "corrupt_image": "the image cannot be decoded",
     "truncated_image": "the image data ends early",
     "decompression_bomb": "the image has more pixels than Pillow will decode",
@@ -37,6 +38,9 @@ SKIP_REASONS = {
 FIX_REASONS = {
     "converted_mode": "image mode other than RGB or grayscale converted (alpha over white, 16-bit scaled to 8)",
     "resized": "image over the pixel budget (data.max_pixels) scaled down, aspect ratio kept",
+    "removed_bom": "a byte-order mark (U+FEFF) at the start of a text file or answer removed",
+    "normalized_newlines": "Windows (CRLF) or old Mac (CR) line ends in the answer turned into \\n",
+    "normalized_unicode": "answer text put in Unicode NFC (an accent composed with its letter, as models write it)",
 }
 ANSWER_COLUMNS = ("assistant", "answer")  # the schema JSON: a string, or an object in JSONL rows
 PLAIN_COLUMNS = ("assistant_without_json", "text")  # a plain transcription, used when no JSON answer is given
@@ -64,12 +68,13 @@ class RowText:
     answer: PageAnswer
     task: str
     family: str
+    fixes: tuple[tuple[str, str], ...] = ()  # text hygiene the answer needed (text_hygiene.clean_text)
 
 
 def read_row_text(fields: dict) -> RowText:
     """The id, answer, task and family of a row; raises RowProblem naming the first thing wrong."""
     page_id = _row_id(fields.get("id"))
-    answer, task = _answer(fields)
+    answer, task, fixes = _answer(fields)
     given_task = fields.get("task")
     if given_task is not None:
         if given_task not in TASKS:
@@ -78,12 +83,12 @@ def read_row_text(fields: dict) -> RowText:
     family = next((fields[key] for key in FAMILY_COLUMNS if fields.get(key) is not None), DEFAULT_FAMILY)
     if not isinstance(family, str) or not family.strip():
         raise RowProblem("invalid_value", f"family must be a non-empty string, got {family!r}")
-    return RowText(page_id, answer, task, family.strip())
+    return RowText(page_id, answer, task, family.strip(), tuple(merge_fixes(fixes)))
 
 
-def read_pair_text(fields: dict) -> tuple[str, str]:
-    """A preference pair's chosen and rejected answers: two different non-empty strings."""
-    texts = []
+def read_pair_text(fields: dict) -> tuple[str, str, list[tuple[str, str]]]:
+    """A preference pair's chosen and rejected answers (two different non-empty strings), and the text fixes."""
+    texts, fixes = [], []
     for key in ("chosen", "rejected"):
         value = fields.get(key)
         if value is None:
@@ -92,10 +97,12 @@ def read_pair_text(fields: dict) -> tuple[str, str]:
             raise RowProblem("non_string_value", f"'{key}' must be a string, got {type(value).__name__}")
         if not value.strip():
             raise RowProblem("empty_answer", f"'{key}' is empty")
+        value, needed = clean_text(value, f"'{key}'")
         texts.append(value)
+        fixes += needed
     if texts[0] == texts[1]:
         raise RowProblem("identical_pair", "'chosen' and 'rejected' are identical")
-    return texts[0], texts[1]
+    return texts[0], texts[1], merge_fixes(fixes)
 
 
 def _row_id(value) -> str:
@@ -106,8 +113,9 @@ def _row_id(value) -> str:
     return str(value)
 
 
-def _answer(fields: dict) -> tuple[PageAnswer, str]:
-    """The schema answer from `assistant`/`answer`; failing those columns, the plain text (task plain)."""
+def _answer(fields: dict) -> tuple[PageAnswer, str, list[tuple[str, str]]]:
+    """The schema answer from `assistant`/`answer`; failing those columns, the plain text (task plain); with the
+    text fixes it needed (a BOM before the JSON, CRLF line ends, decomposed accents)."""
     column = next((key for key in ANSWER_COLUMNS if fields.get(key) is not None), None)
     if column is None:
         plain_column = next((key for key in PLAIN_COLUMNS if fields.get(key) is not None), None)
@@ -116,11 +124,13 @@ def _answer(fields: dict) -> tuple[PageAnswer, str]:
         plain = fields[plain_column]
         if not isinstance(plain, str):
             raise RowProblem("non_string_value", f"'{plain_column}' must be a string, got {type(plain).__name__}")
+        plain, fixes = clean_text(plain, f"'{plain_column}'")
         if not plain.strip():
             raise RowProblem("empty_answer", f"'{plain_column}' is empty")
-        return PageAnswer(text=plain), "plain"
-    value = fields[column]
+        return PageAnswer(text=plain), "plain", fixes
+    value, fixes = fields[column], []
     if isinstance(value, str):
+        value, fixes = strip_bom(value, f"'{column}'")  # json.loads refuses a leading BOM
         if not value.strip():
             raise RowProblem("empty_answer", f"'{column}' is an empty string")
         try:
@@ -138,10 +148,14 @@ def _answer(fields: dict) -> tuple[PageAnswer, str]:
     if not_strings:
         kinds = ", ".join(f"{key}: {type(value[key]).__name__}" for key in not_strings)
         raise RowProblem("non_string_value", f"'{column}' field(s) must be strings ({kinds})")
-    answer = PageAnswer(**value)
+    cleaned = {}
+    for key, item in value.items():
+        cleaned[key], needed = clean_text(item, f"'{column}' field {key}")
+        fixes += needed
+    answer = PageAnswer(**cleaned)
     if not any(getattr(answer, name).strip() for name in FIELDS):
         raise RowProblem("empty_answer", f"'{column}' has no text in any field")
-    return answer, "structured"
+    return answer, "structured", fixes
 
 
 @dataclass

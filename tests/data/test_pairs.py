@@ -1,5 +1,6 @@
 import io
 import json
+import unicodedata
 
 import datasets
 import numpy as np
@@ -62,6 +63,15 @@ def test_pairs_from_a_parquet_are_checked_row_by_row(tmp_path):
     assert dict(report.ignored_columns) == {"prompt": 6}, "the stage's own prompt is used, and the report says so"
     with pytest.raises(DataError, match=r"row 1 \(id 'b'\): identical_pair"):
         load_pair_source(tmp_path / "pairs.parquet", tmp_path / "images", strict=True)
+
+
+def test_pair_answers_get_the_pages_text_hygiene(tmp_path):
+    nfd = unicodedata.normalize("NFD", "ação")
+    rows = [{"id": "a", "image": _png(0), "chosen": "\ufeffuma\r\n" + nfd, "rejected": "uma uma uma"}]
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "pairs.parquet"))
+    pairs, report = load_pair_source(tmp_path / "pairs.parquet", tmp_path / "images")
+    assert pairs[0].chosen == "uma\nação"
+    assert report.fixes == {"removed_bom": 1, "normalized_newlines": 1, "normalized_unicode": 1} and report.fixed == 1
 
 
 def test_pairs_in_trl_layout_with_an_images_list(tmp_path):

@@ -34,6 +34,7 @@ class RawRow:
     fields: dict
     base: Path | None = None
     problem: RowProblem | None = None  # the row could not even be read (a line that is not JSON)
+    fixes: tuple[tuple[str, str], ...] = ()  # made while reading it (a BOM before a file's first line), counted
 
 
 @dataclass

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dharma_train.data.sources import IMAGE_SUFFIXES, RawRow
+from dharma_train.data.text_hygiene import not_utf8
 from dharma_train.data.validation import RowProblem
 
 SIDECARS = {".json": "answer", ".txt": "text"}  # suffix -> the column it fills; .json wins when both exist
@@ -29,10 +30,19 @@ def _with_sidecar(fields: dict, stem: Path, where: str, folder: Path) -> RawRow:
     for suffix, column in SIDECARS.items():
         sidecar = stem.with_name(stem.name + suffix)
         if sidecar.is_file():
+            data = sidecar.read_bytes()
             try:
-                fields[column] = sidecar.read_bytes().decode("utf-8")
+                text = data.decode("utf-8")
             except UnicodeDecodeError as error:
-                return RawRow(where, fields, folder, RowProblem("unreadable_text", f"{sidecar} is not UTF-8 "
-                                                                                   f"({error.reason})"))
+                return RawRow(where, fields, folder, RowProblem("unreadable_text", not_utf8(data, error, str(sidecar))))
+            fields[column] = _without_final_line_end(text) if suffix == ".txt" else text
             break
     return RawRow(where, fields, folder)
+
+
+def _without_final_line_end(text: str) -> str:
+    """A text file's last line end closes the file (POSIX), it is not part of the transcription."""
+    for end in ("\r\n", "\n", "\r"):
+        if text.endswith(end):
+            return text[:-len(end)]
+    return text

@@ -13,14 +13,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
 from tqdm import tqdm
 
-from dharma_train.data.config import DEFAULT_MAX_PIXELS, DataConfig
-from dharma_train.data.images import PreparedImage, image_bytes, prepare_image
+from dharma_train.data.config import DEFAULT_MAX_PIXELS, DEFAULT_PDF_DPI, DataConfig
+from dharma_train.data.images import PreparedImage, image_bytes, page_number, prepare_image
 from dharma_train.data.pages import Page, PageSet
 from dharma_train.data.sources import RawRow, open_source
 from dharma_train.data.splits import split_pages
@@ -51,8 +51,9 @@ class LoadedSource:
 
 def load_source(location: str | Path, images_dir: str | Path, *, format: str = "auto", strict: bool = False,
                 max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "train",
-                taken: dict[str, str] | None = None) -> LoadedSource:
-    """Every row of one source checked; images that arrive as bytes or need fixing are written to `images_dir`.
+                taken: dict[str, str] | None = None, pdf_dpi: int = DEFAULT_PDF_DPI) -> LoadedSource:
+    """Every row of one source checked; images that arrive as bytes or need fixing, single pages of multi-page
+    files and rendered PDF pages (at `pdf_dpi`, within `max_pixels`) are written to `images_dir`.
 
     `taken` maps image hashes already in other splits to their split's name: such rows are skipped (or, strict,
     fail) so no page leaks across splits. With `strict`, the first bad row raises DataError naming it.
@@ -66,8 +67,11 @@ def load_source(location: str | Path, images_dir: str | Path, *, format: str = "
         row, text = item
         if isinstance(text, RowProblem):
             raise text
+        page = page_number(row.fields.get("page"))
+        recorded_page = page_number(row.fields.get("source_page"), "source_page")  # a page folder dharma_train wrote
         data, path = image_bytes(row.fields.get("image"), row.fields.get("image_base64"), row.base)
-        return text, prepare_image(data, path, images_dir, max_pixels)
+        prepared = prepare_image(data, path, images_dir, max_pixels, page, pdf_dpi)
+        return text, prepared if prepared.page is not None else replace(prepared, page=recorded_page)
 
     with closing(in_order_on_threads(_with_text(source.rows), check_image)) as checked:
         for (row, _), result in tqdm(checked, desc=f"checking {Path(str(location)).name}", unit="row",
@@ -97,7 +101,8 @@ def _record(row: RawRow, result, loaded: LoadedSource, strict: bool, taken: dict
         return
     loaded.holders[image.sha256] = f"{row.where} (id {text.id!r})"
     loaded.image_hashes[text.id] = image.sha256
-    loaded.pages.append(Page(id=text.id, image=image.path, answer=text.answer, family=text.family, task=text.task))
+    loaded.pages.append(Page(id=text.id, image=image.path, answer=text.answer, family=text.family, task=text.task,
+                             source_page=image.page))
     report.use(text, merge_fixes([*row.fixes, *text.fixes, *image.fixes]), row.where)
 
 
@@ -145,11 +150,11 @@ def in_order_on_threads(items: Iterable[I], check: Callable[[I], T]) -> Iterator
 
 
 def load_page_set(location: str | Path, folder: str | Path, *, format: str = "auto", strict: bool = False,
-                  max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "eval") -> PageSet:
+                  max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "eval", pdf_dpi: int = DEFAULT_PDF_DPI) -> PageSet:
     """One source as a PageSet saved in `folder` (stored images in folder/images, the report beside pages.jsonl)."""
     folder = Path(folder)
     loaded = load_source(location, folder / "images", format=format, strict=strict, max_pixels=max_pixels,
-                         split=split)
+                         split=split, pdf_dpi=pdf_dpi)
     write_json_atomically(folder / REPORT_FILE, LoadReport(sources=[loaded.report]).to_dict())
     log_source(loaded.report)
     if not loaded.pages:
@@ -174,7 +179,7 @@ def load_splits(data: DataConfig, folder: str | Path) -> dict[str, PageSet]:
     report, taken, loaded = LoadReport(), {}, {}
     for split, location in locations.items():
         result = load_source(location, root / "images", format=data.format, strict=data.strict,
-                             max_pixels=data.max_pixels, split=split, taken=taken)
+                             max_pixels=data.max_pixels, split=split, taken=taken, pdf_dpi=data.pdf_dpi)
         report.sources.append(result.report)
         taken.update({digest: split for digest in result.image_hashes.values()})
         loaded[split] = result

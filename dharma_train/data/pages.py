@@ -25,9 +25,10 @@ class Page:
     answer: PageAnswer
     family: str = "printed"
     task: str = "structured"  # "structured": JSON schema answer; "plain": transcription; "general": Markdown
+    source_page: int | None = None  # the page of the multi-page file (PDF, TIFF) the image was taken from
 
     def to_row(self, root: Path) -> dict:
-        return {
+        row = {
             "id": self.id,
             "image": str(self.image.relative_to(root)) if self.image.is_relative_to(root) else str(self.image),
             "family": self.family,
@@ -35,6 +36,9 @@ class Page:
             "answer": {"header": self.answer.header, "margin": self.answer.margin,
                        "footer": self.answer.footer, "text": self.answer.text},
         }
+        if self.source_page is not None:
+            row["source_page"] = self.source_page
+        return row
 
 
 @dataclass
@@ -108,8 +112,11 @@ def _parse_row(line: str, where: str, root: Path) -> Page:
     if task not in TASKS:
         raise DataError(f"{where}: task must be one of {list(TASKS)}, got {task!r}")
     image = Path(row["image"])
+    source_page = row.get("source_page")
+    if source_page is not None and (isinstance(source_page, bool) or not isinstance(source_page, int)):
+        raise DataError(f"{where}: 'source_page' must be a page number, got {source_page!r}")
     return Page(id=str(row["id"]), image=image if image.is_absolute() else root / image,
-                answer=answer, family=str(row.get("family", "printed")), task=task)
+                answer=answer, family=str(row.get("family", "printed")), task=task, source_page=source_page)
 
 
 def _check_image(path: Path, where: str) -> None:

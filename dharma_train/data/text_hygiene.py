@@ -11,7 +11,7 @@ from __future__ import annotations
 import unicodedata
 
 BOM = "\ufeff"
-WINDOWS_1252_ONLY = frozenset(range(0x80, 0xA0))  # printable in Windows-1252 (curly quotes, dashes, €), C1 controls in ISO-8859-1
+WINDOWS_1252_ONLY = frozenset(range(0x80, 0xA0))  # Windows-1252's curly quotes, dashes, €: controls in ISO-8859-1
 
 
 def strip_bom(text: str, what: str) -> tuple[str, list[tuple[str, str]]]:

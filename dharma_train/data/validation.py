@@ -29,13 +29,17 @@ SKIP_REASONS = {
     "empty_answer": "the answer is empty ('', {} or only empty fields)",
     "extra_fields": "the answer has keys outside header/margin/footer/text",
     "non_string_value": "a value that must be a string (answer field, id, image path) is not",
-    "invalid_value": "task or family is not one of the accepted values",
+    "invalid_value": "task, family or page is not one of the accepted values (a page the file does not have)",
+    "multi_page": "a file of several pages (PDF, multi-frame TIFF) has one answer for all: give one answer per page",
+    "corrupt_pdf": "the PDF cannot be opened or its page rendered",
+    "encrypted_pdf": "the PDF needs a password: decrypt it first",
     "identical_pair": "a preference pair's chosen and rejected answers are the same",
     "duplicate_id": "an earlier row of the same source has this id (the first one keeps it, used or not)",
     "duplicate_image": "an earlier row of the same source has the same image bytes",
     "image_in_other_split": "the same image bytes are already in an earlier split (no page leaks across splits)",
 }
 FIX_REASONS = {
+    "rotated_exif": "a camera's EXIF orientation applied, so the page is stored upright",
     "converted_mode": "image mode other than RGB or grayscale converted (alpha over white, 16-bit scaled to 8)",
     "resized": "image over the pixel budget (data.max_pixels) scaled down, aspect ratio kept",
     "removed_bom": "a byte-order mark (U+FEFF) at the start of a text file or answer removed",
@@ -45,8 +49,9 @@ FIX_REASONS = {
 ANSWER_COLUMNS = ("assistant", "answer")  # the schema JSON: a string, or an object in JSONL rows
 PLAIN_COLUMNS = ("assistant_without_json", "text")  # a plain transcription, used when no JSON answer is given
 FAMILY_COLUMNS = ("family", "category")
-KNOWN_COLUMNS = frozenset({"id", "image", "image_base64", "task", *ANSWER_COLUMNS, *PLAIN_COLUMNS, *FAMILY_COLUMNS})
-PAIR_COLUMNS = frozenset({"id", "image", "images", "image_base64", "chosen", "rejected", "reason", "source"})
+KNOWN_COLUMNS = frozenset({"id", "image", "image_base64", "page", "source_page", "task", *ANSWER_COLUMNS,
+                           *PLAIN_COLUMNS, *FAMILY_COLUMNS})
+PAIR_COLUMNS = frozenset({"id", "image", "images", "image_base64", "page", "chosen", "rejected", "reason", "source"})
 DEFAULT_FAMILY = "printed"
 EXAMPLES_PER_REASON = 5
 
@@ -84,6 +89,12 @@ def read_row_text(fields: dict) -> RowText:
     if not isinstance(family, str) or not family.strip():
         raise RowProblem("invalid_value", f"family must be a non-empty string, got {family!r}")
     return RowText(page_id, answer, task, family.strip(), tuple(merge_fixes(fixes)))
+
+
+def check_page_number(page: int, pages: int) -> None:
+    """A row's `page` must be one of its file's pages."""
+    if not 1 <= page <= pages:
+        raise RowProblem("invalid_value", f"page {page} does not exist: the file has {pages} page(s)")
 
 
 def read_pair_text(fields: dict) -> tuple[str, str, list[tuple[str, str]]]:

@@ -42,6 +42,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         "pages (default: 2.5)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
     parser.add_argument("--max-pixels", type=int, help="pixel budget per page image (default: the processor's)")
+    parser.add_argument("--pdf-dpi", type=int, help="PDF pages in --pages are rendered at this resolution, lower "
+                                                    "when over the pixel budget (default: 150)")
     return parser.parse_args(argv)
 
 
@@ -65,7 +67,7 @@ def evaluation_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> dict:
     """Check the model and pages first, then load, generate, score and write."""
     from dharma_train.artifact import ModelArtifact
-    from dharma_train.data.config import DEFAULT_MAX_PIXELS
+    from dharma_train.data.config import DEFAULT_MAX_PIXELS, DEFAULT_PDF_DPI
     from dharma_train.data.loading import load_page_set
     from dharma_train.evaluation.hook import evaluate
     from dharma_train.models.loading import check_available, load_model, load_processor
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> dict:
     output_dir = Path(args.output_dir)
     if args.pages:
         pages = load_page_set(args.pages, output_dir / "pages", strict=args.strict,
-                              max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+                              max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, pdf_dpi=args.pdf_dpi or DEFAULT_PDF_DPI)
     else:
         from dharma_train.data.synthetic.generate import generate_pages
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -32,6 +32,7 @@ from dharma_train.files import write_json_atomically
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "eval", "test")
+EVALUATED_SPLITS = ("eval", "test")
 LOADED_DIR = "loaded"  # under output_dir/data, beside the generated train/ and eval/ folders
 REPORT_FILE = "load_report.json"
 CHECK_THREADS = min(8, os.cpu_count() or 1)
@@ -102,7 +103,7 @@ def _record(row: RawRow, result, loaded: LoadedSource, strict: bool, taken: dict
     loaded.holders[image.sha256] = f"{row.where} (id {text.id!r})"
     loaded.image_hashes[text.id] = image.sha256
     loaded.pages.append(Page(id=text.id, image=image.path, answer=text.answer, family=text.family, task=text.task,
-                             source_page=image.page))
+                             source_page=image.page, answer_source=text.answer_source))
     report.use(text, merge_fixes([*row.fixes, *text.fixes, *image.fixes]), row.where)
 
 
@@ -159,6 +160,7 @@ def load_page_set(location: str | Path, folder: str | Path, *, format: str = "au
     log_source(loaded.report)
     if not loaded.pages:
         raise DataError(f"{location}: no usable pages ({loaded.report.summary_line()}); see {folder / REPORT_FILE}")
+    warn_unverified(split, loaded.pages)
     page_set = PageSet(folder, loaded.pages)
     page_set.save()
     return page_set
@@ -195,6 +197,8 @@ def load_splits(data: DataConfig, folder: str | Path) -> dict[str, PageSet]:
     if empty:
         raise DataError(f"data.{empty[0]}: no usable pages in {locations.get(empty[0], data.train)} "
                         f"({_summary(report, empty[0])}); see {folder / REPORT_FILE}")
+    for split, chosen in pages.items():
+        warn_unverified(split, chosen)
     sets = {split: PageSet(root / split, chosen) for split, chosen in pages.items()}
     for page_set in sets.values():
         page_set.save()
@@ -212,3 +216,13 @@ def log_source(report: SourceReport) -> None:
     """One line per loaded source, a warning when it skipped rows (the report lists every one)."""
     level = logging.WARNING if report.skipped else logging.INFO
     log.log(level, "data.%s %s (%s): %s", report.split, report.source, report.format, report.summary_line())
+
+
+def warn_unverified(split: str, pages: list[Page]) -> None:
+    """Pages to evaluate on whose answers no person checked (a PDF's text layer): scores against them are not
+    accuracy, and the log says so."""
+    sources = Counter(page.answer_source for page in pages if page.answer_source)
+    if sources and split in EVALUATED_SPLITS:
+        log.warning("data.%s: %d of its %d pages have unverified answers (%s): scores against them measure "
+                    "agreement with those answers, not accuracy", split, sum(sources.values()), len(pages),
+                    ", ".join(f"{key} {n}" for key, n in sorted(sources.items())))

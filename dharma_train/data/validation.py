@@ -33,6 +33,9 @@ SKIP_REASONS = {
     "multi_page": "a file of several pages (PDF, multi-frame TIFF) has one answer for all: give one answer per page",
     "corrupt_pdf": "the PDF cannot be opened or its page rendered",
     "encrypted_pdf": "the PDF needs a password: decrypt it first",
+    "empty_text_layer": "a PDF page with no text and no image (dharma-data pdf-text)",
+    "image_only": "a PDF page with images and no text layer, a scan (dharma-data pdf-text)",
+    "invisible_text": "a PDF page whose text layer holds text not drawn on it (dharma-data pdf-text)",
     "identical_pair": "a preference pair's chosen and rejected answers are the same",
     "duplicate_id": "an earlier row of the same source has this id (the first one keeps it, used or not)",
     "duplicate_image": "an earlier row of the same source has the same image bytes",
@@ -46,11 +49,15 @@ FIX_REASONS = {
     "normalized_newlines": "Windows (CRLF) or old Mac (CR) line ends in the answer turned into \\n",
     "normalized_unicode": "answer text put in Unicode NFC (an accent composed with its letter, as models write it)",
 }
+UNVERIFIED_SOURCES = {  # `answer_source` values: answers no person checked, counted as unverified where loaded
+    "pdf_text_layer": "the text layer of a born-digital PDF (dharma-data pdf-text): silver data, not a reference to "
+                      "evaluate against",
+}
 ANSWER_COLUMNS = ("assistant", "answer")  # the schema JSON: a string, or an object in JSONL rows
 PLAIN_COLUMNS = ("assistant_without_json", "text")  # a plain transcription, used when no JSON answer is given
 FAMILY_COLUMNS = ("family", "category")
-KNOWN_COLUMNS = frozenset({"id", "image", "image_base64", "page", "source_page", "task", *ANSWER_COLUMNS,
-                           *PLAIN_COLUMNS, *FAMILY_COLUMNS})
+KNOWN_COLUMNS = frozenset({"id", "image", "image_base64", "page", "source_page", "answer_source", "task",
+                           *ANSWER_COLUMNS, *PLAIN_COLUMNS, *FAMILY_COLUMNS})
 PAIR_COLUMNS = frozenset({"id", "image", "images", "image_base64", "page", "chosen", "rejected", "reason", "source"})
 DEFAULT_FAMILY = "printed"
 EXAMPLES_PER_REASON = 5
@@ -74,6 +81,7 @@ class RowText:
     task: str
     family: str
     fixes: tuple[tuple[str, str], ...] = ()  # text hygiene the answer needed (text_hygiene.clean_text)
+    answer_source: str | None = None  # None: given by the user; else a key of UNVERIFIED_SOURCES
 
 
 def read_row_text(fields: dict) -> RowText:
@@ -88,7 +96,11 @@ def read_row_text(fields: dict) -> RowText:
     family = next((fields[key] for key in FAMILY_COLUMNS if fields.get(key) is not None), DEFAULT_FAMILY)
     if not isinstance(family, str) or not family.strip():
         raise RowProblem("invalid_value", f"family must be a non-empty string, got {family!r}")
-    return RowText(page_id, answer, task, family.strip(), tuple(merge_fixes(fixes)))
+    answer_source = fields.get("answer_source")
+    if answer_source is not None and answer_source not in UNVERIFIED_SOURCES:
+        raise RowProblem("invalid_value", f"answer_source must be one of {list(UNVERIFIED_SOURCES)} (or absent: "
+                                          f"an answer you give), got {answer_source!r}")
+    return RowText(page_id, answer, task, family.strip(), tuple(merge_fixes(fixes)), answer_source)
 
 
 def check_page_number(page: int, pages: int) -> None:
@@ -184,6 +196,7 @@ class SourceReport:
     skips: Counter = field(default_factory=Counter)
     tasks: Counter = field(default_factory=Counter)
     families: Counter = field(default_factory=Counter)
+    unverified: Counter = field(default_factory=Counter)  # used rows whose answer no person checked, by answer_source
     ignored_columns: Counter = field(default_factory=Counter)  # columns outside KNOWN_COLUMNS, with row counts
     examples: dict[str, list[dict]] = field(default_factory=dict)  # reason -> the first rows it hit, with details
     skipped_rows: list[dict] = field(default_factory=list)  # every skipped row: where, id, reason
@@ -199,6 +212,8 @@ class SourceReport:
         if text is not None:
             self.tasks[text.task] += 1
             self.families[text.family] += 1
+            if text.answer_source:
+                self.unverified[text.answer_source] += 1
             row_id = text.id
         if fixes:
             self.fixed += 1
@@ -224,13 +239,15 @@ class SourceReport:
             parts.append("skipped: " + ", ".join(f"{key} {n}" for key, n in sorted(self.skips.items())))
         if self.fixes:
             parts.append("fixed: " + ", ".join(f"{key} {n}" for key, n in sorted(self.fixes.items())))
+        if self.unverified:
+            parts.append("unverified answers: " + ", ".join(f"{key} {n}" for key, n in sorted(self.unverified.items())))
         return "; ".join(parts)
 
     def to_dict(self) -> dict:
         return {"split": self.split, "source": self.source, "format": self.format, "rows": self.rows,
                 "used": self.used, "fixed": self.fixed, "skipped": self.skipped,
                 "fixes": dict(sorted(self.fixes.items())), "skips": dict(sorted(self.skips.items())),
-                "tasks": dict(self.tasks), "families": dict(self.families),
+                "tasks": dict(self.tasks), "families": dict(self.families), "unverified": dict(self.unverified),
                 "ignored_columns": dict(self.ignored_columns), "examples": self.examples,
                 "skipped_rows": self.skipped_rows}
 
@@ -247,7 +264,8 @@ class LoadReport:
         return {"sources": [source.to_dict() for source in self.sources], "splits": self.splits,
                 "split_from": self.split_from,
                 "reasons": {"skip": {key: SKIP_REASONS[key] for key in self._seen("skips")},
-                            "fix": {key: FIX_REASONS[key] for key in self._seen("fixes")}}}
+                            "fix": {key: FIX_REASONS[key] for key in self._seen("fixes")},
+                            "unverified": {key: UNVERIFIED_SOURCES[key] for key in self._seen("unverified")}}}
 
     def _seen(self, kind: str) -> list[str]:
         return sorted({key for source in self.sources for key in getattr(source, kind)})

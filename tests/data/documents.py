@@ -22,6 +22,7 @@ class Text:
     y: float
     size: float = 12
     invisible: bool = False  # PDF text render mode 3: in the text layer, not on the page (OCR layers over scans)
+    turned: bool = False  # drawn running upwards (turned 90° counter-clockwise), as on a page shown with /Rotate 90
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ def make_pdf(pages: list[list[Text | Picture]], size: tuple[float, float] = A4) 
                 pdfium_c.FPDFText_SetText(obj, ctypes.cast(wide, ctypes.POINTER(pdfium_c.FPDF_WCHAR)))
                 if item.invisible:
                     pdfium_c.FPDFTextObj_SetTextRenderMode(obj, pdfium_c.FPDF_TEXTRENDERMODE_INVISIBLE)
-                pdfium_c.FPDFPageObj_Transform(obj, 1, 0, 0, 1, item.x, item.y)
+                a, b, c, d = (0, 1, -1, 0) if item.turned else (1, 0, 0, 1)
+                pdfium_c.FPDFPageObj_Transform(obj, a, b, c, d, item.x, item.y)
                 pdfium_c.FPDFPage_InsertObject(page.raw, obj)
             else:
                 picture = pdfium.PdfImage.new(document)

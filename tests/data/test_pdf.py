@@ -29,7 +29,8 @@ def test_a_page_renders_at_the_configured_resolution(tmp_path):
 def test_a_page_over_the_pixel_budget_renders_smaller_and_says_so(tmp_path):
     prepared = prepare_image(_two_pages(), None, tmp_path, max_pixels=250_000, page=1, pdf_dpi=300)
     (reason, detail), = prepared.fixes
-    assert reason == "resized" and detail == "page 1 rendered at 51 dpi, not 300, to stay within max_pixels 250000: 420x595"
+    assert reason == "resized"
+    assert detail == "page 1 rendered at 51 dpi, not 300, to stay within max_pixels 250000: 420x595"
     with Image.open(prepared.path) as image:
         assert image.width * image.height <= 250_000 and image.width * image.height > 0.99 * 250_000
         assert abs(image.width / image.height - 595 / 842) < 0.01

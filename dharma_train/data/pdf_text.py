@@ -18,8 +18,6 @@ from dharma_train.data.validation import RowProblem
 
 TEXT_LAYER_SOURCE = "pdf_text_layer"  # the answer_source of every answer made here
 LINE_HYPHEN = "\ufffe"  # PDFium's mark for a hyphen it removed at a line end, joining the word's two halves
-LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl",
-                           "\ufb05": "st", "\ufb06": "st"})  # one glyph in the font, two or three letters to a reader
 
 
 @dataclass(frozen=True)
@@ -122,7 +120,7 @@ def _lines(page) -> tuple[list[Line], int, int]:
 
 
 def _line(chars: list[tuple[str, tuple | None]]) -> Line | None:
-    text = unicodedata.normalize("NFC", "".join(char for char, _ in chars).translate(LIGATURES)).strip()
+    text = unicodedata.normalize("NFC", "".join(char for char, _ in chars)).strip()
     boxes = [box for _, box in chars if box is not None]
     if not text or not boxes:
         return None

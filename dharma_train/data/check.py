@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dharma_train.data.config import DEFAULT_MAX_PIXELS, DEFAULT_PDF_DPI, FORMATS
-from dharma_train.data.validation import FIX_REASONS, SKIP_REASONS, LoadReport, SourceReport
+from dharma_train.data.config import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SKIPPED_SHARE, DEFAULT_PDF_DPI, FORMATS
+from dharma_train.data.validation import FIX_REASONS, SKIP_REASONS, UNVERIFIED_SOURCES, LoadReport, SourceReport
 from dharma_train.cli.formatting import DefaultsHelpFormatter
 from dharma_train.errors import DharmaError
 
@@ -70,6 +70,11 @@ def render(report: SourceReport) -> str:
     if report.used:
         lines.append("  tasks: " + ", ".join(f"{k} {v}" for k, v in report.tasks.items()) +
                      "; families: " + ", ".join(f"{k} {v}" for k, v in report.families.items()))
+    for source, count in sorted(report.unverified.items()):
+        lines.append(f"  unverified answers {source}: {count} ({UNVERIFIED_SOURCES[source]})")
+    if report.rows and report.skipped / report.rows > DEFAULT_MAX_SKIPPED_SHARE:
+        lines.append(f"  a run would stop on this source: {report.skipped / report.rows:.0%} of its rows skipped, "
+                     f"more than data.max_skipped_share ({DEFAULT_MAX_SKIPPED_SHARE})")
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
-from dharma_train.data.config import DEFAULT_MAX_PIXELS, DEFAULT_PDF_DPI, DataConfig
+from dharma_train.data.config import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SKIPPED_SHARE, DEFAULT_PDF_DPI, DataConfig
 from dharma_train.data.images import PreparedImage, image_bytes, page_number, prepare_image
 from dharma_train.data.pages import Page, PageSet
 from dharma_train.data.sources import RawRow, open_source
@@ -151,15 +151,19 @@ def in_order_on_threads(items: Iterable[I], check: Callable[[I], T]) -> Iterator
 
 
 def load_page_set(location: str | Path, folder: str | Path, *, format: str = "auto", strict: bool = False,
-                  max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "eval", pdf_dpi: int = DEFAULT_PDF_DPI) -> PageSet:
-    """One source as a PageSet saved in `folder` (stored images in folder/images, the report beside pages.jsonl)."""
+                  max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "eval", pdf_dpi: int = DEFAULT_PDF_DPI,
+                  max_skipped_share: float = DEFAULT_MAX_SKIPPED_SHARE) -> PageSet:
+    """One source as a PageSet saved in `folder` (stored images in folder/images, the report beside pages.jsonl);
+    a source that lost more than `max_skipped_share` of its rows stops (after writing the report)."""
     folder = Path(folder)
     loaded = load_source(location, folder / "images", format=format, strict=strict, max_pixels=max_pixels,
                          split=split, pdf_dpi=pdf_dpi)
-    write_json_atomically(folder / REPORT_FILE, LoadReport(sources=[loaded.report]).to_dict())
+    write_json_atomically(folder / REPORT_FILE, LoadReport(sources=[loaded.report], splits={split: len(loaded.pages)})
+                          .to_dict())
     log_source(loaded.report)
     if not loaded.pages:
         raise DataError(f"{location}: no usable pages ({loaded.report.summary_line()}); see {folder / REPORT_FILE}")
+    check_skipped_share(loaded.report, max_skipped_share, folder / REPORT_FILE)
     warn_unverified(split, loaded.pages)
     page_set = PageSet(folder, loaded.pages)
     page_set.save()
@@ -197,6 +201,8 @@ def load_splits(data: DataConfig, folder: str | Path) -> dict[str, PageSet]:
     if empty:
         raise DataError(f"data.{empty[0]}: no usable pages in {locations.get(empty[0], data.train)} "
                         f"({_summary(report, empty[0])}); see {folder / REPORT_FILE}")
+    for source in report.sources:
+        check_skipped_share(source, data.max_skipped_share, folder / REPORT_FILE)
     for split, chosen in pages.items():
         warn_unverified(split, chosen)
     sets = {split: PageSet(root / split, chosen) for split, chosen in pages.items()}
@@ -205,6 +211,18 @@ def load_splits(data: DataConfig, folder: str | Path) -> dict[str, PageSet]:
     log.info("loaded pages: %s (report: %s)", ", ".join(f"{k} {len(v)}" for k, v in sets.items()),
              folder / REPORT_FILE)
     return sets
+
+
+def check_skipped_share(report: SourceReport, share: float, report_file: Path) -> None:
+    """A source that lost more than `share` of its rows to bad rows or leaks stops, in one line: metrics on what is
+    left (1 page of 38) would stand for nothing, and training on it is not what was asked for."""
+    if not report.rows or report.skipped / report.rows <= share:
+        return
+    reasons = ", ".join(f"{reason} {count}" for reason, count in report.skips.most_common())
+    raise DataError(f"{report.source} (the {report.split} pages) lost {report.skipped} of its {report.rows} rows "
+                    f"({report.skipped / report.rows:.0%}: {reasons}), more than the {share:.0%} allowed "
+                    f"(data.max_skipped_share, --max-skipped-share); fix the data (every skipped row is in "
+                    f"{report_file}) or raise the share")
 
 
 def _summary(report: LoadReport, split: str) -> str:

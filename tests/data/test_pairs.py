@@ -133,7 +133,7 @@ def test_a_runs_pairs_are_loaded_once_with_a_load_report_that_report_md_counts(t
     assert set(saved["reasons"]["skip"]) == {"identical_pair", "missing_file", "invalid_json", "missing_field"}
     assert run_provenance(run)["loaded"] == [
         f"`{path}` (stages.dpo.pairs): 6 rows, 4 skipped (identical_pair 1, invalid_json 1, missing_field 1, "
-        f"missing_file 1)"]
+        f"missing_file 1); 2 used, 0 fixed; format jsonl"]
 
 
 def test_saved_pairs_name_their_own_images_relative_to_the_folder(tmp_path, pages):

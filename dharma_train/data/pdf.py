@@ -91,12 +91,14 @@ def render_page(data: bytes, plan: PdfPagePlan) -> Image.Image:
     with open_pdf(data) as document:
         page = document[plan.page - 1]
         try:
-            image = page.render(scale=plan.scale, rev_byteorder=True).to_pil()
+            bitmap = page.render(scale=plan.scale, rev_byteorder=True)
+            image = bitmap.to_pil().convert("RGB")  # a copy: the bitmap's memory goes back to PDFium, under the lock
+            bitmap.close()
         except pdfium.PdfiumError as error:
             raise RowProblem("corrupt_pdf", f"page {plan.page} cannot be rendered ({error})") from None
         finally:
             page.close()
-    return image.convert("RGB")
+    return image
 
 
 def _page_size(document, page: int) -> tuple[float, float]:

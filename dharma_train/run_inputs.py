@@ -113,7 +113,7 @@ def _loaded_pages(config: RunConfig, name: str, source: str) -> PageSet:
     data = config.data
     return distributed.on_main(load_page_set, source, RunFolder(config.output_dir).stage_data(name),
                                format=data.format, strict=data.strict, max_pixels=data.max_pixels,
-                               split=f"stages.{name}")
+                               pdf_dpi=data.pdf_dpi, max_skipped_share=data.max_skipped_share, split=f"stages.{name}")
 
 
 def stage_pair_sets(config: RunConfig) -> dict[str, PairSet]:
@@ -127,7 +127,7 @@ def stage_pair_sets(config: RunConfig) -> dict[str, PairSet]:
         source = given_pairs(stage)
         if source is not None:
             sets[name] = distributed.on_main(load_pair_set, source, RunFolder(config.output_dir).stage_pairs(name),
-                                             strict=data.strict, max_pixels=data.max_pixels,
+                                             strict=data.strict, max_pixels=data.max_pixels, pdf_dpi=data.pdf_dpi,
                                              split=f"stages.{name}.pairs")
     return sets
 

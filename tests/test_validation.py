@@ -103,7 +103,7 @@ def _stage_folder_without_pages(folder, split):
     (_missing_image, r"pages\.jsonl:1 .*nope\.png"),
     (_empty_pairs, r"no usable preference pairs in .*pairs\.jsonl \(0 rows"),
     (_identical_pair, r"first skipped: .*pairs\.jsonl:1 \(id '\w+-\d+'\): identical_pair: 'chosen' and 'rejected' are"),
-    (_stage_folder_without_pages, r"the folder holds no pages\.jsonl, saved dataset, parquet files or images"),
+    (_stage_folder_without_pages, r"the folder holds no pages\.jsonl, saved dataset, parquet files, images or PDFs"),
 ])
 def test_bad_data_is_one_error_naming_file_and_row_before_any_model_loads(splits, tmp_path, make, message):
     train, evaluation = splits

@@ -3,10 +3,12 @@
     python -m dharma_train.data generate --output-dir pages --pages 1000 --size 1024 --workers 8
     python -m dharma_train.data generate --output-dir general --pages 500 --task general
     python -m dharma_train.data contact-sheet pages --output sheet.png
+    python -m dharma_train.data pdf-text gazettes/ --output-dir silver --header-band 0.1
 
 `generate` writes DIR/images/* and DIR/pages.jsonl (the page folder every stage and `data.train` read);
-`contact-sheet` draws a few pages of a folder beside their ground truth. Bad arguments exit with status 2 and one
-line saying what is wrong.
+`contact-sheet` draws a few pages of a folder beside their ground truth; `pdf-text` turns born-digital PDFs into a
+page folder whose answers are their text layers (silver training data: unverified, never a reference to evaluate
+against). Bad arguments exit with status 2 and one line saying what is wrong.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dharma_train.data.config import DEFAULT_MAX_PIXELS, DEFAULT_PDF_DPI
 from dharma_train.data.prompts import TASKS
 from dharma_train.data.synthetic.generate import (
     ALL_FAMILIES,
@@ -36,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return _generate(args, parser)
+        if args.command == "pdf-text":
+            return _pdf_text(args)
         return _contact_sheet(args)
     except (DharmaError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -64,6 +69,19 @@ def _contact_sheet(args: argparse.Namespace) -> int:
 
     path = write_contact_sheet(args.folder, args.out, count=args.count, columns=args.columns)
     print(f"contact sheet of {args.folder} written to {path}")
+    return 0
+
+
+def _pdf_text(args: argparse.Namespace) -> int:
+    from dharma_train.data.pdf_text import Bands
+    from dharma_train.data.text_layer_pages import REPORT_FILE, text_layer_pages
+
+    bands = Bands(header=args.header_band, footer=args.footer_band, margin=args.margin_band)
+    pages, report = text_layer_pages(args.source, args.out, bands=bands, dpi=args.dpi, max_pixels=args.max_pixels,
+                                     family=args.family)
+    print(f"{args.source} (pdf-text): {report.summary_line()}")
+    print(f"{len(pages)} pages in {pages.root}, answers from the PDFs' text layers: silver data, unverified (train on "
+          f"them; evaluate on pages a person transcribed); report: {pages.root / REPORT_FILE}")
     return 0
 
 
@@ -96,6 +114,21 @@ def _parser() -> argparse.ArgumentParser:
     sheet.add_argument("--output", "--out", dest="out", required=True, help="PNG file to write")
     sheet.add_argument("--count", type=int, default=8, help="pages on the sheet (spread over the families)")
     sheet.add_argument("--columns", type=int, default=2, help="pages per row of the sheet")
+    text = commands.add_parser("pdf-text", help="born-digital PDFs to a page folder answered by their text layers "
+                                                "(silver training data)", formatter_class=DefaultsHelpFormatter)
+    text.add_argument("source", help="a folder of PDFs (any depth) or one PDF")
+    text.add_argument("--output-dir", "--out", dest="out", required=True,
+                      help="folder to write (images/, pages.jsonl, pdf_text_report.json)")
+    text.add_argument("--header-band", type=float, default=0.08,
+                      help="a line entirely in this top share of the page is header")
+    text.add_argument("--footer-band", type=float, default=0.08,
+                      help="a line entirely in this bottom share of the page is footer")
+    text.add_argument("--margin-band", type=float, default=0.08,
+                      help="a line entirely in this left or right share of the page is margin")
+    text.add_argument("--dpi", type=int, default=DEFAULT_PDF_DPI, help="resolution pages are rendered at")
+    text.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                      help="pages are rendered at a lower resolution when over this many pixels")
+    text.add_argument("--family", default="printed", help="the family of every page (per-family metrics)")
     return parser
 
 

@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dharma_train.data.config import DEFAULT_MAX_PIXELS, FORMATS
-from dharma_train.data.validation import FIX_REASONS, SKIP_REASONS, LoadReport, SourceReport
+from dharma_train.data.config import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SKIPPED_SHARE, DEFAULT_PDF_DPI, FORMATS
+from dharma_train.data.validation import FIX_REASONS, SKIP_REASONS, UNVERIFIED_SOURCES, LoadReport, SourceReport
 from dharma_train.cli.formatting import DefaultsHelpFormatter
 from dharma_train.errors import DharmaError
 
@@ -27,11 +27,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m dharma_train.data.check", description=__doc__.splitlines()[0],
                                      formatter_class=DefaultsHelpFormatter)
     parser.add_argument("source", help="page folder, parquet file or folder, JSONL, save_to_disk folder, Hub id, "
-                                       "or image folder with sidecars; NAME:SPLIT picks a dataset split")
+                                       "or folder of images or PDFs with sidecars; NAME:SPLIT picks a dataset split")
     parser.add_argument("--format", default="auto", choices=FORMATS, help="the source's layout; auto: detected")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad row")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help="larger images are scaled down to this many pixels (counted as fixed)")
+    parser.add_argument("--pdf-dpi", type=int, default=DEFAULT_PDF_DPI,
+                        help="PDF pages are rendered at this resolution (lower when over --max-pixels)")
     parser.add_argument("--output-dir", help="keep the checked pages and load_report.json here")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
     return parser.parse_args(argv)
@@ -46,7 +48,7 @@ def check(args: argparse.Namespace) -> SourceReport:
     with tempfile.TemporaryDirectory(prefix="dharma-check-") as scratch:
         folder = Path(args.output_dir) if args.output_dir else Path(scratch)
         loaded = load_source(args.source, folder / "images", format=args.format, strict=args.strict,
-                             max_pixels=args.max_pixels, split="checked")
+                             max_pixels=args.max_pixels, split="checked", pdf_dpi=args.pdf_dpi)
         if args.output_dir:
             if loaded.pages:
                 PageSet(folder, loaded.pages).save()
@@ -68,6 +70,11 @@ def render(report: SourceReport) -> str:
     if report.used:
         lines.append("  tasks: " + ", ".join(f"{k} {v}" for k, v in report.tasks.items()) +
                      "; families: " + ", ".join(f"{k} {v}" for k, v in report.families.items()))
+    for source, count in sorted(report.unverified.items()):
+        lines.append(f"  unverified answers {source}: {count} ({UNVERIFIED_SOURCES[source]})")
+    if report.rows and report.skipped / report.rows > DEFAULT_MAX_SKIPPED_SHARE:
+        lines.append(f"  a run would stop on this source: {report.skipped / report.rows:.0%} of its rows skipped, "
+                     f"more than data.max_skipped_share ({DEFAULT_MAX_SKIPPED_SHARE})")
     return "\n".join(lines)
 
 

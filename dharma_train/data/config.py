@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 FORMATS = ("auto", "pages", "jsonl", "parquet", "dataset", "sidecar")  # see dharma_train/data/sources/
 DEFAULT_MAX_PIXELS = 12_845_056  # Qwen2.5-VL's processor default (16384 patches of 28 x 28 pixels)
+DEFAULT_PDF_DPI = 150  # an A4 PDF page becomes 1240 x 1754 pixels: about 2,800 Qwen2.5-VL image tokens
+MIN_PDF_DPI, MAX_PDF_DPI = 36, 1200  # below 36 dpi body text is a few pixels high; 1200 is a scanner's maximum
+DEFAULT_MAX_SKIPPED_SHARE = 0.5  # a source losing more of its rows stops the run: what is left does not stand for it
 
 
 @dataclass
@@ -56,6 +59,8 @@ class DataConfig:
     format: str = "auto"  # auto | pages | jsonl | parquet | dataset | sidecar
     strict: bool = False  # fail on the first bad row instead of skipping and reporting it
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger loaded images are scaled down to this (counted as fixed)
+    pdf_dpi: int = DEFAULT_PDF_DPI  # PDF pages are rendered at this resolution, or lower to fit max_pixels
+    max_skipped_share: float = DEFAULT_MAX_SKIPPED_SHARE  # a source losing more of its rows (bad rows, leaks) stops
     split: SplitConfig = field(default_factory=SplitConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -73,6 +78,11 @@ class DataConfig:
             raise ValueError(f"data.format must be one of {list(FORMATS)}, got {self.format!r}")
         if self.max_pixels < 28 * 28:
             raise ValueError(f"data.max_pixels must be at least {28 * 28} (one 28 x 28 patch), got {self.max_pixels}")
+        if not 0 <= self.max_skipped_share <= 1:
+            raise ValueError(f"data.max_skipped_share must be a share in [0, 1] (1: never stop), got "
+                             f"{self.max_skipped_share}")
+        if not MIN_PDF_DPI <= self.pdf_dpi <= MAX_PDF_DPI:
+            raise ValueError(f"data.pdf_dpi must be between {MIN_PDF_DPI} and {MAX_PDF_DPI}, got {self.pdf_dpi}")
         split = self.split
         for name in ("eval", "test"):
             fraction = getattr(split, name)

@@ -2,9 +2,11 @@
 
 A row's image is checked in full (PNG chunk checksums, or a complete decode for other formats), so a truncated
 file is caught here and not halfway through training. Images the model cannot take as they are get fixed and
-counted: modes other than RGB or grayscale are converted, and pages over the pixel budget are scaled down. Fixed images and images that arrived as bytes are written to a
-content-addressed folder (`<sha256 of the source bytes>...`), atomically and only once; untouched image files are
-used where they are.
+counted: a camera's EXIF orientation is applied, modes other than RGB or grayscale are converted, and pages over
+the pixel budget are scaled down. A multi-page file (a PDF, a multi-frame TIFF) gives the page a row names
+(`page`, from 1), and one answer for all its pages is refused (`multi_page`). Fixed images, single pages and images
+that arrived as bytes are written to a content-addressed folder (`<sha256 of the source bytes>...`), atomically and
+only once; untouched image files are used where they are.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from dharma_train.data.config import DEFAULT_MAX_PIXELS
-from dharma_train.data.validation import RowProblem
+from dharma_train.data import pdf
+from dharma_train.data.config import DEFAULT_MAX_PIXELS, DEFAULT_PDF_DPI
+from dharma_train.data.validation import RowProblem, check_page_number
 from dharma_train.files import write_bytes_atomically
 
 MAX_ASPECT_RATIO = 200  # Qwen2.5-VL's smart_resize refuses longer strips
@@ -30,7 +33,14 @@ SUPPORTED_MODES = ("RGB", "L")
 MAX_PATH_LENGTH = 4096  # Linux's PATH_MAX; a longer 'image' string is data, not a path
 DEEP_GRAY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # 16- and 32-bit grayscale, scaled to 8 bits
 GRAY_MODES = (*DEEP_GRAY_MODES, "1")
-EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp", "GIF": ".gif"}
+EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp",
+              "GIF": ".gif"}
+JPEG_FORMATS = ("JPEG", "MPO")  # MPO: a phone's JPEG with a second picture (depth map, preview) after the photo
+MULTI_PAGE_FORMATS = ("TIFF", "GIF", "WEBP", "PNG")  # formats whose frames are pages (an MPO's are not)
+ORIENTATION_TAG = 0x0112  # EXIF Orientation: 1 as stored, 2-8 mirrored and/or rotated
+ORIENTATIONS = {2: "mirrored", 3: "rotated 180°", 4: "flipped upside down", 5: "mirrored and rotated 90° "
+                "counter-clockwise", 6: "rotated 90° clockwise", 7: "mirrored and rotated 90° clockwise",
+                8: "rotated 90° counter-clockwise"}
 
 
 @dataclass(frozen=True)
@@ -38,8 +48,9 @@ class PreparedImage:
     """Where the usable image is, the hash of the bytes it came from, and the fixes applied (reason, detail)."""
 
     path: Path
-    sha256: str
+    sha256: str  # of the source bytes; for one page of a multi-page file, of those bytes and the page number
     fixes: list[tuple[str, str]] = field(default_factory=list)
+    page: int | None = None  # the page of a multi-page source (a PDF, a multi-frame TIFF) this image is
 
 
 def image_bytes(value, base64_value, base: Path | None) -> tuple[bytes, Path | None]:
@@ -64,34 +75,70 @@ def image_bytes(value, base64_value, base: Path | None) -> tuple[bytes, Path | N
     raise RowProblem("non_string_value", f"'image' must be bytes or a path, got {type(value).__name__}")
 
 
-def prepare_image(data: bytes, source: Path | None, store: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> PreparedImage:
-    """Check one image and fix it if needed; raises RowProblem for images no fix can save.
+def page_number(value, column: str = "page") -> int | None:
+    """A row's `page` column: a page of a multi-page file, counted from 1; None for a whole file."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RowProblem("invalid_value", f"'{column}' must be a page number from 1, got {value!r}")
+    return value
 
-    The fixes are planned from the header (mode, size), so a fixed image already in the store is not made again.
+
+def page_count(data: bytes) -> int:
+    """How many pages a file holds (a PDF's pages, a TIFF's frames; 1 for an ordinary image)."""
+    if pdf.is_pdf(data):
+        return pdf.page_count(data)
+    with _damage_named(data):
+        image = Image.open(io.BytesIO(data))
+        return _frames(image)
+
+
+def prepare_image(data: bytes, source: Path | None, store: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  page: int | None = None, pdf_dpi: int = DEFAULT_PDF_DPI) -> PreparedImage:
+    """Check one image (or one page of a PDF or multi-frame file) and fix it if needed; raises RowProblem for
+    images no fix can save.
+
+    The fixes are planned from the header (mode, size, orientation), so a fixed image already in the store is not
+    made again.
     """
     digest = hashlib.sha256(data).hexdigest()
+    if pdf.is_pdf(data):
+        return _prepare_pdf_page(data, digest, store, max_pixels, page, pdf_dpi)
     image = _open_checked(data)
+    pages = _frames(image)
+    if pages > 1 or page not in (None, 1):
+        image, digest = _page_of(image, data, digest, page, pages)
+    orientation = _orientation(image)
     width, height = image.size
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
     if min(width, height) < 1 or max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
         raise RowProblem("unusable_size", f"{width}x{height} (Qwen2.5-VL needs an aspect ratio under "
                                             f"{MAX_ASPECT_RATIO}:1)")
     fixes = []
+    if orientation in ORIENTATIONS:
+        fixes.append(("rotated_exif", f"EXIF orientation {orientation} ({ORIENTATIONS[orientation]}) applied: "
+                                      f"stored {image.width}x{image.height}, upright {width}x{height}"))
     if image.mode not in SUPPORTED_MODES:
         fixes.append(("converted_mode", f"{image.mode} -> {supported_mode(image.mode)}"))
     if width * height > max_pixels:
         fitted = budget_size(width, height, max_pixels)
         fixes.append(("resized", f"{width}x{height} -> {fitted[0]}x{fitted[1]} (max_pixels {max_pixels})"))
-    if not fixes and source is not None:
+    one_page = pages > 1  # one page of several: stored on its own, whatever its fixes
+    if not fixes and not one_page and source is not None:
         return PreparedImage(source, digest)
-    if not fixes:
+    if not fixes and not one_page:
         path = store / f"{digest}{EXTENSIONS.get(image.format or '', '.png')}"
         if not path.exists():
             write_bytes_atomically(path, data)
         return PreparedImage(path, digest)
-    jpeg = image.format == "JPEG"  # a scanned photo stays a JPEG; anything else becomes a lossless PNG
-    path = store / f"{digest}-fixed-{max_pixels}{'.jpg' if jpeg else '.png'}"
+    jpeg = image.format in JPEG_FORMATS  # a scanned photo stays a JPEG; anything else becomes a lossless PNG
+    name = f"{digest}-fixed-{max_pixels}" if fixes else f"{digest}-page"
+    path = store / f"{name}{'.jpg' if jpeg else '.png'}"
     if not path.exists():
         with _damage_named(data):  # a fix decodes the pixels of a PNG for the first time
+            if orientation in ORIENTATIONS:
+                image = ImageOps.exif_transpose(image)
             if image.mode not in SUPPORTED_MODES:
                 image = to_supported_mode(image)
             if width * height > max_pixels:
@@ -99,7 +146,72 @@ def prepare_image(data: bytes, source: Path | None, store: Path, max_pixels: int
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=95) if jpeg else image.save(buffer, "PNG", compress_level=1)
         write_bytes_atomically(path, buffer.getvalue())
-    return PreparedImage(path, digest, fixes)
+    return PreparedImage(path, digest, fixes, page if one_page else None)
+
+
+def multi_page_problem(what: str, pages: int) -> RowProblem:
+    """One answer given for a file of several pages: say how to give one answer per page."""
+    return RowProblem("multi_page", f"{what} has {pages} pages and the row one answer for all of them; give one "
+                                    f"answer per page: in a sidecar folder NAME.1.txt ... NAME.{pages}.txt (or .json) "
+                                    f"beside the file, in JSONL or parquet one row per page with a 'page' column "
+                                    f"(1 to {pages})")
+
+
+def _prepare_pdf_page(data: bytes, digest: str, store: Path, max_pixels: int, page: int | None,
+                      dpi: int) -> PreparedImage:
+    """One PDF page rendered at `dpi` within `max_pixels` (a lower resolution is counted as resized)."""
+    plan = pdf.plan_page(data, page or 1, dpi, max_pixels)
+    if page is None and plan.pages > 1:
+        raise multi_page_problem("the PDF", plan.pages)
+    if max(plan.width, plan.height) / min(plan.width, plan.height) > MAX_ASPECT_RATIO:
+        raise RowProblem("unusable_size", f"page {plan.page} renders {plan.width}x{plan.height} (Qwen2.5-VL needs "
+                                          f"an aspect ratio under {MAX_ASPECT_RATIO}:1)")
+    fixes = []
+    if plan.dpi < dpi:
+        fixes.append(("resized", f"page {plan.page} rendered at {plan.dpi:.0f} dpi, not {dpi}, to stay within "
+                                 f"max_pixels {max_pixels}: {plan.width}x{plan.height}"))
+    digest = _page_digest(digest, plan.page)
+    path = store / f"{digest}-pdf-{dpi}dpi-{max_pixels}.png"
+    if not path.exists():
+        buffer = io.BytesIO()
+        pdf.render_page(data, plan).save(buffer, "PNG", compress_level=1)
+        write_bytes_atomically(path, buffer.getvalue())
+    return PreparedImage(path, digest, fixes, plan.page)
+
+
+def _frames(image: Image.Image) -> int:
+    """Pages in a multi-page format; an MPO's second frame is a depth map or preview, not a page."""
+    return getattr(image, "n_frames", 1) if image.format in MULTI_PAGE_FORMATS else 1
+
+
+def _page_of(image: Image.Image, data: bytes, digest: str, page: int | None,
+             pages: int) -> tuple[Image.Image, str]:
+    """The frame a row names, decoded in full (a damaged later frame is found here), and its own hash."""
+    if page is None:
+        raise multi_page_problem(f"the {image.format} image", pages)
+    check_page_number(page, pages)
+    source_format = image.format
+    with _damage_named(data):
+        image.seek(page - 1)
+        image.load()
+    image.format = source_format
+    return image, _page_digest(digest, page)
+
+
+def _page_digest(digest: str, page: int) -> str:
+    """One page's identity: the file's bytes and the page number (the same page is a duplicate, or a leak)."""
+    return hashlib.sha256(f"{digest}/page/{page}".encode()).hexdigest()
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation; a PNG's is read only from an eXIf chunk before the pixels, so checking stays cheap."""
+    if image.format == "PNG":
+        if "exif" not in image.info:
+            return 1
+        exif = Image.Exif()
+        exif.load(image.info["exif"])
+        return exif.get(ORIENTATION_TAG, 1)
+    return image.getexif().get(ORIENTATION_TAG, 1)
 
 
 def supported_mode(mode: str) -> str:

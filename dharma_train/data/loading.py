@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
 from tqdm import tqdm
 
-from dharma_train.data.config import DEFAULT_MAX_PIXELS, DataConfig
-from dharma_train.data.images import PreparedImage, image_bytes, prepare_image
+from dharma_train.data.config import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SKIPPED_SHARE, DEFAULT_PDF_DPI, DataConfig
+from dharma_train.data.images import PreparedImage, image_bytes, page_number, prepare_image
 from dharma_train.data.pages import Page, PageSet
 from dharma_train.data.sources import RawRow, open_source
 from dharma_train.data.splits import split_pages
+from dharma_train.data.text_hygiene import merge_fixes
 from dharma_train.data.validation import LoadReport, RowProblem, RowText, SourceReport, read_row_text
 from dharma_train.errors import DataError
 from dharma_train.files import write_json_atomically
@@ -31,6 +32,7 @@ from dharma_train.files import write_json_atomically
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "eval", "test")
+EVALUATED_SPLITS = ("eval", "test")
 LOADED_DIR = "loaded"  # under output_dir/data, beside the generated train/ and eval/ folders
 REPORT_FILE = "load_report.json"
 CHECK_THREADS = min(8, os.cpu_count() or 1)
@@ -50,8 +52,9 @@ class LoadedSource:
 
 def load_source(location: str | Path, images_dir: str | Path, *, format: str = "auto", strict: bool = False,
                 max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "train",
-                taken: dict[str, str] | None = None) -> LoadedSource:
-    """Every row of one source checked; images that arrive as bytes or need fixing are written to `images_dir`.
+                taken: dict[str, str] | None = None, pdf_dpi: int = DEFAULT_PDF_DPI) -> LoadedSource:
+    """Every row of one source checked; images that arrive as bytes or need fixing, single pages of multi-page
+    files and rendered PDF pages (at `pdf_dpi`, within `max_pixels`) are written to `images_dir`.
 
     `taken` maps image hashes already in other splits to their split's name: such rows are skipped (or, strict,
     fail) so no page leaks across splits. With `strict`, the first bad row raises DataError naming it.
@@ -65,8 +68,11 @@ def load_source(location: str | Path, images_dir: str | Path, *, format: str = "
         row, text = item
         if isinstance(text, RowProblem):
             raise text
+        page = page_number(row.fields.get("page"))
+        recorded_page = page_number(row.fields.get("source_page"), "source_page")  # a page folder dharma_train wrote
         data, path = image_bytes(row.fields.get("image"), row.fields.get("image_base64"), row.base)
-        return text, prepare_image(data, path, images_dir, max_pixels)
+        prepared = prepare_image(data, path, images_dir, max_pixels, page, pdf_dpi)
+        return text, prepared if prepared.page is not None else replace(prepared, page=recorded_page)
 
     with closing(in_order_on_threads(_with_text(source.rows), check_image)) as checked:
         for (row, _), result in tqdm(checked, desc=f"checking {Path(str(location)).name}", unit="row",
@@ -96,8 +102,9 @@ def _record(row: RawRow, result, loaded: LoadedSource, strict: bool, taken: dict
         return
     loaded.holders[image.sha256] = f"{row.where} (id {text.id!r})"
     loaded.image_hashes[text.id] = image.sha256
-    loaded.pages.append(Page(id=text.id, image=image.path, answer=text.answer, family=text.family, task=text.task))
-    report.use(text, image.fixes, row.where)
+    loaded.pages.append(Page(id=text.id, image=image.path, answer=text.answer, family=text.family, task=text.task,
+                             source_page=image.page, answer_source=text.answer_source))
+    report.use(text, merge_fixes([*row.fixes, *text.fixes, *image.fixes]), row.where)
 
 
 def _with_text(rows: Iterable[RawRow]) -> Iterator[tuple[RawRow, RowText | RowProblem]]:
@@ -144,15 +151,20 @@ def in_order_on_threads(items: Iterable[I], check: Callable[[I], T]) -> Iterator
 
 
 def load_page_set(location: str | Path, folder: str | Path, *, format: str = "auto", strict: bool = False,
-                  max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "eval") -> PageSet:
-    """One source as a PageSet saved in `folder` (stored images in folder/images, the report beside pages.jsonl)."""
+                  max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "eval", pdf_dpi: int = DEFAULT_PDF_DPI,
+                  max_skipped_share: float = DEFAULT_MAX_SKIPPED_SHARE) -> PageSet:
+    """One source as a PageSet saved in `folder` (stored images in folder/images, the report beside pages.jsonl);
+    a source that lost more than `max_skipped_share` of its rows stops (after writing the report)."""
     folder = Path(folder)
     loaded = load_source(location, folder / "images", format=format, strict=strict, max_pixels=max_pixels,
-                         split=split)
-    write_json_atomically(folder / REPORT_FILE, LoadReport(sources=[loaded.report]).to_dict())
+                         split=split, pdf_dpi=pdf_dpi)
+    write_json_atomically(folder / REPORT_FILE, LoadReport(sources=[loaded.report], splits={split: len(loaded.pages)})
+                          .to_dict())
     log_source(loaded.report)
     if not loaded.pages:
         raise DataError(f"{location}: no usable pages ({loaded.report.summary_line()}); see {folder / REPORT_FILE}")
+    check_skipped_share(loaded.report, max_skipped_share, folder / REPORT_FILE)
+    warn_unverified(split, loaded.pages)
     page_set = PageSet(folder, loaded.pages)
     page_set.save()
     return page_set
@@ -173,7 +185,7 @@ def load_splits(data: DataConfig, folder: str | Path) -> dict[str, PageSet]:
     report, taken, loaded = LoadReport(), {}, {}
     for split, location in locations.items():
         result = load_source(location, root / "images", format=data.format, strict=data.strict,
-                             max_pixels=data.max_pixels, split=split, taken=taken)
+                             max_pixels=data.max_pixels, split=split, taken=taken, pdf_dpi=data.pdf_dpi)
         report.sources.append(result.report)
         taken.update({digest: split for digest in result.image_hashes.values()})
         loaded[split] = result
@@ -189,12 +201,28 @@ def load_splits(data: DataConfig, folder: str | Path) -> dict[str, PageSet]:
     if empty:
         raise DataError(f"data.{empty[0]}: no usable pages in {locations.get(empty[0], data.train)} "
                         f"({_summary(report, empty[0])}); see {folder / REPORT_FILE}")
+    for source in report.sources:
+        check_skipped_share(source, data.max_skipped_share, folder / REPORT_FILE)
+    for split, chosen in pages.items():
+        warn_unverified(split, chosen)
     sets = {split: PageSet(root / split, chosen) for split, chosen in pages.items()}
     for page_set in sets.values():
         page_set.save()
     log.info("loaded pages: %s (report: %s)", ", ".join(f"{k} {len(v)}" for k, v in sets.items()),
              folder / REPORT_FILE)
     return sets
+
+
+def check_skipped_share(report: SourceReport, share: float, report_file: Path) -> None:
+    """A source that lost more than `share` of its rows to bad rows or leaks stops, in one line: metrics on what is
+    left (1 page of 38) would stand for nothing, and training on it is not what was asked for."""
+    if not report.rows or report.skipped / report.rows <= share:
+        return
+    reasons = ", ".join(f"{reason} {count}" for reason, count in report.skips.most_common())
+    raise DataError(f"{report.source} (the {report.split} pages) lost {report.skipped} of its {report.rows} rows "
+                    f"({report.skipped / report.rows:.0%}: {reasons}), more than the {share:.0%} allowed "
+                    f"(data.max_skipped_share, --max-skipped-share); fix the data (every skipped row is in "
+                    f"{report_file}) or raise the share")
 
 
 def _summary(report: LoadReport, split: str) -> str:
@@ -206,3 +234,13 @@ def log_source(report: SourceReport) -> None:
     """One line per loaded source, a warning when it skipped rows (the report lists every one)."""
     level = logging.WARNING if report.skipped else logging.INFO
     log.log(level, "data.%s %s (%s): %s", report.split, report.source, report.format, report.summary_line())
+
+
+def warn_unverified(split: str, pages: list[Page]) -> None:
+    """Pages to evaluate on whose answers no person checked (a PDF's text layer): scores against them are not
+    accuracy, and the log says so."""
+    sources = Counter(page.answer_source for page in pages if page.answer_source)
+    if sources and split in EVALUATED_SPLITS:
+        log.warning("data.%s: %d of its %d pages have unverified answers (%s): scores against them measure "
+                    "agreement with those answers, not accuracy", split, sum(sources.values()), len(pages),
+                    ", ".join(f"{key} {n}" for key, n in sorted(sources.items())))

@@ -25,9 +25,11 @@ class Page:
     answer: PageAnswer
     family: str = "printed"
     task: str = "structured"  # "structured": JSON schema answer; "plain": transcription; "general": Markdown
+    source_page: int | None = None  # the page of the multi-page file (PDF, TIFF) the image was taken from
+    answer_source: str | None = None  # None: given; "pdf_text_layer": unverified (validation.UNVERIFIED_SOURCES)
 
     def to_row(self, root: Path) -> dict:
-        return {
+        row = {
             "id": self.id,
             "image": str(self.image.relative_to(root)) if self.image.is_relative_to(root) else str(self.image),
             "family": self.family,
@@ -35,6 +37,11 @@ class Page:
             "answer": {"header": self.answer.header, "margin": self.answer.margin,
                        "footer": self.answer.footer, "text": self.answer.text},
         }
+        if self.source_page is not None:
+            row["source_page"] = self.source_page
+        if self.answer_source is not None:
+            row["answer_source"] = self.answer_source
+        return row
 
 
 @dataclass
@@ -108,8 +115,15 @@ def _parse_row(line: str, where: str, root: Path) -> Page:
     if task not in TASKS:
         raise DataError(f"{where}: task must be one of {list(TASKS)}, got {task!r}")
     image = Path(row["image"])
+    source_page = row.get("source_page")
+    if source_page is not None and (isinstance(source_page, bool) or not isinstance(source_page, int)):
+        raise DataError(f"{where}: 'source_page' must be a page number, got {source_page!r}")
+    answer_source = row.get("answer_source")
+    if answer_source is not None and not isinstance(answer_source, str):
+        raise DataError(f"{where}: 'answer_source' must be a string, got {answer_source!r}")
     return Page(id=str(row["id"]), image=image if image.is_absolute() else root / image,
-                answer=answer, family=str(row.get("family", "printed")), task=task)
+                answer=answer, family=str(row.get("family", "printed")), task=task, source_page=source_page,
+                answer_source=answer_source)
 
 
 def _check_image(path: Path, where: str) -> None:

@@ -14,11 +14,12 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dharma_train.data.config import DEFAULT_MAX_PIXELS
-from dharma_train.data.images import image_bytes, prepare_image
+from dharma_train.data.config import DEFAULT_MAX_PIXELS, DEFAULT_PDF_DPI
+from dharma_train.data.images import image_bytes, page_number, prepare_image
 from dharma_train.data.pages import PageSet
 from dharma_train.data.prompts import target_text
 from dharma_train.data.sources import open_source
+from dharma_train.data.text_hygiene import merge_fixes
 from dharma_train.data.validation import PAIR_COLUMNS, LoadReport, RowProblem, SourceReport, read_pair_text
 from dharma_train.errors import DataError
 from dharma_train.files import write_json_atomically, write_jsonl_atomically
@@ -163,23 +164,26 @@ def _open_pair_source(location: str | Path, format: str):
 
 
 def load_given_pairs(location: str | Path, images_dir: str | Path, *, strict: bool = False,
-                     max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[PreferencePair], dict]:
+                     max_pixels: int = DEFAULT_MAX_PIXELS,
+                     pdf_dpi: int = DEFAULT_PDF_DPI) -> tuple[list[PreferencePair], dict]:
     """Given pairs (a pairs.jsonl or any other pair source) through the row policy, with the load report kept for
     pairs_summary.json; a source with no usable row fails, naming what became of its rows."""
-    pairs, report = load_pair_source(location, images_dir, strict=strict, max_pixels=max_pixels)
+    pairs, report = load_pair_source(location, images_dir, strict=strict, max_pixels=max_pixels, pdf_dpi=pdf_dpi)
     if not pairs:
         raise DataError(f"preference pairs {location}: no usable rows ({report.summary_line()})")
     return pairs, {"load_report": report.to_dict()}
 
 
 def load_pair_set(location: str | Path, folder: str | Path, *, strict: bool = False,
-                  max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "pairs") -> PairSet:
+                  max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "pairs",
+                  pdf_dpi: int = DEFAULT_PDF_DPI) -> PairSet:
     """A run's given pairs loaded once into `folder` (pairs.jsonl, images, load_report.json), the report where
     report.md reads every load report; the DPO stage reads the PairSet as it is."""
     from dharma_train.data.loading import REPORT_FILE, log_source
 
     folder = Path(folder)
-    pairs, report = load_pair_source(location, folder / "images", strict=strict, max_pixels=max_pixels, split=split)
+    pairs, report = load_pair_source(location, folder / "images", strict=strict, max_pixels=max_pixels, split=split,
+                                     pdf_dpi=pdf_dpi)
     write_json_atomically(folder / REPORT_FILE, LoadReport(sources=[report], splits={split: len(pairs)}).to_dict())
     log_source(report)
     if not pairs:
@@ -200,8 +204,8 @@ def _first_skip(report) -> str:
 
 
 def load_pair_source(location: str | Path, images_dir: str | Path, *, format: str = "auto", strict: bool = False,
-                     max_pixels: int = DEFAULT_MAX_PIXELS,
-                     split: str = "pairs") -> tuple[list[PreferencePair], SourceReport]:
+                     max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "pairs",
+                     pdf_dpi: int = DEFAULT_PDF_DPI) -> tuple[list[PreferencePair], SourceReport]:
     """Pairs from a pairs.jsonl, a parquet file, a `datasets` dataset or a JSONL with columns (id?, image, chosen,
     rejected, prompt?), checked row by row like pages: bad rows are skipped and listed (or, strict, fail at once).
 
@@ -216,14 +220,15 @@ def load_pair_source(location: str | Path, images_dir: str | Path, *, format: st
             if row.problem:
                 raise row.problem
             report.note_columns(row.fields)
-            chosen, rejected = read_pair_text(row.fields)
+            chosen, rejected, text_fixes = read_pair_text(row.fields)
             if row_id in ids:
                 raise RowProblem("duplicate_id", f"id {row_id!r} is used by an earlier pair")
             image = row.fields.get("image")
             if image is None and isinstance(row.fields.get("images"), list) and len(row.fields["images"]) == 1:
                 image = row.fields["images"][0]  # TRL's vision DPO layout: a list of one image
             data, path = image_bytes(image, row.fields.get("image_base64"), row.base)
-            prepared = prepare_image(data, path, Path(images_dir), max_pixels)
+            prepared = prepare_image(data, path, Path(images_dir), max_pixels, page_number(row.fields.get("page")),
+                                     pdf_dpi)
         except RowProblem as problem:
             if strict:
                 raise DataError(f"{row.where} (id {row_id!r}): {problem.reason}: {problem.detail} "
@@ -234,5 +239,5 @@ def load_pair_source(location: str | Path, images_dir: str | Path, *, format: st
         pairs.append(PreferencePair(id=row_id, image=prepared.path, chosen=chosen, rejected=rejected,
                                     reason=str(row.fields.get("reason") or "given"),
                                     source=str(row.fields.get("source") or "given")))
-        report.use(None, prepared.fixes, row.where, row_id)
+        report.use(None, merge_fixes([*row.fixes, *text_fixes, *prepared.fixes]), row.where, row_id)
     return pairs, report

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 
 from dharma_train.data.prompts import TASKS
 from dharma_train.data.schema import FIELDS, PageAnswer
+from dharma_train.data.text_hygiene import clean_text, merge_fixes, strip_bom
 
 SKIP_REASONS = {
     "missing_field": "a required column (id, image, answer) is absent or null",
     "missing_file": "the image path does not exist",
-    "unreadable_text": "a line or sidecar file is not UTF-8 text",
+    "unreadable_text": "a line or sidecar file is not UTF-8 text (the detail names its likely encoding)",
     "corrupt_image": "the image cannot be decoded",
     "truncated_image": "the image data ends early",
     "decompression_bomb": "the image has more pixels than Pillow will decode",
@@ -28,21 +29,36 @@ SKIP_REASONS = {
     "empty_answer": "the answer is empty ('', {} or only empty fields)",
     "extra_fields": "the answer has keys outside header/margin/footer/text",
     "non_string_value": "a value that must be a string (answer field, id, image path) is not",
-    "invalid_value": "task or family is not one of the accepted values",
+    "invalid_value": "task, family or page is not one of the accepted values (a page the file does not have)",
+    "multi_page": "a file of several pages (PDF, multi-frame TIFF) has one answer for all: give one answer per page",
+    "corrupt_pdf": "the PDF cannot be opened or its page rendered",
+    "encrypted_pdf": "the PDF needs a password: decrypt it first",
+    "empty_text_layer": "a PDF page with no text and no image (dharma-data pdf-text)",
+    "image_only": "a PDF page with images and no text layer, a scan (dharma-data pdf-text)",
+    "invisible_text": "a PDF page whose text layer holds text not drawn on it (dharma-data pdf-text)",
     "identical_pair": "a preference pair's chosen and rejected answers are the same",
     "duplicate_id": "an earlier row of the same source has this id (the first one keeps it, used or not)",
     "duplicate_image": "an earlier row of the same source has the same image bytes",
     "image_in_other_split": "the same image bytes are already in an earlier split (no page leaks across splits)",
 }
 FIX_REASONS = {
+    "rotated_exif": "a camera's EXIF orientation applied, so the page is stored upright",
     "converted_mode": "image mode other than RGB or grayscale converted (alpha over white, 16-bit scaled to 8)",
     "resized": "image over the pixel budget (data.max_pixels) scaled down, aspect ratio kept",
+    "removed_bom": "a byte-order mark (U+FEFF) at the start of a text file or answer removed",
+    "normalized_newlines": "Windows (CRLF) or old Mac (CR) line ends in the answer turned into \\n",
+    "normalized_unicode": "answer text put in Unicode NFC (an accent composed with its letter, as models write it)",
+}
+UNVERIFIED_SOURCES = {  # `answer_source` values: answers no person checked, counted as unverified where loaded
+    "pdf_text_layer": "the text layer of a born-digital PDF (dharma-data pdf-text): silver data, not a reference to "
+                      "evaluate against",
 }
 ANSWER_COLUMNS = ("assistant", "answer")  # the schema JSON: a string, or an object in JSONL rows
 PLAIN_COLUMNS = ("assistant_without_json", "text")  # a plain transcription, used when no JSON answer is given
 FAMILY_COLUMNS = ("family", "category")
-KNOWN_COLUMNS = frozenset({"id", "image", "image_base64", "task", *ANSWER_COLUMNS, *PLAIN_COLUMNS, *FAMILY_COLUMNS})
-PAIR_COLUMNS = frozenset({"id", "image", "images", "image_base64", "chosen", "rejected", "reason", "source"})
+KNOWN_COLUMNS = frozenset({"id", "image", "image_base64", "page", "source_page", "answer_source", "task",
+                           *ANSWER_COLUMNS, *PLAIN_COLUMNS, *FAMILY_COLUMNS})
+PAIR_COLUMNS = frozenset({"id", "image", "images", "image_base64", "page", "chosen", "rejected", "reason", "source"})
 DEFAULT_FAMILY = "printed"
 EXAMPLES_PER_REASON = 5
 
@@ -64,12 +80,14 @@ class RowText:
     answer: PageAnswer
     task: str
     family: str
+    fixes: tuple[tuple[str, str], ...] = ()  # text hygiene the answer needed (text_hygiene.clean_text)
+    answer_source: str | None = None  # None: given by the user; else a key of UNVERIFIED_SOURCES
 
 
 def read_row_text(fields: dict) -> RowText:
     """The id, answer, task and family of a row; raises RowProblem naming the first thing wrong."""
     page_id = _row_id(fields.get("id"))
-    answer, task = _answer(fields)
+    answer, task, fixes = _answer(fields)
     given_task = fields.get("task")
     if given_task is not None:
         if given_task not in TASKS:
@@ -78,12 +96,22 @@ def read_row_text(fields: dict) -> RowText:
     family = next((fields[key] for key in FAMILY_COLUMNS if fields.get(key) is not None), DEFAULT_FAMILY)
     if not isinstance(family, str) or not family.strip():
         raise RowProblem("invalid_value", f"family must be a non-empty string, got {family!r}")
-    return RowText(page_id, answer, task, family.strip())
+    answer_source = fields.get("answer_source")
+    if answer_source is not None and answer_source not in UNVERIFIED_SOURCES:
+        raise RowProblem("invalid_value", f"answer_source must be one of {list(UNVERIFIED_SOURCES)} (or absent: "
+                                          f"an answer you give), got {answer_source!r}")
+    return RowText(page_id, answer, task, family.strip(), tuple(merge_fixes(fixes)), answer_source)
 
 
-def read_pair_text(fields: dict) -> tuple[str, str]:
-    """A preference pair's chosen and rejected answers: two different non-empty strings."""
-    texts = []
+def check_page_number(page: int, pages: int) -> None:
+    """A row's `page` must be one of its file's pages."""
+    if not 1 <= page <= pages:
+        raise RowProblem("invalid_value", f"page {page} does not exist: the file has {pages} page(s)")
+
+
+def read_pair_text(fields: dict) -> tuple[str, str, list[tuple[str, str]]]:
+    """A preference pair's chosen and rejected answers (two different non-empty strings), and the text fixes."""
+    texts, fixes = [], []
     for key in ("chosen", "rejected"):
         value = fields.get(key)
         if value is None:
@@ -92,10 +120,12 @@ def read_pair_text(fields: dict) -> tuple[str, str]:
             raise RowProblem("non_string_value", f"'{key}' must be a string, got {type(value).__name__}")
         if not value.strip():
             raise RowProblem("empty_answer", f"'{key}' is empty")
+        value, needed = clean_text(value, f"'{key}'")
         texts.append(value)
+        fixes += needed
     if texts[0] == texts[1]:
         raise RowProblem("identical_pair", "'chosen' and 'rejected' are identical")
-    return texts[0], texts[1]
+    return texts[0], texts[1], merge_fixes(fixes)
 
 
 def _row_id(value) -> str:
@@ -106,8 +136,9 @@ def _row_id(value) -> str:
     return str(value)
 
 
-def _answer(fields: dict) -> tuple[PageAnswer, str]:
-    """The schema answer from `assistant`/`answer`; failing those columns, the plain text (task plain)."""
+def _answer(fields: dict) -> tuple[PageAnswer, str, list[tuple[str, str]]]:
+    """The schema answer from `assistant`/`answer`; failing those columns, the plain text (task plain); with the
+    text fixes it needed (a BOM before the JSON, CRLF line ends, decomposed accents)."""
     column = next((key for key in ANSWER_COLUMNS if fields.get(key) is not None), None)
     if column is None:
         plain_column = next((key for key in PLAIN_COLUMNS if fields.get(key) is not None), None)
@@ -116,11 +147,13 @@ def _answer(fields: dict) -> tuple[PageAnswer, str]:
         plain = fields[plain_column]
         if not isinstance(plain, str):
             raise RowProblem("non_string_value", f"'{plain_column}' must be a string, got {type(plain).__name__}")
+        plain, fixes = clean_text(plain, f"'{plain_column}'")
         if not plain.strip():
             raise RowProblem("empty_answer", f"'{plain_column}' is empty")
-        return PageAnswer(text=plain), "plain"
-    value = fields[column]
+        return PageAnswer(text=plain), "plain", fixes
+    value, fixes = fields[column], []
     if isinstance(value, str):
+        value, fixes = strip_bom(value, f"'{column}'")  # json.loads refuses a leading BOM
         if not value.strip():
             raise RowProblem("empty_answer", f"'{column}' is an empty string")
         try:
@@ -138,10 +171,14 @@ def _answer(fields: dict) -> tuple[PageAnswer, str]:
     if not_strings:
         kinds = ", ".join(f"{key}: {type(value[key]).__name__}" for key in not_strings)
         raise RowProblem("non_string_value", f"'{column}' field(s) must be strings ({kinds})")
-    answer = PageAnswer(**value)
+    cleaned = {}
+    for key, item in value.items():
+        cleaned[key], needed = clean_text(item, f"'{column}' field {key}")
+        fixes += needed
+    answer = PageAnswer(**cleaned)
     if not any(getattr(answer, name).strip() for name in FIELDS):
         raise RowProblem("empty_answer", f"'{column}' has no text in any field")
-    return answer, "structured"
+    return answer, "structured", fixes
 
 
 @dataclass
@@ -159,6 +196,7 @@ class SourceReport:
     skips: Counter = field(default_factory=Counter)
     tasks: Counter = field(default_factory=Counter)
     families: Counter = field(default_factory=Counter)
+    unverified: Counter = field(default_factory=Counter)  # used rows whose answer no person checked, by answer_source
     ignored_columns: Counter = field(default_factory=Counter)  # columns outside KNOWN_COLUMNS, with row counts
     examples: dict[str, list[dict]] = field(default_factory=dict)  # reason -> the first rows it hit, with details
     skipped_rows: list[dict] = field(default_factory=list)  # every skipped row: where, id, reason
@@ -174,6 +212,8 @@ class SourceReport:
         if text is not None:
             self.tasks[text.task] += 1
             self.families[text.family] += 1
+            if text.answer_source:
+                self.unverified[text.answer_source] += 1
             row_id = text.id
         if fixes:
             self.fixed += 1
@@ -199,13 +239,15 @@ class SourceReport:
             parts.append("skipped: " + ", ".join(f"{key} {n}" for key, n in sorted(self.skips.items())))
         if self.fixes:
             parts.append("fixed: " + ", ".join(f"{key} {n}" for key, n in sorted(self.fixes.items())))
+        if self.unverified:
+            parts.append("unverified answers: " + ", ".join(f"{key} {n}" for key, n in sorted(self.unverified.items())))
         return "; ".join(parts)
 
     def to_dict(self) -> dict:
         return {"split": self.split, "source": self.source, "format": self.format, "rows": self.rows,
                 "used": self.used, "fixed": self.fixed, "skipped": self.skipped,
                 "fixes": dict(sorted(self.fixes.items())), "skips": dict(sorted(self.skips.items())),
-                "tasks": dict(self.tasks), "families": dict(self.families),
+                "tasks": dict(self.tasks), "families": dict(self.families), "unverified": dict(self.unverified),
                 "ignored_columns": dict(self.ignored_columns), "examples": self.examples,
                 "skipped_rows": self.skipped_rows}
 
@@ -222,7 +264,8 @@ class LoadReport:
         return {"sources": [source.to_dict() for source in self.sources], "splits": self.splits,
                 "split_from": self.split_from,
                 "reasons": {"skip": {key: SKIP_REASONS[key] for key in self._seen("skips")},
-                            "fix": {key: FIX_REASONS[key] for key in self._seen("fixes")}}}
+                            "fix": {key: FIX_REASONS[key] for key in self._seen("fixes")},
+                            "unverified": {key: UNVERIFIED_SOURCES[key] for key in self._seen("unverified")}}}
 
     def _seen(self, kind: str) -> list[str]:
         return sorted({key for source in self.sources for key in getattr(source, kind)})

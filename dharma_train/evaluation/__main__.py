@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from dharma_train.cli.formatting import DefaultsHelpFormatter
+from dharma_train.data.config import DEFAULT_MAX_SKIPPED_SHARE
 from dharma_train.errors import DharmaError
 from dharma_train.files import write_json_atomically
 from dharma_train.run_folder import METRICS, REPORT
@@ -28,6 +30,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pages", help="any data source (a page folder, the benchmark's parquet files, JSONL, ...: "
                                         "docs/data-loading.md); default: 16 generated pages")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad row instead of skipping it")
+    parser.add_argument("--max-skipped-share", type=float, default=DEFAULT_MAX_SKIPPED_SHARE,
+                        help="stop when --pages loses more than this share of its rows to bad rows, instead of "
+                             "evaluating on what is left (1: never stop)")
     parser.add_argument("--output-dir", "--out", default="evaluation", help="where metrics and predictions go")
     parser.add_argument("--task", choices=["structured", "plain"], help="what the answers are scored as "
                         "(default: the evaluation group's, structured)")
@@ -42,6 +47,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         "pages (default: 2.5)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the model runs")
     parser.add_argument("--max-pixels", type=int, help="pixel budget per page image (default: the processor's)")
+    parser.add_argument("--pdf-dpi", type=int, help="PDF pages in --pages are rendered at this resolution, lower "
+                                                    "when over the pixel budget (default: 150)")
     return parser.parse_args(argv)
 
 
@@ -62,11 +69,13 @@ def evaluation_config(args: argparse.Namespace):
     return EvalConfig(**{**group, **{key: value for key, value in given.items() if value is not None}})
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Check the model and pages first, then load, generate, score and write."""
+def run(args: argparse.Namespace, command: str | None = None) -> dict:
+    """Check the model and pages first, then load, generate, score and write; report.md says which pages were
+    evaluated (the source, its format, rows used, fixed and skipped by reason: the load report's own counts)."""
     from dharma_train.artifact import ModelArtifact
-    from dharma_train.data.config import DEFAULT_MAX_PIXELS
-    from dharma_train.data.loading import load_page_set
+    from dharma_train.data.config import DEFAULT_MAX_PIXELS, DEFAULT_PDF_DPI
+    from dharma_train.data.loading import REPORT_FILE, load_page_set
+    from dharma_train.reporting.run_record import loaded_lines
     from dharma_train.evaluation.hook import evaluate
     from dharma_train.models.loading import check_available, load_model, load_processor
     from dharma_train.reporting.report import write_report
@@ -80,11 +89,15 @@ def run(args: argparse.Namespace) -> dict:
     output_dir = Path(args.output_dir)
     if args.pages:
         pages = load_page_set(args.pages, output_dir / "pages", strict=args.strict,
-                              max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+                              max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, pdf_dpi=args.pdf_dpi or DEFAULT_PDF_DPI,
+                              max_skipped_share=args.max_skipped_share)
+        provenance = {"command": command, "sources": [f"`--pages`: `{args.pages}`"],
+                      "loaded": loaded_lines([output_dir / "pages" / REPORT_FILE])}
     else:
         from dharma_train.data.synthetic.generate import generate_pages
 
         pages = generate_pages(output_dir / "pages", 16, seed=0, id_prefix="eval")
+        provenance = {"command": command, "sources": ["16 generated synthetic pages (no --pages; seed 0)"]}
     hardware = TrainerConfig(device=args.device)
     hardware.check_hardware()
     model = load_model(artifact, dtype=hardware.model_dtype(), device=hardware.resolved_device())
@@ -94,15 +107,16 @@ def run(args: argparse.Namespace) -> dict:
     summary = {"run": f"evaluate {args.model}", "evaluation": asdict(config),
                "entries": [{"stage": "model", "kind": "evaluate", "model": artifact.path, "metrics": metrics,
                             "train": {}}]}
-    write_report(summary, output_dir / REPORT)
+    write_report(summary, output_dir / REPORT, provenance=provenance)
     return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_arguments(argv)
+    command = shlex.join(["python", "-m", "dharma_train.evaluation", *(sys.argv[1:] if argv is None else argv)])
     try:
-        metrics = run(args)
+        metrics = run(args, command)
     except DharmaError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -125,11 +125,14 @@ def _gate_lines(summary: dict) -> list[str]:
     return lines + ([""] if skipped or rejected or warned else [])
 
 
-def write_report(summary: dict, path: Path, plots: list[str] | None = None) -> None:
-    """report.md beside the run's own records (run.json, the load reports), which say how the run was made."""
+def write_report(summary: dict, path: Path, plots: list[str] | None = None,
+                 provenance: dict | None = None) -> None:
+    """report.md beside the run's own records (run.json, the load reports), which say how the run was made; or
+    with the `provenance` a caller gives (dharma-evaluate: its pages' source and load report)."""
     from dharma_train.reporting.run_record import run_provenance
 
-    write_text_atomically(path, render_report(summary, plots, run_provenance(path.parent)))
+    provenance = run_provenance(path.parent) if provenance is None else provenance
+    write_text_atomically(path, render_report(summary, plots, provenance))
 
 
 def _provenance_lines(provenance: dict) -> list[str]:

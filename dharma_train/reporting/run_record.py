@@ -136,10 +136,28 @@ def run_provenance(run_dir: Path) -> dict:
                 if isinstance(stage, dict) and stage.get("data")]
     sources += [f"`stages.{name}.pairs`: `{stage['pairs']}`" for name, stage in stages.items()
                 if isinstance(stage, dict) and stage.get("pairs") not in (None, "mined", "synthetic")]
-    skipped = []
-    for report_file in sorted((run_dir / "data").rglob("load_report.json")) if (run_dir / "data").is_dir() else []:
-        for source in json.loads(report_file.read_text()).get("sources", []):
-            reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(source.get("skips", {}).items()))
-            skipped.append(f"`{source.get('source')}` ({source.get('split')}): {source.get('rows')} rows, "
-                           f"{source.get('skipped')} skipped" + (f" ({reasons})" if reasons else ""))
-    return {"command": record.get("command"), "sources": sources, "loaded": skipped}
+    reports = sorted((run_dir / "data").rglob("load_report.json")) if (run_dir / "data").is_dir() else []
+    return {"command": record.get("command"), "sources": sources, "loaded": loaded_lines(reports)}
+
+
+def loaded_lines(report_files: list[Path]) -> list[str]:
+    """One line per source of the given load reports, with the report's own counts (report.md and the model card
+    say what load_report.json says)."""
+    return [source_line(source) for report_file in report_files
+            for source in json.loads(report_file.read_text()).get("sources", [])]
+
+
+def source_line(source: dict) -> str:
+    """`bench.parquet` (train): 18 rows, 3 skipped (corrupt_image 1, ...); 15 used, 2 fixed (converted_mode 2);
+    format parquet, and the unverified answers (silver data) when there are any."""
+    def counts(name: str) -> str:
+        given = source.get(name) or {}
+        return f" ({', '.join(f'{key} {count}' for key, count in sorted(given.items()))})" if given else ""
+
+    line = f"`{source.get('source')}` ({source.get('split')}): {source.get('rows')} rows, {source.get('skipped')} " \
+           f"skipped{counts('skips')}"
+    if "used" in source:
+        line += f"; {source['used']} used, {source.get('fixed', 0)} fixed{counts('fixes')}"
+    if source.get("unverified"):
+        line += f"; {sum(source['unverified'].values())} unverified answers{counts('unverified')}: silver data"
+    return line + (f"; format {source['format']}" if source.get("format") else "")

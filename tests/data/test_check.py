@@ -52,3 +52,25 @@ def test_unreadable_source_and_strict_failures_exit_2(tmp_path, capsys):
     assert code == 2 and "does not exist" in out.err
     code, out = _run(capsys, _parquet(tmp_path / "bad.parquet", True), "--strict")
     assert code == 2 and "row 1 (id 1): invalid_json" in out.err
+
+
+def test_a_folder_of_pdfs_and_silver_pages_are_checked_like_any_source(tmp_path, capsys):
+    from dharma_train.data.text_layer_pages import text_layer_pages
+    from tests.data.documents import Picture, Text, make_pdf
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "doc.pdf").write_bytes(make_pdf([[Text("um", 72, 700)], [Picture(0, 0, 595, 842)],
+                                              [Text("três", 72, 700)]]))
+    for page in (1, 2):
+        (scans / f"doc.{page}.txt").write_text(f"página {page}\n")
+    code, out = _run(capsys, str(scans), "--pdf-dpi", "72")
+    assert code == 1 and f"{scans} (sidecar): 3 rows, 2 used (0 of them fixed), 1 skipped" in out.out
+    assert f"{scans}/doc.pdf page 3 (id doc.3): no answer for page 3 of doc.pdf" in out.out
+    assert "a run would stop" not in out.out
+    text_layer_pages(scans, tmp_path / "silver", dpi=72)
+    code, out = _run(capsys, str(tmp_path / "silver"))
+    assert code == 0 and "unverified answers pdf_text_layer: 2 (the text layer of a born-digital PDF" in out.out
+    (scans / "doc.1.txt").unlink()
+    code, out = _run(capsys, str(scans), "--pdf-dpi", "72")
+    assert "a run would stop on this source: 67% of its rows skipped, more than data.max_skipped_share (0.5)" in out.out

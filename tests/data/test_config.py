@@ -28,6 +28,8 @@ def test_loader_options_are_typed():
     ({"max_pixels": 10}, r"data\.max_pixels must be at least 784"),
     ({"max_pixels": "many"}, r"data\.max_pixels"),
     ({"strict": "maybe"}, r"data\.strict"),
+    ({"pdf_dpi": 10}, r"data\.pdf_dpi must be between 36 and 1200, got 10"),
+    ({"max_skipped_share": 1.5}, r"data\.max_skipped_share must be a share in \[0, 1\]"),
     ({"split": {"eval": 0.1}}, r"data\.split\.eval carves pages out of data\.train, which is not set"),
     ({"train": "a", "split": {"eval": 1.0}}, r"data\.split\.eval must be a fraction in \[0, 1\)"),
     ({"train": "a", "split": {"eval": -0.1}}, r"data\.split\.eval must be a fraction"),

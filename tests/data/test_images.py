@@ -8,6 +8,7 @@ from PIL import Image
 
 from dharma_train.data.images import budget_size, image_bytes, prepare_image, to_supported_mode
 from dharma_train.data.validation import RowProblem
+from tests.data.documents import encoded, page_image, sideways_photo, two_frame_tiff
 
 
 def _encode(image: Image.Image, fmt="PNG") -> bytes:
@@ -126,3 +127,49 @@ def test_truncated_files_of_any_format_are_named(tmp_path, fmt, mode):
     with pytest.raises(RowProblem) as problem:
         prepare_image(data[: len(data) * 2 // 3], None, tmp_path)
     assert problem.value.reason == "truncated_image", problem.value.detail
+
+
+def test_a_sideways_phone_photo_is_stored_upright_and_counted(tmp_path):
+    data, upright = sideways_photo()
+    prepared = prepare_image(data, None, tmp_path)
+    assert [reason for reason, _ in prepared.fixes] == ["rotated_exif"]
+    assert "orientation 6 (rotated 90° clockwise)" in prepared.fixes[0][1]
+    with Image.open(prepared.path) as stored:
+        assert stored.format == "JPEG" and stored.size == upright.size == (90, 120)
+        assert stored.getexif().get(0x0112) in (None, 1), "the stored page is upright: no viewer rotates it again"
+        corners = [stored.getpixel(xy)[0] for xy in ((10, 10), (80, 10), (10, 110), (80, 110))]
+    assert corners[0] < 40 and min(corners[1:]) > 200, "the mark is top-left: not turned the other way or mirrored"
+
+
+def test_orientation_is_applied_before_the_pixel_budget(tmp_path):
+    data, _ = sideways_photo()
+    prepared = prepare_image(data, None, tmp_path, max_pixels=2700)
+    assert [reason for reason, _ in prepared.fixes] == ["rotated_exif", "resized"]
+    assert prepared.fixes[1][1] == "90x120 -> 45x60 (max_pixels 2700)"
+    with Image.open(prepared.path) as stored:
+        assert stored.size == (45, 60)
+
+
+def test_a_multi_frame_tiff_gives_the_page_a_row_names_or_is_refused(tmp_path):
+    data = two_frame_tiff(seed=3)
+    with pytest.raises(RowProblem) as problem:
+        prepare_image(data, None, tmp_path)
+    assert problem.value.reason == "multi_page"
+    assert "has 2 pages" in problem.value.detail and "NAME.1.txt ... NAME.2.txt" in problem.value.detail
+    assert "'page' column (1 to 2)" in problem.value.detail
+    first, second = (prepare_image(data, None, tmp_path, page=page) for page in (1, 2))
+    assert (first.page, second.page, first.fixes) == (1, 2, [])
+    assert len({first.sha256, second.sha256}) == 2, "each page is its own page for duplicates and leaks"
+    with Image.open(second.path) as stored:
+        assert getattr(stored, "n_frames", 1) == 1
+        assert np.array_equal(np.asarray(stored), np.asarray(page_image(4)))
+    with pytest.raises(RowProblem, match="page 3 does not exist: the file has 2 page"):
+        prepare_image(data, None, tmp_path, page=3)
+
+
+def test_a_phone_jpeg_with_a_second_picture_is_one_page(tmp_path):
+    """Phones write MPO files: the photo, then a depth map or preview. Pillow counts two frames; it is one page."""
+    photo = page_image(5)
+    data = encoded(photo, "MPO", save_all=True, append_images=[photo.resize((30, 40))])
+    prepared = prepare_image(data, tmp_path / "photo.jpg", tmp_path)
+    assert (prepared.path, prepared.page, prepared.fixes) == (tmp_path / "photo.jpg", None, [])

@@ -237,9 +237,22 @@ def test_images_already_in_an_earlier_split_are_skipped(tmp_path):
 
 def test_one_source_saved_as_a_page_folder_with_its_report(tmp_path):
     _write_parquet(tmp_path / "bench.parquet")
-    page_set = load_page_set(tmp_path / "bench.parquet", tmp_path / "eval", max_pixels=MAX_PIXELS)
+    page_set = load_page_set(tmp_path / "bench.parquet", tmp_path / "eval", max_pixels=MAX_PIXELS,
+                             max_skipped_share=0.7)  # 11 of its 18 rows are broken on purpose
     assert [p.id for p in load_pages(tmp_path / "eval")] == [p.id for p in page_set] == [str(i) for i in range(7)]
     assert json.loads((tmp_path / "eval" / REPORT_FILE).read_text())["sources"][0]["skipped"] == 11
     datasets.Dataset.from_list([{"id": 0, "image": b"x", "assistant": "{}"}]).to_parquet(str(tmp_path / "bad.parquet"))
     with pytest.raises(DataError, match="no usable pages"):
         load_page_set(tmp_path / "bad.parquet", tmp_path / "bad")
+
+
+def test_a_source_that_lost_most_of_its_rows_stops_in_one_line(tmp_path):
+    _write_parquet(tmp_path / "bench.parquet")
+    with pytest.raises(DataError) as error:
+        load_page_set(tmp_path / "bench.parquet", tmp_path / "eval", max_pixels=MAX_PIXELS)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"{tmp_path / 'bench.parquet'} (the eval pages) lost 11 of its 18 rows (61%: "
+                              f"empty_answer 2, missing_field 2, ")
+    assert "more than the 50% allowed (data.max_skipped_share, --max-skipped-share)" in message
+    assert json.loads((tmp_path / "eval" / REPORT_FILE).read_text())["sources"][0]["skipped"] == 11, "report first"

@@ -1,5 +1,6 @@
 import io
 import json
+import unicodedata
 
 import datasets
 import numpy as np
@@ -64,6 +65,15 @@ def test_pairs_from_a_parquet_are_checked_row_by_row(tmp_path):
         load_pair_source(tmp_path / "pairs.parquet", tmp_path / "images", strict=True)
 
 
+def test_pair_answers_get_the_pages_text_hygiene(tmp_path):
+    nfd = unicodedata.normalize("NFD", "ação")
+    rows = [{"id": "a", "image": _png(0), "chosen": "\ufeffuma\r\n" + nfd, "rejected": "uma uma uma"}]
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "pairs.parquet"))
+    pairs, report = load_pair_source(tmp_path / "pairs.parquet", tmp_path / "images")
+    assert pairs[0].chosen == "uma\nação"
+    assert report.fixes == {"removed_bom": 1, "normalized_newlines": 1, "normalized_unicode": 1} and report.fixed == 1
+
+
 def test_pairs_in_trl_layout_with_an_images_list(tmp_path):
     rows = [{"images": [{"bytes": _png(i), "path": None}], "chosen": f"c{i}", "rejected": f"r{i}"} for i in range(2)]
     features = datasets.Features({"images": datasets.Sequence(datasets.Image()), "chosen": datasets.Value("string"),
@@ -123,7 +133,7 @@ def test_a_runs_pairs_are_loaded_once_with_a_load_report_that_report_md_counts(t
     assert set(saved["reasons"]["skip"]) == {"identical_pair", "missing_file", "invalid_json", "missing_field"}
     assert run_provenance(run)["loaded"] == [
         f"`{path}` (stages.dpo.pairs): 6 rows, 4 skipped (identical_pair 1, invalid_json 1, missing_field 1, "
-        f"missing_file 1)"]
+        f"missing_file 1); 2 used, 0 fixed; format jsonl"]
 
 
 def test_saved_pairs_name_their_own_images_relative_to_the_folder(tmp_path, pages):

@@ -83,6 +83,21 @@ def test_separate_sources_lose_pages_already_in_train_and_the_report_says_so(tmp
     assert report["reasons"]["skip"]["image_in_other_split"].startswith("the same image bytes")
 
 
+def test_an_eval_split_that_lost_most_rows_to_leaks_stops_instead_of_evaluating_on_what_is_left(tmp_path):
+    """38 eval rows, 37 of them train pages under other ids: 1 page left would be evaluated as if it were 38."""
+    train = [{"id": i, "image": _png(i), "assistant": '{"text": "t"}'} for i in range(40)]
+    evaluation = [{"id": 100 + i, "image": _png(i if i < 37 else 200), "assistant": '{"text": "e"}'} for i in range(38)]
+    datasets.Dataset.from_list(train).to_parquet(str(tmp_path / "train.parquet"))
+    datasets.Dataset.from_list(evaluation).to_parquet(str(tmp_path / "eval.parquet"))
+    data = DataConfig(train=str(tmp_path / "train.parquet"), eval=str(tmp_path / "eval.parquet"))
+    with pytest.raises(DataError, match=r"eval\.parquet \(the eval pages\) lost 37 of its 38 rows \(97%: "
+                                        r"image_in_other_split 37\), more than the 50% allowed"):
+        load_splits(data, tmp_path / "data")
+    assert json.loads((tmp_path / "data" / REPORT_FILE).read_text())["splits"] == {"train": 40, "eval": 1}
+    data = DataConfig(train=data.train, eval=data.eval, max_skipped_share=1.0)
+    assert len(load_splits(data, tmp_path / "data")["eval"]) == 1, "a share of 1 never stops"
+
+
 def test_a_source_with_no_usable_rows_fails_after_writing_its_report(tmp_path):
     rows = [{"id": 1, "image": b"junk", "assistant": '{"text": "x"}'}]
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "bad.parquet"))

@@ -56,4 +56,16 @@ def test_report_counts_add_up_and_explain_their_reasons():
     assert "9 rows: 2 used (1 fixed), 7 skipped; skipped: invalid_json 7" in report.summary_line()
     reasons = LoadReport(sources=[report]).to_dict()["reasons"]
     assert reasons == {"skip": {"invalid_json": SKIP_REASONS["invalid_json"]},
-                       "fix": {key: FIX_REASONS[key] for key in ("converted_mode", "resized")}}
+                       "fix": {key: FIX_REASONS[key] for key in ("converted_mode", "resized")}, "unverified": {}}
+
+
+def test_answers_from_a_pdf_text_layer_are_counted_as_unverified():
+    report = SourceReport(split="train", source="silver", format="pages")
+    report.use(read_row_text({"id": 1, "answer": {"text": "a"}, "answer_source": "pdf_text_layer"}), [], "row 0")
+    report.use(read_row_text({"id": 2, "answer": {"text": "b"}}), [], "row 1")
+    assert report.unverified == {"pdf_text_layer": 1} and report.to_dict()["unverified"] == {"pdf_text_layer": 1}
+    assert report.summary_line().endswith("; unverified answers: pdf_text_layer 1")
+    explained = LoadReport(sources=[report]).to_dict()["reasons"]["unverified"]
+    assert "silver data" in explained["pdf_text_layer"]
+    with pytest.raises(RowProblem, match="answer_source must be one of"):
+        read_row_text({"id": 3, "answer": {"text": "c"}, "answer_source": "checked by me"})

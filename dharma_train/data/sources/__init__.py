@@ -4,7 +4,8 @@
     jsonl     a JSONL manifest: one row a line, `image` a path relative to the file or `image_base64`
     parquet   a parquet file, or a folder of them (the DharmaOCR-Benchmark as downloaded)
     dataset   a `datasets` dataset: a save_to_disk folder, or a Hugging Face Hub id; `:SPLIT` picks a split
-    sidecar   a folder of images, each with a `.json` answer or a `.txt` transcription of the same name
+    sidecar   a folder of images or PDFs, each with a `.json` answer or a `.txt` transcription of the same name
+              (a file of several pages: one per page, NAME.1.txt ...)
     auto      any of the above, told apart by what is on disk
 """
 
@@ -23,6 +24,7 @@ from dharma_train.errors import DataError
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 SAVED_DATASET_FILES = ("dataset_info.json", "state.json", "dataset_dict.json")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif")
+DOCUMENT_SUFFIXES = (*IMAGE_SUFFIXES, ".pdf")  # what a sidecar folder's pages can be
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -34,6 +36,7 @@ class RawRow:
     fields: dict
     base: Path | None = None
     problem: RowProblem | None = None  # the row could not even be read (a line that is not JSON)
+    fixes: tuple[tuple[str, str], ...] = ()  # made while reading it (a BOM before a file's first line), counted
 
 
 @dataclass
@@ -75,6 +78,10 @@ def detect_format(path: Path, location: str) -> str:
             return "parquet"
         if path.suffix in JSONL_SUFFIXES:
             return "jsonl"
+        if path.suffix.lower() in DOCUMENT_SUFFIXES:
+            raise DataError(f"data source {location}: a {path.suffix} file is a page, not a data source; give the "
+                            f"folder holding it with its answers beside it (NAME.txt, or NAME.1.txt ... for each page "
+                            f"of a PDF), or name it in the image column of a JSONL manifest")
         raise DataError(f"data source {location}: cannot tell the format of a {path.suffix or 'suffix-less'} file; "
                         f"expected .parquet or .jsonl (or set data.format)")
     if path.is_dir():
@@ -84,10 +91,10 @@ def detect_format(path: Path, location: str) -> str:
             return "dataset"
         if next(path.rglob("*.parquet"), None) is not None:
             return "parquet"
-        if any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*")):
+        if any(p.suffix.lower() in DOCUMENT_SUFFIXES for p in path.rglob("*")):
             return "sidecar"
-        raise DataError(f"data source {location}: the folder holds no {PAGES_FILE}, saved dataset, parquet files "
-                        f"or images")
+        raise DataError(f"data source {location}: the folder holds no {PAGES_FILE}, saved dataset, parquet files, "
+                        f"images or PDFs")
     if HUB_ID.match(str(path)):
         return "dataset"
     raise DataError(f"data source {location} does not exist (no such file or folder, and not a Hugging Face "
@@ -111,5 +118,5 @@ def _check_layout(path: Path, format: str, location: str) -> None:
               "parquet": path.is_file() or path.is_dir(), "dataset": path.is_dir(), "sidecar": path.is_dir()}
     if not wanted[format]:
         needs = {"pages": f"a folder holding {PAGES_FILE}", "jsonl": "a file", "parquet": "a file or folder",
-                 "dataset": "a save_to_disk folder or a Hub id", "sidecar": "a folder of images"}[format]
+                 "dataset": "a save_to_disk folder or a Hub id", "sidecar": "a folder of images or PDFs"}[format]
         raise DataError(f"data source {location}: format {format} needs {needs}")

@@ -21,8 +21,8 @@ def test_unknown_recipe_is_one_line_exit_2_with_the_known_ones(tmp_path):
     assert result.stdout == ""
     assert result.stderr.strip().splitlines() == [
         "dharma_train: error: unknown recipe 'tin' (did you mean tiny?); known recipe options: ablation_3b, "
-        "ablation_7b, nanonets_3b, olmocr2_7b, qwen25vl_3b, qwen25vl_7b, tiny, tiny_ablation; or give a recipe "
-        "file path first"]
+        "ablation_7b, nanonets_3b, olmocr2_7b, qwen25vl_3b, qwen25vl_7b, tiny, tiny_ablation, tiny_reader; or give a "
+        "recipe file path first"]
 
 
 def test_help_is_dharma_trains_own_and_imports_no_torch(tmp_path):

@@ -123,3 +123,13 @@ def test_a_run_saves_a_plain_model_and_resumes_where_it_stopped(tmp_path):
     assert resumed["step"] == 7 and [c["from_step"] for c in resumed["calls"]] == [0, 5]
     points = [json.loads(line) for line in (tmp_path / "b" / "curve.jsonl").read_text().splitlines()]
     assert [p["step"] for p in points] == [7] and points[0]["phase"] == "line"
+
+
+def test_page_phases_take_their_side_kinds_in_turn_between_page_batches(tmp_path):
+    """--side-kinds lines,line: page, lines, page, line, ... so single lines stay in the page phase's mix."""
+    common = ["--shape", json.dumps({"max_pixels": 28 * 28 * 256}), "--batch", "2", "--page-batch", "2",
+              "--eval-every", "100", "--eval-lines", "2", "--eval-pages", "1", "--workers", "0", "--warmup", "2"]
+    pretrain_ctc_reader.main(["--out", str(tmp_path / "a"), "--phases", "page:4", "--side-kinds", "lines,line",
+                              *common])
+    point = json.loads((tmp_path / "a" / "curve.jsonl").read_text().splitlines()[-1])
+    assert point["step"] == 4 and {"lm_page", "lm_lines", "lm_line"} <= set(point), point

@@ -49,6 +49,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--shape", default=json.dumps(READER_SHAPE), help="JSON overrides of the tiny TINY_SHAPE")
     parser.add_argument("--batch", type=int, default=256, help="lines per batch")
     parser.add_argument("--page-batch", type=int, default=64)
+    parser.add_argument("--side-kinds", default="lines,line",
+                        help="page phases: the line batches taken in turn between page batches (half the steps); "
+                             "single lines keep the single-line read from drifting (it did with lines alone)")
     parser.add_argument("--lr", type=float, default=5e-4, help="phases with the language model")
     parser.add_argument("--lr-ctc", type=float, default=2e-3, help="the ctc phase (vision tower and head alone)")
     parser.add_argument("--ctc-weight", type=float, default=0.3, help="CTC loss weight beside the next-token loss")
@@ -224,9 +227,13 @@ def main(argv=None) -> None:
             main_batch = args.page_batch if kind in ("page", "json") else args.batch
             paged = kind in ("page", "json")
             side_workers = max(1, args.workers // 3) if paged and args.workers else 0
-            streams = [(kind, loader(line_kind, seed, words, main_batch, collate, args.workers - side_workers))]
-            if paged:  # every other step a batch of 2-4 lines, as many as pages: the CTC loss stays on
-                streams.append(("lines", loader("lines", seed, words, args.page_batch, collate, side_workers)))
+            main = (kind, loader(line_kind, seed, words, main_batch, collate, args.workers - side_workers))
+            streams = [main]
+            if paged:  # every other step a batch of lines (--side-kinds in turn), as many as pages: CTC stays on
+                sides = args.side_kinds.split(",")
+                streams = [stream for side in sides for stream in (main, (side, loader(
+                    side, seed, words, args.page_batch, collate, max(1, side_workers // len(sides)) if side_workers
+                    else 0)))]
             check_patches(batches, processor, draw_sample(line_kind, random.Random(0), words)[0])
             rates = phase_rates(kind, args)
             for phase_step in range(done, steps):

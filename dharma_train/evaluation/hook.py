@@ -45,6 +45,8 @@ class EvalConfig:
             raise ValueError(f"evaluation.task must be 'structured' or 'plain', got {self.task!r}")
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("evaluation.max_new_tokens and evaluation.batch_size must be at least 1")
+        if self.max_pages is not None and self.max_pages < 1:
+            raise ValueError(f"evaluation.max_pages must be >= 1, or null for every page; got {self.max_pages}")
         if self.cache not in ("auto", "static", "dynamic"):
             raise ValueError(f"evaluation.cache must be 'auto', 'static' or 'dynamic', got {self.cache!r}")
         if self.engine not in ("auto", "continuous", "generate"):

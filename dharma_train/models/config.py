@@ -33,5 +33,9 @@ class ModelConfig:
     def __post_init__(self):
         if self.vision_attention not in ("varlen", "stock"):
             raise ValueError(f"model.vision_attention must be 'varlen' or 'stock', got {self.vision_attention!r}")
+        for key, pixels in (("min_pixels", self.min_pixels), ("max_pixels", self.max_pixels)):
+            if pixels is not None and pixels < 1:
+                raise ValueError(f"model.{key} must be >= 1 (pixels per page image), or null for the processor's own; "
+                                 f"got {pixels}")
         if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
             raise ValueError(f"model.min_pixels ({self.min_pixels}) exceeds model.max_pixels ({self.max_pixels})")

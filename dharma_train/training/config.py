@@ -132,8 +132,15 @@ class OptimizationConfig:
             raise ValueError(f"{prefix}.save=adapter needs {prefix}.method=lora")
         if self.learning_rate <= 0 or self.batch_size < 1 or self.gradient_accumulation < 1:
             raise ValueError(f"{prefix}: learning_rate must be > 0, batch_size and gradient_accumulation >= 1")
-        if self.max_steps == 0 or (self.max_steps < 0 and self.epochs <= 0):
-            raise ValueError(f"{prefix}: set max_steps > 0 or epochs > 0")
+        if self.max_steps == 0 or self.max_steps < -1 or (self.max_steps == -1 and self.epochs <= 0):
+            raise ValueError(f"{prefix}: set max_steps > 0, or max_steps=-1 and epochs > 0 "
+                             f"(got max_steps={self.max_steps}, epochs={self.epochs})")
+        if self.warmup < 0 or self.weight_decay < 0:
+            raise ValueError(f"{prefix}.warmup and weight_decay must be >= 0, got {self.warmup} and "
+                             f"{self.weight_decay}")
+        if self.lora.r < 1 or self.lora.alpha <= 0 or not 0 <= self.lora.dropout < 1:
+            raise ValueError(f"{prefix}.lora: r >= 1, alpha > 0 and 0 <= dropout < 1, got r={self.lora.r}, "
+                             f"alpha={self.lora.alpha}, dropout={self.lora.dropout}")
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:

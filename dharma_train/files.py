@@ -82,6 +82,11 @@ def write_jsonl_atomically(path: str | Path, rows: Iterable[dict]) -> Path:
     return write_text_atomically(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
+def not_a_file(path: Path) -> str:
+    """Why `path` cannot be read as a file, in words: a folder is not reported as missing."""
+    return f"{path} is a folder, not a file" if path.is_dir() else f"{path} does not exist"
+
+
 def read_json_or_none(path: str | Path):
     """A JSON file's content, or None when it is missing or unreadable (a file cut short by a crash reads as None)."""
     try:

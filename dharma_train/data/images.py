@@ -26,7 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from dharma_train.data import pdf
 from dharma_train.data.config import DEFAULT_MAX_PIXELS, DEFAULT_PDF_DPI
 from dharma_train.data.validation import RowProblem, check_page_number
-from dharma_train.files import write_bytes_atomically
+from dharma_train.files import not_a_file, write_bytes_atomically
 
 MAX_ASPECT_RATIO = 200  # Qwen2.5-VL's smart_resize refuses longer strips
 SUPPORTED_MODES = ("RGB", "L")
@@ -68,7 +68,7 @@ def image_bytes(value, base64_value, base: Path | None) -> tuple[bytes, Path | N
         path = Path(value)
         path = path if path.is_absolute() or base is None else base / path
         if not path.is_file():
-            raise RowProblem("missing_file", f"image {path} does not exist")
+            raise RowProblem("missing_file", f"image {not_a_file(path)}")
         return path.read_bytes(), path
     if value is None:
         raise RowProblem("missing_field", "no image: both 'image' and 'image_base64' are absent or null")

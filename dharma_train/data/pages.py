@@ -11,7 +11,7 @@ from PIL import Image
 from dharma_train.data.prompts import TASKS
 from dharma_train.data.schema import PageAnswer
 from dharma_train.errors import DataError
-from dharma_train.files import write_jsonl_atomically
+from dharma_train.files import not_a_file, write_jsonl_atomically
 
 PAGES_FILE = "pages.jsonl"
 
@@ -128,7 +128,7 @@ def _parse_row(line: str, where: str, root: Path) -> Page:
 
 def _check_image(path: Path, where: str) -> None:
     if not path.is_file():
-        raise DataError(f"{where}: image {path} does not exist")
+        raise DataError(f"{where}: image {not_a_file(path)}")
     try:
         with Image.open(path) as image:
             image.verify()

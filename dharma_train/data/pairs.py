@@ -22,7 +22,7 @@ from dharma_train.data.sources import open_source
 from dharma_train.data.text_hygiene import merge_fixes
 from dharma_train.data.validation import PAIR_COLUMNS, LoadReport, RowProblem, SourceReport, read_pair_text
 from dharma_train.errors import DataError
-from dharma_train.files import write_json_atomically, write_jsonl_atomically
+from dharma_train.files import not_a_file, write_json_atomically, write_jsonl_atomically
 
 PAIRS_FILE = "pairs.jsonl"
 
@@ -101,7 +101,7 @@ def _parse_pair(line: str, where: str, root: Path) -> PreferencePair:
     image = Path(row["image"])
     image = image if image.is_absolute() else root / image
     if not image.is_file():
-        raise DataError(f"{where}: image {image} does not exist")
+        raise DataError(f"{where}: image {not_a_file(image)}")
     return PreferencePair(id=str(row["id"]), image=image, chosen=row["chosen"], rejected=row["rejected"],
                           reason=str(row.get("reason", "given")), source=str(row.get("source", "given")))
 

@@ -107,6 +107,14 @@ def test_image_values_that_hold_no_image(tmp_path, value, base64_value, reason):
     assert problem.value.reason == reason
 
 
+def test_a_folder_given_as_an_image_is_called_a_folder_not_missing(tmp_path):
+    """Issue 34: a directory in the image column read "does not exist"."""
+    (tmp_path / "scans").mkdir()
+    with pytest.raises(RowProblem) as problem:
+        image_bytes("scans", None, tmp_path)
+    assert problem.value.reason == "missing_file" and problem.value.detail.endswith("scans is a folder, not a file")
+
+
 def test_empty_bytes_are_corrupt(tmp_path):
     with pytest.raises(RowProblem, match="0 bytes"):
         prepare_image(b"", None, tmp_path)

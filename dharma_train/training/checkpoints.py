@@ -38,22 +38,47 @@ STATE_FILE = "trainer_state.json"
 
 
 def checkpoint_step(folder: Path) -> int | None:
-    """The step of a complete checkpoint folder, or None when its save never finished."""
+    """The step of a complete checkpoint folder, or None when its save never finished or a file of it is damaged."""
     match = CHECKPOINT.fullmatch(folder.name)
     state = read_json_or_none(folder / STATE_FILE) if match and folder.is_dir() else None
     if not isinstance(state, dict) or state.get("global_step") != int(match.group(1)):
         return None
+    damaged = damaged_files(folder)
+    if damaged:
+        log.warning("%s: not resumable, damaged: %s", folder, "; ".join(damaged))
+        return None
     return state["global_step"]
 
 
+def damaged_files(folder: Path) -> list[str]:
+    """Each weight or state file of a checkpoint that cannot be opened (a truncated safetensors or torch.save file),
+    with why; checks headers and the zip directory only, so a large checkpoint costs milliseconds."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    found = []
+    for path in sorted(folder.rglob("*")):
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt"):
+                    pass
+            elif path.suffix in (".pt", ".pth", ".bin"):
+                zipfile.ZipFile(path).close()  # torch.save's format: a truncated file has no central directory
+        except Exception as error:  # safetensors raises its own error type; any failure to open is damage
+            found.append(f"{path.name} ({type(error).__name__}: {error})")
+    return found
+
+
 def last_checkpoint(folder: str | Path, remove_incomplete: bool = True) -> Path | None:
-    """The complete checkpoint with the highest step under `folder`; incomplete ones are removed (or ignored)."""
+    """The complete checkpoint with the highest step under `folder`; incomplete or damaged ones are removed (or
+    ignored), so a run resumes from the one before a damaged newest checkpoint."""
     best, best_step = None, -1
     for candidate in Path(folder).glob("checkpoint-*"):
         step = checkpoint_step(candidate)
         if step is None:
             if remove_incomplete:
-                log.warning("removing %s: its save did not finish", candidate)
+                log.warning("removing %s: its save did not finish or a file of it is damaged", candidate)
                 shutil.rmtree(candidate, ignore_errors=True)
             continue
         if step > best_step:

@@ -8,9 +8,13 @@ from dharma_train.training.checkpoints import checkpoint_step, last_checkpoint, 
 
 
 def _checkpoint(folder, step, state=True, text=None):
+    import torch
+    from safetensors.torch import save_file
+
     path = folder / f"checkpoint-{step}"
     path.mkdir(parents=True)
-    (path / "model.safetensors").write_bytes(b"weights")
+    save_file({"weight": torch.zeros(64)}, str(path / "model.safetensors"))
+    torch.save({"state": {0: torch.ones(64)}}, path / "optimizer.pt")
     if state:
         (path / "trainer_state.json").write_text(text if text is not None else json.dumps({"global_step": step}))
     return path
@@ -23,6 +27,17 @@ def test_the_newest_complete_checkpoint_is_chosen_and_unfinished_saves_are_remov
     killed_while_writing_state = _checkpoint(tmp_path, 14, text='{"global_step": 1')
     assert last_checkpoint(tmp_path) == newest and checkpoint_step(newest) == 10
     assert not killed_before_state.exists() and not killed_while_writing_state.exists()
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "optimizer.pt"])
+def test_a_damaged_newest_checkpoint_is_passed_over_for_the_one_before(tmp_path, caplog, name):
+    """Issue 34: a truncated file beside a complete trainer_state.json blocked every re-run with a raw traceback."""
+    before = _checkpoint(tmp_path, 2)
+    newest = _checkpoint(tmp_path, 4)
+    data = (newest / name).read_bytes()
+    (newest / name).write_bytes(data[: len(data) // 2])
+    assert last_checkpoint(tmp_path) == before and not newest.exists()
+    assert f"checkpoint-4: not resumable, damaged: {name}" in caplog.text
 
 
 def test_a_state_naming_another_step_is_not_trusted(tmp_path):

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import logging
 import random
+import shutil
 from pathlib import Path
 
 import torch
@@ -19,7 +21,11 @@ from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLFo
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from dharma_train.data.synthetic.text import make_answer
+from dharma_train.files import file_hash, read_json_or_none, write_json_atomically
 from dharma_train.models.processor import Qwen2_5_VLImageProcessor
+
+log = logging.getLogger(__name__)
+BUILT = "built.json"  # each file of a finished build and its hash, written last
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]
@@ -68,17 +74,30 @@ def tiny_model_dir(cache_dir: str | Path | None = None, shape: dict | None = Non
     shape = {**TINY_SHAPE, **(shape or {})}
     key = _cache_key(shape)
     target = Path(cache_dir or default_cache_dir()) / f"tiny-qwen2_5_vl-{key}"
-    if (target / "model.safetensors").is_file():
+    if _intact(target):
         return target
+    if target.exists():
+        log.warning("the tiny model's cache %s is damaged, unfinished or from an older dharma_train: building it "
+                    "again", target)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     processor = build_tiny_processor(shape)
     model = build_tiny_model(processor.tokenizer, shape)
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
-    if target.exists():  # another process finished first
+    write_json_atomically(tmp / BUILT, {path.name: file_hash(path) for path in sorted(tmp.iterdir())})
+    if _intact(target):  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
         return target
+    shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target
+
+
+def _intact(folder: Path) -> bool:
+    """A cache folder whose files are those its build recorded (BUILT, written last), byte for byte."""
+    built = read_json_or_none(folder / BUILT)
+    return isinstance(built, dict) and bool(built) and all(
+        (folder / name).is_file() and file_hash(folder / name) == digest for name, digest in built.items())
 
 
 def _cache_key(shape: dict) -> str:

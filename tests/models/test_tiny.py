@@ -50,3 +50,20 @@ def test_cache_key_follows_the_tokenizer_corpus(monkeypatch, tmp_path):
     monkeypatch.setattr(text, "__file__", str(edited))
     assert tiny._cache_key(tiny.TINY_SHAPE) != before
     assert tiny._cache_key({**tiny.TINY_SHAPE, "hidden_size": 64}) != before
+
+
+def test_a_damaged_cache_is_built_again_and_no_temporary_folder_is_left(tmp_path, caplog):
+    """Issue 34: a truncated cached model gave a SafetensorError on every run and was never rebuilt."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from dharma_train.models.tiny import tiny_model_dir
+
+    folder = tiny_model_dir(tmp_path)
+    weights = folder / "model.safetensors"
+    intact = weights.read_bytes()
+    weights.write_bytes(intact[: len(intact) // 2])
+    assert tiny_model_dir(tmp_path) == folder
+    assert "is damaged, unfinished or from an older dharma_train: building it again" in caplog.text
+    assert weights.read_bytes() == intact, "the build is deterministic: the same bytes again"
+    Qwen2_5_VLForConditionalGeneration.from_pretrained(folder)
+    assert [path.name for path in tmp_path.iterdir()] == [folder.name], "no .tmpPID folder left behind"

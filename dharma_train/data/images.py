@@ -15,6 +15,7 @@ import base64
 import binascii
 import hashlib
 import io
+import logging
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from dharma_train.data import pdf
 from dharma_train.data.config import DEFAULT_MAX_PIXELS, DEFAULT_PDF_DPI
 from dharma_train.data.validation import RowProblem, check_page_number
 from dharma_train.files import not_a_file, write_bytes_atomically
+
+log = logging.getLogger(__name__)
 
 MAX_ASPECT_RATIO = 200  # Qwen2.5-VL's smart_resize refuses longer strips
 SUPPORTED_MODES = ("RGB", "L")
@@ -129,13 +132,13 @@ def prepare_image(data: bytes, source: Path | None, store: Path, max_pixels: int
         return PreparedImage(source, digest)
     if not fixes and not one_page:
         path = store / f"{digest}{EXTENSIONS.get(image.format or '', '.png')}"
-        if not path.exists():
+        if not _stored_intact(path, digest):
             write_bytes_atomically(path, data)
         return PreparedImage(path, digest)
     jpeg = image.format in JPEG_FORMATS  # a scanned photo stays a JPEG; anything else becomes a lossless PNG
     name = f"{digest}-fixed-{max_pixels}" if fixes else f"{digest}-page"
     path = store / f"{name}{'.jpg' if jpeg else '.png'}"
-    if not path.exists():
+    if not _stored_intact(path):
         with _damage_named(data):  # a fix decodes the pixels of a PNG for the first time
             if orientation in ORIENTATIONS:
                 image = ImageOps.exif_transpose(image)
@@ -172,11 +175,35 @@ def _prepare_pdf_page(data: bytes, digest: str, store: Path, max_pixels: int, pa
                                  f"max_pixels {max_pixels}: {plan.width}x{plan.height}"))
     digest = _page_digest(digest, plan.page)
     path = store / f"{digest}-pdf-{dpi}dpi-{max_pixels}.png"
-    if not path.exists():
+    if not _stored_intact(path):
         buffer = io.BytesIO()
         pdf.render_page(data, plan).save(buffer, "PNG", compress_level=1)
         write_bytes_atomically(path, buffer.getvalue())
     return PreparedImage(path, digest, fixes, plan.page)
+
+
+def _stored_intact(path: Path, digest: str | None = None) -> bool:
+    """A stored image from an earlier load is trusted only if it is whole: its bytes hash to its name (a copy), or
+    (a fixed or rendered one, which the library wrote as PNG or JPEG) its PNG chunk checksums hold or its JPEG ends
+    with the end-of-image marker, checks that read no pixels; a damaged one is made again from the source, with one
+    warning naming it."""
+    if not path.is_file():
+        return False
+    try:
+        if digest is not None:
+            intact = hashlib.sha256(path.read_bytes()).hexdigest() == digest
+        elif path.suffix == ".jpg":
+            data = path.read_bytes()
+            intact = data.startswith(b"\xff\xd8") and data.rstrip(b"\x00").endswith(b"\xff\xd9")
+        else:
+            with Image.open(path) as stored:
+                stored.verify()  # PNG: every chunk's CRC, the IDAT stream without decoding it
+            intact = True
+    except Exception:  # PIL raises OSError, SyntaxError, EOFError or struct.error for a cut or corrupt file
+        intact = False
+    if not intact:
+        log.warning("stored image %s is damaged: made again from its source", path)
+    return intact
 
 
 def _frames(image: Image.Image) -> int:

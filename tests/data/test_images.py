@@ -115,6 +115,23 @@ def test_a_folder_given_as_an_image_is_called_a_folder_not_missing(tmp_path):
     assert problem.value.reason == "missing_file" and problem.value.detail.endswith("scans is a folder, not a file")
 
 
+@pytest.mark.parametrize("fixed", [False, True])
+def test_a_damaged_stored_image_is_made_again_from_its_source(tmp_path, caplog, fixed):
+    """Issue 34: a damaged image under data/loaded/images was trusted, changed the pages' fingerprint and cost a
+    finished stage; now it is checked (hash of a copy, PNG checksums of a fixed image) and made again."""
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (60, 40, 3), dtype=np.uint8))
+    data = _encode(image)
+    first = prepare_image(data, None, tmp_path, max_pixels=1_000 if fixed else 10_000)
+    intact = first.path.read_bytes()
+    first.path.write_bytes(intact[: len(intact) // 2])
+    again = prepare_image(data, None, tmp_path, max_pixels=1_000 if fixed else 10_000)
+    assert again.path == first.path and again.path.read_bytes() == intact
+    assert f"stored image {first.path} is damaged: made again from its source" in caplog.text
+    caplog.clear()
+    prepare_image(data, None, tmp_path, max_pixels=1_000 if fixed else 10_000)
+    assert "damaged" not in caplog.text, "an intact stored image is used as it is"
+
+
 def test_empty_bytes_are_corrupt(tmp_path):
     with pytest.raises(RowProblem, match="0 bytes"):
         prepare_image(b"", None, tmp_path)

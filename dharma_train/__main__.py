@@ -65,6 +65,7 @@ def _run(cfg: DictConfig) -> None:
         report = f"{config.output_dir}/{'comparison.md' if ablation else 'report.md'}"
         log.info("finished: %s", report)
         print(open(report, encoding="utf-8").read())
+    distributed.finish()
     return summary
 
 

@@ -31,6 +31,13 @@ def start(cpu: bool) -> None:
         PartialState(cpu=cpu)
 
 
+def finish() -> None:
+    """Leave the process group at the end of a launched run: a gloo group still alive at interpreter exit can abort
+    a process ("terminate called without an active exception") after its work is done."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def world_size() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()

@@ -50,6 +50,7 @@ def main(model_dir: str, pages_dir: str, out: str) -> None:
               "metrics": metrics, "pairs": [asdict(p) for p in pairs], "mining": stats,
               "output_dir": distributed.broadcast(f"outputs/run-{rank}")}
     (out / f"rank{rank}.json").write_text(json.dumps(result, default=str))
+    distributed.finish()
 
 
 if __name__ == "__main__":

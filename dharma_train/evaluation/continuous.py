@@ -44,6 +44,7 @@ class _Slot:
     index: int
     start: float
     bound: int
+    reference: str | None = None  # the page's expected output: its own repetition is no loop
     tokens: list[int] = field(default_factory=list)
 
 
@@ -107,9 +108,12 @@ class ContinuousGenerator:
         image = Image.open(image_path).convert("RGB")
         return dict(self.processor(images=[image], text=[self.prompt], return_tensors="pt"))
 
-    def run(self, image_paths: list, progress: bool, bounds: list[int] | None = None) -> list[PageResult]:
-        """Results for every page, in the given order; bounds: a token bound per page (default: max_new_tokens)."""
+    def run(self, image_paths: list, progress: bool, bounds: list[int] | None = None,
+            references: list[str | None] | None = None) -> list[PageResult]:
+        """Results for every page, in the given order; bounds: a token bound per page (default: max_new_tokens);
+        references: each page's expected output, which the loop stop excuses repetition by."""
         bounds = bounds or [self.max_new_tokens] * len(image_paths)
+        references = references or [None] * len(image_paths)
         results: dict[int, PageResult] = {}
         active: dict[int, _Slot] = {}
         bar = tqdm(total=len(image_paths), desc="generating", unit="page", disable=not progress, leave=False)
@@ -123,7 +127,7 @@ class ContinuousGenerator:
                 taken = []
                 while free[len(taken):] and queued:
                     index = queued.popleft()
-                    taken.append((index, bounds[index], upcoming.popleft().result()))
+                    taken.append((index, bounds[index], upcoming.popleft().result(), references[index]))
                     if submitted < len(image_paths):
                         upcoming.append(pool.submit(self.prepare, image_paths[submitted]))
                         submitted += 1
@@ -159,8 +163,8 @@ class ContinuousGenerator:
                 self.seen[index[:, None].expand_as(inputs["input_ids"]), inputs["input_ids"]] = True
             first = self._choose(logits, index)
             self.decoder.tokens[index] = first
-            for slot, (page, bound, _), token in zip(slots, group, first.tolist()):
-                active[slot] = _Slot(index=page, start=start, bound=bound)
+            for slot, (page, bound, _, reference), token in zip(slots, group, first.tolist()):
+                active[slot] = _Slot(index=page, start=start, bound=bound, reference=reference)
                 self._advance(slot, token, active, results, bar)
         self.stats["prefill_seconds"] += time.perf_counter() - started
         self.stats["prefills"] += len(groups)
@@ -205,7 +209,7 @@ class ContinuousGenerator:
         stopped, tokens = False, state.tokens
         rule = self.loop_stop
         if not ended and len(tokens) < state.bound and rule and len(tokens) % rule.check_every == 0:
-            period = loop_period(tokens, rule)
+            period = loop_period(tokens, rule, self.processor.tokenizer.decode, state.reference)
             if period:
                 stopped, tokens = True, project_to_bound(tokens, period, state.bound)
         if ended or stopped or len(tokens) >= state.bound:

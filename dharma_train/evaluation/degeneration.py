@@ -93,7 +93,7 @@ def repeated_units(words: Sequence[str], min_repeats: int = 8, max_unit: int = 6
         same = ids[:-size] == ids[size:]  # same[i]: word i equals word i + size
         for start, length in _true_runs(same, (min_repeats - 1) * size):
             unit = tuple(words[start:start + size])
-            if _wordy(unit):
+            if wordy(unit):
                 yield unit, (length + size) // size
 
 
@@ -145,6 +145,6 @@ def _true_runs(flags: np.ndarray, min_length: int) -> list[tuple[int, int]]:
     return list(zip(starts[keep].tolist(), (ends - starts)[keep].tolist()))
 
 
-def _wordy(unit: tuple) -> bool:
+def wordy(unit: tuple) -> bool:
     """Two different words, one with two letters: text loops, not rules, empty cells or a stutter of one word."""
     return len(set(unit)) >= 2 and any(sum(character.isalpha() for character in word) >= 2 for word in unit)

@@ -18,7 +18,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from dharma_train.data.pages import Page
-from dharma_train.data.prompts import prompt_messages
+from dharma_train.data.prompts import prompt_messages, target_text
 from dharma_train.evaluation.loop_stop import LoopStop
 
 
@@ -77,8 +77,8 @@ def generate(model, processor, pages: list[Page], task: str, max_new_tokens: int
     sizes = {page.id: _pixels(page) for page in pages}
     order = sorted(range(len(pages)), key=lambda i: sizes[pages[i].id])
     if resolve_engine(engine, device) == "continuous":
-        return _generate_continuous(model, processor, prompt, pages, order, max_new_tokens, batch_size, progress,
-                                    sampling, loop_stop, seed, graphs)
+        return _generate_continuous(model, processor, prompt, task, pages, order, max_new_tokens, batch_size,
+                                    progress, sampling, loop_stop, seed, graphs)
     cache = resolve_cache(cache, device)
     batches = [order[offset:offset + batch_size] for offset in range(0, len(order), batch_size)]
 
@@ -112,9 +112,9 @@ def generate(model, processor, pages: list[Page], task: str, max_new_tokens: int
     return [results[i] for i in range(len(pages))], time.perf_counter() - start
 
 
-def _generate_continuous(model, processor, prompt: str, pages: list[Page], order: list[int], max_new_tokens: int,
-                         slots: int, progress: bool, sampling: dict | None, loop_stop: LoopStop | None,
-                         seed: int | None, graphs: bool) -> tuple[list[Generation], float]:
+def _generate_continuous(model, processor, prompt: str, task: str, pages: list[Page], order: list[int],
+                         max_new_tokens: int, slots: int, progress: bool, sampling: dict | None,
+                         loop_stop: LoopStop | None, seed: int | None, graphs: bool) -> tuple[list[Generation], float]:
     """The continuous engine over pages in size order; results back in the given order."""
     from dharma_train.evaluation.continuous import ContinuousGenerator
 
@@ -126,7 +126,8 @@ def _generate_continuous(model, processor, prompt: str, pages: list[Page], order
                                  tokenizer.eos_token_id, sampling, loop_stop, use_graph=graphs, seed=seed,
                                  grouped_attention=device.type == "cuda")
     start = time.perf_counter()
-    results = engine.run([pages[i].image for i in order], progress) if pages else []
+    references = [target_text(pages[i].answer, task) for i in order]
+    results = engine.run([pages[i].image for i in order], progress, references=references) if pages else []
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

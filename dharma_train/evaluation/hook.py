@@ -20,7 +20,7 @@ import torch
 from dharma_train.data.pages import PageSet
 from dharma_train.distributed import is_main
 from dharma_train.evaluation.generate import generate_across_ranks
-from dharma_train.evaluation.loop_stop import LoopStop
+from dharma_train.evaluation.loop_stop import LoopStop, stop_rule
 from dharma_train.evaluation.metrics import aggregate, score_page
 from dharma_train.models.quantized import decode_backend
 from dharma_train.files import write_jsonl_atomically
@@ -38,6 +38,8 @@ class EvalConfig:
     cache: str = "auto"  # generate engine's KV cache: auto (static, compiled, on CUDA; else dynamic) | static | dynamic
     engine: str = "auto"  # auto: continuous batching on CUDA, model.generate elsewhere | continuous | generate
     loop_stop: bool = True  # continuous engine: stop a confirmed loop early, score its projection to the bound
+    loop_stop_repeats: int = 8  # a unit that reads as text is a loop once repeated this many times
+    loop_stop_max_pattern_tokens: int = 128  # longest unit looked for, in tokens
     price_per_hour: float = 2.5  # USD per hour of the evaluating machine, for cost per million pages
 
     def __post_init__(self):
@@ -53,6 +55,11 @@ class EvalConfig:
             raise ValueError(f"evaluation.engine must be 'auto', 'continuous' or 'generate', got {self.engine!r}")
         if self.price_per_hour < 0:
             raise ValueError("evaluation.price_per_hour must be >= 0")
+        self.loop_stop_rule()  # refuses bad loop_stop_* values at start
+
+    def loop_stop_rule(self) -> LoopStop | None:
+        """The loop stop these settings ask for, or None."""
+        return stop_rule(self.loop_stop, self.loop_stop_repeats, self.loop_stop_max_pattern_tokens)
 
 
 def evaluate(model, processor, pages: PageSet, config: EvalConfig, output_dir: str | Path | None = None,
@@ -70,7 +77,7 @@ def evaluate(model, processor, pages: PageSet, config: EvalConfig, output_dir: s
     generations, seconds = generate_across_ranks(model, processor, selected, config.task, config.max_new_tokens,
                                                  config.batch_size, cache=config.cache, progress=progress,
                                                  engine=config.engine,
-                                                 loop_stop=LoopStop() if config.loop_stop else None)
+                                                 loop_stop=config.loop_stop_rule())
     scores = [score_page(page.id, page.family, g.text, page.answer, g.hit_token_limit, g.new_tokens)
               for page, g in zip(selected, generations)]
     metrics = aggregate(scores)

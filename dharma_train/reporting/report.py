@@ -30,6 +30,7 @@ SPEED = [
     ("p50 latency s", "latency_p50_seconds", "{:.2f}"),
     ("p95 latency s", "latency_p95_seconds", "{:.2f}"),
     ("hit token limit", "token_limit_rate", "{:.0%}"),
+    ("loops stopped early", "pages_stopped_early", "{}"),
     ("cost per M pages", "cost_per_million_pages", "${:,.0f}"),
     ("weights MB", "weights_megabytes", "{:,.1f}"),
     ("model memory GiB", "model_memory_gib", "{:.3f}"),

@@ -18,7 +18,7 @@ from dharma_train.data.pages import PageSet
 from dharma_train.data.pairs import PreferencePair
 from dharma_train.data.prompts import target_text
 from dharma_train.evaluation.generate import generate_across_ranks
-from dharma_train.evaluation.loop_stop import LoopStop
+from dharma_train.evaluation.loop_stop import LoopStop, stop_rule
 from dharma_train.evaluation.metrics import PageScore, score_page
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ class MiningConfig:
     batch_size: int = 8  # pages at a time (engine generate) or slots (engine continuous)
     engine: str = "auto"  # auto: continuous batching on CUDA, model.generate elsewhere | continuous | generate
     loop_stop: bool = True  # continuous engine: a confirmed loop stops early; its projection is the rejected text
+    loop_stop_repeats: int = 8  # a unit that reads as text is a loop once repeated this many times
+    loop_stop_max_pattern_tokens: int = 128  # longest unit looked for, in tokens
     reasons: list[str] = field(default_factory=lambda: list(DEFAULT_REASONS))
     max_pairs_per_page: int = 2
     min_pairs: int = 8  # fewer than this: act per `on_too_few`
@@ -58,6 +60,11 @@ class MiningConfig:
             raise ValueError("mining needs greedy=true or samples_per_page >= 1")
         if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.max_pairs_per_page < 1 or self.min_pairs < 1:
             raise ValueError("mining: temperature > 0, 0 < top_p <= 1, max_pairs_per_page and min_pairs >= 1")
+        self.loop_stop_rule()  # refuses bad loop_stop_* values at start
+
+    def loop_stop_rule(self) -> LoopStop | None:
+        """The loop stop these settings ask for, or None."""
+        return stop_rule(self.loop_stop, self.loop_stop_repeats, self.loop_stop_max_pattern_tokens)
 
 
 def rejection_reason(score: PageScore) -> str:
@@ -92,7 +99,7 @@ def mine_pairs(model, processor, pages: PageSet, task: str, config: MiningConfig
         generations, elapsed = generate_across_ranks(model, processor, pages.pages, task, config.max_new_tokens,
                                                      config.batch_size, cache="auto", progress=progress,
                                                      sampling=sampling, engine=config.engine,
-                                                     loop_stop=LoopStop() if config.loop_stop else None,
+                                                     loop_stop=config.loop_stop_rule(),
                                                      seed=seed + number)
         seconds += elapsed
         for page, generation in zip(pages, generations):

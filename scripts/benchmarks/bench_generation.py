@@ -251,7 +251,7 @@ def main():
                 stopped_early=sum(r.stopped_early for r in early))
         replay = []
         for i in looping_pages:
-            at, scored = replay_early_stop(full[i].tokens, args.loop_tokens, LoopStop())
+            at, scored = replay_early_stop(full[i].tokens, args.loop_tokens, LoopStop(), processor.tokenizer.decode)
             replay.append({"page": i, "stops_at": at, "projection_equals_full": scored == full[i].tokens,
                            "engine_equals_full": early[i].tokens == full[i].tokens})
         REPORT["loop_stop_replay_3b"] = replay

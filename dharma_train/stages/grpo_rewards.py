@@ -70,7 +70,7 @@ def length_penalty(answer: str, reference: str, hit_token_limit: bool, max_ratio
     if hit_token_limit:
         return -1.0
     excess = len(answer) / max(len(reference), 1) - max_ratio
-    return -min(max(excess / max_ratio, 0.0), 1.0)
+    return 0.0 - min(max(excess / max_ratio, 0.0), 1.0)  # 0.0 -: never -0.0
 
 
 def answer_rewards(page: Page, answer: str, hit_token_limit: bool, new_tokens: int, task: str,

@@ -75,7 +75,8 @@ def validate(cfg: DictConfig | dict) -> RunConfig:
     typed_stages = {name: stage for name, stage in typed_stages.items() if name not in off}
     removed += off
     if not typed_stages:
-        raise ConfigError("config key 'stages' names no stage that is switched on")
+        raise ConfigError("config key 'stages' must name at least one stage that is switched on (a stage with "
+                          "enabled: false does not run)")
     from dharma_train.preflight import check_order
 
     check_order([(name, stage.kind) for name, stage in typed_stages.items()])  # before any page is generated

@@ -18,8 +18,8 @@ _EXPORTS = {
     "dharma_train.evaluation.hook": ["EvalConfig", "evaluate"],
     "dharma_train.pipeline": ["Pipeline"],
     "dharma_train.stage": ["Stage", "StageContext", "StageResult"],
-    "dharma_train.stages": ["DPOStage", "DPOStageConfig", "ExportStage", "ExportStageConfig", "QuantizeStage",
-                            "QuantizeStageConfig", "SFTStage", "SFTStageConfig"],
+    "dharma_train.stages": ["DPOStage", "DPOStageConfig", "ExportStage", "ExportStageConfig", "GRPOStage",
+                            "GRPOStageConfig", "QuantizeStage", "QuantizeStageConfig", "SFTStage", "SFTStageConfig"],
     "dharma_train.training.config": ["LoraSettings", "OptimizationConfig", "TrainerConfig"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -58,7 +58,7 @@ def generate_splits(out_dir, n_train: int = 64, n_eval: int = 16, seed: int = 0,
 
 __all__ = [
     "ConfigError", "DPOStage", "DPOStageConfig", "DataError", "DharmaError", "EvalConfig", "ExportStage",
-    "ExportStageConfig", "LoraSettings", "ModelArtifact", "ModelUnavailableError", "OptimizationConfig", "Page",
+    "ExportStageConfig", "GRPOStage", "GRPOStageConfig", "LoraSettings", "ModelArtifact", "ModelUnavailableError", "OptimizationConfig", "Page",
     "PageAnswer", "PageSet", "Pipeline", "PreferencePair", "QuantizeStage", "QuantizeStageConfig", "SFTStage",
     "SFTStageConfig", "Stage", "StageContext", "StageResult", "TrainerConfig",
     "evaluate", "generate_splits", "load_pages", "load_pairs", "loop_pairs", "parse_answer", "tiny_model",

@@ -20,6 +20,7 @@ from dharma_train.models.config import ModelConfig
 from dharma_train.reporting.tracking import TrackingConfig
 from dharma_train.stages import STAGE_CONFIGS, trained_stages
 from dharma_train.stages.dpo import mining_within
+from dharma_train.stages.grpo import sampling_within, switched_off
 from dharma_train.training.config import TrainerConfig
 from dharma_train.typed_config import typed
 
@@ -67,8 +68,15 @@ def validate(cfg: DictConfig | dict) -> RunConfig:
         if kind not in STAGE_CONFIGS:
             raise ConfigError(f"config key 'stages.{name}.kind' must be one of {sorted(STAGE_CONFIGS)}, got {kind!r}"
                               f"{did_you_mean(close_names(str(kind), sorted(STAGE_CONFIGS)))}")
-        typed_stages[name] = mining_within(typed(f"stages.{name}", STAGE_CONFIGS[kind], stage),
-                                           sections["evaluation"].max_new_tokens)
+        typed_stages[name] = sampling_within(mining_within(typed(f"stages.{name}", STAGE_CONFIGS[kind], stage),
+                                                           sections["evaluation"].max_new_tokens),
+                                             sections["evaluation"].max_new_tokens)
+    off = [name for name, stage in typed_stages.items() if switched_off(stage)]  # checked, then left out
+    typed_stages = {name: stage for name, stage in typed_stages.items() if name not in off}
+    removed += off
+    if not typed_stages:
+        raise ConfigError("config key 'stages' must name at least one stage that is switched on (a stage with "
+                          "enabled: false does not run)")
     from dharma_train.preflight import check_order
 
     check_order([(name, stage.kind) for name, stage in typed_stages.items()])  # before any page is generated

@@ -72,7 +72,7 @@ def test_stage_yaml_lists_exactly_the_dataclass_defaults():
     (lambda v: v.update(ouput_dir="x"), "unknown config key 'ouput_dir' (did you mean output_dir?); known top-level"),
     (lambda v: v["stages"].update(strucured={"optimization": {"max_steps": 3}}),
      "config key 'stages.strucured' is not a stage of this recipe (no kind; its stages: general_ocr, structured, dpo, "
-     "quantize, export) (did you mean stages.structured?); a new stage needs stages.strucured.kind"),
+     "grpo, quantize, export) (did you mean stages.structured?); a new stage needs stages.strucured.kind"),
     (lambda v: v["stages"]["structured"]["optimization"].update(lerning_rate=1.0),
      "(did you mean stages.structured.optimization.learning_rate?)"),
     (lambda v: v["stages"]["dpo"].update(kind="dp"), "got 'dp' (did you mean dpo?)"),

@@ -9,6 +9,7 @@ from dharma_train.config_files import recipe_names, recipes_dir
 STAGE_KINDS = {
     "sft": "supervised fine-tuning on pages (LoRA or full): general OCR, structured JSON or plain text",
     "dpo": "preference optimization against the model's own failures (loops, invalid JSON, schema errors)",
+    "grpo": "GRPO on sampled answers rewarded by the evaluation's measures: schema, 1 - CER, loops, length",
     "quantize": "AWQ 4-bit weights (W4A16) with llm-compressor, calibrated on the training pages",
     "export": "a standalone model folder with a model card (optionally pushed to the Hub)",
 }

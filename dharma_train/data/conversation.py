@@ -32,3 +32,13 @@ def dpo_dataset(pairs: list[PreferencePair], task: str) -> Dataset:
         "rejected": [_assistant(pair.rejected) for pair in pairs],
     }
     return Dataset.from_dict(rows).cast_column("images", Sequence(Image()))
+
+
+def grpo_dataset(pages: PageSet, task: str) -> Dataset:
+    """Image + instruction rows that name their page (`page_id`), so the reward terms score against its answer."""
+    rows = {
+        "images": [[str(page.image)] for page in pages],
+        "prompt": [prompt_messages(task) for _ in pages],
+        "page_id": [page.id for page in pages],
+    }
+    return Dataset.from_dict(rows).cast_column("images", Sequence(Image()))

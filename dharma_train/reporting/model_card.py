@@ -17,7 +17,7 @@ from dharma_train.data.prompts import PROMPTS
 from dharma_train.gate import Verdict
 from dharma_train.models.config import EMBEDDED
 from dharma_train.run_paths import run_resolved
-from dharma_train.reporting.report import QUALITY, SPEED
+from dharma_train.reporting.report import QUALITY, SPEED, reward_table
 from dharma_train.reporting.run_record import run_provenance
 
 CARD_QUALITY = [row for row in QUALITY if row[1] in ("quality_score", "paper_score", "cer", "wer", "json_valid_rate",
@@ -68,6 +68,10 @@ def render_card(summary: dict | None, stages: list[dict], families: dict[str, in
                         [[e["stage"], e["kind"], Verdict.of(e).outcome]
                          + [_cell(e["metrics"], k, f) for _, k, f in CARD_QUALITY] for e in entries])
         lines += ["", *_gate_sentence(entries, final)]
+        header, rows = reward_table(entries)
+        if rows:
+            lines += ["", "GRPO's rewards (each term's mean over the sampled answers, first → last logged step; "
+                      "groups whose answers all scored the same were skipped):", ""] + _table(header, rows)
         lines += ["", f"Speed on the evaluating machine, cost at ${settings.get('price_per_hour', 0):.2f} per hour:",
                   ""]
         lines += _table(["point"] + [h for h, _, _ in CARD_SPEED],

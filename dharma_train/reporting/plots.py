@@ -1,4 +1,4 @@
-"""PNG plots of a run or an ablation: score and degeneration by stage, one line per series."""
+"""PNG plots of a run or an ablation: score and degeneration by stage, one line per series; GRPO's reward curves."""
 
 from __future__ import annotations
 
@@ -22,7 +22,22 @@ def plot_run(summary: dict, folder: str | Path) -> list[str]:
         for family in families:
             lines[family] = [e["metrics"].get("by_family", {}).get(family, {}).get(key) for e in entries]
         written.append(plot_lines([e["stage"] for e in entries], lines, title, Path(folder) / name))
+    for entry in entries:
+        record = entry.get("train", {}).get("grpo")
+        if record and record["curves"]["step"]:
+            written.append(plot_rewards(record["curves"], f"{entry['stage']}: reward terms per step",
+                                        Path(folder) / f"{entry['stage']}_rewards.png"))
     return [Path(p).name for p in written]
+
+
+def plot_rewards(curves: dict[str, list], title: str, path: Path) -> str:
+    """A GRPO stage's reward curves: the weighted reward and each term's mean, over training steps."""
+    figure, axis = _axes()
+    for label, values in curves.items():
+        if label != "step":
+            axis.plot(curves["step"], [float("nan") if v is None else v for v in values], marker=".",
+                      linewidth=2.5 if label == "reward" else 1.2, label=label)
+    return _finish(figure, axis, title, path, xlabel="training step")
 
 
 def plot_lines(points: list[str], lines: dict[str, list[float | None]], title: str, path: Path) -> str:
@@ -112,12 +127,12 @@ def _axes():
     return plt.subplots(figsize=(6.4, 3.8), dpi=110)
 
 
-def _finish(figure, axis, title: str, path: Path) -> str:
+def _finish(figure, axis, title: str, path: Path, xlabel: str = "evaluated point") -> str:
     """Title, grid and legend, then an atomic save (temporary file renamed into place)."""
     import matplotlib.pyplot as plt
 
     axis.set_title(title)
-    axis.set_xlabel("evaluated point")
+    axis.set_xlabel(xlabel)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()

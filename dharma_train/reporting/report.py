@@ -87,6 +87,7 @@ def render_report(summary: dict, plots: list[str] | None = None, provenance: dic
                                                               ("degeneration_rate", "{:.1%}"))]
                              for e in entries])
     lines += _pairs_section(entries)
+    lines += rewards_section(entries)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     lines += _provenance_lines(provenance or {})
@@ -163,6 +164,34 @@ def _pairs_section(entries: list[dict]) -> list[str]:
     return ["", "## Preference pairs", "", "Answers the input model generated while mining, what the detectors "
             "found in them, and the pairs kept (chosen: the ground truth).", ""] + _table(
         ["point", "pairs", "source", "answers generated", "found", "pairs by reason"], rows)
+
+
+def rewards_section(entries: list[dict]) -> list[str]:
+    """What each GRPO stage sampled and skipped, and each reward term's mean at its first and last logged step."""
+    header, rows = reward_table(entries)
+    if not rows:
+        return []
+    return ["", "## GRPO rewards", "", "Each term's mean over the answers sampled at the first and the last logged "
+            "step (docs/grpo.md); groups whose answers all scored the same had no advantage and were skipped.",
+            ""] + _table(header, rows)
+
+
+def reward_table(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """One row per GRPO stage: its counts, then `first -> last` for the reward and each term its record names."""
+    records = [(entry["stage"], entry["train"]["grpo"]) for entry in entries if "grpo" in entry.get("train", {})]
+    if not records:
+        return [], []
+    curves = [name for name in records[0][1]["curves"] if name != "step"]  # reward, then each term
+    header = ["point", "groups", "skipped (zero variance)", "answers at the token bound", *curves]
+    rows = [[stage, str(record["groups"]), str(record["zero_variance_groups"]),
+             f"{record['hit_token_limit']} of {record['answers']}"]
+            + [_first_to_last(record["curves"].get(name, [])) for name in curves] for stage, record in records]
+    return header, rows
+
+
+def _first_to_last(values: list) -> str:
+    shown = [value for value in values if value is not None]
+    return f"{shown[0]:.3f} → {shown[-1]:.3f}" if shown else ""
 
 
 def _skipped(entry: dict) -> str:

@@ -2,18 +2,19 @@
 
 from dharma_train.stages.dpo import DPOStage, DPOStageConfig
 from dharma_train.stages.export import ExportStage, ExportStageConfig
+from dharma_train.stages.grpo import GRPOStage, GRPOStageConfig
 from dharma_train.stages.quantize import QuantizeStage, QuantizeStageConfig
 from dharma_train.stages.sft import SFTStage, SFTStageConfig
 from dharma_train.training.config import OptimizationConfig
 
-STAGES = {stage.kind: stage for stage in (SFTStage, DPOStage, QuantizeStage, ExportStage)}
+STAGES = {stage.kind: stage for stage in (SFTStage, DPOStage, GRPOStage, QuantizeStage, ExportStage)}
 STAGE_CONFIGS = {kind: stage.config_class for kind, stage in STAGES.items()}
-TRAINED_CONFIGS = (SFTStageConfig, DPOStageConfig)  # the stage configs that train weights (an `optimization`)
-TRAINING_KINDS = (SFTStage.kind, DPOStage.kind)  # their kinds, as a stage's `kind` names it
+TRAINED_CONFIGS = (SFTStageConfig, DPOStageConfig, GRPOStageConfig)  # stage configs that train (an `optimization`)
+TRAINING_KINDS = (SFTStage.kind, DPOStage.kind, GRPOStage.kind)  # their kinds, as a stage's `kind` names it
 
 
 def optimization_of(config) -> OptimizationConfig | None:
-    """The training settings of a stage config that trains (SFT, DPO); None for one that does not."""
+    """The training settings of a stage config that trains (SFT, DPO, GRPO); None for one that does not."""
     return config.optimization if isinstance(config, TRAINED_CONFIGS) else None
 
 
@@ -34,6 +35,7 @@ def build_stage(name: str, config, pairs=None):
     return STAGES[config.kind](name, config)
 
 
-__all__ = ["DPOStage", "DPOStageConfig", "ExportStage", "ExportStageConfig", "QuantizeStage", "QuantizeStageConfig",
+__all__ = ["DPOStage", "DPOStageConfig", "ExportStage", "ExportStageConfig", "GRPOStage", "GRPOStageConfig",
+           "QuantizeStage", "QuantizeStageConfig",
            "SFTStage", "SFTStageConfig", "STAGES", "STAGE_CONFIGS", "TRAINED_CONFIGS", "TRAINING_KINDS", "build_stage", "mining_batch_of",
            "optimization_of", "trained_stages"]

@@ -1,4 +1,4 @@
-"""TrainingArguments for SFTConfig and DPOConfig, built in this one file from the trainer and stage configs."""
+"""TrainingArguments for SFTConfig, DPOConfig and GRPOConfig, built in this one file from the trainer and stage configs."""
 
 from __future__ import annotations
 
@@ -66,13 +66,23 @@ def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig,
 
 def build_arguments(config_class, optimization: OptimizationConfig, hardware: TrainerConfig, output_dir: str,
                     report_to: list[str], run_name: str, **stage_arguments):
-    """SFTConfig or DPOConfig: `trainer_arguments` plus the stage's own, then what no keyword reaches (transformers
-    passes no mixed-precision policy through `fsdp_config`): FSDP2's policy, read by accelerate's plugin."""
-    args = config_class(**trainer_arguments(optimization, hardware, output_dir, report_to, run_name), **stage_arguments)
+    """SFTConfig, DPOConfig or GRPOConfig: `trainer_arguments` plus the stage's own, then what no keyword reaches
+    (transformers passes no mixed-precision policy through `fsdp_config`): FSDP2's policy, read by accelerate's
+    plugin."""
+    arguments = trainer_arguments(optimization, hardware, output_dir, report_to, run_name)
+    if not _has_field(config_class, "max_length"):  # GRPOConfig bounds its answers with max_completion_length
+        del arguments["max_length"]
+    args = config_class(**arguments, **stage_arguments)
     policy = hardware.hardware.fsdp2_precision(hardware.resolved_precision())
     if policy is not None:
         args.fsdp_plugin_args["mixed_precision_policy"] = policy
     return args
+
+
+def _has_field(config_class, name: str) -> bool:
+    from dataclasses import fields
+
+    return any(f.name == name for f in fields(config_class))
 
 
 def checkpointing_arguments(policy: str) -> dict:

@@ -1,0 +1,88 @@
+"""The GRPO stage: its config refused at start, the recipes' switch, a LoRA run against the adapters-off reference,
+and a resumed run whose reward record covers every step."""
+
+import shutil
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from transformers import AutoModelForImageTextToText
+
+from dharma_train import GRPOStage, GRPOStageConfig, StageContext
+from dharma_train.config import validate
+from dharma_train.config_files import config_dir, register_recipes
+from dharma_train.errors import ConfigError
+from dharma_train.stages.grpo_rewards import TERMS
+from dharma_train.training.config import TrainerConfig
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"num_generations": 1}, "num_generations must be >= 2"),
+    ({"num_generations": 3}, "must be a multiple of num_generations (3)"),
+    ({"beta": 0.04, "optimization": {"method": "full"}}, "beta=0.04 needs optimization.method=lora"),
+    ({"temperature": 0.0}, "temperature > 0"),
+    ({"loss_type": "ppo"}, "loss_type must be one of"),
+    ({"scale_rewards": "std"}, "scale_rewards must be one of"),
+    ({"rewards": {"length": "long"}}, "stages.grpo.rewards.length"),
+])
+def test_bad_values_are_refused_in_one_line_naming_the_key(values, message):
+    with pytest.raises(ConfigError) as error:
+        GRPOStage("grpo", values)
+    assert message in str(error.value) and "stages.grpo" in str(error.value)
+    assert len(str(error.value).splitlines()) == 1
+
+
+def _recipe(*overrides: str):
+    register_recipes()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return validate(compose(config_name="config", overrides=["recipe=tiny", "output_dir=/tmp/x", *overrides]))
+
+
+def test_the_recipes_rung_is_off_until_switched_on_after_or_in_place_of_dpo():
+    assert "grpo" not in _recipe().stages
+    after = _recipe("stages.grpo.enabled=true")
+    assert list(after.stages) == ["general_ocr", "structured", "dpo", "grpo", "quantize", "export"]
+    assert after.stages["grpo"].max_new_tokens == after.evaluation.max_new_tokens == 160  # samples what is scored
+    instead = _recipe("stages.grpo.enabled=true", "stages.dpo=null")
+    assert list(instead.stages) == ["general_ocr", "structured", "grpo", "quantize", "export"]
+    with pytest.raises(ConfigError, match="stages.grpo"):  # a rung left off is still checked
+        _recipe("stages.grpo.num_generations=1")
+
+
+def _context(**trainer):
+    return StageContext(trainer=TrainerConfig(device="cpu", precision="fp32", logging_steps=1, **trainer))
+
+
+def _config(method: str, **values) -> GRPOStageConfig:
+    return GRPOStage("grpo", {"num_generations": 4, "max_new_tokens": 12, **values,
+                              "optimization": {"method": method, "freeze_vision": False, "max_steps": 2,
+                                               "batch_size": 8, "learning_rate": 1e-3}}).config
+
+
+@pytest.mark.slow
+def test_lora_with_a_kl_term_trains_against_the_adapters_off_reference_and_records_the_rewards(tiny_artifact, pages,
+                                                                                                 tmp_path):
+    result = GRPOStage("grpo", _config("lora", beta=0.04)).run(tiny_artifact, pages[0], tmp_path, _context())
+    record = result.metrics["grpo"]
+    assert (record["answers"], record["groups"]) == (16, 4)  # 2 steps x 2 pages x 4 answers
+    assert record["curves"]["step"] == [1, 2] and set(TERMS) < set(record["curves"])
+    assert record["hit_token_limit"] == 16  # the untrained model never ends within 12 tokens
+    assert all(value == -1.0 for value in record["curves"]["length"])
+    before = AutoModelForImageTextToText.from_pretrained(tiny_artifact.path).state_dict()
+    after = AutoModelForImageTextToText.from_pretrained(result.artifact.path).state_dict()
+    assert any(not torch.equal(before[name], after[name]) for name in before)
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.slow
+def test_an_interrupted_stage_resumes_from_its_checkpoint_and_its_record_covers_every_step(tiny_artifact, pages,
+                                                                                          tmp_path):
+    config, context = _config("full"), _context(checkpoint_every=1)
+    GRPOStage("grpo", config).run(tiny_artifact, pages[0], tmp_path, context)
+    # the last step saves the model, not a checkpoint: step 1's is the one an interruption in step 2 leaves
+    assert [path.name for path in (tmp_path / "trainer").glob("checkpoint-*")] == ["checkpoint-1"]
+    shutil.rmtree(tmp_path / "model")
+    result = GRPOStage("grpo", config).run(tiny_artifact, pages[0], tmp_path, context)
+    assert result.metrics["resumed_from_step"] == 1
+    record = result.metrics["grpo"]
+    assert record["curves"]["step"] == [1, 2] and record["groups"] == 4  # step 1's logs came back with its state

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from dharma_train.evaluation.loop_stop import LoopStop, loop_period, project_to_bound
 from dharma_train.evaluation.slots import SLOT_ATTENTION, SlotDecoder, text_attention
+from dharma_train.evaluation.vision_stage import VisionFeatures, encode_pages, image_key
 
 _CAPACITY_STEP = 256  # cache length is rounded up to this, so growing it (and recapturing the graph) stays rare
 _PREPARE_THREADS = 4  # image preprocessing threads (PIL and numpy release the GIL for most of it)
@@ -86,7 +87,7 @@ class ContinuousGenerator:
 
     def __init__(self, model, processor, prompt: str, max_new_tokens: int, slots: int, eos_token_id: int,
                  sampling: dict | None, loop_stop: LoopStop | None, use_graph: bool, seed: int | None,
-                 grouped_attention: bool):
+                 grouped_attention: bool, vision: VisionFeatures | None = None):
         self.model, self.processor, self.prompt = model, processor, prompt
         self.max_new_tokens, self.slots, self.eos = max_new_tokens, slots, eos_token_id
         self.sampling, self.loop_stop, self.use_graph = sampling, loop_stop, use_graph
@@ -101,12 +102,13 @@ class ContinuousGenerator:
         self.all_slots = torch.arange(slots, device=self.device)
         pinned = self.device.type == "cuda"
         self.host_tokens = [torch.empty(slots, dtype=torch.long, pin_memory=pinned) for _ in range(2)]
-        self.stats = {"prefill_seconds": 0.0, "prefills": 0, "steps": 0, "graph_captures": 0}
+        self.vision = vision if vision is not None else VisionFeatures()  # the caller's store, or one pass
+        self.stats = {"prefill_seconds": 0.0, "vision_seconds": 0.0, "prefills": 0, "steps": 0, "graph_captures": 0}
 
-    def prepare(self, image_path) -> dict:
-        """One page's model inputs, on the CPU (runs on the preprocessing thread)."""
+    def prepare(self, image_path) -> tuple[tuple, dict]:
+        """One page's image key and model inputs, on the CPU (runs on the preprocessing thread)."""
         image = Image.open(image_path).convert("RGB")
-        return dict(self.processor(images=[image], text=[self.prompt], return_tensors="pt"))
+        return image_key(image_path), dict(self.processor(images=[image], text=[self.prompt], return_tensors="pt"))
 
     def run(self, image_paths: list, progress: bool, bounds: list[int] | None = None,
             references: list[str | None] | None = None) -> list[PageResult]:
@@ -143,6 +145,10 @@ class ContinuousGenerator:
     def _fill(self, taken: list, free: list[int], active: dict, results: dict, bar) -> None:
         """Prefill new pages into free slots, same-length prompts together, and take their first tokens."""
         started = time.perf_counter()
+        features = dict(zip((item[0] for item in taken), encode_pages(
+            self.model, [item[2][1] for item in taken], [item[2][0] for item in taken], self.vision)))
+        self.stats["vision_seconds"] += time.perf_counter() - started
+        taken = [(index, bound, inputs, reference) for index, bound, (_, inputs), reference in taken]
         groups: list[list] = []
         for item in taken:
             if groups and groups[-1][0][2]["input_ids"].shape[1] == item[2]["input_ids"].shape[1]:
@@ -155,8 +161,9 @@ class ContinuousGenerator:
             length = group[0][2]["input_ids"].shape[1]
             self._ensure_capacity(length + max(item[1] for item in group) + 1)
             slots = [free.pop(0) for _ in group]
-            inputs = {key: torch.cat([item[2][key] for item in group]).to(self.device) for key in group[0][2]}
-            logits = self.decoder.prefill(inputs, slots)
+            inputs = {key: torch.cat([item[2][key] for item in group]).to(self.device) for key in group[0][2]
+                      if key != "pixel_values"}  # the images are encoded already
+            logits = self.decoder.prefill(inputs, slots, [features[item[0]] for item in group])
             index = torch.tensor(slots, device=self.device)
             if self.seen is not None:
                 self.seen[index] = False

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from dharma_train.data.pages import Page
 from dharma_train.data.prompts import prompt_messages, target_text
 from dharma_train.evaluation.loop_stop import LoopStop
+from dharma_train.evaluation.vision_stage import VisionFeatures
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,12 @@ def decode(model, inputs: dict, max_new_tokens: int, eos_token_id: int, pad_toke
 def generate(model, processor, pages: list[Page], task: str, max_new_tokens: int, batch_size: int,
              cache: str = "auto", progress: bool = True, sampling: dict | None = None, engine: str = "auto",
              loop_stop: LoopStop | None = None, seed: int | None = None, graphs: bool = True,
-             ) -> tuple[list[Generation], float]:
+             vision: VisionFeatures | None = None) -> tuple[list[Generation], float]:
     """Answers for pages in their given order, and the total wall time spent generating them.
 
     batch_size is the number of slots for the continuous engine; loop_stop (continuous only) stops confirmed
-    loops early; seed seeds the continuous engine's sampling (the `generate` engine uses torch's global RNG)."""
+    loops early; seed seeds the continuous engine's sampling (the `generate` engine uses torch's global RNG);
+    vision (continuous only) keeps the pages' image features for another pass with the same model."""
     tokenizer = processor.tokenizer
     prompt = tokenizer.apply_chat_template(prompt_messages(task), add_generation_prompt=True, tokenize=False)
     device = next(model.parameters()).device
@@ -78,7 +80,7 @@ def generate(model, processor, pages: list[Page], task: str, max_new_tokens: int
     order = sorted(range(len(pages)), key=lambda i: sizes[pages[i].id])
     if resolve_engine(engine, device) == "continuous":
         return _generate_continuous(model, processor, prompt, task, pages, order, max_new_tokens, batch_size,
-                                    progress, sampling, loop_stop, seed, graphs)
+                                    progress, sampling, loop_stop, seed, graphs, vision)
     cache = resolve_cache(cache, device)
     batches = [order[offset:offset + batch_size] for offset in range(0, len(order), batch_size)]
 
@@ -114,7 +116,8 @@ def generate(model, processor, pages: list[Page], task: str, max_new_tokens: int
 
 def _generate_continuous(model, processor, prompt: str, task: str, pages: list[Page], order: list[int],
                          max_new_tokens: int, slots: int, progress: bool, sampling: dict | None,
-                         loop_stop: LoopStop | None, seed: int | None, graphs: bool) -> tuple[list[Generation], float]:
+                         loop_stop: LoopStop | None, seed: int | None, graphs: bool,
+                         vision: VisionFeatures | None) -> tuple[list[Generation], float]:
     """The continuous engine over pages in size order; results back in the given order."""
     from dharma_train.evaluation.continuous import ContinuousGenerator
 
@@ -124,7 +127,7 @@ def _generate_continuous(model, processor, prompt: str, task: str, pages: list[P
         sampling = {"top_k": getattr(model.generation_config, "top_k", None), **sampling}
     engine = ContinuousGenerator(model, processor, prompt, max_new_tokens, min(slots, max(len(pages), 1)),
                                  tokenizer.eos_token_id, sampling, loop_stop, use_graph=graphs, seed=seed,
-                                 grouped_attention=device.type == "cuda")
+                                 grouped_attention=device.type == "cuda", vision=vision)
     start = time.perf_counter()
     references = [target_text(pages[i].answer, task) for i in order]
     results = engine.run([pages[i].image for i in order], progress, references=references) if pages else []
@@ -150,12 +153,12 @@ def _pixels(page: Page) -> int:
 def generate_across_ranks(model, processor, pages: list[Page], task: str, max_new_tokens: int, batch_size: int,
                           cache: str = "auto", progress: bool = True, sampling: dict | None = None,
                           engine: str = "auto", loop_stop: LoopStop | None = None, seed: int | None = None,
-                          ) -> tuple[list[Generation], float]:
+                          vision: VisionFeatures | None = None) -> tuple[list[Generation], float]:
     """`generate` with the pages split over the run's processes: every process gets every answer, in page order,
     and the slowest process's wall time. With one process it is `generate`."""
     from dharma_train import distributed
 
     generations, seconds = generate(model, processor, distributed.shard(pages), task, max_new_tokens, batch_size,
                                     cache=cache, progress=progress and distributed.is_main(), sampling=sampling,
-                                    engine=engine, loop_stop=loop_stop, seed=seed)
+                                    engine=engine, loop_stop=loop_stop, seed=seed, vision=vision)
     return distributed.gather(generations), max(distributed.gather([seconds]))

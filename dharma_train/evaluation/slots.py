@@ -4,8 +4,8 @@ Every slot holds one page at its own position. A step feeds each slot's last tok
 the slot's own cache index, and attends over the slot's rows under a per-slot mask, so pages of different lengths
 and ages decode together and a finished page's slot is refilled without touching the others. The step's shapes
 never change, so on CUDA it is captured once in a CUDA graph and replayed: one launch a step instead of hundreds.
-Prefill runs the stock model (vision tower included) on a page or a group of same-length pages, then copies the
-keys and values into the slots.
+Prefill runs the language model on a page or a group of same-length pages, with their images encoded beforehand
+(`vision_stage.py`) or by the stock model, then copies the keys and values into the slots.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from contextlib import contextmanager
 import torch
 from transformers import AttentionInterface, DynamicCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from dharma_train.evaluation.vision_stage import embed_with_images
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +150,23 @@ class SlotDecoder:
             self.use_graph = False
         self.cache.write_at.copy_(saved)
 
-    def prefill(self, inputs: dict, slots: list[int]) -> torch.Tensor:
-        """Run a group of same-length prompts through the model, move their caches into `slots`; last logits."""
+    def prefill(self, inputs: dict, slots: list[int], image_features: list[torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        """Run a group of same-length prompts through the model, move their caches into `slots`; last logits.
+        image_features: the pages' images already encoded (vision_stage.py); None runs the vision tower here."""
         model = self.model.model
         extra = {key: inputs[key] for key in ("image_grid_thw", "video_grid_thw", "mm_token_type_ids")
                  if inputs.get(key) is not None}
         position_ids, deltas = model.get_rope_index(inputs["input_ids"], attention_mask=inputs["attention_mask"],
                                                     **extra)
         cache = DynamicCache(config=self.model.config)
-        hidden = model(**inputs, position_ids=position_ids, past_key_values=cache, use_cache=True).last_hidden_state
+        if image_features is None:
+            hidden = model(**inputs, position_ids=position_ids, past_key_values=cache,
+                           use_cache=True).last_hidden_state
+        else:
+            embeds = embed_with_images(self.model, inputs["input_ids"], image_features)
+            hidden = model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"], position_ids=position_ids,
+                           past_key_values=cache, use_cache=True).last_hidden_state
         length = inputs["input_ids"].shape[1]
         index = torch.tensor(slots, device=self.device)
         for row, slot in enumerate(slots):

@@ -19,6 +19,7 @@ from dharma_train.data.pairs import PreferencePair
 from dharma_train.data.prompts import target_text
 from dharma_train.evaluation.generate import generate_across_ranks
 from dharma_train.evaluation.loop_stop import LoopStop, stop_rule
+from dharma_train.evaluation.vision_stage import VisionFeatures
 from dharma_train.evaluation.metrics import PageScore, score_page
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class MiningConfig:
     loop_stop: bool = True  # continuous engine: a confirmed loop stops early; its projection is the rejected text
     loop_stop_repeats: int = 8  # a unit that reads as text is a loop once repeated this many times
     loop_stop_max_pattern_tokens: int = 128  # longest unit looked for, in tokens
+    vision_cache_gib: float = 8.0  # host memory for the pages' image features, encoded once for every pass
     reasons: list[str] = field(default_factory=lambda: list(DEFAULT_REASONS))
     max_pairs_per_page: int = 2
     min_pairs: int = 8  # fewer than this: act per `on_too_few`
@@ -61,6 +63,8 @@ class MiningConfig:
         if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.max_pairs_per_page < 1 or self.min_pairs < 1:
             raise ValueError("mining: temperature > 0, 0 < top_p <= 1, max_pairs_per_page and min_pairs >= 1")
         self.loop_stop_rule()  # refuses bad loop_stop_* values at start
+        if self.vision_cache_gib < 0:
+            raise ValueError(f"mining.vision_cache_gib must be >= 0, got {self.vision_cache_gib}")
 
     def loop_stop_rule(self) -> LoopStop | None:
         """The loop stop these settings ask for, or None."""
@@ -94,13 +98,14 @@ def mine_pairs(model, processor, pages: PageSet, task: str, config: MiningConfig
     seen: set[tuple[str, str]] = set()
     counts = Counter()
     seconds = 0.0
+    vision = VisionFeatures(budget_bytes=int(config.vision_cache_gib * 2**30))  # one model: every pass shares it
     for number, (source, sampling) in enumerate(passes):
         torch.manual_seed(seed + number)
         generations, elapsed = generate_across_ranks(model, processor, pages.pages, task, config.max_new_tokens,
                                                      config.batch_size, cache="auto", progress=progress,
                                                      sampling=sampling, engine=config.engine,
                                                      loop_stop=config.loop_stop_rule(),
-                                                     seed=seed + number)
+                                                     seed=seed + number, vision=vision)
         seconds += elapsed
         for page, generation in zip(pages, generations):
             counts["generated"] += 1
@@ -120,6 +125,7 @@ def mine_pairs(model, processor, pages: PageSet, task: str, config: MiningConfig
             pairs.append(PreferencePair(id=page.id, image=page.image, chosen=chosen, rejected=generation.text,
                                         reason=reason, source=source))
     stats = {"pages": len(pages), "pairs": len(pairs), "seconds": seconds, **dict(sorted(counts.items())),
+             "images_encoded": vision.encoded, "images_reused": vision.hits,
              "pairs_by_reason": dict(sorted(Counter(p.reason for p in pairs).items()))}
     log.info("mined %d pairs from %d answers on %d pages: %s", len(pairs), counts["generated"], len(pages),
              stats["pairs_by_reason"])

@@ -112,3 +112,28 @@ def test_a_confirmed_loop_frees_its_slot_and_is_scored_on_its_projection_to_the_
     stopped = [g for g in early if g.stopped_early]
     assert stopped and all(g.new_tokens == 48 and g.hit_token_limit and g.tokens_decoded < 48 for g in stopped)
     assert all(a.text == b.text for a, b in zip(full, early) if not b.stopped_early)
+
+
+def test_a_second_pass_reuses_the_encoded_images_and_gives_the_same_answers(engine_setup):
+    from dharma_train.evaluation.vision_stage import VisionFeatures
+
+    model, processor, pages, _ = engine_setup
+    plain, _ = generate(model, processor, pages, "structured", NEW_TOKENS, 2, engine="generate", progress=False)
+    store = VisionFeatures(budget_bytes=2**30)
+    first, _ = generate(model, processor, pages, "structured", NEW_TOKENS, 3, engine="continuous", progress=False,
+                        vision=store)
+    assert (store.encoded, store.hits) == (len(pages), 0)
+    second, _ = generate(model, processor, pages, "structured", NEW_TOKENS, 3, engine="continuous", progress=False,
+                         vision=store)
+    assert (store.encoded, store.hits) == (len(pages), len(pages))  # every page's image from the store
+    assert _answers(first) == _answers(second) == _answers(plain)
+
+
+def test_features_past_the_budget_are_encoded_again(engine_setup):
+    from dharma_train.evaluation.vision_stage import VisionFeatures
+
+    model, processor, pages, _ = engine_setup
+    store = VisionFeatures(budget_bytes=1)  # room for nothing
+    for _ in range(2):
+        generate(model, processor, pages[:3], "structured", 4, 3, engine="continuous", progress=False, vision=store)
+    assert (store.encoded, store.hits, store.kept_bytes) == (6, 0, 0)

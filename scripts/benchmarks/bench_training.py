@@ -170,7 +170,7 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
     from dharma_train.training.model_setup import freeze_vision_tower, lora_config
     from dharma_train.training.performance import PerformanceConfig, speed_up
     from dharma_train.training.performance.recompute import choose_recompute
-    from dharma_train.training.performance.apply import compile_unless_recomputed
+    from dharma_train.training.performance.apply import compile_repeated_layers
     from dharma_train.training.performance.token_batches import use_token_budget
 
     gc.collect()
@@ -219,7 +219,7 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
         row["recompute"] = choose_recompute(trainer, hardware, name, sampler.largest() if sampler else None) \
             or {"policy": planned_recompute(hardware)}
         row["recompute"]["probe_seconds"] = round(time.perf_counter() - started, 1)
-        state = compile_unless_recomputed(trainer.model, performance, "cuda", row["recompute"]["policy"])
+        state = compile_repeated_layers(trainer.model, performance, "cuda", row["recompute"]["policy"])
         if state is not None:  # as train_resumably does: compile once the policy is known
             outcome["compile"] = state
     timer = StepTimer(trainer.model, args.warmup, args.steps, profile_step=steps - 1 if profiled else None)

@@ -99,12 +99,12 @@ def apply_policy(model, policy: str) -> None:
         model.gradient_checkpointing_disable()
         return
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    for stack in _layer_stacks(model):
+    for stack in layer_stacks(model):
         for index, layer in enumerate(stack):
             layer.gradient_checkpointing = recomputes(policy, index)
 
 
-def _layer_stacks(model) -> list:
+def layer_stacks(model) -> list:
     """The repeated layers (vision blocks, decoder layers), one list per stack."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 

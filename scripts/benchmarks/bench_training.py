@@ -169,9 +169,8 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
     )
     from dharma_train.training.model_setup import freeze_vision_tower, lora_config
     from dharma_train.training.performance import PerformanceConfig, speed_up
-    from dharma_train.training.performance.recompute import choose_recompute
     from dharma_train.training.performance.apply import compile_repeated_layers
-    from dharma_train.training.performance.token_batches import use_token_budget
+    from dharma_train.training.performance.plan import plan_batches
 
     gc.collect()
     torch.cuda.empty_cache()
@@ -214,10 +213,10 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
         row["recompute"] = {"policy": "all"}
     else:
         started = time.perf_counter()
-        sampler = use_token_budget(trainer, hardware)  # as train_resumably does: budget first, then the probe
+        sampler, recompute = plan_batches(trainer, hardware, name)  # as train_resumably does
         row["token_budget"] = sampler.budget if sampler else None
-        row["recompute"] = choose_recompute(trainer, hardware, name, sampler.largest() if sampler else None) \
-            or {"policy": planned_recompute(hardware)}
+        row["gradient_accumulation"] = trainer.args.gradient_accumulation_steps
+        row["recompute"] = recompute or {"policy": planned_recompute(hardware)}
         row["recompute"]["probe_seconds"] = round(time.perf_counter() - started, 1)
         state = compile_repeated_layers(trainer.model, performance, "cuda", row["recompute"]["policy"])
         if state is not None:  # as train_resumably does: compile once the policy is known

@@ -97,17 +97,17 @@ def plan_reason(plan: tuple[int, str], budgets: list[int], measured: dict[int, d
     split = budgets.index(budget) + 1
     full = choose_policy(known_peaks(measured, budgets, budgets[0], extra_bytes, memory_bytes), extra_bytes,
                          memory_bytes)
+    if split == 1 and policy == "off":
+        return "auto's budget fits with nothing recomputed"
     if split == 1:
-        smaller = [b for b in budgets[1:] if b in measured]
-        return (f"auto's budget, the fastest predicted{' of ' + str(len(smaller) + 1) + ' probed' if smaller else ''}"
-                f" (no split can beat recompute={policy} there)" if policy != "off" else
-                "auto's budget fits with nothing recomputed")
-    against = f"token_budget={budgets[0]} with recompute={full}" if full else f"token_budget={budgets[0]}, which does " \
-        "not fit even with every layer recomputed"
-    ratio = f", {predicted_speed(budget, policy, overhead) / predicted_speed(budgets[0], full, overhead):.2f}x " \
-        "predicted" if full else ""
-    return f"auto's budget split in {split} (gradient accumulation x{split}, same tokens a step), against {against}" \
-        f"{ratio}"
+        probed = sum(b in measured for b in budgets[1:])
+        return f"auto's budget with recompute={policy}: no split of it ({probed} probed) is predicted faster"
+    against = (f"token_budget={budgets[0]} with recompute={full}" if full else
+               f"token_budget={budgets[0]}, which does not fit even with every layer recomputed")
+    ratio = (f", {predicted_speed(budget, policy, overhead) / predicted_speed(budgets[0], full, overhead):.2f}x "
+             "predicted") if full else ""
+    return (f"auto's budget split in {split} (gradient accumulation x{split}, same tokens a step), against "
+            f"{against}{ratio}")
 
 
 def plan_and_apply(trainer, settings, stage: str, measure, memory: int,
@@ -153,7 +153,8 @@ def plan_and_apply(trainer, settings, stage: str, measure, memory: int,
     sampler = install_sampler(trainer, settings, lengths, budget, accumulation=split)
     apply_policy(trainer.model, policy)
     peak = known_peaks(measured, budgets, budget, extra, memory).get(policy)
-    reason = plan_reason(plan, budgets, measured, extra, memory, overhead) if plan else "nothing fits; the smallest plan"
+    reason = (plan_reason(plan, budgets, measured, extra, memory, overhead) if plan else
+              "nothing fits; the smallest budget with every layer recomputed")
     record = {"policy": policy, "token_budget": budget, "split": split, "reason": reason,
               "probe_tokens": _tokens(batches[budget]) if budget in batches else None,
               "budget_gib": _gib(memory), "optimizer_state_gib": _gib(extra),

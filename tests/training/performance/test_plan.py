@@ -94,6 +94,9 @@ def test_the_reason_names_the_split_and_what_it_replaced():
     plan, measured = _plan(139)
     assert plan_reason(plan, budgets, measured, OPTIMIZER, int(139 * GIB)) == \
         "auto's budget fits with nothing recomputed"
+    plan, measured = _plan(139, peak=lambda budget, policy: _peak(14_000, policy) if policy == "all" else None)
+    assert plan_reason(plan, budgets, measured, OPTIMIZER, int(139 * GIB)) == \
+        "auto's budget with recompute=all: no split of it (3 probed) is predicted faster"
 
 
 def test_off_a_gpu_and_with_explicit_settings_nothing_is_planned_jointly(tiny_artifact):

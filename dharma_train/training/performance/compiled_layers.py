@@ -9,7 +9,10 @@ inputs, as eager checkpointing does (`tests/training/performance/test_compiled_l
 
 The region must trace as one graph: a graph break inside it makes dynamo run the checkpoint eagerly around compiled
 pieces, the failing case above. So every compiled layer runs the stock RMSNorm and gated MLP (inductor fuses them)
-rather than liger's kernels, whose calls dynamo cannot trace and so breaks the graph around.
+rather than liger's kernels, whose calls dynamo cannot trace and so breaks the graph around. A vision block's
+attention still breaks its graph (the windows' longest length, a host sync, in `models/varlen.py`), so a vision
+block that recomputes stays eager under transformers' checkpointing; the vision tower is frozen by default, and a
+frozen block keeps nothing for backward to recompute.
 """
 
 from __future__ import annotations
@@ -22,15 +25,18 @@ from dharma_train.training.performance.kernels import use_stock_kernels
 from dharma_train.training.performance.recompute import layer_stacks, recomputes
 
 REPEATED = ("Qwen2_5_VLVisionBlock", "Qwen2_5_VLDecoderLayer")
+ONE_GRAPH = ("Qwen2_5_VLDecoderLayer",)  # traced whole, so it can recompute inside its compiled graph
 
 
 def compile_layers(model, policy: str = "off") -> int:
-    """torch.compile (dynamic shapes) each vision block and decoder layer; those that `policy` recomputes checkpoint
-    inside the compiled function. Call after the policy's probe: the outer checkpoint flags are turned off here."""
+    """torch.compile (dynamic shapes) each vision block and decoder layer; decoder layers that `policy` recomputes
+    checkpoint inside the compiled function, vision blocks it recomputes stay eager. Call after the policy's probe:
+    the outer checkpoint flags of compiled layers are turned off here. Returns how many layers were compiled."""
     compiled = 0
     for stack in layer_stacks(model):
         for index, layer in enumerate(stack):
-            if type(layer).__name__ not in REPEATED:
+            name = type(layer).__name__
+            if name not in REPEATED or (recomputes(policy, index) and name not in ONE_GRAPH):
                 continue
             use_stock_kernels(layer)
             layer.gradient_checkpointing = False  # never transformers' wrapper around a compiled layer

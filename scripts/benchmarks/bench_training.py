@@ -233,7 +233,9 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
     trainer.add_callback(timer.callback)
     try:
         trainer.train()
-        row["losses"] = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry][:LOSS_STEPS]
+        logged = [entry for entry in trainer.state.log_history if "loss" in entry][:LOSS_STEPS]
+        row["losses"] = [entry["loss"] for entry in logged]
+        row["grad_norms"] = [entry.get("grad_norm") for entry in logged]  # step 1's tells a gradient from an update
         row.update(timer.summary())
         row["mfu"] = 6 * parameters * row["tokens_per_second"] / (PEAK_TFLOPS * 1e12)
         row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -489,7 +491,8 @@ def print_loss_check(rows: list[dict]) -> None:
         worst = max(abs(a - b) / abs(b) for a, b in zip(row["losses"][:steps], twin["losses"][:steps]))
         print(f"losses over {steps} steps, {row['config']} (compiled) against {twin['config']} (eager): max relative "
               f"difference {worst:.1e} ({'equal' if worst < 5e-4 else 'NOT equal'} to 3 digits)\n"
-              f"  compiled {row['losses']}\n  eager    {twin['losses']}")
+              f"  compiled {row['losses']}\n  eager    {twin['losses']}\n"
+              f"  gradient norms, compiled {row.get('grad_norms')}\n  gradient norms, eager    {twin.get('grad_norms')}")
 
 
 if __name__ == "__main__":

@@ -16,5 +16,5 @@ def test_compiled_losses_are_compared_with_the_eager_row_of_the_same_plan(capsys
     lines = capsys.readouterr().out.splitlines()
     assert "ours-full (compiled) against ours-full:compile=off (eager)" in lines[0]
     assert "(equal to 3 digits)" in lines[0]
-    assert "ours-full:x (compiled)" in lines[3] and "NOT equal" in lines[3]
-    assert lines[6] == "losses, ours-full:y (compiled): [12.42]; no eager row with the same plan"
+    assert "ours-full:x (compiled)" in lines[5] and "NOT equal" in lines[5]
+    assert lines[10] == "losses, ours-full:y (compiled): [12.42]; no eager row with the same plan"

@@ -106,25 +106,32 @@ def test_off_a_gpu_and_with_explicit_settings_nothing_is_planned_jointly(tiny_ar
     assert plan_batches(trainer, TrainerConfig(device="cpu"), "stage") == (None, {"policy": "off"})
 
 
-def test_the_plan_installs_the_split_its_gradient_accumulation_and_the_policy(tiny_artifact, pages, tmp_path):
-    """The real SFT trainer on the tiny pages (rows of 220 to 325 tokens, auto's budget 1,051), peaks from each probe
-    batch's real tokens (the memory model above at 14x the tokens, standing in for the GPU's measurement; the
-    micro-batch overhead at 1/14 to match): auto's budget needs recomputation in 79.2 GiB, a third of it (its largest
-    batch one row of 325 tokens) does not."""
+def _sft_trainer(tiny_artifact, pages, folder):
+    """The real SFT trainer on the tiny pages: batch 4, gradient accumulation 2."""
     from trl import SFTConfig, SFTTrainer
 
     from dharma_train.data.conversation import sft_dataset
     from dharma_train.models.loading import load_model, load_processor
     from dharma_train.training.arguments import trainer_arguments
     from dharma_train.training.config import OptimizationConfig
-    from dharma_train.training.performance.plan import plan_and_apply
-    from dharma_train.training.performance.recompute import _tokens
 
     settings = TrainerConfig(device="cpu", precision="fp32", checkpoint_every=0)
     optimization = OptimizationConfig(method="full", max_steps=1, batch_size=4, gradient_accumulation=2)
-    trainer = SFTTrainer(model=load_model(tiny_artifact), processing_class=load_processor(tiny_artifact.path),
-                         args=SFTConfig(**trainer_arguments(optimization, settings, str(tmp_path), [], "t/s")),
-                         train_dataset=sft_dataset(pages[0], "structured"))
+    return SFTTrainer(model=load_model(tiny_artifact), processing_class=load_processor(tiny_artifact.path),
+                      args=SFTConfig(**trainer_arguments(optimization, settings, str(folder), [], "t/s")),
+                      train_dataset=sft_dataset(pages, "structured"))
+
+
+def test_the_plan_installs_the_split_its_gradient_accumulation_and_the_policy(tiny_artifact, pages, tmp_path):
+    """The real SFT trainer on the tiny pages (rows of 220 to 325 tokens, auto's budget 1,051), peaks from each probe
+    batch's real tokens (the memory model above at 14x the tokens, standing in for the GPU's measurement; the
+    micro-batch overhead at 1/14 to match): auto's budget needs recomputation in 79.2 GiB, a third of it (its largest
+    batch one row of 325 tokens) does not."""
+    from dharma_train.training.performance.plan import plan_and_apply
+    from dharma_train.training.performance.recompute import _tokens
+
+    trainer = _sft_trainer(tiny_artifact, pages[0], tmp_path)
+    settings = TrainerConfig(device="cpu", precision="fp32", checkpoint_every=0)
     probed = []
 
     def measure(trainer, batch, policy):
@@ -139,3 +146,16 @@ def test_the_plan_installs_the_split_its_gradient_accumulation_and_the_policy(ti
     assert not any(layer.gradient_checkpointing for layer in trainer.model.model.language_model.layers)
     assert probed[0][1] == "all" and max(tokens for tokens, _ in probed) == probed[0][0]
     assert record["reason"].startswith(f"auto's budget split in {record['split']}")
+
+
+def test_an_explicit_policy_keeps_autos_budget_and_the_configured_accumulation(tiny_artifact, pages, tmp_path):
+    """recompute=every_3 set by the user: the budget is auto's alone (1,051 tokens), nothing is probed or split."""
+    from dharma_train.training.performance.config import PerformanceConfig
+
+    trainer = _sft_trainer(tiny_artifact, pages[0], tmp_path)
+    settings = TrainerConfig(device="cpu", performance=PerformanceConfig(recompute="every_3"))
+    settings.resolved_device = lambda: "cuda"  # token_budget auto applies as on a GPU; nothing here needs one
+    sampler, recompute = plan_batches(trainer, settings, "stage")
+    assert (sampler.budget, recompute) == (1051, {"policy": "every_3"})
+    assert trainer.args.gradient_accumulation_steps == 2
+    assert [layer.gradient_checkpointing for layer in trainer.model.model.language_model.layers] == [True, False]

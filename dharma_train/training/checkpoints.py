@@ -21,9 +21,8 @@ from transformers import TrainerCallback
 from dharma_train.console import DropMessages
 from dharma_train.files import disk_full_as_error, read_json_or_none
 from dharma_train.training.numerics import NonFiniteGuard, check_finite_weights
-from dharma_train.training.performance.apply import compile_unless_recomputed
-from dharma_train.training.performance.recompute import choose_recompute
-from dharma_train.training.performance.token_batches import use_token_budget
+from dharma_train.training.performance.apply import compile_repeated_layers
+from dharma_train.training.performance.plan import plan_batches
 from dharma_train.training.preemption import StopOnSignal, handle_signals
 from dharma_train.training.resources import (
     check_free_disk,
@@ -165,10 +164,9 @@ def train_resumably(trainer, settings, stage: str, eager_because: str | None = N
     if settings.checkpoint_every:
         room = (settings.keep_checkpoints + 1) * checkpoint_bytes(trainer.model) + tensor_bytes(trainer.model)
         check_free_disk(folder, room, f"stage {stage}'s checkpoints and saved model")
-    sampler = use_token_budget(trainer, settings)  # None unless trainer.performance.token_budget is set
-    recompute = choose_recompute(trainer, settings, stage, sampler.largest() if sampler else None)
-    compile_unless_recomputed(trainer.model, settings.performance, settings.resolved_device(),
-                              recompute["policy"] if recompute else None, eager_because)  # None: a sharded engine
+    sampler, recompute = plan_batches(trainer, settings, stage)  # sampler None: fixed batches; recompute None: sharded
+    compile_repeated_layers(trainer.model, settings.performance, settings.resolved_device(),
+                            recompute["policy"] if recompute else None, eager_because)  # None: a sharded engine
     guard = NonFiniteGuard(settings.on_nonfinite)
     trainer.create_model_card = _no_trainer_card  # TRL calls it at every checkpoint
     from dharma_train.console import label_training_bar

@@ -15,10 +15,18 @@ precision rule) and freezes the vision tower unless "+vision" is named; LoRA put
 language-model linear and freezes the rest.
 
 Per configuration: useful (non-pad) tokens/s, MFU (6 x all parameters x useful tokens / step time / 989 TFLOP/s,
-the issue's convention), peak memory, and the ratio to the baseline of the same method.
+the issue's convention), peak memory, the ratio to the baseline of the same method, the token budget and gradient
+accumulation, recompute policy and compile state chosen, and the loss of the first 10 steps; each compiled row's
+losses are compared with the eager row of the same plan (same batches).
 
     run(command="TOKENIZERS_PARALLELISM=false bash scripts/gpu.sh python3 -m scripts.benchmarks.bench_training
         --configs baseline-lora ours-lora --check --profile ours-full", carry=[".whl"])
+
+Issue 33's run on one 80 GB H100 (plain TRL against the defaults, full and LoRA, compiled against eager; ~8 min):
+
+    run(command="TOKENIZERS_PARALLELISM=false timeout 540 bash scripts/gpu.sh
+        python3 -m scripts.benchmarks.bench_training --steps 6 --configs baseline-full ours-full ours-full:compile=off baseline-lora ours-lora:compile=on
+        ours-lora", carry=[".whl"])
 """
 
 from __future__ import annotations
@@ -169,9 +177,8 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
     )
     from dharma_train.training.model_setup import freeze_vision_tower, lora_config
     from dharma_train.training.performance import PerformanceConfig, speed_up
-    from dharma_train.training.performance.recompute import choose_recompute
-    from dharma_train.training.performance.apply import compile_unless_recomputed
-    from dharma_train.training.performance.token_batches import use_token_budget
+    from dharma_train.training.performance.apply import compile_repeated_layers
+    from dharma_train.training.performance.plan import plan_batches
 
     gc.collect()
     torch.cuda.empty_cache()
@@ -214,18 +221,21 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
         row["recompute"] = {"policy": "all"}
     else:
         started = time.perf_counter()
-        sampler = use_token_budget(trainer, hardware)  # as train_resumably does: budget first, then the probe
+        sampler, recompute = plan_batches(trainer, hardware, name)  # as train_resumably does
         row["token_budget"] = sampler.budget if sampler else None
-        row["recompute"] = choose_recompute(trainer, hardware, name, sampler.largest() if sampler else None) \
-            or {"policy": planned_recompute(hardware)}
+        row["gradient_accumulation"] = trainer.args.gradient_accumulation_steps
+        row["recompute"] = recompute or {"policy": planned_recompute(hardware)}
         row["recompute"]["probe_seconds"] = round(time.perf_counter() - started, 1)
-        state = compile_unless_recomputed(trainer.model, performance, "cuda", row["recompute"]["policy"])
+        state = compile_repeated_layers(trainer.model, performance, "cuda", row["recompute"]["policy"])
         if state is not None:  # as train_resumably does: compile once the policy is known
             outcome["compile"] = state
     timer = StepTimer(trainer.model, args.warmup, args.steps, profile_step=steps - 1 if profiled else None)
     trainer.add_callback(timer.callback)
     try:
         trainer.train()
+        logged = [entry for entry in trainer.state.log_history if "loss" in entry][:LOSS_STEPS]
+        row["losses"] = [entry["loss"] for entry in logged]
+        row["grad_norms"] = [entry.get("grad_norm") for entry in logged]  # step 1's tells a gradient from an update
         row.update(timer.summary())
         row["mfu"] = 6 * parameters * row["tokens_per_second"] / (PEAK_TFLOPS * 1e12)
         row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -253,6 +263,9 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
     torch.cuda.empty_cache()
     print(json.dumps({k: v for k, v in row.items() if k not in ("profile", "traceback")}), flush=True)
     return row
+
+
+LOSS_STEPS = 10  # compiled against eager over the first steps (issue 33: equal to 3 digits)
 
 
 KERNEL_GROUPS = [  # first match wins; names as CUDA kernels appear in the profiler
@@ -430,26 +443,56 @@ def print_table(report: dict) -> None:
     print(f"\n{report['gpu']}, torch {report['torch']}, transformers {report['transformers']}, trl {report['trl']}, "
           f"peft {report['peft']}, liger-kernel {report['liger_kernel']}; batch {report['batch']} pages, "
           f"{report['timed_steps']} timed steps after {report['warmup_steps']} warm-up")
-    print("| configuration | trained params | recompute (predicted peak) | useful tokens/s | MFU | peak memory "
-          "| x baseline |")
-    print("|---|---|---|---|---|---|---|")
+    print("| configuration | trained params | token budget x accumulation | recompute (predicted peak) | compile "
+          "| useful tokens/s | MFU | peak memory | x baseline |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in report["rows"]:
         recompute = row.get("recompute", {})
         policy = recompute.get("policy", "")
         if "budget_gib" in recompute:
             policy += f" (auto: {recompute['predicted_peak_gib']} GiB predicted of {recompute['budget_gib']:.0f})"
+        batches = f"{row['token_budget']} x {row.get('gradient_accumulation', 1)}" if row.get("token_budget") else ""
+        compiled = row.get("applied", {}).get("compile", "")
         if "tokens_per_second" not in row:
-            print(f"| {row['config']} | | {policy} | {row.get('error')} | | {row['peak_gib']:.1f} GiB | |")
+            print(f"| {row['config']} | | {batches} | {policy} | {compiled} | {row.get('error')} | | "
+                  f"{row['peak_gib']:.1f} GiB | |")
             continue
         base = baselines.get((row["method"], row.get("shape", "3b"), bool(row.get("train_vision"))))
         ratio = f"{row['tokens_per_second'] / base['tokens_per_second']:.2f}x" if base else ""
-        print(f"| {row['config']} | {row['trainable'] / 1e9:.2f}B | {policy} | {row['tokens_per_second']:,.0f} | "
-              f"{100 * row['mfu']:.1f} % | {row['peak_gib']:.1f} GiB | {ratio} |")
+        print(f"| {row['config']} | {row['trainable'] / 1e9:.2f}B | {batches} | {policy} | {compiled} | "
+              f"{row['tokens_per_second']:,.0f} | {100 * row['mfu']:.1f} % | {row['peak_gib']:.1f} GiB | {ratio} |")
+    for row in report["rows"]:
+        if "reason" in row.get("recompute", {}):
+            print(f"{row['config']}: {row['recompute']['reason']}")
+    print_loss_check(report["rows"])
     for row in report["rows"]:
         if "profile" in row:
             print(f"\nprofile of {row['config']} (one step, {row['profile']['gpu_ms']:.0f} ms GPU, "
                   f"{row['profile']['kernel_launches']} kernel launches): {row['profile']['groups_percent']}")
             print("\n".join(row["profile"]["top"]))
+
+
+def print_loss_check(rows: list[dict]) -> None:
+    """Each compiled row's losses against the eager row of the same method, shape and plan (same batches)."""
+    def plan(row):
+        return (row["method"], row.get("shape", "3b"), bool(row.get("train_vision")), row.get("token_budget"),
+                row.get("gradient_accumulation"), row.get("recompute", {}).get("policy"))
+
+    eager = {plan(r): r for r in rows if r["path"] == "ours" and r.get("losses")
+             and r.get("applied", {}).get("compile", "off").startswith("off")}
+    for row in rows:
+        if row.get("applied", {}).get("compile") != "on" or not row.get("losses"):
+            continue
+        twin = eager.get(plan(row))
+        if twin is None:
+            print(f"losses, {row['config']} (compiled): {row['losses']}; no eager row with the same plan")
+            continue
+        steps = min(len(row["losses"]), len(twin["losses"]))
+        worst = max(abs(a - b) / abs(b) for a, b in zip(row["losses"][:steps], twin["losses"][:steps]))
+        print(f"losses over {steps} steps, {row['config']} (compiled) against {twin['config']} (eager): max relative "
+              f"difference {worst:.1e} ({'equal' if worst < 5e-4 else 'NOT equal'} to 3 digits)\n"
+              f"  compiled {row['losses']}\n  eager    {twin['losses']}\n"
+              f"  gradient norms, compiled {row.get('grad_norms')}\n  gradient norms, eager    {twin.get('grad_norms')}")
 
 
 if __name__ == "__main__":

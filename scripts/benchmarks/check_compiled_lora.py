@@ -28,7 +28,7 @@ def main():
     from dharma_train import tiny_model
     from dharma_train.training.config import LoraSettings
     from dharma_train.training.model_setup import lora_config
-    from dharma_train.training.performance.apply import compile_layers
+    from dharma_train.training.performance.compiled_layers import compile_layers
     from dharma_train.training.performance.packing import use_padding_free
 
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 def speed_up(model, config: PerformanceConfig, device: str) -> dict[str, str]:
     """Patch `model` in place for training on `device`; returns each speed-up's outcome ("on" or why it is off).
-    `compile` comes later, once the recompute policy is known (`compile_unless_recomputed`)."""
+    `compile` comes later, once the recompute policy is known (`compile_repeated_layers`)."""
     from dharma_train.models.varlen import varlen_available
     from dharma_train.training.performance.kernels import (
         liger_available,
@@ -72,14 +72,15 @@ def _try(possible: bool, apply, reason: str) -> str:
     return "on" if apply() else "off (no Qwen2.5-VL module of that kind in this model)"
 
 
-def compile_unless_recomputed(model, config: PerformanceConfig, device: str, policy: str | None,
-                              eager_because: str | None = None) -> str | None:
-    """torch.compile the repeated layers, called once the recompute policy is set; only where no layer recomputes.
-    A compiled layer that transformers' checkpointing recomputes fails in backward (CheckpointError: the recomputed
-    graph saves other tensors; H200, torch 2.11, docs/performance.md). `policy` None: FSDP2 / ZeRO-3, whose engine
-    wraps the layers after this point (untried with compiled ones). `auto` leaves LoRA eager: on the H200 compiled
-    LoRA's losses left eager's by 0.3 % from the second step (full fine-tuning's matched to 4 digits), not
-    explained. `eager_because`: the stage's own reason to stay eager."""
+def compile_repeated_layers(model, config: PerformanceConfig, device: str, policy: str | None,
+                            eager_because: str | None = None) -> str | None:
+    """torch.compile the repeated layers, called once the recompute policy is set; recomputed layers checkpoint
+    inside their compiled graph (`compiled_layers.py`). `policy` None: FSDP2 / ZeRO-3, whose engine wraps the layers
+    after this point (untried with compiled ones). `auto` leaves LoRA eager: on the H200 compiled LoRA's losses left
+    eager's by 0.3 % from the second step (full fine-tuning's matched to 4 digits), not explained. `eager_because`:
+    the stage's own reason to stay eager."""
+    from dharma_train.training.performance.compiled_layers import compile_layers
+
     if config.compile == "off":
         return None
     if device != "cuda":
@@ -88,15 +89,13 @@ def compile_unless_recomputed(model, config: PerformanceConfig, device: str, pol
         state = f"off ({eager_because})"
     elif policy is None:
         state = "off (FSDP2 / ZeRO-3 wrap the layers inside train(); compiled layers are not tried there)"
-    elif policy != "off":
-        state = (f"off (recompute={policy}: compiled layers cannot be recomputed; with enough memory, or "
-                 "trainer.performance.recompute=off, nothing is)")
     elif config.compile == "auto" and is_lora(model):
         state = ("off for LoRA under auto (its compiled losses differed from eager's on the GPU, not yet explained; "
                  "trainer.performance.compile=on compiles it)")
     else:
-        state = _try(True, lambda: compile_layers(model), "")
-    _say_once("compile", state, actionable=False)  # each "off" is the default's own outcome, not a mistake: info
+        state = _try(True, lambda: compile_layers(model, policy), "")
+    _say_once("compile", state if state != "on" or policy == "off" else f"on (recompute={policy} inside the "
+              "compiled layers)", actionable=False)  # each "off" is the default's own outcome, not a mistake: info
     return state
 
 
@@ -105,13 +104,3 @@ def is_lora(model) -> bool:
     from peft import PeftModel
 
     return isinstance(model, PeftModel)
-
-
-def compile_layers(model) -> int:
-    """torch.compile each vision block and decoder layer (the repeated units), with dynamic shapes."""
-    compiled = 0
-    for module in model.modules():
-        if type(module).__name__ in ("Qwen2_5_VLVisionBlock", "Qwen2_5_VLDecoderLayer"):
-            module.compile(dynamic=True)
-            compiled += 1
-    return compiled

@@ -69,22 +69,23 @@ def fits(peak: int | None, extra_bytes: int, budget_bytes: int) -> bool:
     return peak is not None and peak + extra_bytes <= HEADROOM * budget_bytes
 
 
-def next_probe(measured: dict[str, int | None], extra_bytes: int, budget_bytes: int) -> str | None:
+def next_probe(measured: dict[str, int | None], extra_bytes: int, budget_bytes: int,
+               candidates: tuple[str, ...] = CANDIDATES) -> str | None:
     """The candidate to measure next, bisecting between the most-recomputing misfit and the least-recomputing fit
-    (peaks fall as more layers recompute); None once the choice is decided."""
-    if "all" not in measured:
-        return "all"
-    fitting = [i for i, p in enumerate(CANDIDATES) if p in measured and fits(measured[p], extra_bytes, budget_bytes)]
+    (peaks fall as more layers recompute), the most recomputing candidate first unless a fit is known already;
+    None once the choice is decided."""
+    fitting = [i for i, p in enumerate(candidates) if p in measured and fits(measured[p], extra_bytes, budget_bytes)]
     if not fitting:
-        return None
-    low = max((i for i, p in enumerate(CANDIDATES) if p in measured and i not in fitting), default=-1) + 1
+        return None if candidates[-1] in measured else candidates[-1]
+    low = max((i for i, p in enumerate(candidates) if p in measured and i not in fitting), default=-1) + 1
     high = min(fitting)
-    return CANDIDATES[(low + high) // 2] if low < high else None
+    return candidates[(low + high) // 2] if low < high else None
 
 
-def choose_policy(measured: dict[str, int | None], extra_bytes: int, budget_bytes: int) -> str | None:
-    """The least recomputation measured to fit; None when not even every layer recomputed does."""
-    fitting = [p for p in CANDIDATES if p in measured and fits(measured[p], extra_bytes, budget_bytes)]
+def choose_policy(measured: dict[str, int | None], extra_bytes: int, budget_bytes: int,
+                  candidates: tuple[str, ...] = CANDIDATES) -> str | None:
+    """The least recomputation measured to fit; None when not even the most recomputing candidate does."""
+    fitting = [p for p in candidates if p in measured and fits(measured[p], extra_bytes, budget_bytes)]
     return fitting[0] if fitting else None
 
 
@@ -99,12 +100,12 @@ def apply_policy(model, policy: str) -> None:
         model.gradient_checkpointing_disable()
         return
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    for stack in _layer_stacks(model):
+    for stack in layer_stacks(model):
         for index, layer in enumerate(stack):
             layer.gradient_checkpointing = recomputes(policy, index)
 
 
-def _layer_stacks(model) -> list:
+def layer_stacks(model) -> list:
     """The repeated layers (vision blocks, decoder layers), one list per stack."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 

@@ -125,25 +125,40 @@ def planned_budget(settings) -> str:
 
 def use_token_budget(trainer, settings) -> TokenBudgetSampler | None:
     """Make the trainer's training loader yield token-budget micro-batches; None when the budget is off."""
+    lengths = budget_lengths(trainer, settings)
+    if lengths is None:
+        return None
+    budget = resolved_budget(planned_budget(settings), lengths, trainer.args.per_device_train_batch_size)
+    return install_sampler(trainer, settings, lengths, budget)
+
+
+def budget_lengths(trainer, settings) -> list[int] | None:
+    """Each training row's tokens where a token budget applies (SFT, token_budget not off here); else None."""
     from trl import SFTTrainer
 
-    setting = planned_budget(settings)
-    if setting == "off":
+    if planned_budget(settings) == "off":
         return None
     if not isinstance(trainer, SFTTrainer):
         log.warning("token_budget: off for %s, whose loss is a mean per preference pair rather than per token",
                     type(trainer).__name__)
         return None
+    return row_tokens(trainer.train_dataset, trainer.processing_class)
+
+
+def install_sampler(trainer, settings, lengths: list[int], budget: int,
+                    accumulation: int = 1) -> TokenBudgetSampler:
+    """Micro-batches of `budget` tokens for the trainer's training loader; `accumulation` times the configured
+    gradient accumulation (the joint planner's smaller budgets keep the tokens of an optimizer step)."""
     # Qwen2.5-VL declares accepts_loss_kwargs=False (for its own loss), so the Trainer would average micro-batch
     # means; TRL's SFT loss divides by num_items_in_batch, the step's labelled tokens, once the Trainer counts them.
     trainer.model_accepts_loss_kwargs = True
-    lengths = row_tokens(trainer.train_dataset, trainer.processing_class)
-    budget = resolved_budget(setting, lengths, trainer.args.per_device_train_batch_size)
     sampler = TokenBudgetSampler(lengths, budget, settings.seed, rank=trainer.args.process_index,
                                  world_size=max(1, trainer.args.world_size))
     trainer._get_train_sampler = lambda *args, **kwargs: sampler  # the Trainer's own hook, per instance
+    trainer.args.gradient_accumulation_steps *= accumulation
     sizes = [len(batch) for batch in sampler.batches]
     log.info("token_budget %d tokens: %d micro-batches of %d to %d rows (a fixed batch of %d makes %d); rows of "
-             "%d to %d tokens", budget, len(sampler.batches), min(sizes), max(sizes), trainer.args.per_device_train_batch_size,
+             "%d to %d tokens", budget, len(sampler.batches), min(sizes), max(sizes),
+             trainer.args.per_device_train_batch_size,
              math.ceil(len(lengths) / trainer.args.per_device_train_batch_size), min(lengths), max(lengths))
     return sampler

@@ -116,37 +116,36 @@ def test_a_model_without_qwen_modules_reports_nothing_applied():
     assert outcome["padding_free"].startswith("off (no Qwen2.5-VL module")
 
 
-def test_compile_applies_only_when_no_layer_recomputes_and_auto_leaves_lora_eager(tiny_artifact):
-    """A compiled layer that checkpointing recomputes fails in backward on the GPU (CheckpointError), so compile
-    waits for the policy: on with recompute=off, off (saying why and what to set) with any recomputation. auto
-    compiles full fine-tuning only (compiled LoRA's losses left eager's on the GPU); on compiles LoRA too."""
+def test_compile_applies_with_any_recompute_policy_and_auto_leaves_lora_eager(tiny_artifact):
+    """Recomputed layers checkpoint inside their compiled graph (test_compiled_layers.py), so compile no longer waits
+    for a policy without recomputation. Off a GPU, under a sharded engine or for a stage's own reason it stays off,
+    saying why. auto compiles full fine-tuning only (compiled LoRA's losses left eager's on the GPU); on compiles
+    LoRA too."""
     from peft import get_peft_model
 
     from dharma_train.training.config import LoraSettings
     from dharma_train.training.model_setup import lora_config
-    from dharma_train.training.performance.apply import compile_unless_recomputed
+    from dharma_train.training.performance.apply import compile_repeated_layers
 
     def compiled(model):
         return [type(m).__name__ for m in model.modules() if getattr(m, "_compiled_call_impl", None) is not None]
 
     model = load_model(tiny_artifact)
-    assert compile_unless_recomputed(model, PerformanceConfig(compile="off"), "cuda", "off") is None
-    assert compile_unless_recomputed(model, PerformanceConfig(), "cpu", "off") == "off (needs CUDA)"
-    state = compile_unless_recomputed(model, PerformanceConfig(), "cuda", "every_2")
-    assert state.startswith("off (recompute=every_2") and "trainer.performance.recompute=off" in state
-    assert compile_unless_recomputed(model, PerformanceConfig(), "cuda", None).startswith("off (FSDP2")
-    assert compile_unless_recomputed(model, PerformanceConfig(), "cuda", "off", "a reason") == "off (a reason)"
+    assert compile_repeated_layers(model, PerformanceConfig(compile="off"), "cuda", "off") is None
+    assert compile_repeated_layers(model, PerformanceConfig(), "cpu", "off") == "off (needs CUDA)"
+    assert compile_repeated_layers(model, PerformanceConfig(), "cuda", None).startswith("off (FSDP2")
+    assert compile_repeated_layers(model, PerformanceConfig(), "cuda", "off", "a reason") == "off (a reason)"
     assert compiled(model) == []
-    assert compile_unless_recomputed(model, PerformanceConfig(), "cuda", "off") == "on"
+    assert compile_repeated_layers(model, PerformanceConfig(), "cuda", "every_2") == "on"
     layers = compiled(model)  # compiled lazily: nothing runs until the first forward
-    assert set(layers) == {"Qwen2_5_VLVisionBlock", "Qwen2_5_VLDecoderLayer"}
-    assert len(layers) == model.config.vision_config.depth + model.config.text_config.num_hidden_layers
+    assert set(layers) == {"Qwen2_5_VLVisionBlock", "Qwen2_5_VLDecoderLayer"}  # vision block 0 recomputes: eager
+    assert len(layers) == model.config.vision_config.depth + model.config.text_config.num_hidden_layers - 1
 
     lora = get_peft_model(load_model(tiny_artifact), lora_config(LoraSettings()))
-    state = compile_unless_recomputed(lora, PerformanceConfig(), "cuda", "off")
+    state = compile_repeated_layers(lora, PerformanceConfig(), "cuda", "off")
     assert state.startswith("off for LoRA under auto") and "trainer.performance.compile=on" in state
     assert compiled(lora) == []
-    assert compile_unless_recomputed(lora, PerformanceConfig(compile="on"), "cuda", "off") == "on"
+    assert compile_repeated_layers(lora, PerformanceConfig(compile="on"), "cuda", "keep_4") == "on"
     assert compiled(lora)
 
 

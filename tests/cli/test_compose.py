@@ -13,10 +13,10 @@ from dharma_train.errors import ConfigError
      "unknown config key 'stages.structured.optimization.lr' (did you mean "
      "stages.structured.optimization.learning_rate?)"),
     (["stages.strucured.optimization.max_steps=3"],
-     "'strucured' is not a stage of this recipe (its stages: general_ocr, structured, dpo, quantize, export) "
+     "'strucured' is not a stage of this recipe (its stages: general_ocr, structured, dpo, grpo, quantize, export) "
      "(did you mean stages.structured.optimization.max_steps?)"),
     (["recipe=nanonets_3b", "stages.general_ocr.task=plain"],
-     "'general_ocr' is not a stage of this recipe (its stages: structured, dpo, quantize, export)"),
+     "'general_ocr' is not a stage of this recipe (its stages: structured, dpo, grpo, quantize, export)"),
     (["output_dir=x", "oops"], "cannot read 'oops': overrides are key=value"),
 ])
 def test_errors_are_one_line_with_what_was_meant(overrides, message):
@@ -47,4 +47,4 @@ def test_a_missing_recipe_file_or_one_given_later_is_refused(tmp_path):
 
 def test_a_subset_of_stages_is_the_recipe_minus_the_removed_ones():
     cfg = compose_config(["~stages.dpo", "~stages.quantize"])
-    assert list(cfg.stages) == ["general_ocr", "structured", "export"]
+    assert list(cfg.stages) == ["general_ocr", "structured", "grpo", "export"]  # grpo: an optional rung, off

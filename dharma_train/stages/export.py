@@ -76,15 +76,15 @@ class ExportStage(Stage):
         return distributed.on_main(self._run, model, pages, output_dir, context)
 
     def _run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
-        from dharma_train.reporting.model_card import card_for_run
+        from dharma_train.reporting.model_card import card_for_run, run_records
         from dharma_train.training.saving import write_stage_record
 
         cfg = self.config
         target = output_dir / "model"
-        export_model(model, target, cfg.dtype, context)
         summary_file = Path(cfg.summary) if cfg.summary else RunFolder(output_dir.parent).summary
-        card = card_for_run(summary_file, output_dir.parent, pages, context.run_name, target,
-                            repo_id=cfg.push_to_hub)
+        records = run_records(summary_file, output_dir.parent)  # before the export: a bad record replaces nothing
+        export_model(model, target, cfg.dtype, context)
+        card = card_for_run(records, pages, context.run_name, target, repo_id=cfg.push_to_hub)
         write_text_atomically(target / "README.md", card)
         metrics = {"exported": str(target), "card": str(target / "README.md")}
         if cfg.push_to_hub:

@@ -10,6 +10,7 @@ set: pairs.jsonl, fixed images, load_report.json), the one copy its DPO stage tr
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,19 +54,22 @@ def loop_pairs(pages: PageSet, task: str, seed: int = 0, repeats: int = 12) -> l
     return pairs
 
 
-def save_pairs(pairs: list[PreferencePair], folder: str | Path) -> Path:
-    """Write pairs.jsonl atomically so the exact pairs a stage trained on stay inspectable; images inside `folder`
-    are written relative to it, so the folder can be moved."""
+def save_pairs(pairs: list[PreferencePair], folder: str | Path, within: str | Path | None = None) -> Path:
+    """Write pairs.jsonl atomically so the exact pairs a stage trained on stay inspectable; images inside `folder`,
+    or inside `within` (the run folder, for pairs a stage mined from the run's pages), are written relative to
+    `folder` (`../data/loaded/images/...`), so the folder, or the run, can be moved."""
     folder = Path(folder)
-    return write_jsonl_atomically(folder / PAIRS_FILE,
-                                  ({**asdict(pair), "image": _stored_image(pair.image, folder)} for pair in pairs))
+    tree = Path(within) if within is not None else folder
+    return write_jsonl_atomically(folder / PAIRS_FILE, ({**asdict(pair), "image": _stored_image(pair.image, folder,
+                                                                                                tree)}
+                                                        for pair in pairs))
 
 
-def _stored_image(image: Path, folder: Path) -> str:
-    try:
-        return str(Path(image).resolve().relative_to(folder.resolve()))
-    except ValueError:  # an image outside the folder (a given page's own file) keeps its path
+def _stored_image(image: Path, folder: Path, tree: Path) -> str:
+    """Relative to `folder` when the image lies in `tree` (which moves with it); otherwise its path as it is."""
+    if not Path(image).resolve().is_relative_to(tree.resolve()):  # a given page's own file keeps its path
         return str(image)
+    return os.path.relpath(Path(image).resolve(), folder.resolve())
 
 
 def load_pairs(path: str | Path) -> list[PreferencePair]:
@@ -77,10 +81,13 @@ def load_pairs(path: str | Path) -> list[PreferencePair]:
     if not path.is_file():
         raise DataError(f"preference pairs file {path} does not exist")
     pairs = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if line.strip():
-                pairs.append(_parse_pair(line, f"{path}:{line_number}", path.parent))
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if line.strip():
+                    pairs.append(_parse_pair(line, f"{path}:{line_number}", path.parent))
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text (byte {error.start}): damaged") from None
     if not pairs:
         raise DataError(f"{path} holds no preference pairs")
     return pairs
@@ -91,6 +98,8 @@ def _parse_pair(line: str, where: str, root: Path) -> PreferencePair:
         row = json.loads(line)
     except json.JSONDecodeError as error:
         raise DataError(f"{where}: not valid JSON ({error.msg})") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: a pair must be a JSON object")
     missing = [key for key in ("id", "image", "chosen", "rejected") if key not in row]
     if missing:
         raise DataError(f"{where}: missing key(s) {missing}")
@@ -98,6 +107,8 @@ def _parse_pair(line: str, where: str, root: Path) -> PreferencePair:
         raise DataError(f"{where}: 'chosen' and 'rejected' must be non-empty strings")
     if row["chosen"] == row["rejected"]:
         raise DataError(f"{where}: 'chosen' and 'rejected' are identical")
+    if not isinstance(row["image"], str):
+        raise DataError(f"{where}: 'image' must be a path")
     image = Path(row["image"])
     image = image if image.is_absolute() else root / image
     if not image.is_file():

@@ -187,14 +187,17 @@ def load_given_pairs(location: str | Path, images_dir: str | Path, *, strict: bo
 
 def load_pair_set(location: str | Path, folder: str | Path, *, strict: bool = False,
                   max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "pairs",
-                  pdf_dpi: int = DEFAULT_PDF_DPI) -> PairSet:
+                  pdf_dpi: int = DEFAULT_PDF_DPI, taken: dict[str, str] | None = None,
+                  bounds: tuple = ()) -> PairSet:
     """A run's given pairs loaded once into `folder` (pairs.jsonl, images, load_report.json), the report where
-    report.md reads every load report; the DPO stage reads the PairSet as it is."""
+    report.md reads every load report; the DPO stage reads the PairSet as it is. Pairs whose image is in `taken`
+    (an evaluation page's, splits.image_identities) are skipped as leaks, and pairs over `bounds` (data/lengths.py)
+    as `overlong`."""
     from dharma_train.data.loading import REPORT_FILE, log_source
 
     folder = Path(folder)
     pairs, report = load_pair_source(location, folder / "images", strict=strict, max_pixels=max_pixels, split=split,
-                                     pdf_dpi=pdf_dpi)
+                                     pdf_dpi=pdf_dpi, taken=taken, bounds=bounds)
     write_json_atomically(folder / REPORT_FILE, LoadReport(sources=[report], splits={split: len(pairs)}).to_dict())
     log_source(report)
     if not pairs:
@@ -215,8 +218,9 @@ def _first_skip(report) -> str:
 
 
 def load_pair_source(location: str | Path, images_dir: str | Path, *, format: str = "auto", strict: bool = False,
-                     max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "pairs",
-                     pdf_dpi: int = DEFAULT_PDF_DPI) -> tuple[list[PreferencePair], SourceReport]:
+                     max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "pairs", pdf_dpi: int = DEFAULT_PDF_DPI,
+                     taken: dict[str, str] | None = None,
+                     bounds: tuple = ()) -> tuple[list[PreferencePair], SourceReport]:
     """Pairs from a pairs.jsonl, a parquet file, a `datasets` dataset or a JSONL with columns (id?, image, chosen,
     rejected, prompt?), checked row by row like pages: bad rows are skipped and listed (or, strict, fail at once).
 
@@ -240,6 +244,11 @@ def load_pair_source(location: str | Path, images_dir: str | Path, *, format: st
             data, path = image_bytes(image, row.fields.get("image_base64"), row.base)
             prepared = prepare_image(data, path, Path(images_dir), max_pixels, page_number(row.fields.get("page")),
                                      pdf_dpi)
+            if taken and prepared.sha256 in taken:
+                raise RowProblem("image_in_other_split",
+                                 f"the same image is already in the {taken[prepared.sha256]} split")
+            for bound in bounds:  # the longer of the two answers decides
+                bound.check((chosen, rejected), prepared.path)
         except RowProblem as problem:
             if strict:
                 raise DataError(f"{row.where} (id {row_id!r}): {problem.reason}: {problem.detail} "

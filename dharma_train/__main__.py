@@ -12,12 +12,16 @@ import os
 import sys
 import tempfile
 from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig
 
 from dharma_train.config_files import CONFIG_NAME, config_dir
 from dharma_train.errors import ConfigError, DharmaError, DiskFullError, Interrupted
+
+if TYPE_CHECKING:
+    from dharma_train.config import RunConfig
 
 log = logging.getLogger("dharma_train")
 
@@ -104,7 +108,7 @@ def plan_command(overrides: list[str]) -> None:
         fail(problems[0])
 
 
-def check_first(overrides: list[str], options: list[str]) -> tuple[list[str], object]:
+def check_first(overrides: list[str], options: list[str]) -> tuple[list[str], RunConfig | None]:
     """Compose and validate as Hydra will, so a bad recipe, key or value is one line (exit 2) before Hydra runs.
 
     Returns the overrides for Hydra, with an interpolated output_dir (`outputs/tiny/${now:...}`) pinned to the
@@ -126,7 +130,7 @@ def check_first(overrides: list[str], options: list[str]) -> tuple[list[str], ob
     return overrides, config
 
 
-def lock_before_hydra(stack: ExitStack, config) -> None:
+def lock_before_hydra(stack: ExitStack, config: RunConfig | None) -> None:
     """The run folder's lock, taken before Hydra writes `.hydra/` and its log there: a run refused because another
     holds the folder writes nothing into it (the run takes the same lock again, a no-op in this process)."""
     if config is None or os.environ.get("RANK", "0") != "0":  # other ranks: rank 0 holds it for the launch

@@ -28,8 +28,6 @@ POLL_SECONDS = 1.0
 _held: set[Path] = set()  # folders this process holds: the CLI locks before Hydra writes, the run locks again
 
 
-
-
 @contextmanager
 def hold_run_lock(output_dir: str | Path, wait_seconds: float = 0):
     """Hold the run folder's lock inside the block; RunLockedError when another process holds it past the wait."""

@@ -48,17 +48,21 @@ def run_records(summary_file: Path, run_dir: Path) -> RunRecords:
     """The run's summary, each stage's record and its provenance. A summary that cannot be read stops in one line
     naming it; a damaged stage.json is derived data: that stage's name, kind and config come from its manifest
     instead, with one warning."""
-    summary = None
-    if summary_file.is_file():
-        summary = read_json_or_none(summary_file)
-        if not isinstance(summary, dict) or not isinstance(summary.get("entries", []), list):
-            raise DataError(f"{summary_file} cannot be read (not a summary.json object): the model card's evaluation "
-                            f"comes from it; run the same command again to rewrite the run's own, or fix the file "
-                            f"the export stage's `summary` names")
-        summary = run_resolved(summary, summary_file.parent)
     stages = [record for path in sorted(run_dir.glob("[0-9][0-9]_*/stage.json"))
               if (record := stage_record(path)) is not None]
-    return RunRecords(summary, stages, run_provenance(run_dir))
+    return RunRecords(read_summary(summary_file), stages, run_provenance(run_dir))
+
+
+def read_summary(summary_file: Path) -> dict | None:
+    """A run's summary.json for the card (None when there is none); one that cannot be read is one DataError line."""
+    if not summary_file.is_file():
+        return None
+    summary = read_json_or_none(summary_file)
+    if not isinstance(summary, dict) or not isinstance(summary.get("entries", []), list):
+        raise DataError(f"{summary_file} cannot be read (not a summary.json object): the model card's evaluation "
+                        f"comes from it; run the same command again to rewrite the run's own, or fix the file "
+                        f"the export stage's `summary` names")
+    return run_resolved(summary, summary_file.parent)
 
 
 def stage_record(path: Path) -> dict | None:

@@ -57,7 +57,12 @@ class ExportStage(Stage):
         self.config = stage_config(name, config, ExportStageConfig)
 
     def check(self) -> None:
-        """An upload that cannot happen fails before training, not after it."""
+        """An upload that cannot happen, or a given summary the card cannot read, fails before training (and before
+        the old export is cleared), not after it."""
+        if self.config.summary:
+            from dharma_train.reporting.model_card import read_summary
+
+            read_summary(Path(self.config.summary))
         if self.config.push_to_hub is not None:
             from huggingface_hub import constants
 

@@ -184,3 +184,7 @@ def test_a_damaged_stage_record_comes_from_its_manifest_and_a_damaged_summary_is
     (tmp_path / "summary.json").write_text('{"entries": [')
     with pytest.raises(DataError, match=rf"{tmp_path / 'summary.json'} cannot be read \(not a summary.json object\)"):
         run_records(tmp_path / "summary.json", tmp_path)
+    from dharma_train.stages.export import ExportStage
+
+    with pytest.raises(DataError, match="summary.json cannot be read"):  # a given summary: before any work
+        ExportStage("export", {"summary": str(tmp_path / "summary.json")}).check()

@@ -11,12 +11,17 @@ import logging
 import os
 import sys
 import tempfile
+from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig
 
 from dharma_train.config_files import CONFIG_NAME, config_dir
 from dharma_train.errors import ConfigError, DharmaError, DiskFullError, Interrupted
+
+if TYPE_CHECKING:
+    from dharma_train.config import RunConfig
 
 log = logging.getLogger("dharma_train")
 
@@ -82,6 +87,8 @@ _command_words: list[str] = []  # as typed (a recipe file path, not the `recipe=
 HELP_WORDS = {"--help", "-h", "help"}
 # With these Hydra options the composition is Hydra's alone (a sweep, another config folder): not checked first.
 UNCHECKED_OPTIONS = {"-m", "--multirun", "--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn"}
+# With these Hydra shows something and runs nothing: no run folder, so no lock.
+SHOWING_OPTIONS = {"--cfg", "-c", "--info", "-i", "--hydra-help", "--shell-completion", "-sc", "--resolve"}
 
 
 def fail(error: Exception) -> None:
@@ -101,13 +108,40 @@ def plan_command(overrides: list[str]) -> None:
         fail(problems[0])
 
 
-def check_first(overrides: list[str], options: list[str]) -> None:
-    """Compose and validate as Hydra will, so a bad recipe, key or value is one line (exit 2) before Hydra runs."""
+def check_first(overrides: list[str], options: list[str]) -> tuple[list[str], RunConfig | None]:
+    """Compose and validate as Hydra will, so a bad recipe, key or value is one line (exit 2) before Hydra runs.
+
+    Returns the overrides for Hydra, with an interpolated output_dir (`outputs/tiny/${now:...}`) pinned to the
+    folder resolved here (the lock is taken on it before Hydra writes there), and the RunConfig; None for a
+    composition left to Hydra (a sweep, another config folder).
+    """
+    from omegaconf import OmegaConf
+
     from dharma_train.cli.compose import compose_config
     from dharma_train.config import validate
 
-    if not UNCHECKED_OPTIONS & {option.split("=")[0] for option in options}:
-        validate(compose_config(overrides))
+    if UNCHECKED_OPTIONS & {option.split("=")[0] for option in options}:
+        return overrides, None
+    composed = compose_config(overrides)
+    config = validate(composed)
+    if OmegaConf.to_container(composed, resolve=False).get("output_dir") != config.output_dir:
+        quoted = config.output_dir.replace("'", "\\'")
+        overrides = [*overrides, f"output_dir='{quoted}'"]
+    return overrides, config
+
+
+def lock_before_hydra(stack: ExitStack, config: RunConfig | None) -> None:
+    """The run folder's lock, taken before Hydra writes `.hydra/` and its log there: a run refused because another
+    holds the folder writes nothing into it (the run takes the same lock again, a no-op in this process)."""
+    if config is None or os.environ.get("RANK", "0") != "0":  # other ranks: rank 0 holds it for the launch
+        return
+    from dharma_train.run_lock import hold_run_lock
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    try:  # Hydra's logging replaces this handler; until then, waiting for the lock is said on stderr
+        stack.enter_context(hold_run_lock(config.output_dir, config.trainer.lock_wait_seconds))
+    except DharmaError as error:
+        fail(error)
 
 
 def main() -> None:
@@ -137,13 +171,16 @@ def main() -> None:
             plan_command(overrides)
             return
         overrides, options = split_words(words)
-        check_first(overrides, options)
+        overrides, config = check_first(overrides, options)
         _command_words[:] = words
     except DharmaError as error:
         fail(error)
     register_recipes_once()
     sys.argv = _keep_hydra_files_to_rank_zero([sys.argv[0], *overrides, *options])
-    hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=CONFIG_NAME)(_run)()
+    with ExitStack() as stack:
+        if not SHOWING_OPTIONS & {option.split("=")[0] for option in options}:
+            lock_before_hydra(stack, config)
+        hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=CONFIG_NAME)(_run)()
 
 
 if __name__ == "__main__":

@@ -148,11 +148,24 @@ def describe_disk_full(what: str, folder: str | Path, needed_bytes: int | None, 
     existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
     free = shutil.disk_usage(existing).free
     needed = f"about {_size(needed_bytes)}" if needed_bytes else "more room"
-    cause = getattr(error, "strerror", None) or str(error).splitlines()[0][:120]
+    cause = _cause(error)
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY:
         cause += f"; this process may write files of at most {_size(limit)} (ulimit -f)"
     return f"{what} ran out of room: it needs {needed}, {_size(free)} are free in {existing} ({cause})"
+
+
+def _cause(error: BaseException) -> str:
+    """The OS's reason in words; for a folder copy (shutil.Error, whose message is its whole list of failed files,
+    clipped mid-path before), the first file's reason and how many files failed."""
+    if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list) and error.args[0]:
+        failures = [entry for entry in error.args[0] if isinstance(entry, tuple) and len(entry) == 3]
+        if failures:
+            source, _, why = failures[0]
+            more = f", and {len(failures) - 1} more file(s)" if len(failures) > 1 else ""
+            reason = str(why).split(": '")[0]  # '[Errno 28] No space left on device', without the two paths
+            return f"{reason} copying {Path(source).name}{more}"
+    return getattr(error, "strerror", None) or str(error).splitlines()[0][:120]
 
 
 def _size(size: int) -> str:

@@ -50,12 +50,51 @@ def key(inputs: dict) -> str:
 
 
 def read_manifest(folder: str | Path) -> dict | None:
-    """The folder's manifest, or None when it has none (never finished) or an unreadable one; model paths stored
-    relative to the run folder come back as paths where the run folder is now (a moved run keeps its stages)."""
+    """The folder's manifest, or None when it has none (never finished) or a damaged one (damaged_manifest says
+    why); model paths stored relative to the run folder come back as paths where the run folder is now (a moved run
+    keeps its stages)."""
     manifest = read_json_or_none(Path(folder) / MANIFEST)
-    if not (isinstance(manifest, dict) and {"key", "inputs", "artifact"} <= set(manifest)):
+    if manifest_problem(manifest) is not None:
         return None
     return run_resolved(manifest, Path(folder).parent)
+
+
+def damaged_manifest(folder: str | Path) -> str | None:
+    """Why a manifest.json that is there cannot be used ('01_sft/manifest.json is damaged (not valid JSON)'); None
+    when it is usable or absent. A damaged one is derived data: the point is made again, and with it its manifest."""
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        return None
+    problem = manifest_problem(read_json_or_none(path))
+    return None if problem is None else f"{Path(path.parent.name) / MANIFEST} is damaged ({problem})"
+
+
+def manifest_problem(manifest) -> str | None:
+    """What makes a read manifest unusable, in words ('its artifact has no path'), or None: every value the run
+    reads from it has its type, so a manifest of the wrong shape is never a KeyError on every re-run."""
+    if manifest is None:
+        return "not valid JSON, or unreadable"
+    if not isinstance(manifest, dict):
+        return f"a JSON {type(manifest).__name__}, not an object"
+    kinds = {"key": str, "inputs": dict, "artifact": dict, "point": str, "kind": str, "train": dict}
+    for name, kind in kinds.items():
+        if not isinstance(manifest.get(name), kind):
+            return f"its '{name}' is missing or not a {'string' if kind is str else 'JSON object'}"
+    artifact = manifest["artifact"]
+    while artifact is not None:
+        if not isinstance(artifact, dict) or not isinstance(artifact.get("path"), str):
+            return "its artifact has no path"
+        artifact = artifact.get("base")
+    evaluation = manifest.get("evaluation")
+    if evaluation is not None and not (isinstance(evaluation, dict) and isinstance(evaluation.get("entry"), dict)):
+        return "its evaluation has no entry"
+    outputs = manifest.get("outputs")
+    if outputs and not (isinstance(outputs, dict) and isinstance(outputs.get("folder"), str)
+                        and isinstance(outputs.get("files"), dict)):
+        return "its outputs have no folder or files"
+    if not isinstance(manifest.get("made_on", []), list):
+        return "its made_on is not a list"
+    return None
 
 
 def write_manifest(folder: str | Path, manifest: dict) -> dict:
@@ -131,8 +170,11 @@ def machine_note(point: str, manifest: dict, device: str) -> str | None:
     return None
 
 
-def is_fresh(manifest: dict | None, inputs: dict) -> tuple[bool, str]:
-    """(True, why) when the manifest records exactly these inputs and its model is still on disk; else why not."""
+def is_fresh(manifest: dict | None, inputs: dict, damage: str | None = None) -> tuple[bool, str]:
+    """(True, why) when the manifest records exactly these inputs and its model is still on disk; else why not.
+    `damage`: why the manifest that is there cannot be used (damaged_manifest), when read_manifest gave None."""
+    if manifest is None and damage:
+        return False, f"{damage}: the stage is made again, and its manifest with it"
     if manifest is None:
         return False, "it has not finished in this output_dir before"
     if manifest["inputs"] != inputs:
@@ -184,15 +226,35 @@ def begin_attempt(folder: str | Path, inputs: dict, resume: bool) -> bool:
     earlier = read_json_or_none(folder / ATTEMPT)
     if resume and not finished and isinstance(earlier, dict) and {k: earlier.get(k) for k in record} == record:
         made_on = earlier.get("made_on") or []
+        if not isinstance(made_on, list):
+            made_on = []
         if made_on and machine_differences(made_on[-1], machine):
             log.warning("%s resumes on another machine than the one its checkpoints were made on (%s): its weights "
                         "will mix both", folder.name, "; ".join(machine_differences(made_on[-1], machine)))
             write_json_atomically(folder / ATTEMPT, {**record, "made_on": [*made_on, machine]})
         return True
+    checkpoints = sorted(folder.glob("trainer/checkpoint-*"))
+    if checkpoints:
+        log.warning("%s: dropping %d checkpoint(s) in %s: %s", folder.name, len(checkpoints), folder / "trainer",
+                    _why_not_resumed(folder, earlier, record, resume, finished))
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     write_json_atomically(folder / ATTEMPT, {**record, "made_on": [machine]})
     return False
+
+
+def _why_not_resumed(folder: Path, earlier, record: dict, resume: bool, finished: bool) -> str:
+    """Why an attempt's checkpoints cannot be resumed, in words, for the one line that says they are dropped."""
+    if not resume:
+        return "trainer.resume=never"
+    if finished:
+        return "the stage had finished (its manifest was there) and runs again"
+    if not (folder / ATTEMPT).exists():
+        return f"no {ATTEMPT} says what inputs they were made with"
+    if not isinstance(earlier, dict) or not {"key", "inputs"} <= set(earlier):
+        return (f"{Path(folder.name) / ATTEMPT}, which says what inputs they were made with, is damaged, so they "
+                f"cannot be matched to today's; the stage runs from scratch")
+    return "they were made with other inputs; the stage runs from scratch"
 
 
 # ---- inputs ----------------------------------------------------------------------------------------------------

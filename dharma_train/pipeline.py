@@ -29,6 +29,7 @@ from dharma_train.gate import BASE, GateConfig, StageRegressed, describe, passed
 from dharma_train.manifest import (
     base_inputs,
     begin_attempt,
+    damaged_manifest,
     evaluation_key,
     is_fresh,
     machine_note,
@@ -106,6 +107,8 @@ class Pipeline:
             folder = layout.base
             inputs = base_inputs(base)
             manifest = _read_manifest(folder, resume)
+            if manifest is None and resume and (damage := on_main(damaged_manifest, folder)):
+                log.warning("%s: the base model's point is recorded again", damage)
             if manifest is None or manifest["inputs"] != inputs:
                 manifest = _write_manifest(folder, new_manifest("base", "base", inputs, base, {}))
             log.info("[0/%d] base model %s", total, base.path)
@@ -119,7 +122,9 @@ class Pipeline:
                 pages = stage_pages[stage.name]
                 inputs = stage_inputs(stage, self.context, upstream, fingerprint(pages))
                 manifest = _read_manifest(folder, resume)
-                fresh, reason = is_fresh(manifest, inputs) if rerun is None else (False, f"{rerun} before it re-ran")
+                damage = on_main(damaged_manifest, folder) if manifest is None and resume else None
+                fresh, reason = is_fresh(manifest, inputs, damage) if rerun is None else \
+                    (False, f"{rerun} before it re-ran")
                 if fresh:
                     log.info("[%d/%d] stage %s: reused, %s", index, total, stage.name, reason)
                 else:

@@ -71,7 +71,8 @@ def _run_ablation(config: RunConfig) -> list[dict]:
     check_bases_reachable(config)  # before any base trains
     config.trainer.check_hardware()
     check_stages([build_stage(name, stage) for name, stage in config.stages.items()])  # before the pages
-    inputs = resolve_inputs(config)  # the same on every base, run and resume
+    inputs = resolve_inputs(config, [replace(config.model, path=base.path)  # every row fits every base
+                                     for base in config.ablation.bases.values()])  # the same on every run
     runs = {}
     for number, name in enumerate(config.ablation.bases, start=1):
         run = base_config(config, name, str(inputs.train.root), str(inputs.eval_pages.root))

@@ -18,6 +18,7 @@ from dharma_train.data.loading import load_splits
 from dharma_train.data.pages import PAGES_FILE, PageSet, load_pages
 from dharma_train.data.pairs import PairSet
 from dharma_train.files import read_json_or_none, write_json_atomically
+from dharma_train.models.config import ModelConfig
 from dharma_train.run_folder import GENERATION_FILE, RunFolder
 from dharma_train.stages import build_stage
 from dharma_train.stages.dpo import given_pairs
@@ -36,12 +37,27 @@ class RunInputs:
     stage_pairs: dict[str, PairSet] = field(default_factory=dict)  # DPO stages' given pairs, as loaded
 
 
-def resolve_inputs(config: RunConfig) -> RunInputs:
+def resolve_inputs(config: RunConfig, models: list[ModelConfig] | None = None) -> RunInputs:
     """The run's splits, each stage's own pages and each stage's given pairs, loaded or generated under
-    output_dir/data (the same bytes on every run, so a resumed run finds the same inputs)."""
-    train, eval_pages = run_splits(config)
-    return RunInputs(train=train, eval_pages=eval_pages, stage_pages=stage_pages(config),
-                     stage_pairs=stage_pair_sets(config))
+    output_dir/data (the same bytes on every run, so a resumed run finds the same inputs). Every loaded row must
+    fit the maximum sequence length of each of `models` (those that train on it; by default config.model)."""
+    from dharma_train.data.lengths import length_bound
+
+    bounds = tuple(length_bound(model) for model in (models or [config.model]))
+    train, eval_pages = run_splits(config, bounds)
+    taken = evaluated_images(config, eval_pages)
+    return RunInputs(train=train, eval_pages=eval_pages, stage_pages=stage_pages(config, taken, bounds),
+                     stage_pairs=stage_pair_sets(config, taken, bounds))
+
+
+def evaluated_images(config: RunConfig, eval_pages: PageSet) -> dict[str, str]:
+    """The evaluation pages' image identities, which no stage's own pages or given pairs may hold (a leak the run's
+    train/eval load order cannot see); hashed only when some stage has pages or pairs of its own."""
+    from dharma_train.data.splits import image_identities
+
+    if not any(stage.data not in (None, *GENERATED_SETS) or given_pairs(stage) for stage in config.stages.values()):
+        return {}
+    return image_identities(eval_pages, "eval")
 
 
 def build_stages(config: RunConfig, stage_pairs: dict[str, PairSet]) -> list:
@@ -49,13 +65,13 @@ def build_stages(config: RunConfig, stage_pairs: dict[str, PairSet]) -> list:
     return [build_stage(name, stage, stage_pairs.get(name)) for name, stage in config.stages.items()]
 
 
-def run_splits(config: RunConfig) -> tuple[PageSet, PageSet]:
+def run_splits(config: RunConfig, bounds: tuple = ()) -> tuple[PageSet, PageSet]:
     """data.train and data.eval loaded and checked once (by rank 0); a split not given is generated (or found, drawn
     with the same settings, by an earlier run into the same folder)."""
     from dharma_train.data.synthetic.generate import eval_seed
 
     data, folder = config.data, RunFolder(config.output_dir).data
-    given = distributed.on_main(load_splits, data, folder)
+    given = distributed.on_main(load_splits, data, folder, bounds)
     s = data.synthetic
     drawn = {"width": s.width, "height": s.height, "families": s.families, "max_words": s.max_words,
              "min_body_px": dict(s.min_body_px or {})}
@@ -83,7 +99,7 @@ def _generated(folder: Path, n: int, workers: int, **drawn) -> PageSet:
     return distributed.on_main(generate)
 
 
-def stage_pages(config: RunConfig) -> dict[str, PageSet]:
+def stage_pages(config: RunConfig, taken: dict[str, str] | None = None, bounds: tuple = ()) -> dict[str, PageSet]:
     """Each stage's own pages: a generated set's name (GENERATED_SETS) is generated into data/<name>; any other
     `data` is a page source, loaded through the run's loader into data/stages/NAME (write `./general` for a folder
     of that name)."""
@@ -92,7 +108,7 @@ def stage_pages(config: RunConfig) -> dict[str, PageSet]:
         if stage.data is None:  # every stage kind's config names its own pages, or None for the run's
             continue
         pages[name] = _generated_set(config, stage.data) if stage.data in GENERATED_SETS \
-            else _loaded_pages(config, name, stage.data)
+            else _loaded_pages(config, name, stage.data, taken, bounds)
     return pages
 
 
@@ -105,18 +121,22 @@ def _generated_set(config: RunConfig, name: str) -> PageSet:
                       max_words=s.general_max_words, min_body_px=dict(s.min_body_px or {}))
 
 
-def _loaded_pages(config: RunConfig, name: str, source: str) -> PageSet:
+def _loaded_pages(config: RunConfig, name: str, source: str, taken: dict[str, str] | None,
+                  bounds: tuple) -> PageSet:
     """A stage's own pages through the run's loader: the same checks, `data.strict` and load report as data.train
-    (data/stages/NAME/load_report.json); checked once, by rank 0."""
+    (data/stages/NAME/load_report.json), an evaluation page's image skipped as a leak (`taken`); checked once, by
+    rank 0."""
     from dharma_train.data.loading import load_page_set
 
     data = config.data
     return distributed.on_main(load_page_set, source, RunFolder(config.output_dir).stage_data(name),
                                format=data.format, strict=data.strict, max_pixels=data.max_pixels,
-                               pdf_dpi=data.pdf_dpi, max_skipped_share=data.max_skipped_share, split=f"stages.{name}")
+                               pdf_dpi=data.pdf_dpi, max_skipped_share=data.max_skipped_share, split=f"stages.{name}",
+                               taken=taken, bounds=bounds)
 
 
-def stage_pair_sets(config: RunConfig) -> dict[str, PairSet]:
+def stage_pair_sets(config: RunConfig, taken: dict[str, str] | None = None,
+                    bounds: tuple = ()) -> dict[str, PairSet]:
     """Each stage's given pairs through the pages' row policy, once: `data.strict` stops at the first bad row,
     otherwise bad rows are skipped and listed in data/stages/NAME/pairs/load_report.json (report.md counts them),
     and images are prepared with `data.max_pixels`."""
@@ -128,7 +148,7 @@ def stage_pair_sets(config: RunConfig) -> dict[str, PairSet]:
         if source is not None:
             sets[name] = distributed.on_main(load_pair_set, source, RunFolder(config.output_dir).stage_pairs(name),
                                              strict=data.strict, max_pixels=data.max_pixels, pdf_dpi=data.pdf_dpi,
-                                             split=f"stages.{name}.pairs")
+                                             split=f"stages.{name}.pairs", taken=taken, bounds=bounds)
     return sets
 
 

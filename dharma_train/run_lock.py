@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 LOCK_FILE = ".dharma_train.lock"
 POLL_SECONDS = 1.0
+_held: set[Path] = set()  # folders this process holds: the CLI locks before Hydra writes, the run locks again
 
 
 @contextmanager
@@ -32,15 +33,21 @@ def hold_run_lock(output_dir: str | Path, wait_seconds: float = 0):
     """Hold the run folder's lock inside the block; RunLockedError when another process holds it past the wait."""
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    held = folder.resolve()
+    if held in _held:  # this process holds it already (flock would refuse a second open file of the same process)
+        yield
+        return
     path = folder / LOCK_FILE
     with open(path, "a+", encoding="utf-8") as handle:
         if not _acquire(handle, path, folder, wait_seconds):
             yield  # a filesystem without locks (_acquire warned): the run goes on unguarded
             return
         _write_holder(handle)
+        _held.add(held)
         try:
             yield
         finally:
+            _held.discard(held)
             handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)
 

@@ -119,6 +119,8 @@ for name, write in [
         needed_bytes=4 << 20)),
     ("torch.save", lambda: files.write_folder_atomically(
         out / "ckpt", lambda tmp: (tmp.mkdir(), torch.save({"w": torch.zeros(1 << 20)}, tmp / "optimizer.pt")))),
+    ("copytree", lambda: files.write_folder_atomically(  # the export of a full or quantized model copies its folder
+        out / "export", lambda tmp: __import__("shutil").copytree(sys.argv[2], tmp), needed_bytes=2 << 20)),
 ]:
     try:
         write()
@@ -135,13 +137,20 @@ def test_running_out_of_room_is_one_clear_error_and_leaves_no_partial_file(tmp_p
     script.write_text(FILE_SIZE_LIMIT)
     out = tmp_path / "out"
     out.mkdir()
-    done = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=120)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"w" * (2 << 20))
+    done = subprocess.run([sys.executable, str(script), str(out), str(model)], capture_output=True, text=True,
+                          timeout=120)
     lines = done.stdout.splitlines()
-    assert len(lines) == 3, done.stdout + done.stderr
-    for line, what in zip(lines, ("big.json", "model", "ckpt")):
+    assert len(lines) == 4, done.stdout + done.stderr
+    for line, what in zip(lines, ("big.json", "model", "ckpt", "export")):
         assert f"DiskFullError writing {out / what} ran out of room" in line, line
         assert " are free in " in line and "at most 1.0 MB (ulimit -f)" in line, line
     assert "it needs about 4.0 MB" in lines[1] and "File too large" in lines[0]
+    assert lines[3].endswith("([Errno 27] File too large copying model.safetensors; this process may write files of "
+                             "at most 1.0 MB (ulimit -f))"), "one reason and the file, not a clipped list of tuples"
     assert list(out.iterdir()) == [], "temporary files and folders are removed, nothing partial is left"
 
 

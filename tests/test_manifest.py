@@ -256,3 +256,47 @@ def test_a_runs_given_pairs_enter_the_key_by_content_not_by_location(tmp_path, p
     assert edited["files"] != before["files"]
     Image.new("RGB", (224, 308), "white").save(tmp_path / "given" / "page1.png")  # used where it lies, not copied
     assert inputs(loaded(tmp_path / "image"))["files"] != edited["files"]
+
+
+def test_a_damaged_or_misshapen_manifest_is_named_and_its_stage_made_again(tmp_path):
+    """A manifest of the wrong shape gave `KeyError: 'path'` on every re-run, and an unreadable one read as 'it has
+    not finished before': each is now named, file and fault, and the stage (its manifest with it) is made again."""
+    from dharma_train.manifest import damaged_manifest
+
+    folder = tmp_path / "02_structured"
+    folder.mkdir()
+    write_manifest(folder, new_manifest("structured", "sft", _inputs(), ModelArtifact(str(folder)), {}))
+    written = json.loads((folder / MANIFEST).read_text())
+    assert damaged_manifest(folder) is None and read_manifest(folder) is not None
+    for damage, fault in [({**written, "artifact": {}}, "its artifact has no path"),
+                          ({**written, "train": None}, "its 'train' is missing or not a JSON object"),
+                          ({**written, "evaluation": "x"}, "its evaluation has no entry"),
+                          ([written], "a JSON list, not an object")]:
+        (folder / MANIFEST).write_text(json.dumps(damage))
+        assert read_manifest(folder) is None
+        assert damaged_manifest(folder) == f"02_structured/manifest.json is damaged ({fault})"
+    (folder / MANIFEST).write_text(json.dumps(written)[:100])
+    damage = damaged_manifest(folder)
+    assert damage == "02_structured/manifest.json is damaged (not valid JSON, or unreadable)"
+    assert is_fresh(None, _inputs(), damage) == (False, f"{damage}: the stage is made again, and its manifest with it")
+    assert damaged_manifest(tmp_path / "01_none") is None, "no manifest is not damage: the stage never finished"
+
+
+def test_checkpoints_that_cannot_be_resumed_are_dropped_with_one_line_saying_why(tmp_path, caplog):
+    """A damaged attempt.json cannot say what inputs its checkpoints were made with: they are dropped, no longer
+    without a word."""
+    from dharma_train.run_folder import ATTEMPT
+
+    stage = tmp_path / "02_structured"
+    begin_attempt(stage, _inputs(), resume=True)
+    (stage / "trainer" / "checkpoint-2").mkdir(parents=True)
+    (stage / ATTEMPT).write_text('{"key": "ab')
+    with caplog.at_level("WARNING", logger="dharma_train.manifest"):
+        assert begin_attempt(stage, _inputs(), resume=True) is False
+    assert (f"02_structured: dropping 1 checkpoint(s) in {stage / 'trainer'}: 02_structured/attempt.json, which says "
+            f"what inputs they were made with, is damaged, so they cannot be matched to today's") in caplog.text
+    (stage / "trainer" / "checkpoint-2").mkdir(parents=True)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="dharma_train.manifest"):
+        begin_attempt(stage, _inputs(learning_rate=5e-3), resume=True)
+    assert "dropping 1 checkpoint(s)" in caplog.text and "they were made with other inputs" in caplog.text

@@ -200,6 +200,8 @@ def test_the_disk_filling_during_a_checkpoint_is_one_line_and_the_same_command_r
     assert f"resume with:\n  {shlex.join(['python', '-m', 'dharma_train', *SHORT, f'output_dir={out}'])}" in log
     assert "Traceback" not in log, log[-3000:]
     assert not (stage / "manifest.json").exists() and not (stage / "model").exists()
+    assert not list((stage / "trainer").glob("checkpoint-*")), "the checkpoint cut short is removed at the failure"
+    assert f"removing {stage / 'trainer' / 'checkpoint-2'}: its save did not finish" in log
     resumed = _run(_command(out, "~stages.quantize", "~stages.export"), tmp_path)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
     reference_quality = _quality(reference / "summary.json")

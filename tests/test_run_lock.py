@@ -98,3 +98,28 @@ def test_a_run_that_loses_the_race_by_a_moment_still_names_the_holder(tmp_path):
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+
+
+def test_a_refused_run_writes_nothing_into_the_live_run_s_folder(tmp_path):
+    """The command line takes the lock before Hydra writes `.hydra/` and its log: a second `python -m dharma_train`
+    into a folder a live run holds stops in one line, and every file of the live run keeps its bytes."""
+    live = tmp_path / "run"
+    (live / ".hydra").mkdir(parents=True)
+    written = {live / ".hydra" / "config.yaml": "seed: 0\n", live / ".hydra" / "overrides.yaml": "- seed=0\n",
+               live / ".hydra" / "hydra.yaml": "hydra: {}\n", live / "__main__.log": "the live run's log\n"}
+    for path, text in written.items():
+        path.write_text(text)
+    holder = _holder(live)
+    try:
+        refused = subprocess.run([sys.executable, "-m", "dharma_train", "trainer.seed=7", f"output_dir={live}"],
+                                 capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    output = refused.stdout + refused.stderr
+    assert refused.returncode == 2, output[-3000:]
+    assert f"{live} is in use by another dharma_train run (pid {holder.pid} on host " in output
+    assert "Traceback" not in output
+    assert {path: path.read_text() for path in written} == written, "Hydra's files of the live run are untouched"
+    assert sorted(p.name for p in live.rglob("*")) == sorted([".dharma_train.lock", ".hydra", "__main__.log",
+                                                              "config.yaml", "hydra.yaml", "overrides.yaml"])

@@ -33,8 +33,8 @@ def recipe_file_override(path_text: str) -> str:
         raise ConfigError(f"recipe file {path} does not exist")
     try:
         node = OmegaConf.load(path)
-    except Exception as error:  # YAML syntax: name the file and the line
-        raise ConfigError(f"recipe file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    except Exception as error:  # YAML syntax: name the file, the line and, for a key given twice, the key
+        raise ConfigError(f"recipe file {path} is not valid YAML: {yaml_problem(error)}") from None
     if not isinstance(node, DictConfig):
         raise ConfigError(f"recipe file {path} must hold a mapping of config keys")
     if "name" not in node:
@@ -42,6 +42,23 @@ def recipe_file_override(path_text: str) -> str:
     ConfigStore.instance().store(group=RECIPE_GROUP, name=path.stem, node=node, package="_global_",
                                  provider=f"file {path}")
     return f"{RECIPE_GROUP}={path.stem}"
+
+
+def yaml_problem(error: Exception) -> str:
+    """'duplicate key 'name' on line 6 (the mapping that starts on line 1 already has it)': PyYAML's multi-line
+    message in one line, with the line of the problem (counted from 1) rather than only the mapping's."""
+    import yaml
+
+    if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+    line, column = error.problem_mark.line + 1, error.problem_mark.column + 1
+    if error.problem and error.problem.startswith("found duplicate key "):
+        key = error.problem[len("found duplicate key "):]
+        opened = f" (the mapping that starts on line {error.context_mark.line + 1} already has it)" \
+            if error.context_mark is not None else ""
+        return f"duplicate key '{key}' on line {line}{opened}; give each key once"
+    context = f"{error.context}: " if error.context else ""
+    return f"{context}{error.problem} on line {line}, column {column}"
 
 
 def split_words(words: list[str]) -> tuple[list[str], list[str]]:

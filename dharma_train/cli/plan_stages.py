@@ -39,7 +39,7 @@ def stage_lines(config, pair_sets: dict) -> list[str]:
     a point before it, itself reused: the gate may pass over a rejected one) and its files are still those it wrote.
     `pair_sets`: the given pairs an earlier run loaded (run_inputs.loaded_pair_sets), keyed as the run keys them."""
     from dharma_train.artifact import base_artifact
-    from dharma_train.manifest import base_inputs, changed_output, key, read_manifest
+    from dharma_train.manifest import base_inputs, changed_output, damaged_manifest, key, read_manifest
     from dharma_train.stages.dpo import given_pairs
 
     output_dir = Path(config.output_dir)
@@ -53,7 +53,9 @@ def stage_lines(config, pair_sets: dict) -> list[str]:
             lines.append(f"{what}: runs, because {rerun} before it runs")
             continue
         if manifest is None:
-            why = "it has not finished in this output_dir before" if output_dir.exists() else "new output_dir"
+            damage = damaged_manifest(folder)
+            why = (f"because {damage}" if damage else "it has not finished in this output_dir before"
+                   if output_dir.exists() else "new output_dir")
             lines.append(f"{what}: runs, {why}")
             rerun = name
             continue

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from dharma_train.data.config import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SKIPPED_SHARE, DEFAULT_PDF_DPI, DataConfig
 from dharma_train.data.images import PreparedImage, image_bytes, page_number, prepare_image
+from dharma_train.data.lengths import LengthBound
 from dharma_train.data.pages import Page, PageSet
 from dharma_train.data.sources import RawRow, open_source
 from dharma_train.data.splits import split_pages
@@ -52,12 +53,14 @@ class LoadedSource:
 
 def load_source(location: str | Path, images_dir: str | Path, *, format: str = "auto", strict: bool = False,
                 max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "train",
-                taken: dict[str, str] | None = None, pdf_dpi: int = DEFAULT_PDF_DPI) -> LoadedSource:
+                taken: dict[str, str] | None = None, pdf_dpi: int = DEFAULT_PDF_DPI,
+                bounds: tuple[LengthBound, ...] = ()) -> LoadedSource:
     """Every row of one source checked; images that arrive as bytes or need fixing, single pages of multi-page
     files and rendered PDF pages (at `pdf_dpi`, within `max_pixels`) are written to `images_dir`.
 
     `taken` maps image hashes already in other splits to their split's name: such rows are skipped (or, strict,
-    fail) so no page leaks across splits. With `strict`, the first bad row raises DataError naming it.
+    fail) so no page leaks across splits. A row longer than any of `bounds` (one per model that trains on it) is
+    skipped as `overlong`. With `strict`, the first bad row raises DataError naming it.
     """
     source = open_source(location, format)
     report = SourceReport(split=split, source=source.location, format=source.format)
@@ -72,6 +75,8 @@ def load_source(location: str | Path, images_dir: str | Path, *, format: str = "
         recorded_page = page_number(row.fields.get("source_page"), "source_page")  # a page folder dharma_train wrote
         data, path = image_bytes(row.fields.get("image"), row.fields.get("image_base64"), row.base)
         prepared = prepare_image(data, path, images_dir, max_pixels, page, pdf_dpi)
+        for bound in bounds:
+            bound.check((text.answer.to_json(), text.answer.to_plain_text()), prepared.path)
         return text, prepared if prepared.page is not None else replace(prepared, page=recorded_page)
 
     with closing(in_order_on_threads(_with_text(source.rows), check_image)) as checked:
@@ -152,12 +157,14 @@ def in_order_on_threads(items: Iterable[I], check: Callable[[I], T]) -> Iterator
 
 def load_page_set(location: str | Path, folder: str | Path, *, format: str = "auto", strict: bool = False,
                   max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "eval", pdf_dpi: int = DEFAULT_PDF_DPI,
-                  max_skipped_share: float = DEFAULT_MAX_SKIPPED_SHARE) -> PageSet:
+                  max_skipped_share: float = DEFAULT_MAX_SKIPPED_SHARE,
+                  taken: dict[str, str] | None = None, bounds: tuple[LengthBound, ...] = ()) -> PageSet:
     """One source as a PageSet saved in `folder` (stored images in folder/images, the report beside pages.jsonl);
-    a source that lost more than `max_skipped_share` of its rows stops (after writing the report)."""
+    a source that lost more than `max_skipped_share` of its rows stops (after writing the report). Rows whose image
+    is in `taken` (image hash -> split, splits.image_identities) are skipped as leaks, and rows over `bounds`."""
     folder = Path(folder)
     loaded = load_source(location, folder / "images", format=format, strict=strict, max_pixels=max_pixels,
-                         split=split, pdf_dpi=pdf_dpi)
+                         split=split, pdf_dpi=pdf_dpi, taken=taken, bounds=bounds)
     write_json_atomically(folder / REPORT_FILE, LoadReport(sources=[loaded.report], splits={split: len(loaded.pages)})
                           .to_dict())
     log_source(loaded.report)
@@ -170,8 +177,9 @@ def load_page_set(location: str | Path, folder: str | Path, *, format: str = "au
     return page_set
 
 
-def load_splits(data: DataConfig, folder: str | Path) -> dict[str, PageSet]:
+def load_splits(data: DataConfig, folder: str | Path, bounds: tuple[LengthBound, ...] = ()) -> dict[str, PageSet]:
     """The configured sources as PageSets by split name ("train", "eval", "test"); {} when none is configured.
+    Rows longer than any of `bounds` (data/lengths.py) are skipped as `overlong`.
 
     Sources load in split order and each skips images an earlier split holds; `data.split` then carves eval/test
     out of train by image hash. Every split's pages.jsonl and the LoadReport are written under `folder`, and the
@@ -185,7 +193,8 @@ def load_splits(data: DataConfig, folder: str | Path) -> dict[str, PageSet]:
     report, taken, loaded = LoadReport(), {}, {}
     for split, location in locations.items():
         result = load_source(location, root / "images", format=data.format, strict=data.strict,
-                             max_pixels=data.max_pixels, split=split, taken=taken, pdf_dpi=data.pdf_dpi)
+                             max_pixels=data.max_pixels, split=split, taken=taken, pdf_dpi=data.pdf_dpi,
+                             bounds=bounds)
         report.sources.append(result.report)
         taken.update({digest: split for digest in result.image_hashes.values()})
         loaded[split] = result

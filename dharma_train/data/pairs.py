@@ -10,6 +10,7 @@ set: pairs.jsonl, fixed images, load_report.json), the one copy its DPO stage tr
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,19 +54,22 @@ def loop_pairs(pages: PageSet, task: str, seed: int = 0, repeats: int = 12) -> l
     return pairs
 
 
-def save_pairs(pairs: list[PreferencePair], folder: str | Path) -> Path:
-    """Write pairs.jsonl atomically so the exact pairs a stage trained on stay inspectable; images inside `folder`
-    are written relative to it, so the folder can be moved."""
+def save_pairs(pairs: list[PreferencePair], folder: str | Path, within: str | Path | None = None) -> Path:
+    """Write pairs.jsonl atomically so the exact pairs a stage trained on stay inspectable; images inside `folder`,
+    or inside `within` (the run folder, for pairs a stage mined from the run's pages), are written relative to
+    `folder` (`../data/loaded/images/...`), so the folder, or the run, can be moved."""
     folder = Path(folder)
-    return write_jsonl_atomically(folder / PAIRS_FILE,
-                                  ({**asdict(pair), "image": _stored_image(pair.image, folder)} for pair in pairs))
+    tree = Path(within) if within is not None else folder
+    return write_jsonl_atomically(folder / PAIRS_FILE, ({**asdict(pair), "image": _stored_image(pair.image, folder,
+                                                                                                tree)}
+                                                        for pair in pairs))
 
 
-def _stored_image(image: Path, folder: Path) -> str:
-    try:
-        return str(Path(image).resolve().relative_to(folder.resolve()))
-    except ValueError:  # an image outside the folder (a given page's own file) keeps its path
+def _stored_image(image: Path, folder: Path, tree: Path) -> str:
+    """Relative to `folder` when the image lies in `tree` (which moves with it); otherwise its path as it is."""
+    if not Path(image).resolve().is_relative_to(tree.resolve()):  # a given page's own file keeps its path
         return str(image)
+    return os.path.relpath(Path(image).resolve(), folder.resolve())
 
 
 def load_pairs(path: str | Path) -> list[PreferencePair]:
@@ -77,10 +81,13 @@ def load_pairs(path: str | Path) -> list[PreferencePair]:
     if not path.is_file():
         raise DataError(f"preference pairs file {path} does not exist")
     pairs = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if line.strip():
-                pairs.append(_parse_pair(line, f"{path}:{line_number}", path.parent))
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if line.strip():
+                    pairs.append(_parse_pair(line, f"{path}:{line_number}", path.parent))
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text (byte {error.start}): damaged") from None
     if not pairs:
         raise DataError(f"{path} holds no preference pairs")
     return pairs
@@ -91,6 +98,8 @@ def _parse_pair(line: str, where: str, root: Path) -> PreferencePair:
         row = json.loads(line)
     except json.JSONDecodeError as error:
         raise DataError(f"{where}: not valid JSON ({error.msg})") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: a pair must be a JSON object")
     missing = [key for key in ("id", "image", "chosen", "rejected") if key not in row]
     if missing:
         raise DataError(f"{where}: missing key(s) {missing}")
@@ -98,6 +107,8 @@ def _parse_pair(line: str, where: str, root: Path) -> PreferencePair:
         raise DataError(f"{where}: 'chosen' and 'rejected' must be non-empty strings")
     if row["chosen"] == row["rejected"]:
         raise DataError(f"{where}: 'chosen' and 'rejected' are identical")
+    if not isinstance(row["image"], str):
+        raise DataError(f"{where}: 'image' must be a path")
     image = Path(row["image"])
     image = image if image.is_absolute() else root / image
     if not image.is_file():
@@ -176,14 +187,17 @@ def load_given_pairs(location: str | Path, images_dir: str | Path, *, strict: bo
 
 def load_pair_set(location: str | Path, folder: str | Path, *, strict: bool = False,
                   max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "pairs",
-                  pdf_dpi: int = DEFAULT_PDF_DPI) -> PairSet:
+                  pdf_dpi: int = DEFAULT_PDF_DPI, taken: dict[str, str] | None = None,
+                  bounds: tuple = ()) -> PairSet:
     """A run's given pairs loaded once into `folder` (pairs.jsonl, images, load_report.json), the report where
-    report.md reads every load report; the DPO stage reads the PairSet as it is."""
+    report.md reads every load report; the DPO stage reads the PairSet as it is. Pairs whose image is in `taken`
+    (an evaluation page's, splits.image_identities) are skipped as leaks, and pairs over `bounds` (data/lengths.py)
+    as `overlong`."""
     from dharma_train.data.loading import REPORT_FILE, log_source
 
     folder = Path(folder)
     pairs, report = load_pair_source(location, folder / "images", strict=strict, max_pixels=max_pixels, split=split,
-                                     pdf_dpi=pdf_dpi)
+                                     pdf_dpi=pdf_dpi, taken=taken, bounds=bounds)
     write_json_atomically(folder / REPORT_FILE, LoadReport(sources=[report], splits={split: len(pairs)}).to_dict())
     log_source(report)
     if not pairs:
@@ -204,8 +218,9 @@ def _first_skip(report) -> str:
 
 
 def load_pair_source(location: str | Path, images_dir: str | Path, *, format: str = "auto", strict: bool = False,
-                     max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "pairs",
-                     pdf_dpi: int = DEFAULT_PDF_DPI) -> tuple[list[PreferencePair], SourceReport]:
+                     max_pixels: int = DEFAULT_MAX_PIXELS, split: str = "pairs", pdf_dpi: int = DEFAULT_PDF_DPI,
+                     taken: dict[str, str] | None = None,
+                     bounds: tuple = ()) -> tuple[list[PreferencePair], SourceReport]:
     """Pairs from a pairs.jsonl, a parquet file, a `datasets` dataset or a JSONL with columns (id?, image, chosen,
     rejected, prompt?), checked row by row like pages: bad rows are skipped and listed (or, strict, fail at once).
 
@@ -229,6 +244,11 @@ def load_pair_source(location: str | Path, images_dir: str | Path, *, format: st
             data, path = image_bytes(image, row.fields.get("image_base64"), row.base)
             prepared = prepare_image(data, path, Path(images_dir), max_pixels, page_number(row.fields.get("page")),
                                      pdf_dpi)
+            if taken and prepared.sha256 in taken:
+                raise RowProblem("image_in_other_split",
+                                 f"the same image is already in the {taken[prepared.sha256]} split")
+            for bound in bounds:  # the longer of the two answers decides
+                bound.check((chosen, rejected), prepared.path)
         except RowProblem as problem:
             if strict:
                 raise DataError(f"{row.where} (id {row_id!r}): {problem.reason}: {problem.detail} "

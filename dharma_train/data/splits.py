@@ -7,9 +7,12 @@ always give the same splits, and adding pages to a source moves few of the exist
 from __future__ import annotations
 
 import hashlib
+import re
 
-from dharma_train.data.pages import Page
+from dharma_train.data.pages import Page, PageSet
 from dharma_train.errors import DataError
+
+STORED_NAME = re.compile(r"[0-9a-f]{64}")  # a loaded image stored under the hash of its source bytes (images.py)
 
 
 def split_pages(pages: list[Page], image_hashes: dict[str, str], fractions: dict[str, float],
@@ -37,3 +40,16 @@ def split_size(total: int, fraction: float) -> int:
 
 def _rank(seed: int, image_hash: str) -> str:
     return hashlib.sha256(f"dharma-split/{seed}/{image_hash}".encode()).hexdigest()
+
+
+def image_identities(pages: PageSet, split: str) -> dict[str, str]:
+    """Each page image's identity as the loader knows it (the hash of the source bytes: a stored image's name, or
+    the bytes of an image used in place), mapped to `split`: what a stage's own pages and given pairs are checked
+    against, so a training row that names an evaluation image is skipped as a leak."""
+    identities = {}
+    for page in pages:
+        stored = STORED_NAME.match(page.image.name)
+        if stored:
+            identities[stored.group()] = split
+        identities[hashlib.sha256(page.image.read_bytes()).hexdigest()] = split
+    return identities

@@ -37,6 +37,8 @@ SKIP_REASONS = {
     "image_only": "a PDF page with images and no text layer, a scan (dharma-data pdf-text)",
     "invisible_text": "a PDF page whose text layer holds text not drawn on it (dharma-data pdf-text)",
     "identical_pair": "a preference pair's chosen and rejected answers are the same",
+    "overlong": "the image's tokens, the instruction and the answer exceed the maximum sequence length "
+                "(model.max_length, or the model's own limit)",
     "duplicate_id": "an earlier row of the same source has this id (the first one keeps it, used or not)",
     "duplicate_image": "an earlier row of the same source has the same image bytes",
     "image_in_other_split": "the same image bytes are already in an earlier split (no page leaks across splits)",

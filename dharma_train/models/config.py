@@ -29,6 +29,9 @@ class ModelConfig:
     max_pixels: int | None = None
     attn_implementation: str = "sdpa"
     vision_attention: str = "varlen"  # varlen: one kernel per vision layer on CUDA (models/vision_attention.py) | stock
+    # tokens a training sequence may hold (image + instruction + answer); longer pages and preference pairs are skipped
+    # at load, and reported (data.strict: an error); None: the model's own limit (its max_position_embeddings)
+    max_length: int | None = None
 
     def __post_init__(self):
         if self.vision_attention not in ("varlen", "stock"):
@@ -37,5 +40,8 @@ class ModelConfig:
             if pixels is not None and pixels < 1:
                 raise ValueError(f"model.{key} must be >= 1 (pixels per page image), or null for the processor's own; "
                                  f"got {pixels}")
+        if self.max_length is not None and self.max_length < 1:
+            raise ValueError(f"model.max_length must be >= 1 (tokens), or null for the model's own limit; got "
+                             f"{self.max_length}")
         if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
             raise ValueError(f"model.min_pixels ({self.min_pixels}) exceeds model.max_pixels ({self.max_pixels})")

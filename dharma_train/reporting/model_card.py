@@ -6,7 +6,9 @@ Every number in the card is read from the run's summary.json (the evaluation hoo
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
+from dataclasses import dataclass
 from datetime import date
 from importlib import metadata
 from pathlib import Path
@@ -14,6 +16,8 @@ from pathlib import Path
 from dharma_train.config_files import recipe_names
 from dharma_train.data.pages import PageSet
 from dharma_train.data.prompts import PROMPTS
+from dharma_train.errors import DataError
+from dharma_train.files import read_json_or_none
 from dharma_train.gate import Verdict
 from dharma_train.models.config import EMBEDDED
 from dharma_train.run_paths import run_resolved
@@ -25,22 +29,66 @@ CARD_QUALITY = [row for row in QUALITY if row[1] in ("quality_score", "paper_sco
 CARD_SPEED = [row for row in SPEED if row[1] in ("pages_per_second", "new_tokens_per_second",
                                                  "cost_per_million_pages", "weights_megabytes", "peak_memory_gib",
                                                  "decode_backend")]
+log = logging.getLogger(__name__)
+
 PACKAGES = ("dharma_train", "torch", "transformers", "peft", "trl", "llmcompressor", "compressed-tensors",
             "bitsandbytes")
 
 
-def card_for_run(summary_file: Path, run_dir: Path, pages: PageSet, run_name: str, model_dir: Path,
+@dataclass(frozen=True)
+class RunRecords:
+    """What the card says about the run, read from its files before the export writes anything."""
+
+    summary: dict | None
+    stages: list[dict]
+    provenance: dict
+
+
+def run_records(summary_file: Path, run_dir: Path) -> RunRecords:
+    """The run's summary, each stage's record and its provenance. A summary that cannot be read stops in one line
+    naming it; a damaged stage.json is derived data: that stage's name, kind and config come from its manifest
+    instead, with one warning."""
+    stages = [record for path in sorted(run_dir.glob("[0-9][0-9]_*/stage.json"))
+              if (record := stage_record(path)) is not None]
+    return RunRecords(read_summary(summary_file), stages, run_provenance(run_dir))
+
+
+def read_summary(summary_file: Path) -> dict | None:
+    """A run's summary.json for the card (None when there is none); one that cannot be read is one DataError line."""
+    if not summary_file.is_file():
+        return None
+    summary = read_json_or_none(summary_file)
+    if not isinstance(summary, dict) or not isinstance(summary.get("entries", []), list):
+        raise DataError(f"{summary_file} cannot be read (not a summary.json object): the model card's evaluation "
+                        f"comes from it; run the same command again to rewrite the run's own, or fix the file "
+                        f"the export stage's `summary` names")
+    return run_resolved(summary, summary_file.parent)
+
+
+def stage_record(path: Path) -> dict | None:
+    """One stage.json as the run wrote it, or, damaged, the same facts from the stage's manifest (None: neither)."""
+    from dharma_train.manifest import read_manifest
+
+    record = read_json_or_none(path)
+    if isinstance(record, dict) and isinstance(record.get("name"), str) and isinstance(record.get("kind"), str):
+        return run_resolved(record, path.parent.parent)
+    manifest = read_manifest(path.parent)
+    shown = Path(path.parent.name) / path.name
+    if manifest is None:
+        log.warning("%s is damaged and its stage has no manifest: the model card leaves that stage out", shown)
+        return None
+    log.warning("%s is damaged: the model card takes that stage's name, kind and config from its manifest", shown)
+    return {"name": manifest["point"], "kind": manifest["kind"], "config": manifest["inputs"].get("config", {})}
+
+
+def card_for_run(records: RunRecords, pages: PageSet, run_name: str, model_dir: Path,
                  repo_id: str | None = None) -> str:
-    """Gather the run's records from disk (summary, each stage's stage.json, the model's config) and render."""
-    summary = run_resolved(json.loads(summary_file.read_text()), summary_file.parent) if summary_file.is_file() \
-        else None
-    stages = [run_resolved(json.loads(path.read_text()), run_dir)
-              for path in sorted(run_dir.glob("[0-9][0-9]_*/stage.json"))]
+    """The card from the run's records (read before the export: run_records) and the exported model's config."""
     config = json.loads((model_dir / "config.json").read_text())
     families = Counter(page.family for page in pages)
-    return render_card(summary, stages, families, run_name, config.get("quantization_config"),
+    return render_card(records.summary, records.stages, families, run_name, config.get("quantization_config"),
                        repo_id or str(model_dir.resolve()), library_versions(), on_hub=repo_id is not None,
-                       provenance=run_provenance(run_dir))
+                       provenance=records.provenance)
 
 
 def render_card(summary: dict | None, stages: list[dict], families: dict[str, int], run_name: str,

@@ -18,7 +18,7 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-from dharma_train.files import write_json_atomically
+from dharma_train.files import read_json_or_none, write_json_atomically
 from dharma_train.run_folder import RUN_RECORD
 
 PACKAGES = ("dharma_train", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
@@ -123,7 +123,8 @@ def _cpu_name() -> str:
 def run_provenance(run_dir: Path) -> dict:
     """How the run was made, from its own records: the command (run.json), the data sources (pages and given
     preference pairs) and what the loader skipped and why (every load_report.json under data/)."""
-    record = json.loads((run_dir / RUN_RECORD).read_text()) if (run_dir / RUN_RECORD).is_file() else {}
+    record = read_json_or_none(run_dir / RUN_RECORD)  # rewritten by every run; a damaged one only loses the command
+    record = record if isinstance(record, dict) and isinstance(record.get("config", {}), dict) else {}
     data = record.get("config", {}).get("data") or {}
     sources = [f"`data.{split}`: `{data[split]}`" for split in ("train", "eval", "test") if data.get(split)]
     synthetic = data.get("synthetic") or {}
@@ -143,8 +144,14 @@ def run_provenance(run_dir: Path) -> dict:
 def loaded_lines(report_files: list[Path]) -> list[str]:
     """One line per source of the given load reports, with the report's own counts (report.md and the model card
     say what load_report.json says)."""
-    return [source_line(source) for report_file in report_files
-            for source in json.loads(report_file.read_text()).get("sources", [])]
+    lines = []
+    for report_file in report_files:
+        report = read_json_or_none(report_file)
+        if not isinstance(report, dict) or not isinstance(report.get("sources", []), list):
+            lines.append(f"`{report_file}` cannot be read (damaged); loading the data again rewrites it")
+            continue
+        lines += [source_line(source) for source in report.get("sources", []) if isinstance(source, dict)]
+    return lines
 
 
 def source_line(source: dict) -> str:

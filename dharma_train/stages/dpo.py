@@ -178,7 +178,7 @@ class DPOStage(Stage):
         run start, with the run's `data.strict` and `data.max_pixels`; a resumed attempt reads the same set (its
         inputs, and so the set's content, are unchanged). A pair source given outside a run is loaded here.
         """
-        from dharma_train.data.pairs import load_given_pairs, load_pairs, loop_pairs, save_pairs
+        from dharma_train.data.pairs import load_given_pairs, loop_pairs, save_pairs
         from dharma_train.distributed import is_main
         from dharma_train.files import read_json_or_none, write_json_atomically
         from dharma_train.run_paths import run_relative
@@ -193,10 +193,11 @@ class DPOStage(Stage):
                      "load_report": report}, output_dir.parent))
             return pairs, mining
         collected = read_json_or_none(output_dir / "pairs_summary.json")  # written after pairs.jsonl
-        if context.trainer.resume == "auto" and collected is not None:
-            pairs = load_pairs(output_dir)  # an interrupted attempt's pairs: the resumed run trains on the same
-            log.info("%s: reusing the %d pairs collected before the interruption", self.name, len(pairs))
-            return pairs, {"mining": collected["mining"]} if "mining" in collected else {}
+        if context.trainer.resume == "auto" and isinstance(collected, dict):
+            pairs = collected_pairs(output_dir, self.name)  # an interrupted attempt's: the resumed run trains on them
+            if pairs is not None:
+                log.info("%s: reusing the %d pairs collected before the interruption", self.name, len(pairs))
+                return pairs, {"mining": collected["mining"]} if "mining" in collected else {}
         if cfg.pairs == "mined":
             network.to(context.trainer.resolved_device())
             pairs, stats = mine_pairs(network, processor, pages, cfg.task, cfg.mining, seed=context.trainer.seed)
@@ -207,8 +208,21 @@ class DPOStage(Stage):
         else:
             pairs, loaded = load_given_pairs(cfg.pairs, output_dir / "pair_images")
         if is_main():
-            save_pairs(pairs, output_dir)
+            save_pairs(pairs, output_dir, within=output_dir.parent)  # the run's page images: run-relative
             write_json_atomically(output_dir / "pairs_summary.json",
                                   {"source": cfg.pairs, "pairs": len(pairs), **mining, **loaded})
         return pairs, mining
 
+
+def collected_pairs(output_dir: Path, stage: str) -> list | None:
+    """The pairs an interrupted attempt collected into its folder, or None when they cannot be used (a damaged
+    pairs.jsonl, or an image gone with a run moved before pairs were stored run-relative): they are derived from the
+    input model and the pages, so they are collected again (the same pairs, for the same seed), with one warning."""
+    from dharma_train.data.pairs import load_pairs
+
+    try:
+        return load_pairs(output_dir)
+    except DataError as error:
+        log.warning("%s: the pairs collected before the interruption cannot be used (%s); collecting them again",
+                    stage, error)
+        return None

@@ -57,7 +57,12 @@ class ExportStage(Stage):
         self.config = stage_config(name, config, ExportStageConfig)
 
     def check(self) -> None:
-        """An upload that cannot happen fails before training, not after it."""
+        """An upload that cannot happen, or a given summary the card cannot read, fails before training (and before
+        the old export is cleared), not after it."""
+        if self.config.summary:
+            from dharma_train.reporting.model_card import read_summary
+
+            read_summary(Path(self.config.summary))
         if self.config.push_to_hub is not None:
             from huggingface_hub import constants
 
@@ -76,15 +81,15 @@ class ExportStage(Stage):
         return distributed.on_main(self._run, model, pages, output_dir, context)
 
     def _run(self, model: ModelArtifact, pages: PageSet, output_dir: Path, context: StageContext) -> StageResult:
-        from dharma_train.reporting.model_card import card_for_run
+        from dharma_train.reporting.model_card import card_for_run, run_records
         from dharma_train.training.saving import write_stage_record
 
         cfg = self.config
         target = output_dir / "model"
-        export_model(model, target, cfg.dtype, context)
         summary_file = Path(cfg.summary) if cfg.summary else RunFolder(output_dir.parent).summary
-        card = card_for_run(summary_file, output_dir.parent, pages, context.run_name, target,
-                            repo_id=cfg.push_to_hub)
+        records = run_records(summary_file, output_dir.parent)  # before the export: a bad record replaces nothing
+        export_model(model, target, cfg.dtype, context)
+        card = card_for_run(records, pages, context.run_name, target, repo_id=cfg.push_to_hub)
         write_text_atomically(target / "README.md", card)
         metrics = {"exported": str(target), "card": str(target / "README.md")}
         if cfg.push_to_hub:

@@ -59,7 +59,7 @@ def trainer_arguments(optimization: OptimizationConfig, hardware: TrainerConfig,
         "dataloader_num_workers": workers,
         "seed": hardware.seed,
         "data_seed": hardware.seed,
-        "max_length": None,  # lengths are checked per sample before training; never cut through image tokens
+        "max_length": None,  # rows over model.max_length are skipped at load (data/lengths.py); never cut an image
         **performance_arguments(hardware.performance, hardware.resolved_device(), workers),
     }
 

@@ -85,6 +85,20 @@ def last_checkpoint(folder: str | Path, remove_incomplete: bool = True) -> Path 
     return best
 
 
+@contextmanager
+def partial_checkpoints_removed(folder: Path):
+    """A checkpoint whose save a full disk cut short can never be resumed from: removed at the failure, with one
+    warning each, so its room is given back now rather than at the next run."""
+    from dharma_train.errors import DiskFullError
+
+    try:
+        yield
+    except DiskFullError:
+        if folder.is_dir():
+            last_checkpoint(folder)  # removes each checkpoint that is not complete, keeps the complete ones
+        raise
+
+
 def remove_checkpoints(stage_dir: str | Path) -> None:
     """Once a stage is finished its resume points are dead weight (a full-FT checkpoint is 12 bytes a parameter)."""
     for folder in Path(stage_dir).glob("*/checkpoint-*"):
@@ -177,7 +191,7 @@ def train_resumably(trainer, settings, stage: str, eager_because: str | None = N
             trainer.add_callback(callback)
         if start is not None:
             trainer.add_callback(ReloadFullWeights(start))
-        with stop.graceful(), quiet_trainer_key_lists(), disk_full_as_error(
+        with stop.graceful(), quiet_trainer_key_lists(), partial_checkpoints_removed(folder), disk_full_as_error(
                 f"stage {stage}: writing a checkpoint in {folder}", folder, checkpoint_bytes(trainer.model)):
             output = trainer.train(resume_from_checkpoint=str(start) if start else None)
         step = trainer.state.global_step

@@ -48,3 +48,15 @@ def test_a_missing_recipe_file_or_one_given_later_is_refused(tmp_path):
 def test_a_subset_of_stages_is_the_recipe_minus_the_removed_ones():
     cfg = compose_config(["~stages.dpo", "~stages.quantize"])
     assert list(cfg.stages) == ["general_ocr", "structured", "grpo", "export"]  # grpo: an optional rung, off
+
+
+def test_a_recipe_file_with_a_key_given_twice_names_the_key_and_its_line(tmp_path):
+    """PyYAML's message spans lines; its first one ('while constructing a mapping') named neither key nor line."""
+    recipe = tmp_path / "twice.yaml"
+    recipe.write_text("name: twice\nstages:\n  structured:\n    kind: sft\n    kind: dpo\n")
+    with pytest.raises(ConfigError, match=r"recipe file .*twice\.yaml is not valid YAML: duplicate key 'kind' on "
+                                          r"line 5 \(the mapping that starts on line 4 already has it\)"):
+        split_words([str(recipe)])
+    recipe.write_text("name: twice\nstages: [a\n")
+    with pytest.raises(ConfigError, match=r"twice\.yaml is not valid YAML: .*expected ',' or ']'.* on line 3"):
+        split_words([str(recipe)])

@@ -23,7 +23,8 @@ def finish_stage(config, out, index: int, name: str, upstream: str) -> str:
     folder = out / f"{index:02d}_{name}"
     folder.mkdir(parents=True)
     (folder / "manifest.json").write_text(json.dumps({"point": name, "kind": stage.kind, "key": key(inputs),
-                                                      "inputs": inputs, "artifact": {"path": str(folder)}}))
+                                                      "inputs": inputs, "artifact": {"path": str(folder)},
+                                                      "train": {}}))
     return key(inputs)
 
 
@@ -121,7 +122,8 @@ def test_plan_reuses_a_dpo_stage_finished_on_given_pairs_and_runs_it_for_another
                           "pages-key")
     (out / "01_dpo").mkdir()
     (out / "01_dpo" / "manifest.json").write_text(json.dumps({"point": "dpo", "kind": "dpo", "key": "k",
-                                                              "inputs": inputs, "artifact": {"path": str(out)}}))
+                                                              "inputs": inputs, "artifact": {"path": str(out)},
+                                                              "train": {}}))
     text, problems = plan(compose_config([*only_dpo, f"stages.dpo.pairs={given}"]))
     assert problems == [] and "[1/1] dpo (dpo, full): reused" in text, text.split("# plan")[1]
     assert "its pages and given pairs are checked again" in text

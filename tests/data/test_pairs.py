@@ -142,3 +142,44 @@ def test_saved_pairs_name_their_own_images_relative_to_the_folder(tmp_path, page
     assert json.loads(path.read_text().splitlines()[0])["image"].startswith("images/")
     (tmp_path / "out").rename(tmp_path / "moved")
     assert load_pairs(tmp_path / "moved")[0].image.is_file(), "the folder moved with its images"
+
+
+def test_pairs_a_stage_mined_from_the_run_s_pages_follow_a_moved_run_and_old_absolute_ones_still_read(tmp_path):
+    """Mined pairs stored absolute image paths: a run moved while its DPO stage was interrupted stopped on every
+    re-run. Pairs saved `within` the run folder name its images relative to their own folder."""
+    from dharma_train.data.synthetic.generate import generate_pages
+
+    run = tmp_path / "run"
+    pages = generate_pages(run / "data" / "train", n=2, seed=3)
+    pairs = loop_pairs(pages, "structured", seed=0)
+    path = save_pairs(pairs, run / "03_dpo", within=run)
+    assert [json.loads(row)["image"] for row in path.read_text().splitlines()] == \
+        [f"../data/train/images/{page.image.name}" for page in pages]
+    run.rename(tmp_path / "moved")
+    moved = load_pairs(tmp_path / "moved" / "03_dpo")
+    assert [pair.image.resolve() for pair in moved] == [tmp_path / "moved" / "data" / "train" / "images" /
+                                                        page.image.name for page in pages]
+    old = save_pairs(moved, tmp_path / "elsewhere")  # outside the tree: absolute, as pairs were written before
+    assert json.loads(old.read_text().splitlines()[0])["image"] == str(moved[0].image)
+    assert [pair.image for pair in load_pairs(old)] == [pair.image for pair in moved], \
+        "absolute paths that exist still read"
+
+
+def test_a_dpo_stage_s_own_damaged_pairs_are_collected_again_with_one_warning(tmp_path, pages, caplog):
+    """Pairs a stage collected are derived (the input model's answers, the pages): a damaged pairs.jsonl, or one
+    naming images of a run folder that moved, reads as None with one warning, and the stage collects them again."""
+    from dharma_train.stages.dpo import collected_pairs
+
+    folder = tmp_path / "03_dpo"
+    path = save_pairs(loop_pairs(pages[0], "structured", seed=0)[:3], folder)
+    assert len(collected_pairs(folder, "dpo")) == 3
+    path.write_text(path.read_text()[:-40])
+    with caplog.at_level("WARNING", logger="dharma_train.stages.dpo"):
+        assert collected_pairs(folder, "dpo") is None
+    assert f"dpo: the pairs collected before the interruption cannot be used ({path}:3: not valid JSON" in caplog.text
+    assert "collecting them again" in caplog.text
+    row = json.loads(path.read_text().splitlines()[0])
+    path.write_text(json.dumps({**row, "image": "/old/run/data/train/gone.png"}) + "\n")
+    assert collected_pairs(folder, "dpo") is None, "an image gone with a moved run: collected again"
+    with pytest.raises(DataError, match=rf"{path}:1: image /old/run/data/train/gone.png does not exist"):
+        load_pairs(path)  # read as a given pairs file, the same damage stays an error naming file and line

@@ -109,3 +109,43 @@ def test_a_source_with_no_usable_rows_fails_after_writing_its_report(tmp_path):
 def test_nothing_configured_loads_nothing(tmp_path):
     assert load_splits(DataConfig(), tmp_path) == {}
     assert not (tmp_path / REPORT_FILE).exists()
+
+
+def test_a_stage_s_own_pages_and_given_pairs_naming_an_evaluation_image_are_skipped_as_leaks(tmp_path):
+    """The run's splits load in order and catch each other's images, but a stage's own pages (`stages.NAME.data`)
+    and given pairs were never checked against the evaluation pages: a training row naming an evaluation image
+    trained on it unreported."""
+    from dharma_train.cli.compose import compose_config
+    from dharma_train.config import validate
+    from dharma_train.run_inputs import resolve_inputs
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(8):
+        (images / f"{i}.png").write_bytes(_png(i))
+
+    def jsonl(name, rows):
+        (tmp_path / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
+        return tmp_path / name
+
+    def page(prefix, i):
+        return {"id": f"{prefix}{i}", "image": str(images / f"{i}.png"), "assistant": '{"text": "t"}'}
+
+    train = jsonl("train.jsonl", [page("t", i) for i in range(4)])
+    evaluation = jsonl("eval.jsonl", [page("e", i) for i in (4, 5)])
+    own = jsonl("own.jsonl", [page("o", i) for i in (5, 6, 7)])
+    pairs = jsonl("pairs.jsonl", [{"id": f"p{i}", "image": str(images / f"{i}.png"), "chosen": "a",
+                                   "rejected": "b b b"} for i in (4, 6, 7)])
+    run = tmp_path / "run"
+    config = validate(compose_config([f"output_dir={run}", "~stages.general_ocr", "~stages.quantize",
+                                      "~stages.export", f"data.train={train}", f"data.eval={evaluation}",
+                                      f"stages.structured.data={own}", f"stages.dpo.pairs={pairs}"]))
+    inputs = resolve_inputs(config)
+    assert [page.id for page in inputs.stage_pages["structured"]] == ["o6", "o7"]
+    assert [pair.id for pair in inputs.stage_pairs["dpo"].pairs()] == ["p6", "p7"]
+    for report, skipped in ((run / "data" / "stages" / "structured" / REPORT_FILE, "o5"),
+                            (run / "data" / "stages" / "dpo" / "pairs" / REPORT_FILE, "p4")):
+        source = json.loads(report.read_text())["sources"][0]
+        assert source["skips"] == {"image_in_other_split": 1}
+        assert [(row["id"], row["reason"]) for row in source["skipped_rows"]] == [(skipped, "image_in_other_split")]
+        assert source["examples"]["image_in_other_split"][0]["detail"] == "the same image is already in the eval split"

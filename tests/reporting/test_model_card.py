@@ -157,3 +157,34 @@ def test_card_of_a_run_whose_last_stage_passed_its_input_on_names_the_stage_that
     assert "Stages kept: structured. Skipped (passed its input on untrained, so its row repeats the point before " \
            "it): dpo (0 pairs)." in card
     assert "These weights are those of `structured`." in card and "kept" not in card.split("| dpo |")[1][:10]
+
+
+def test_a_damaged_stage_record_comes_from_its_manifest_and_a_damaged_summary_is_named(tmp_path, caplog):
+    """The export read each stage.json with json.loads: a truncated one was a JSONDecodeError naming no file, after
+    the old export was cleared. A stage record is derived (its manifest holds the same facts); a summary the card
+    cannot read stops in one line naming it, before the export writes anything."""
+    import pytest
+
+    from dharma_train.artifact import ModelArtifact
+    from dharma_train.errors import DataError
+    from dharma_train.manifest import new_manifest, write_manifest
+    from dharma_train.reporting.model_card import run_records
+
+    stage = tmp_path / "02_structured"
+    stage.mkdir()
+    inputs = {"config": {"task": "structured", "optimization": {"max_steps": 3}}}
+    write_manifest(stage, new_manifest("structured", "sft", inputs, ModelArtifact(str(stage / "model")), {}))
+    (stage / "stage.json").write_text('{"name": "structured", "kind": "sf')
+    (tmp_path / "summary.json").write_text(json.dumps({"entries": []}))
+    with caplog.at_level("WARNING", logger="dharma_train.reporting.model_card"):
+        records = run_records(tmp_path / "summary.json", tmp_path)
+    assert records.stages == [{"name": "structured", "kind": "sft", "config": inputs["config"]}]
+    assert "02_structured/stage.json is damaged: the model card takes that stage's name, kind and config from its " \
+           "manifest" in caplog.text
+    (tmp_path / "summary.json").write_text('{"entries": [')
+    with pytest.raises(DataError, match=rf"{tmp_path / 'summary.json'} cannot be read \(not a summary.json object\)"):
+        run_records(tmp_path / "summary.json", tmp_path)
+    from dharma_train.stages.export import ExportStage
+
+    with pytest.raises(DataError, match="summary.json cannot be read"):  # a given summary: before any work
+        ExportStage("export", {"summary": str(tmp_path / "summary.json")}).check()

@@ -161,8 +161,7 @@ def test_resolved_config_prints_offline(tmp_path):
     assert "path: nanonets/Nanonets-OCR2-3B" in result.stdout
 
 
-@pytest.mark.slow
-def test_default_command_runs_the_whole_tiny_ladder_and_the_model_learns(tmp_path):
+def test_default_command_runs_the_whole_tiny_ladder_and_the_model_learns(tmp_path):  # the one ladder CI always runs
     """The README's first command: no arguments, the tiny recipe, a report; CER falls clearly after SFT."""
     out = tmp_path / "run"
     result = _run(f"output_dir={out}", cwd=tmp_path, timeout=900)

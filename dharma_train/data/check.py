@@ -34,6 +34,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         help="larger images are scaled down to this many pixels (counted as fixed)")
     parser.add_argument("--pdf-dpi", type=int, default=DEFAULT_PDF_DPI,
                         help="PDF pages are rendered at this resolution (lower when over --max-pixels)")
+    parser.add_argument("--model", help="the run's model.path (hub id, folder, tiny, tiny-reader): rows longer than "
+                                        "its maximum sequence length are skipped as overlong, as a run skips them; "
+                                        "without it lengths are not checked")
+    parser.add_argument("--max-length", type=int, help="with --model: the run's model.max_length (default: the "
+                                                       "model's own limit)")
     parser.add_argument("--output-dir", help="keep the checked pages and load_report.json here")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
     return parser.parse_args(argv)
@@ -48,12 +53,29 @@ def check(args: argparse.Namespace) -> SourceReport:
     with tempfile.TemporaryDirectory(prefix="dharma-check-") as scratch:
         folder = Path(args.output_dir) if args.output_dir else Path(scratch)
         loaded = load_source(args.source, folder / "images", format=args.format, strict=args.strict,
-                             max_pixels=args.max_pixels, split="checked", pdf_dpi=args.pdf_dpi)
+                             max_pixels=args.max_pixels, split="checked", pdf_dpi=args.pdf_dpi,
+                             bounds=_bounds(args))
         if args.output_dir:
             if loaded.pages:
                 PageSet(folder, loaded.pages).save()
             write_json_atomically(folder / REPORT_FILE, LoadReport(sources=[loaded.report]).to_dict())
     return loaded.report
+
+
+def _bounds(args: argparse.Namespace) -> tuple:
+    """The length bound of --model (its processor and config only; no weights load), or none."""
+    if args.model is None:
+        if args.max_length is not None:
+            raise DharmaError("--max-length needs --model: the model's tokenizer and image processor count the tokens")
+        return ()
+    from dharma_train.data.lengths import length_bound
+    from dharma_train.models.config import ModelConfig
+
+    try:
+        model = ModelConfig(path=args.model, max_length=args.max_length)
+    except ValueError as error:
+        raise DharmaError(str(error)) from None
+    return (length_bound(model),)
 
 
 def render(report: SourceReport) -> str:

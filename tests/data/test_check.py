@@ -74,3 +74,23 @@ def test_a_folder_of_pdfs_and_silver_pages_are_checked_like_any_source(tmp_path,
     (scans / "doc.1.txt").unlink()
     code, out = _run(capsys, str(scans), "--pdf-dpi", "72")
     assert "a run would stop on this source: 67% of its rows skipped, more than data.max_skipped_share (0.5)" in out.out
+
+
+def test_with_the_runs_model_an_overlong_answer_is_skipped_as_the_run_skips_it(tmp_path, capsys):
+    rows = []
+    for i, text in enumerate(["short", "x " * 3_000_000]):  # six million characters: no model holds that
+        buffer = io.BytesIO()
+        Image.new("RGB", (40 + i, 40), "white").save(buffer, "PNG")
+        rows.append({"id": i, "image": buffer.getvalue(), "assistant": json.dumps({"text": text})})
+    source = str(tmp_path / "long.parquet")
+    datasets.Dataset.from_list(rows).to_parquet(source)
+    code, out = _run(capsys, source)
+    assert code == 0, "without --model lengths are not checked"
+    code, out = _run(capsys, source, "--model", "tiny")
+    assert code == 1
+    assert "skipped overlong: 1" in out.out and f"{source} row 1 (id 1)" in out.out
+    assert "over the maximum sequence length 4096" in out.out
+    code, out = _run(capsys, source, "--model", "tiny", "--max-length", "100000000")
+    assert code == 0
+    code, out = _run(capsys, source, "--max-length", "10")
+    assert code == 2 and "--max-length needs --model" in out.err

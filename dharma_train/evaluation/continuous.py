@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from dharma_train.evaluation.loop_stop import LoopStop, loop_period, project_to_bound
+from dharma_train.evaluation.loop_stop import LoopStop, loop_period, loop_text, project_to_bound
 from dharma_train.evaluation.slots import SLOT_ATTENTION, SlotDecoder, text_attention
 from dharma_train.evaluation.vision_stage import VisionFeatures, encode_pages, image_key
 
@@ -45,7 +45,7 @@ class _Slot:
     index: int
     start: float
     bound: int
-    reference: str | None = None  # the page's expected output: its own repetition is no loop
+    reference: str | None = None  # the page's expected output (loop_text): its own repetition is no loop
     tokens: list[int] = field(default_factory=list)
 
 
@@ -129,7 +129,8 @@ class ContinuousGenerator:
                 taken = []
                 while free[len(taken):] and queued:
                     index = queued.popleft()
-                    taken.append((index, bounds[index], upcoming.popleft().result(), references[index]))
+                    key, inputs = upcoming.popleft().result()
+                    taken.append((index, bounds[index], inputs, references[index], key))
                     if submitted < len(image_paths):
                         upcoming.append(pool.submit(self.prepare, image_paths[submitted]))
                         submitted += 1
@@ -145,10 +146,9 @@ class ContinuousGenerator:
     def _fill(self, taken: list, free: list[int], active: dict, results: dict, bar) -> None:
         """Prefill new pages into free slots, same-length prompts together, and take their first tokens."""
         started = time.perf_counter()
-        features = dict(zip((item[0] for item in taken), encode_pages(
-            self.model, [item[2][1] for item in taken], [item[2][0] for item in taken], self.vision)))
+        encoded = encode_pages(self.model, [item[2] for item in taken], [item[4] for item in taken], self.vision)
+        features = {item[0]: page_features for item, page_features in zip(taken, encoded)}
         self.stats["vision_seconds"] += time.perf_counter() - started
-        taken = [(index, bound, inputs, reference) for index, bound, (_, inputs), reference in taken]
         groups: list[list] = []
         for item in taken:
             if groups and groups[-1][0][2]["input_ids"].shape[1] == item[2]["input_ids"].shape[1]:
@@ -170,8 +170,9 @@ class ContinuousGenerator:
                 self.seen[index[:, None].expand_as(inputs["input_ids"]), inputs["input_ids"]] = True
             first = self._choose(logits, index)
             self.decoder.tokens[index] = first
-            for slot, (page, bound, _, reference), token in zip(slots, group, first.tolist()):
-                active[slot] = _Slot(index=page, start=start, bound=bound, reference=reference)
+            for slot, (page, bound, _, reference, _), token in zip(slots, group, first.tolist()):
+                active[slot] = _Slot(index=page, start=start, bound=bound,
+                                     reference=loop_text(reference) if reference else None)
                 self._advance(slot, token, active, results, bar)
         self.stats["prefill_seconds"] += time.perf_counter() - started
         self.stats["prefills"] += len(groups)

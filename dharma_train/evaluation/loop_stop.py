@@ -48,12 +48,17 @@ def stop_rule(enabled: bool, repeats: int, max_pattern_tokens: int) -> LoopStop 
     return LoopStop(max_period=max_pattern_tokens, text_repeats=repeats) if enabled else None
 
 
+def loop_text(text: str) -> str:
+    """Text as the loop stop compares it (the loop detector's words, one space apart); a page's reference once."""
+    return " ".join(loop_words(text))
+
+
 def loop_period(tokens: list[int] | np.ndarray, rule: LoopStop, decode: Callable[[list[int]], str] | None = None,
                 reference: str | None = None) -> int:
     """The period of the confirmed loop the tokens end in, or 0 when they do not end in one.
 
-    decode turns token ids into text; without it only the high bar applies. reference: the page's expected output,
-    whose own repetition excuses as much in the answer."""
+    decode turns token ids into text; without it only the high bar applies. reference: the page's expected output
+    as `loop_text` gives it (made once per page, not at every check), whose own repetition excuses as much."""
     window = max(rule.min_tokens, rule.min_repeats * rule.max_period, rule.text_repeats * rule.max_period)
     tail = np.asarray(tokens[-window:], dtype=np.int64)[::-1]
     lowest_span, lowest_repeats = min(rule.text_min_tokens, rule.min_tokens), min(rule.text_repeats, rule.min_repeats)
@@ -98,10 +103,10 @@ def _text_loop(unit: list[int], repeats: int, span: int, rule: LoopStop, decode:
 
 
 def reference_repeats(unit: str, reference: str | None) -> int:
-    """How often the unit's words occur in the reference (an upper bound on its longest run there)."""
+    """How often the unit's words occur in the reference (`loop_text`; an upper bound on its longest run there)."""
     if not reference or not unit:
         return 0
-    return " ".join(loop_words(reference)).count(unit)
+    return reference.count(unit)
 
 
 def project_to_bound(tokens: list[int], period: int, bound: int) -> list[int]:
@@ -115,7 +120,9 @@ def project_to_bound(tokens: list[int], period: int, bound: int) -> list[int]:
 
 def replay_early_stop(tokens: list[int], bound: int, rule: LoopStop, decode: Callable[[list[int]], str] | None = None,
                       reference: str | None = None) -> tuple[int | None, list[int]]:
-    """Replay a full-length generation through the detector: (where it would stop or None, the scored tokens)."""
+    """Replay a full-length generation through the detector: (where it would stop or None, the scored tokens);
+    reference: the page's expected output, as written."""
+    reference = loop_text(reference) if reference else None
     for length in range(rule.check_every, len(tokens) + 1, rule.check_every):
         period = loop_period(tokens[:length], rule, decode, reference)
         if period:

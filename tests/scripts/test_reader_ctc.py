@@ -133,3 +133,23 @@ def test_page_phases_take_their_side_kinds_in_turn_between_page_batches(tmp_path
                               *common])
     point = json.loads((tmp_path / "a" / "curve.jsonl").read_text().splitlines()[-1])
     assert point["step"] == 4 and {"lm_page", "lm_lines", "lm_line"} <= set(point), point
+
+
+def test_the_repository_checkpoint_resumes_from_the_shipped_reader_it_names():
+    """docs/experiments/tiny-reader/checkpoint keeps no model copy: state.json's model_dir is the package's reader."""
+    from pathlib import Path
+
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    checkpoint = Path("docs/experiments/tiny-reader/checkpoint")
+    model, _, head, state = reader_checkpoint.load(checkpoint, torch.device("cpu"))
+    shipped = Qwen2_5_VLForConditionalGeneration.from_pretrained("dharma_train/models/tiny_reader")
+    assert state["model_dir"] == "dharma_train/models/tiny_reader" and not (checkpoint / "model").exists()
+    assert all(torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), model.state_dict().values()))
+
+
+def test_a_checkpoint_without_a_model_says_what_is_missing(tmp_path):
+    """No model/ and no model_dir: the error names the folder, not a transformers stack trace."""
+    (tmp_path / "state.json").write_text(json.dumps({"step": 1, "frames_per_column": 3}))
+    with pytest.raises(FileNotFoundError, match="no model/ folder and no model_dir"):
+        reader_checkpoint.load(tmp_path, torch.device("cpu"))

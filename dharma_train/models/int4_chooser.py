@@ -91,6 +91,8 @@ def choose_int4_backends(model, rows: int) -> list[str]:
         reason = (f"int4 kernels not measured on {device.type}: {layers[0].storage.name} up to "
                   f"{DEFAULT_DENSE_ABOVE} rows, bf16-dequantized weights above; {unavailable}")
         log.info(reason)
+        for layer in layers:
+            layer.choice = reason
         return [reason]
     storages = [TinyGemmStorage.name] + (["gemlite"] if unavailable is None else [])
     notes = [unavailable] if unavailable else []

@@ -188,6 +188,11 @@ def decode_backend(model) -> str:
     return f"{described}; int4 prefill: {_counted(prefill)}" if prefill else described
 
 
+def int4_choices(model) -> list[str]:
+    """Why the int4 layers run where they do: each distinct choice (per layer shape), in model order."""
+    return list(dict.fromkeys(m.choice for m in model.modules() if isinstance(m, Int4Linear)))
+
+
 def _counted(counts: dict[str, int]) -> str:
     """'a 3/4, b 1/4': kinds by how many layers ran on each, most first."""
     total = sum(counts.values())

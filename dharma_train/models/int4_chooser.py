@@ -60,7 +60,8 @@ def decide(shape: str, rows: int, decode: dict[Candidate, float], prefill: dict[
     decode_text = ", ".join(f"{label(c)} {decode[c] * 1e6:.1f} us" + (" (chosen)" if c == (storage, dense) else "")
                             for c in sorted(decode, key=decode.get))
     prefill_text = ", ".join(f"{label((storage, flag))} {prefill[flag] * 1e3:.2f} ms"
-                             + (" (chosen)" if flag == dense_prefill else "") for flag in sorted(prefill, key=prefill.get))
+                             + (" (chosen)" if flag == dense_prefill else "")
+                             for flag in sorted(prefill, key=prefill.get))
     parts = [f"{shape} at {rows} rows: {decode_text}", f"prefill at {PREFILL_ROWS} rows: {prefill_text}"]
     parts += [f"{label(c)} refused: {why}" for c, why in refused.items()] + notes
     return Decision(storage, dense, dense_prefill, "; ".join(parts))

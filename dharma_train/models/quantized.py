@@ -58,8 +58,9 @@ class Int4Linear(torch.nn.Module):
         self.out_features, self.in_features = codes.shape
         self.group_size = group_size
         self.compute_dtype = torch.bfloat16 if codes.device.type == "cuda" else scale.dtype
-        self.register_buffer("scale", scale.to(self.compute_dtype))  # [out, groups]; weight = (code - zero_code) * scale
-        self.register_buffer("zero_code", zero_code.to(torch.int8))  # integer zero points, 0..16
+        # [out, groups] each; weight = (code - zero_code) * scale
+        self.register_buffer("scale", scale.to(self.compute_dtype))
+        self.register_buffer("zero_code", zero_code.to(torch.int8))  # integer zero points, 0..15
         self.register_buffer("bias", None if bias is None else bias.detach().to(self.compute_dtype))
         self.storage = STORAGES[storage](codes, self.scale, self.zero_code, group_size)
         self.dense_above: int | None = DEFAULT_DENSE_ABOVE

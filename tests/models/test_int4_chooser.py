@@ -1,4 +1,4 @@
-"""The int4 kernel chooser: its decision on given timings, its refusals, and its fallback off CUDA and without gemlite."""
+"""The int4 kernel chooser: its decision on given timings, its refusals, its fallback off CUDA and without gemlite."""
 
 from __future__ import annotations
 

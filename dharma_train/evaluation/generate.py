@@ -21,6 +21,7 @@ from dharma_train.data.pages import Page
 from dharma_train.data.prompts import prompt_messages, target_text
 from dharma_train.evaluation.loop_stop import LoopStop
 from dharma_train.evaluation.vision_stage import VisionFeatures
+from dharma_train.models.int4_chooser import choose_int4_backends
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ def generate(model, processor, pages: list[Page], task: str, max_new_tokens: int
     prompt = tokenizer.apply_chat_template(prompt_messages(task), add_generation_prompt=True, tokenize=False)
     device = next(model.parameters()).device
     model.eval()
+    choose_int4_backends(model, min(batch_size, max(len(pages), 1)))  # int4 layers: kernels for these decode rows
     sizes = {page.id: _pixels(page) for page in pages}
     order = sorted(range(len(pages)), key=lambda i: sizes[pages[i].id])
     if resolve_engine(engine, device) == "continuous":

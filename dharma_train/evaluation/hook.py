@@ -5,8 +5,9 @@ batch to the token bound, which is exactly the cost DharmaOCR measured; the cont
 it ends or (loop_stop) when its loop is confirmed. Token rates count the tokens really decoded. Cost per million
 pages is the configured hourly price of the machine divided by the measured page rate. Memory is what the loaded
 weights hold after generation (a compressed checkpoint may be decompressed when it runs; on CUDA a W4A16 folder
-runs on the int4 kernel instead) and, on a GPU, the peak allocated while generating; `decode_backend` says which
-of those the language model's linears ran on, since the speed row is only true of that backend.
+runs on int4 kernels instead) and, on a GPU, the peak allocated while generating; `decode_backend` says which
+of those the language model's linears ran on, since the speed row is only true of that backend, and
+`int4_kernel_choice` the timings that chose the int4 kernels (models/int4_chooser.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dharma_train.distributed import is_main
 from dharma_train.evaluation.generate import generate_across_ranks
 from dharma_train.evaluation.loop_stop import LoopStop, stop_rule
 from dharma_train.evaluation.metrics import aggregate, score_page
-from dharma_train.models.quantized import decode_backend
+from dharma_train.models.quantized import decode_backend, int4_choices
 from dharma_train.files import write_jsonl_atomically
 from dharma_train.run_folder import PREDICTIONS
 
@@ -86,6 +87,8 @@ def evaluate(model, processor, pages: PageSet, config: EvalConfig, output_dir: s
     metrics["pages_stopped_early"] = sum(g.stopped_early for g in generations)
     metrics.update(memory(model, on_gpu))
     metrics["decode_backend"] = decode_backend(model)
+    if int4_choices(model):
+        metrics["int4_kernel_choice"] = int4_choices(model)
     if output_dir is not None and is_main():
         write_jsonl_atomically(Path(output_dir) / PREDICTIONS,
                                ({**asdict(score), "output": g.text} for score, g in zip(scores, generations)))

@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 
 from dharma_train.errors import ModelUnavailableError
+from dharma_train.models.int4_layouts import dequantize
+from dharma_train.models.int4_storage import INNER_K_TILES, STORAGES, TinyGemmStorage
 
 # config.json's quantization_config.quant_method -> (the module transformers needs to load it, how to install it)
 LOADERS = {
@@ -42,46 +44,70 @@ def require_loader(path: str | Path) -> str | None:
 
 
 class Int4Linear(torch.nn.Module):
-    """A linear layer on 4-bit weights, one scale and zero per group of inputs, run by torch's int4 (tinygemm)
-    kernel: it reads a quarter of the bf16 weight bytes, so memory-bound decoding gets faster, not slower."""
+    """A linear layer on 4-bit weights, one scale and zero code per group of inputs. A forward of few rows (a decode
+    step) runs on an int4 kernel, which reads a quarter of the bf16 weight bytes; a forward of many rows (prefill)
+    runs a bf16 matmul on the weight dequantized for that call alone, where int4 kernels lose to cuBLAS. The
+    dequantized weight is transient, not cached: a cached bf16 copy would hold more memory than the bf16 model.
 
-    def __init__(self, quantized: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int,
-                 bias: torch.Tensor | None):
+    Routing, set by the backend chooser (`int4_chooser.py`) at the start of generation: rows in `dense_rows` or
+    above `dense_above` run dense, the rest on `storage`'s kernel."""
+
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, zero_code: torch.Tensor, group_size: int,
+                 bias: torch.Tensor | None, storage: str = TinyGemmStorage.name):
         super().__init__()
-        self.out_features, self.in_features = quantized.shape
+        self.out_features, self.in_features = codes.shape
         self.group_size = group_size
-        self.on_cuda = quantized.device.type == "cuda"
-        unsigned = (quantized.to(torch.int32) + 8).contiguous()  # tinygemm codes are 0..15, value = (q - 8) * s + z
-        if self.on_cuda:
-            packed = (unsigned[:, ::2] << 4 | unsigned[:, 1::2]).to(torch.uint8)
-            packed = torch.ops.aten._convert_weight_to_int4pack(packed, _INNER_K_TILES)
-            dtype = torch.bfloat16
-        else:
-            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(unsigned, _INNER_K_TILES)
-            dtype = scale.dtype
-        self.register_buffer("packed", packed)
-        self.register_buffer("scales_and_zeros", torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous()
-                             .to(dtype))
-        self.register_buffer("bias", None if bias is None else bias.detach().to(dtype))
+        self.compute_dtype = torch.bfloat16 if codes.device.type == "cuda" else scale.dtype
+        # [out, groups] each; weight = (code - zero_code) * scale
+        self.register_buffer("scale", scale.to(self.compute_dtype))
+        self.register_buffer("zero_code", zero_code.to(torch.int8))  # integer zero points, 0..15
+        self.register_buffer("bias", None if bias is None else bias.detach().to(self.compute_dtype))
+        self.storage = STORAGES[storage](codes, self.scale, self.zero_code, group_size)
+        self.dense_above: int | None = DEFAULT_DENSE_ABOVE
+        self.dense_rows: frozenset[int] = frozenset()
+        self.choice = "default routing, not measured"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features).to(self.scales_and_zeros.dtype)
-        if self.on_cuda:
-            out = torch.ops.aten._weight_int4pack_mm(flat, self.packed, self.group_size, self.scales_and_zeros)
+        flat = x.reshape(-1, self.in_features).to(self.compute_dtype)
+        if self.runs_dense(flat.shape[0]):
+            out = torch.nn.functional.linear(flat, self.dense_weight(), self.bias)
         else:
-            out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group_size,
-                                                              self.scales_and_zeros)
-        if self.bias is not None:
-            out = out + self.bias
+            out = self.storage.matmul(flat)
+            if self.bias is not None:
+                out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
+    def runs_dense(self, rows: int) -> bool:
+        """Whether a forward of `rows` rows runs on the dequantized weight rather than the int4 kernel."""
+        return rows in self.dense_rows or (self.dense_above is not None and rows > self.dense_above)
 
-_INNER_K_TILES = 8  # tinygemm tiling: in_features must be a multiple of 8 * 16
+    def dense_weight(self) -> torch.Tensor:
+        """The weight [out, in] in the compute dtype, unpacked from the one stored copy of the codes."""
+        return dequantize(self.storage.codes(), self.scale, self.zero_code, self.compute_dtype)
+
+    def use_storage(self, name: str) -> None:
+        """Move the codes to another kernel's layout (the old copy is dropped)."""
+        if name != self.storage.name:
+            self.storage = STORAGES[name](self.storage.codes(), self.scale, self.zero_code, self.group_size)
+
+    def decode_kind(self) -> str:
+        """What a decode step of this layer ran on, for `decode_backend`."""
+        dense = bool(self.dense_rows) or self.dense_above == 0
+        return "int4 bf16-dequantized" if dense else f"int4 {self.storage.name}"
+
+    def prefill_kind(self) -> str:
+        """What a forward of many rows ran on, for `decode_backend`."""
+        if self.dense_above is None:
+            return f"{self.storage.name} at every size"
+        return f"bf16-dequantized above {self.dense_above} rows"
+
+
+DEFAULT_DENSE_ABOVE = 64  # rows; where nothing was measured, forwards above it (prefill) run on dequantized weights
 
 
 def int4_supported(in_features: int, out_features: int, group_size: int) -> bool:
     """Shapes the int4 kernel takes: group sizes 32 to 256, inputs a multiple of 128, outputs of 8."""
-    return group_size in (32, 64, 128, 256) and in_features % (_INNER_K_TILES * 16) == 0 and out_features % 8 == 0
+    return group_size in (32, 64, 128, 256) and in_features % (INNER_K_TILES * 16) == 0 and out_features % 8 == 0
 
 
 def quantize_groups(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,12 +120,15 @@ def quantize_groups(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor
 
 
 def int4_linear_from_codes(codes: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None,
-                           bias: torch.Tensor | None, device) -> Int4Linear:
-    """An Int4Linear from compressed-tensors' codes (value = (code - zero_point) * scale), on `device`."""
+                           bias: torch.Tensor | None, device, storage: str = TinyGemmStorage.name) -> Int4Linear:
+    """An Int4Linear from compressed-tensors' codes (value = (code - zero_point) * scale, codes in -8..7), on
+    `device`: stored as unsigned codes (code + 8) with zero code 8 + zero_point."""
     group_size = codes.shape[1] // scale.shape[1]
-    scale = scale.to(device, torch.float32)
-    zero = torch.zeros_like(scale) if zero_point is None else -zero_point.to(device, torch.float32) * scale
-    return Int4Linear(codes.to(device), scale, zero, group_size, bias)
+    unsigned = (codes.to(device, torch.int16) + 8).to(torch.uint8)
+    zero_code = torch.full(scale.shape, 8, dtype=torch.int8, device=device)
+    if zero_point is not None:
+        zero_code = zero_code + zero_point.to(device, torch.int8)
+    return Int4Linear(unsigned, scale.to(device, torch.float32), zero_code, group_size, bias, storage)
 
 
 def use_int4_kernels(model, folder: str | Path) -> int:
@@ -137,26 +166,44 @@ def use_int4_kernels(model, folder: str | Path) -> int:
 
 def decode_backend(model) -> str:
     """What the language model's linear layers run on, in a few words: a speed row is only true of its backend
-    (a W4A16 folder decodes on the int4 kernel on CUDA, and decompressed to dense weights elsewhere)."""
+    (a W4A16 folder decodes on an int4 kernel on CUDA, and decompressed to dense weights elsewhere); int4 layers
+    add what their prefill ran on."""
     counts: dict[str, int] = {}
+    prefill: dict[str, int] = {}
     for name, module in model.named_modules():
         kind = _linear_kind(module)
         if kind is not None and not _in_vision_tower(name):
             counts[kind] = counts.get(kind, 0) + 1
+        if isinstance(module, Int4Linear) and not _in_vision_tower(name):
+            prefill[module.prefill_kind()] = prefill.get(module.prefill_kind(), 0) + 1
     if len(counts) == 1:
         kind = next(iter(counts))
         config = getattr(model.config, "quantization_config", None)
         method = config.get("quant_method") if isinstance(config, dict) else getattr(config, "quant_method", None)
         method = getattr(method, "value", method)  # transformers may hold it as a str Enum
-        return kind + (f" (decompressed from {method})" if kind.endswith(" dense") and method else "")
+        described = kind + (f" (decompressed from {method})" if kind.endswith(" dense") and method else "")
+    else:
+        described = _counted(counts)
+    if len(prefill) == 1:
+        return f"{described}; int4 prefill: {next(iter(prefill))}"
+    return f"{described}; int4 prefill: {_counted(prefill)}" if prefill else described
+
+
+def int4_choices(model) -> list[str]:
+    """Why the int4 layers run where they do: each distinct choice (per layer shape), in model order."""
+    return list(dict.fromkeys(m.choice for m in model.modules() if isinstance(m, Int4Linear)))
+
+
+def _counted(counts: dict[str, int]) -> str:
+    """'a 3/4, b 1/4': kinds by how many layers ran on each, most first."""
     total = sum(counts.values())
     return ", ".join(f"{kind} {count}/{total}" for kind, count in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _linear_kind(module) -> str | None:
-    """'int4 kernel', 'bitsandbytes nf4', 'bfloat16 dense'...: the backend of one linear layer; None if not one."""
+    """'int4 gemlite', 'bitsandbytes nf4', 'bfloat16 dense'...: the backend of one linear layer; None if not one."""
     if isinstance(module, Int4Linear):
-        return "int4 kernel"
+        return module.decode_kind()
     if type(module).__name__ in _PACKED_LINEARS:  # bitsandbytes' classes subclass nn.Linear: ask them first
         return _PACKED_LINEARS[type(module).__name__]
     if isinstance(module, torch.nn.Linear) and hasattr(module, "weight_packed"):

@@ -12,11 +12,20 @@ Rows (each printed with its ratio to the baseline of this run):
 - a looping set: the same pages, 10 % of them bound at 2,048 tokens, with and without the loop stop; the
   detector's verdicts replayed on those full-length generations;
 - greedy agreement with plain `generate` on the same pages (same patched model);
-- int4 (AWQ W4A16's layout: symmetric int4, groups of 128, language linears) on torch's int4 kernel against bf16;
+- int4 (AWQ W4A16's layout: symmetric int4, groups of 128, language linears) against the bf16 rows: on torch's
+  int4 kernel alone (tinygemm, prefill included: the path before issue 32), and with the kernels the chooser
+  (`dharma_train/models/int4_chooser.py`) picks per layer shape at each slot count (tinygemm, gemlite where
+  installed, or the dequantized bf16 matmul) with prefill on the dequantized bf16 weights; each chosen row keeps
+  the chooser's timings and `decode_backend`; plus exact-unpack checks of the stored layouts against the real
+  CUDA packers;
 - a torch.profiler summary of the 64-slot run.
+
+--sections picks parts (default: all), e.g. the int4 comparison alone with its bf16 rows:
+    --sections continuous_1,continuous_8,continuous_32,continuous_64,int4
 
 Run on the device from the repository root (extra arguments go to the benchmark, e.g. --pages 64):
     run(command="bash scripts/gpu.sh timeout 330 python3 -m scripts.benchmarks.bench_generation", carry=[".whl"])
+gemlite rows need gemlite's wheel in .whl (docs/quantization.md, "int4 that pays").
 """
 
 from __future__ import annotations
@@ -122,6 +131,17 @@ def add_row(name, batch, pages, tokens, seconds, stats=None, **extra):
           flush=True)
 
 
+def x_bf16(slots: int) -> dict:
+    """The last row's speed against the bf16 continuous row at the same slot count, when this run has one."""
+    bf16 = [row for row in REPORT["rows"] if row["config"] == f"continuous engine, {slots} slots"]
+    if not bf16:
+        return {}
+    row = REPORT["rows"][-1]
+    row["x_bf16_same_slots"] = row["new_tokens_per_second"] / bf16[-1]["new_tokens_per_second"]
+    print(f"  {row['x_bf16_same_slots']:.2f}x bf16 at {slots} slots", flush=True)
+    return row
+
+
 def first_difference(a: list[int], b: list[int]) -> int:
     """Index of the first differing token (the shorter length when one is a prefix of the other)."""
     for index, (x, y) in enumerate(zip(a, b)):
@@ -157,6 +177,7 @@ def int4_kernel_error(group_size=128):
     weight = torch.randn(11008, 2048, device="cuda", dtype=torch.bfloat16) * 0.02
     codes, scale = quantize_groups(weight, group_size)
     layer = int4_linear_from_codes(codes, scale.float(), None, None, "cuda")
+    layer.dense_above = None  # the kernel at every row count, as before issue 32
     dense = (codes.float().view(11008, -1, group_size) * scale.float()[..., None]).view(11008, 2048)
     errors = {}
     for rows in (8, 1024):
@@ -166,8 +187,34 @@ def int4_kernel_error(group_size=128):
     return errors
 
 
-def section(name, function):
-    """Run one part; a failure is recorded and printed, and the rest still runs."""
+def int4_unpack_checks(group_size=128):
+    """Whether each stored int4 layout unpacks, on this GPU, to exactly the codes it was packed from (torch's real
+    CUDA packer; gemlite's, where installed), and the dense path's error against the kernel at 8 and 1,024 rows."""
+    from dharma_train.models.int4_chooser import gemlite_unavailable
+    from dharma_train.models.int4_layouts import dequantize
+    from dharma_train.models.int4_storage import STORAGES
+
+    torch.manual_seed(0)
+    codes = torch.randint(0, 16, (11008, 2048), dtype=torch.uint8, device="cuda")
+    scale = (torch.rand(11008, 2048 // group_size, device="cuda") * 0.02).to(torch.bfloat16)
+    zero = torch.full(scale.shape, 8, dtype=torch.int8, device="cuda")
+    weight = dequantize(codes, scale, zero, torch.bfloat16)
+    checks = {"gemlite": gemlite_unavailable(torch.device("cuda"))}
+    for name in ["tinygemm"] + ([] if checks["gemlite"] else ["gemlite"]):
+        storage = STORAGES[name](codes, scale, zero, group_size)
+        errors = {}
+        for rows in (8, 1024):
+            x = torch.randn(rows, 2048, device="cuda", dtype=torch.bfloat16)
+            reference = storage.matmul(x).double()
+            errors[rows] = float(((x @ weight.t()).double() - reference).norm() / reference.norm())
+        checks[name] = {"unpacks_exactly": bool(torch.equal(storage.codes(), codes)), "dense_vs_kernel": errors}
+    return checks
+
+
+def section(name, function, chosen=None):
+    """Run one part (unless `chosen` leaves it out); a failure is recorded and printed, and the rest still runs."""
+    if chosen is not None and name not in chosen:
+        return
     start = time.perf_counter()
     try:
         function()
@@ -184,7 +231,9 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--loop-tokens", type=int, default=2048)
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser.add_argument("--sections", default="all", help="comma-separated parts to run (default: all)")
     args = parser.parse_args()
+    chosen = None if args.sections == "all" else set(args.sections.split(","))
     REPORT["out"] = args.out
 
     from dharma_train.data.synthetic.generate import generate_pages
@@ -209,7 +258,7 @@ def main():
         REPORT["baseline_tokens_per_second"] = sum(map(len, outputs)) / seconds
         add_row("plain model.generate, batch 8 (baseline)", 8, 8, sum(map(len, outputs)), seconds)
 
-    section("baseline", baseline)
+    section("baseline", baseline, chosen)
     REPORT["vision_layers_patched"] = use_varlen_vision_attention(model)
 
     def agreement():
@@ -221,7 +270,7 @@ def main():
         print("greedy agreement with plain generate (8 pages x 64 tokens):", REPORT["greedy_agreement_3b"],
               flush=True)
 
-    section("agreement", agreement)
+    section("agreement", agreement, chosen)
 
     def continuous(slots, count):
         def run():
@@ -232,9 +281,10 @@ def main():
             state[slots] = seconds
         return run
 
-    section("continuous_1", continuous(1, 4))
-    section("continuous_8", continuous(8, 16))
-    section("continuous_64", continuous(64, args.pages))
+    section("continuous_1", continuous(1, 4), chosen)
+    section("continuous_8", continuous(8, 16), chosen)
+    section("continuous_32", continuous(32, 64), chosen)
+    section("continuous_64", continuous(64, args.pages), chosen)
 
     def looping():
         bounds = [args.loop_tokens if i % 10 == 0 else n for i in range(args.pages)]
@@ -257,7 +307,7 @@ def main():
         REPORT["loop_stop_replay_3b"] = replay
         print("loop-stop replay on full-length 3B generations:", replay, flush=True)
 
-    section("looping", looping)
+    section("looping", looping, chosen)
 
     def profile():
         from torch.profiler import ProfilerActivity
@@ -269,23 +319,46 @@ def main():
         Path(args.out, "profile.txt").write_text(table)
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12), flush=True)
 
-    section("profile", profile)
+    section("profile", profile, chosen)
 
     def int4():
+        from dharma_train.models.int4_chooser import choose_int4_backends
+        from dharma_train.models.quantized import Int4Linear, decode_backend
+
         REPORT["int4_kernel_rel_error"] = int4_kernel_error()
         print("int4 kernel relative error vs dequantized fp64:", REPORT["int4_kernel_rel_error"], flush=True)
+        REPORT["int4_unpack_checks"] = int4_unpack_checks()
+        print("int4 layouts:", REPORT["int4_unpack_checks"], flush=True)
         bf16_bytes = weight_bytes(model)
         REPORT["int4_layers"] = to_int4(model)
         REPORT["weight_bytes"] = {"bf16": bf16_bytes, "int4": weight_bytes(model),
                                   "ratio": weight_bytes(model) / bf16_bytes}
         print("weights:", REPORT["weight_bytes"], flush=True)
-        for slots, count in ((1, 4), (8, 16)):
+        layers = [m for m in model.modules() if isinstance(m, Int4Linear)]
+        for slots, count in ((1, 4), (8, 16), (32, 64), (64, args.pages)):
+            if slots < 64:  # the path before issue 32: tinygemm for every forward, prefill included
+                for layer in layers:
+                    layer.use_storage("tinygemm")
+                    layer.dense_above, layer.dense_rows = None, frozenset()
+                engine(model, processor, pages[:slots], slots, 8)
+                results, seconds, stats = engine(model, processor, pages[:count], slots, n)
+                add_row(f"int4 (W4A16 layout), tinygemm alone, continuous, {slots} slots", slots, count,
+                        sum(r.decoded for r in results), seconds, stats, backend=decode_backend(model))
+                x_bf16(slots)
+            start = time.perf_counter()
+            reasons = choose_int4_backends(model, slots)
+            choose_seconds = time.perf_counter() - start
             engine(model, processor, pages[:slots], slots, 8)
             results, seconds, stats = engine(model, processor, pages[:count], slots, n)
-            add_row(f"int4 (W4A16 layout, tinygemm), continuous, {slots} slots", slots, count,
-                    sum(r.decoded for r in results), seconds, stats)
+            add_row(f"int4 (W4A16 layout), chosen kernels + bf16 prefill, continuous, {slots} slots", slots, count,
+                    sum(r.decoded for r in results), seconds, stats, backend=decode_backend(model),
+                    choice=reasons, choose_seconds=choose_seconds)
+            x_bf16(slots)
+            print("  ran on:", decode_backend(model), f"(chosen in {choose_seconds:.1f} s)", *reasons, sep="\n  ",
+                  flush=True)
+        REPORT["weight_bytes"]["int4_after_choice"] = weight_bytes(model)
 
-    section("int4", int4)
+    section("int4", int4, chosen)
     REPORT["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     Path(args.out, "bench_generation.json").write_text(json.dumps(REPORT, indent=2, default=str))
     print(f"\n{REPORT['gpu']}, torch {REPORT['torch']}, transformers {REPORT['transformers']}, "

@@ -1,4 +1,5 @@
-"""The int4 decode path: torch's int4 kernel on compressed-tensors' codes computes the dequantized layer."""
+"""The int4 layer: torch's int4 kernel on compressed-tensors' codes computes the dequantized layer, and a forward of
+many rows on the dequantized weight computes the same, down to greedy generation through the tiny model."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 from safetensors.torch import save_file
 from transformers import Qwen2_5_VLForConditionalGeneration
 
+from dharma_train.data.synthetic.generate import generate_pages
 from dharma_train.errors import ModelUnavailableError
+from dharma_train.evaluation.generate import generate
+from dharma_train.models.loading import load_processor
 from dharma_train.models.quantized import (Int4Linear, decode_backend, int4_linear_from_codes, int4_supported,
-                                           quantize_groups, use_int4_kernels)
+                                           quantize_groups, set_module, use_int4_kernels)
 from dharma_train.models.tiny import tiny_model_dir
 
 
@@ -59,7 +63,8 @@ def test_int4_kernels_replace_the_saved_layers_of_a_compressed_tensors_folder(tm
         assert all(isinstance(model.get_submodule(name), Int4Linear) for name in names)
         assert torch.allclose(model(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-4)
     linears = sum(isinstance(m, torch.nn.Linear) for n, m in model.named_modules() if "visual" not in n) + 2
-    assert decode_backend(model) == f"float32 dense {linears - 2}/{linears}, int4 kernel 2/{linears}"
+    assert decode_backend(model) == (f"float32 dense {linears - 2}/{linears}, int4 tinygemm 2/{linears}; "
+                                     "int4 prefill: bf16-dequantized above 64 rows")
 
 
 def test_the_decode_backend_names_dense_weights_and_what_they_were_decompressed_from():
@@ -81,3 +86,95 @@ def test_a_saved_layer_the_model_lacks_is_named(tmp_path):
 def test_kernel_shape_limits():
     assert int4_supported(2048, 256, 128) and int4_supported(11008, 2048, 128)
     assert not int4_supported(100, 256, 128) and not int4_supported(2048, 256, 100)
+
+
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_a_forward_of_many_rows_on_the_dequantized_weight_equals_the_int4_kernel(asymmetric):
+    torch.manual_seed(2)
+    codes = torch.randint(-8, 8, (64, 256), dtype=torch.int8)
+    scale = torch.rand(64, 8) * 0.1 + 0.01
+    zero_point = torch.randint(-8, 8, (64, 8), dtype=torch.int8) if asymmetric else None
+    layer = int4_linear_from_codes(codes, scale, zero_point, torch.randn(64), "cpu")
+    x = torch.randn(4, 50, 256)  # 200 rows: above the default threshold
+    assert layer.runs_dense(200) and not layer.runs_dense(8)
+    dense = layer(x)
+    layer.dense_above = None
+    kernel = layer(x)
+    assert not layer.runs_dense(200)
+    assert torch.allclose(dense, kernel, rtol=1e-4, atol=1e-4)
+    assert torch.equal(layer.dense_weight(), _dequantize(codes, scale, zero_point).to(layer.compute_dtype))
+
+
+def test_rows_listed_as_dense_run_dense_below_the_threshold():
+    layer = int4_linear_from_codes(*quantize_groups(torch.randn(16, 128), 32), None, None, "cpu")
+    layer.dense_rows = frozenset({8})
+    assert layer.runs_dense(8) and not layer.runs_dense(7)
+    assert layer.decode_kind() == "int4 bf16-dequantized"
+    layer.dense_above = None
+    assert layer.prefill_kind() == "tinygemm at every size"
+
+
+def test_moving_codes_to_a_new_storage_keeps_them():
+    torch.manual_seed(3)
+    codes, scale = quantize_groups(torch.randn(32, 256), 64)
+    layer = int4_linear_from_codes(codes, scale, None, None, "cpu")
+    before = layer.storage
+    layer.storage = type(before)(before.codes(), layer.scale, layer.zero_code, layer.group_size)  # a rebuilt copy
+    assert layer.storage is not before
+    assert torch.equal(layer.storage.codes(), before.codes())
+    x = torch.randn(3, 256)
+    assert torch.equal(layer.storage.matmul(x), before.matmul(x))
+
+
+def to_int4(model, group_size: int = 32) -> list[Int4Linear]:
+    """Every language linear the kernel takes, as an Int4Linear on its round-to-nearest codes."""
+    layers = []
+    for name, module in list(model.model.language_model.named_modules()):
+        if isinstance(module, torch.nn.Linear) and int4_supported(module.in_features, module.out_features, group_size):
+            codes, scale = quantize_groups(module.weight.data, group_size)
+            layers.append(int4_linear_from_codes(codes, scale, None, module.bias, "cpu"))
+            set_module(model.model.language_model, name, layers[-1])
+    return layers
+
+
+@pytest.fixture(scope="module")
+def int4_tiny(tmp_path_factory):
+    """The tiny model with perturbed weights (a plain random init repeats one token), its language linears int4,
+    and pages of two sizes."""
+    folder = tiny_model_dir()
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    noise = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim == 2:
+                parameter.add_(torch.randn(parameter.shape, generator=noise) * 0.1)
+    layers = to_int4(model)
+    root = tmp_path_factory.mktemp("int4_pages")
+    pages = (generate_pages(root / "small", 2, seed=5, width=168, height=224, id_prefix="small").pages
+             + generate_pages(root / "large", 2, seed=3).pages)
+    return model, load_processor(str(folder)), pages, layers
+
+
+@pytest.mark.parametrize("engine", ["generate", "continuous"])
+def test_greedy_generation_with_dense_prefill_equals_the_int4_kernel_alone(int4_tiny, engine):
+    model, processor, pages, layers = int4_tiny
+    assert layers and not any(isinstance(m, torch.nn.Linear) for m in model.model.language_model.modules()), \
+        "every language linear is int4"
+
+    def answers(dense_above):
+        for layer in layers:
+            layer.dense_above = dense_above
+        generations, _ = generate(model, processor, pages, "structured", 16, 2, engine=engine, progress=False)
+        return [g.text for g in generations]
+
+    calls = []
+    hooks = [layer.register_forward_pre_hook(lambda module, args: calls.append(module.runs_dense(
+        args[0].reshape(-1, module.in_features).shape[0]))) for layer in layers[:1]]
+    try:
+        switched = answers(4)  # prefill (a prompt's rows) dense, decode steps of 2 rows on the kernel
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert True in calls and False in calls, "both paths ran"
+    assert switched == answers(None)
+    assert len(set(switched)) > 1, "the answers differ from page to page"

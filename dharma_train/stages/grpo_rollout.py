@@ -38,7 +38,7 @@ def cut_at_end(tokens: list[int], end_tokens: set[int]) -> list[int]:
 
 
 @contextmanager
-def sampled_as_trl_samples(model, generation_config, suppressed: list[int]):
+def as_trl_samples(model, generation_config, suppressed: list[int]):
     """The model in eval mode, with TRL's generation settings (the engine reads its repetition penalty there) and
     the suppressed tokens' logits at -inf, as TRL's `generate` sees it; restored afterwards."""
     was_training, saved_config = model.training, model.generation_config
@@ -74,32 +74,44 @@ class EngineRollout:
 
     def __call__(self, prompts: list, trainer) -> dict:
         """Prompt ids, sampled ids and (none: TRL computes them) log-probabilities, one per prompt, in order."""
-        from trl.data_utils import apply_chat_template
-        from trl.models.utils import unwrap_model_for_generation
-
-        texts = {apply_chat_template({"prompt": prompt}, self.processor)["prompt"] for prompt in prompts}
-        if len(texts) != 1:
-            raise ValueError(f"GRPO's engine sampling takes one instruction per run, got {len(texts)} different ones")
         pages = [self.pages[prompt_page(prompt)] for prompt in prompts]
-        args = trainer.args
-        vision = VisionFeatures()  # the policy's weights change every step: its image features too
-        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
-                                         gather_deepspeed3_params=args.ds3_gather_for_generation,
-                                         gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs) as model:
-            network = model.get_base_model() if hasattr(model, "get_base_model") else model
-            suppressed = trainer.generation_config.suppress_tokens or []
-            with sampled_as_trl_samples(network, trainer.generation_config, suppressed):
-                on_cuda = next(network.parameters()).device.type == "cuda"
-                engine = ContinuousGenerator(
-                    network, self.processor, texts.pop(), args.max_completion_length, len(prompts),
-                    self.processor.tokenizer.eos_token_id,
-                    {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k},
-                    loop_stop=None, use_graph=on_cuda, grouped_attention=on_cuda, vision=vision,
-                    seed=rollout_seed(args.seed, trainer.state.global_step, trainer.accelerator.process_index))
-                results = engine.run([page.image for page in pages], progress=False)
-        self.answers += len(results)
-        self.images_encoded += vision.encoded
-        prompt_ids = {page.id: engine.prepare(page.image)[1]["input_ids"][0].tolist() for page in {page.id: page for page in pages}.values()}
+        engine, results = self._sample(_instruction(prompts, self.processor), pages, trainer)
+        distinct = {page.id: page for page in pages}
+        prompt_ids = {key: engine.prepare(page.image)[1]["input_ids"][0].tolist() for key, page in distinct.items()}
         return {"prompt_ids": [prompt_ids[page.id] for page in pages],
                 "completion_ids": [cut_at_end(result.tokens, set(trainer.eos_token_ids)) for result in results],
                 "logprobs": None}
+
+    def _sample(self, instruction: str, pages: list[Page], trainer) -> tuple[ContinuousGenerator, list]:
+        """One engine pass over every answer of the step, with the policy as TRL samples it."""
+        from trl.models.utils import unwrap_model_for_generation
+
+        args = trainer.args
+        vision = VisionFeatures()  # the policy's weights change every step: its image features too
+        seed = rollout_seed(args.seed, trainer.state.global_step, trainer.accelerator.process_index)
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                         gather_deepspeed3_params=args.ds3_gather_for_generation,
+                                         gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs) as model:
+            network = model.get_base_model() if hasattr(model, "get_base_model") else model  # LoRA layers in place
+            suppressed = trainer.generation_config.suppress_tokens or []
+            with as_trl_samples(network, trainer.generation_config, suppressed):
+                on_cuda = next(network.parameters()).device.type == "cuda"
+                engine = ContinuousGenerator(
+                    network, self.processor, instruction, args.max_completion_length, len(pages),
+                    self.processor.tokenizer.eos_token_id,
+                    {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k}, loop_stop=None,
+                    use_graph=on_cuda, seed=seed, grouped_attention=on_cuda, vision=vision)
+                results = engine.run([page.image for page in pages], progress=False)
+        self.answers += len(results)
+        self.images_encoded += vision.encoded
+        return engine, results
+
+
+def _instruction(prompts: list, processor) -> str:
+    """The prompts' text as TRL's log-probability pass renders it (the same for every page of a run)."""
+    from trl.data_utils import apply_chat_template
+
+    texts = {apply_chat_template({"prompt": prompt}, processor)["prompt"] for prompt in prompts}
+    if len(texts) != 1:
+        raise ValueError(f"GRPO's engine sampling takes one instruction per run, got {len(texts)} different ones")
+    return texts.pop()

@@ -39,11 +39,16 @@ def check_models_reachable(paths: list[str]) -> None:
 
 def check_machine(config) -> None:
     """The trainer's device and precision exist here, and the libraries of what was asked for (lora_4bit); the
-    hardware group fits the processes launched."""
+    hardware group fits the processes launched and the GRPO stages' sampling engine."""
     from dharma_train.training.performance.apply import check_bitsandbytes
+
+    from dharma_train.stages.grpo import GRPOStageConfig, sampling_engine
 
     config.trainer.check_hardware()
     check_bitsandbytes(config.trainer.performance)
+    for stage in config.stages.values():
+        if isinstance(stage, GRPOStageConfig):
+            sampling_engine(stage, config.trainer)  # the continuous engine asked for on sharded parameters
     config.trainer.hardware.check(config.trainer.resolved_device(), distributed.world_size(), distributed.launched(),
                                   {f"stages.{name}": stage.optimization.batch_size
                                    for name, stage in config.stages.items() if hasattr(stage, "optimization")})

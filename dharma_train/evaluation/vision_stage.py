@@ -43,23 +43,27 @@ def image_key(path: str | Path) -> tuple:
 
 
 def encode_pages(model, prepared: list[dict], keys: list[tuple], store: VisionFeatures) -> list[torch.Tensor]:
-    """Each page's merged image features on the model's device: from the store, or encoded in varlen batches."""
+    """Each page's merged image features on the model's device: from the store, or encoded in varlen batches, an
+    image the call holds several times (GRPO's answers to one page) once."""
     device = next(model.parameters()).device
     features: dict[int, torch.Tensor] = {}
-    missing = []
+    missing: dict[tuple, list[int]] = {}  # each image not in the store: the pages that show it
     for index, key in enumerate(keys):
         if key in store.by_image:
             features[index] = store.by_image[key].to(device, non_blocking=True)
             store.hits += 1
         else:
-            missing.append(index)
-    for batch in _batches(missing, [int(prepared[i]["pixel_values"].shape[0]) for i in missing]):
+            missing.setdefault(key, []).append(index)
+    firsts = [indices[0] for indices in missing.values()]
+    for batch in _batches(firsts, [int(prepared[i]["pixel_values"].shape[0]) for i in firsts]):
         pixels = torch.cat([prepared[i]["pixel_values"] for i in batch]).to(device)
         grids = torch.cat([prepared[i]["image_grid_thw"] for i in batch]).to(device)
         encoded = model.model.get_image_features(pixels, grids).pooler_output
         for index, page_features in zip(batch, encoded):
-            features[index] = page_features
+            for same in missing[keys[index]]:
+                features[same] = page_features
             store.keep(keys[index], page_features)
+            store.hits += len(missing[keys[index]]) - 1
         store.encoded += len(batch)
     return [features[index] for index in range(len(keys))]
 

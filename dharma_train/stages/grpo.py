@@ -1,8 +1,9 @@
 """Reinforcement learning with verifiable rewards through TRL's GRPOTrainer: the rewards are the evaluation's own
 measurements of each sampled answer (grpo_rewards.py), so the stage trains toward what the gate keeps.
 
-Per page, `num_generations` answers are sampled from the model being trained (TRL's sampling through
-`model.generate`, prompts left-padded, Qwen2.5-VL's image-token types padded with them); each answer is scored by
+Per page, `num_generations` answers are sampled from the model being trained: through the project's continuous
+engine (grpo_rollout.py: each page's image encoded once for its answers, one slot per answer), or through TRL's own
+`model.generate` (prompts left-padded, Qwen2.5-VL's image-token types padded with them); each answer is scored by
 every reward term; an answer's advantage is its weighted reward against its group's mean. A group whose answers
 all score the same has no advantage to learn from: TRL gives it zero (it is skipped) and the stage counts such
 groups, and the answers that ran into the token bound, from TRL's per-step logs.
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 KIND = "grpo"  # the `kind` a stage config names in YAML
 LOSS_TYPES = ("dapo", "grpo", "dr_grpo", "bnpo")  # TRL's GRPO losses that need no extra settings
 SCALES = ("group", "batch", "none")  # TRL's scale_rewards: divide advantages by the group's std, the batch's, or not
+ENGINES = ("auto", "continuous", "generate")  # who samples: the project's continuous engine or TRL's model.generate
 
 
 @dataclass
@@ -40,6 +42,7 @@ class GRPOStageConfig:
     max_new_tokens: int = 512  # the sampling bound (a run uses evaluation.max_new_tokens if smaller)
     temperature: float = 1.0
     top_p: float = 1.0
+    engine: str = "auto"  # auto: the continuous engine on CUDA (unsharded), TRL's model.generate elsewhere
     beta: float = 0.0  # KL to the input model; 0: no reference model at all; > 0 needs LoRA (adapters off = reference)
     epsilon: float = 0.2  # the clipping range of the policy ratio
     loss_type: str = "dapo"  # TRL's GRPO loss: dapo | grpo | dr_grpo | bnpo
@@ -68,9 +71,26 @@ class GRPOStageConfig:
                              f"adapters off); full fine-tuning runs with beta=0, no reference model")
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {list(LOSS_TYPES)}, got {self.loss_type!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {list(ENGINES)}, got {self.engine!r}")
         if self.scale_rewards not in SCALES:
             raise ValueError(f"scale_rewards must be one of {list(SCALES)}, got {self.scale_rewards!r}")
         self.optimization.check("optimization")
+
+
+def sampling_engine(config: GRPOStageConfig, trainer) -> str:
+    """Who samples the answers: `auto` is the continuous engine on CUDA when every process holds the whole model,
+    else TRL's `model.generate`. The engine calls the model's parts one by one, which sharded parameters (fsdp2,
+    zero3) are not verified with, so asking for it there is refused before any model loads."""
+    if config.engine == "continuous" and trainer.hardware.sharded:
+        from dharma_train.errors import ConfigError
+
+        raise ConfigError(f"engine=continuous is not verified with sharded parameters "
+                          f"(trainer.hardware.strategy={trainer.hardware.strategy}): use engine=auto or generate")
+    if config.engine == "auto":
+        whole = trainer.resolved_device() == "cuda" and not trainer.hardware.sharded
+        return "continuous" if whole else "generate"
+    return config.engine
 
 
 def switched_off(config) -> bool:
@@ -108,6 +128,7 @@ class GRPOStage(Stage):
         from dharma_train.models.loading import load_model, load_processor
         from dharma_train.reporting.trainer_tracking import trainer_tracking
         from dharma_train.stages.grpo_rewards import RewardTerms
+        from dharma_train.stages.grpo_rollout import EngineRollout, require_left_padding
         from dharma_train.training.arguments import build_arguments
         from dharma_train.training.checkpoints import train_resumably
         from dharma_train.training.model_setup import freeze_vision_tower, lora_config
@@ -115,7 +136,9 @@ class GRPOStage(Stage):
         from dharma_train.training.saving import save_from_trainer, write_stage_record
 
         cfg, opt = self.config, self.config.optimization
+        engine = sampling_engine(cfg, context.trainer)
         processor = load_processor(model.processor_location, context.model.min_pixels, context.model.max_pixels)
+        require_left_padding(processor)
         network = load_model(model, dtype=context.trainer.training_dtype(opt.method), settings=context.model,
                              quantize_4bit=quantized_base(opt.method, context.trainer.performance))
         if opt.method == "full" and opt.freeze_vision:
@@ -127,10 +150,11 @@ class GRPOStage(Stage):
                                max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature,
                                top_p=cfg.top_p, beta=cfg.beta, epsilon=cfg.epsilon, loss_type=cfg.loss_type,
                                scale_rewards=cfg.scale_rewards, reward_weights=cfg.rewards.weights())
+        rollout = EngineRollout(pages.pages, processor) if engine == "continuous" else None
         trainer = GRPOTrainer(
             model=network, reward_funcs=rewards.functions(), args=args, train_dataset=grpo_dataset(pages, cfg.task),
             processing_class=processor, peft_config=lora_config(opt.lora) if opt.method == "lora" else None,
-            callbacks=tracking.callbacks,
+            callbacks=tracking.callbacks, rollout_func=rollout,
         )
         # No speed_up: TRL takes log-probabilities through its own fused LM head over left-padded batches, which
         # padding-free attention and Liger's fused loss are not measured with.
@@ -142,7 +166,11 @@ class GRPOStage(Stage):
             tracking.close()
         metrics["grpo"] = reward_record(trainer.state.log_history, opt.batch_size * opt.gradient_accumulation,
                                         cfg.num_generations)
+        metrics["grpo"]["engine"] = engine
         log.info("%s: %s", self.name, describe(metrics["grpo"]))
+        if rollout is not None:
+            log.info("%s: the continuous engine sampled %d answers, encoding %d page images", self.name,
+                     rollout.answers, rollout.images_encoded)
         artifact = save_from_trainer(trainer, processor, model, output_dir, opt.save, context.trainer.model_dtype())
         write_stage_record(output_dir, {"name": self.name, "kind": self.kind, "input": model.to_dict(),
                                         "output": artifact.to_dict(), "config": asdict(cfg),

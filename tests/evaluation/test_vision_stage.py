@@ -44,6 +44,19 @@ def test_pages_encoded_together_equal_pages_encoded_alone(setup, monkeypatch):
     assert [f.shape[0] for f in together] == [int(x["image_grid_thw"].prod()) // 4 for x in prepared]
 
 
+def test_an_image_a_call_holds_several_times_is_encoded_once(setup):
+    model, pages, prepared = setup
+    keys = [image_key(p.image) for p in pages]
+    order = [0, 2, 0, 0, 2, 1]  # GRPO's answers to a page come in one call, each with the page's image
+    store = VisionFeatures()
+    with torch.no_grad():
+        served = encode_pages(model, [prepared[i] for i in order], [keys[i] for i in order], store)
+        alone = [encode_pages(model, [prepared[i]], [keys[i]], VisionFeatures())[0] for i in order]
+    assert (store.encoded, store.hits) == (3, 3)
+    for a, b in zip(served, alone):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_batches_hold_at_most_the_bound_and_a_large_page_goes_alone(monkeypatch):
     monkeypatch.setattr(vision_stage, "MAX_BATCH_PATCHES", 10)
     assert vision_stage._batches([0, 1, 2, 3], [4, 5, 12, 3]) == [[0, 1], [2], [3]]

@@ -101,15 +101,18 @@ def _flash_call(queries, keys, values, cu_q, cu_k, max_q, max_k, used, scale, ca
 
 
 def _masked(queries, keys, values, layout: StepLayout, scale: float) -> torch.Tensor:
-    """The same attention as masked matmuls: all decode rows in one batched product, then one sdpa per chunk."""
+    """The same attention as masked matmuls over each slot's whole rows: the decode rows as one batched product per
+    key/value head (strided views of the cache, no copy of it), then one sdpa per chunk."""
     slots, max_len, kv_heads, dim = keys.shape
     heads = queries.shape[1]
     grouped = queries[:slots].reshape(slots, kv_heads, heads // kv_heads, dim)
-    scores = torch.matmul(grouped, keys.permute(0, 2, 3, 1)).float() * scale  # [slots, kv, group, max_len]
-    visible = torch.arange(max_len, device=keys.device)[None, :] < layout.decode_used[:, None]
-    scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
-    probabilities = torch.softmax(scores, dim=-1).to(values.dtype)
-    parts = [torch.matmul(probabilities, values.permute(0, 2, 1, 3)).reshape(slots, heads, dim)]
+    hidden = torch.arange(max_len, device=keys.device)[None, None, :] >= layout.decode_used[:, None, None]
+    per_head = []
+    for head in range(kv_heads):
+        scores = torch.bmm(grouped[:, head], keys[:, :, head].transpose(1, 2)).float() * scale  # [slots, group, len]
+        probabilities = torch.softmax(scores.masked_fill(hidden, float("-inf")), dim=-1).to(values.dtype)
+        per_head.append(torch.bmm(probabilities, values[:, :, head]))  # [slots, group, dim]
+    parts = [torch.stack(per_head, dim=1).reshape(slots, heads, dim)]
     offset = slots
     for slot, start, length in layout.chunks:
         chunk = queries[offset:offset + length].transpose(0, 1)[None]  # [1, heads, length, dim]

@@ -40,6 +40,13 @@ class Chunk:
         return self.embeds.shape[0]
 
 
+def to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`; to CUDA through pinned memory, so the host does not wait for the GPU's queue."""
+    if device.type != "cuda":
+        return host.to(device)
+    return (host if host.is_pinned() else host.pin_memory()).to(device, non_blocking=True)
+
+
 @contextmanager
 def text_attention(model, implementation: str | None):
     """Run the language model's attention through `implementation` for a while; None leaves it as loaded."""
@@ -111,11 +118,10 @@ class SlotDecoder:
             for length in lengths:
                 bounds.append(bounds[-1] + length)
             starts = [chunk.slot * self.max_len for chunk in chunks] + [(chunks[-1].slot + 1) * self.max_len]
+            used = [chunk.start + chunk.length for chunk in chunks]
             layout.chunks = tuple((chunk.slot, chunk.start, chunk.length) for chunk in chunks)
-            layout.chunk_cu_q = torch.tensor(bounds, dtype=torch.int32, device=self.device)
-            layout.chunk_cu_k = torch.tensor(starts, dtype=torch.int32, device=self.device)
-            layout.chunk_used = torch.tensor([chunk.start + chunk.length for chunk in chunks], dtype=torch.int32,
-                                             device=self.device)
+            layout.chunk_cu_q, layout.chunk_cu_k, layout.chunk_used = (
+                to_device(torch.tensor(values, dtype=torch.int32), self.device) for values in (bounds, starts, used))
         return layout
 
     def _decode_rows(self):
@@ -154,14 +160,14 @@ class SlotDecoder:
         if any(a.slot >= b.slot for a, b in zip(chunks, chunks[1:])):
             raise ValueError("a mixed step takes its chunks in increasing slot order, one per slot")
         embeds, rope, write_pos, used = self._decode_rows()
-        slot_of = [torch.full((chunk.length,), chunk.slot, dtype=torch.long) for chunk in chunks]
-        pos_of = [torch.arange(chunk.start, chunk.start + chunk.length) for chunk in chunks]
-        write_slot = torch.cat([self.slot_index, torch.cat(slot_of).to(self.device)])
-        write_pos = torch.cat([write_pos, torch.cat(pos_of).to(self.device)])
+        slot_of = torch.cat([torch.full((chunk.length,), chunk.slot, dtype=torch.long) for chunk in chunks])
+        pos_of = torch.cat([torch.arange(chunk.start, chunk.start + chunk.length) for chunk in chunks])
+        ends = torch.tensor([chunk.length for chunk in chunks]).cumsum(0) + self.slots - 1
+        write_slot = torch.cat([self.slot_index, to_device(slot_of, self.device)])
+        write_pos = torch.cat([write_pos, to_device(pos_of, self.device)])
         embeds = torch.cat([embeds] + [chunk.embeds.to(embeds.dtype) for chunk in chunks])
         rope = torch.cat([rope] + [chunk.positions for chunk in chunks], dim=1)
-        ends = torch.tensor([chunk.length for chunk in chunks]).cumsum(0) + self.slots - 1
-        rows = torch.cat([self.slot_index, ends.to(self.device)])
+        rows = torch.cat([self.slot_index, to_device(ends, self.device)])
         logits = self._run(embeds, rope, self._layout(write_slot, write_pos, used, chunks), rows)
         self.position += self.live
         return logits[:self.slots], logits[self.slots:]

@@ -56,8 +56,8 @@ def encode_pages(model, prepared: list[dict], keys: list[tuple], store: VisionFe
             missing.setdefault(key, []).append(index)
     firsts = [indices[0] for indices in missing.values()]
     for batch in _batches(firsts, [int(prepared[i]["pixel_values"].shape[0]) for i in firsts]):
-        pixels = torch.cat([prepared[i]["pixel_values"] for i in batch]).to(device)
-        grids = torch.cat([prepared[i]["image_grid_thw"] for i in batch]).to(device)
+        pixels = torch.cat([prepared[i]["pixel_values"].to(device, non_blocking=True) for i in batch])
+        grids = torch.cat([prepared[i]["image_grid_thw"].to(device, non_blocking=True) for i in batch])
         encoded = model.model.get_image_features(pixels, grids).pooler_output
         for index, page_features in zip(batch, encoded):
             for same in missing[keys[index]]:

@@ -294,8 +294,12 @@ class ContinuousGenerator:
             self.seen = torch.zeros(self.slots, vocabulary, dtype=torch.bool, device=self.device)
 
     def _add_times(self) -> None:
-        """Seconds by kind of work into the stats; prefill is the vision tower and the steps that wrote prompts."""
+        """Seconds by kind of work into the stats (prefill: the vision tower and the steps that wrote prompts), and
+        which decode step ran: its attention, compiled or not, replayed from a CUDA graph or not."""
         seconds = self.timer.totals()
         for kind in ("vision", "mixed", "decode"):
             self.stats[f"{kind}_seconds"] = seconds.get(kind, 0.0)
         self.stats["prefill_seconds"] = self.stats["vision_seconds"] + self.stats["mixed_seconds"]
+        if self.decoder is not None:
+            self.stats.update(attention="flash" if self.decoder.flash else "masked",
+                              step_compiled=self.decoder.compiled, step_graph=self.decoder.graph is not None)

@@ -150,9 +150,25 @@ class SlotDecoder:
             self.graph.replay()
             logits = self.logits
         else:
-            logits = self.decode()
+            logits = self._eager_decode()
         self.position += self.live
         return logits
+
+    def _eager_decode(self) -> torch.Tensor:
+        """The decode step run directly; a compiled step that fails to compile falls back to the uncompiled one
+        (rerunning it writes the same keys and values)."""
+        try:
+            return self.decode()
+        except RuntimeError as error:  # torch._dynamo's errors are RuntimeErrors
+            if self.decode == self._decode_forward:
+                raise
+            log.warning("decode step not compiled (%s); running it uncompiled", error)
+            self.decode = self._decode_forward
+            return self.decode()
+
+    @property
+    def compiled(self) -> bool:
+        return self.decode != self._decode_forward
 
     def mixed_step(self, chunks: list[Chunk]) -> tuple[torch.Tensor, torch.Tensor]:
         """The decode step with prompt chunks in the same forward: logits of the decode rows and of each chunk's
@@ -178,7 +194,7 @@ class SlotDecoder:
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(2):  # the first run compiles the step when compile_step is on
-                self.decode()
+                self._eager_decode()
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         try:

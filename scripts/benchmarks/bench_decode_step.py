@@ -139,7 +139,8 @@ def measure_steps(model, variant: str, slot_counts, bandwidth: float) -> None:
     for slots in slot_counts:
         with text_attention(model, SLOT_ATTENTION), torch.inference_mode():
             decoder = prepared_decoder(model, slots, variant)
-            row = {"variant": variant, "attention": "flash" if decoder.flash else "masked", "slots": slots, "graph": decoder.graph is not None, "replay_ms": replay_ms(decoder),
+            row = {"variant": variant, "attention": "flash" if decoder.flash else "masked", "slots": slots,
+                   "compiled": decoder.compiled, "graph": decoder.graph is not None, "replay_ms": replay_ms(decoder),
                    "loop_ms": engine_loop_ms(decoder)}
             if slots in (1, 64):
                 row.update(eager_kernels(decoder))

@@ -94,3 +94,21 @@ def test_the_compiled_decode_step_gives_the_eager_logits(tiny):
             assert torch.allclose(got[1], expected[1], atol=1e-4)
             eager.tokens.copy_(expected.argmax(dim=-1))
             compiled.tokens.copy_(expected.argmax(dim=-1))
+
+
+def test_a_step_that_fails_to_compile_runs_uncompiled(tiny):
+    model, (inputs, _) = tiny
+    broken, eager = (SlotDecoder(model, slots=1, max_len=256, use_graph=False) for _ in range(2))
+
+    def failing_compile():
+        raise RuntimeError("backend compiler failed")
+
+    broken.decode = failing_compile
+    assert broken.compiled
+    with text_attention(model, SLOT_ATTENTION), torch.inference_mode():
+        embeds, positions, delta = _prompt(model, inputs)
+        for decoder in (broken, eager):
+            _, last = decoder.mixed_step([Chunk(slot=0, start=0, embeds=embeds, positions=positions)])
+            decoder.activate(torch.tensor([0]), torch.tensor([embeds.shape[0]]), delta, last.argmax(dim=-1))
+        assert torch.equal(broken.step(), eager.step())
+    assert not broken.compiled

@@ -50,7 +50,10 @@ def copy_bandwidth(gigabytes: float = 4.0) -> float:
         target.copy_(source)
     end.record()
     end.synchronize()
-    return 2 * source.numel() * 10 / (start.elapsed_time(end) / 1000)
+    seconds = start.elapsed_time(end) / 1000
+    del source, target
+    torch.cuda.empty_cache()
+    return 2 * int(gigabytes * 2**30) * 10 / seconds
 
 
 def step_bytes(model, slots: int) -> dict:

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]  # python -m scripts.benchmarks.bench_generation runs from the checkout root
 
 
+@pytest.mark.slow  # 10 to 70 s on this 2-core machine: a subprocess that builds the tiny model in a fresh cache
 def test_bench_generation_runs_its_issue_32_rows_on_the_tiny_model(tmp_path):
     command = [sys.executable, "-m", "scripts.benchmarks.bench_generation", "--shape", "tiny", "--device", "cpu",
                "--pages", "6", "--new-tokens", "8", "--sections",

@@ -13,7 +13,8 @@ For 1, 8 and 64 slots, 1,600 cached positions in every slot (a page's prompt), a
 - memory bound: the bytes a step must read once (the language layers' and lm_head's weights, every slot's live keys
   and values) over the device-to-device copy bandwidth measured here; `bound_fraction` = bound time / replay time;
 - kernels: CUDA kernels in one eager step and their summed device time (torch.profiler), the top ones by time;
-- agreement at 64 slots: flash and compiled logits against masked logits on the same cache;
+- agreement: flash and compiled logits against masked logits on the same cache (64 slots), and a mixed step's
+  (two decoding slots, two prompt chunks, one starting mid-prompt) through the varlen kernel against masked;
 and the prompt step of 8 pages (one mixed step, whole prompts) beside their vision tower.
 
 Run on the device (scripts.benchmarks.bench_generation is the full benchmark):
@@ -169,14 +170,43 @@ def agreement(model, slots: int = 64) -> dict:
         masked = decoder._decode_forward().float()
         decoder.flash = True
         logits = {"flash": decoder._decode_forward().float(), "compiled": decoder.decode().float()}
+        del decoder
+        torch.cuda.empty_cache()
+        logits["mixed_step_flash"], masked_mixed = mixed_step_logits(model)
     result = {}
     for name, value in logits.items():
-        result[name] = {"max_abs_difference": float((value - masked).abs().max()),
-                        "logit_scale": float(masked.abs().max()),
-                        "same_argmax": int((value.argmax(-1) == masked.argmax(-1)).sum()), "slots": slots}
-    del decoder
+        reference = masked_mixed if name == "mixed_step_flash" else masked
+        result[name] = {"max_abs_difference": float((value - reference).abs().max()),
+                        "logit_scale": float(reference.abs().max()), "rows": value.shape[0],
+                        "same_argmax": int((value.argmax(-1) == reference.argmax(-1)).sum())}
     torch.cuda.empty_cache()
     return result
+
+
+def mixed_step_logits(model, slots: int = 4):
+    """One mixed step, varlen kernel and masked: slots 0 and 2 decoding at CACHED, slot 1 taking a prompt's first
+    700 tokens and slot 3 a prompt's tokens 300 to 800 (random embeddings); every row's logits, both ways."""
+    from dharma_train.evaluation.slots import Chunk, SlotDecoder
+
+    decoder = SlotDecoder(model, slots, CAPACITY, use_graph=False)
+    generator = torch.Generator(device="cuda").manual_seed(1)
+    for buffer in decoder.keys + decoder.values:
+        buffer.normal_(generator=generator)
+    decoder.live[[0, 2]] = True
+    decoder.tokens.random_(0, model.config.text_config.vocab_size, generator=generator)
+    hidden = model.config.text_config.hidden_size
+    chunks = []
+    for slot, start, length in ((1, 0, 700), (3, 300, 500)):
+        embeds = torch.randn(length, hidden, device="cuda", dtype=torch.bfloat16, generator=generator) * 0.02
+        chunks.append(Chunk(slot=slot, start=start, embeds=embeds,
+                            positions=torch.arange(start, start + length, device="cuda").expand(3, length)))
+    outputs = []
+    for flash in (True, False):
+        decoder.flash = flash
+        decoder.position.fill_(CACHED)
+        decode_logits, last_logits = decoder.mixed_step(chunks)
+        outputs.append(torch.cat([decode_logits, last_logits]).float())
+    return outputs
 
 
 def measure_prefill(model, processor, pages, variant: str) -> None:

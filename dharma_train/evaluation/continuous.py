@@ -99,8 +99,8 @@ class ContinuousGenerator:
         self.max_new_tokens, self.slots, self.eos = max_new_tokens, slots, eos_token_id
         self.sampling, self.loop_stop, self.use_graph = sampling, loop_stop, use_graph
         self.chunk_tokens, self.compile_step = prefill_chunk_tokens, compile_step
-        parameter = next(model.parameters())
-        self.device, self.dtype = parameter.device, parameter.dtype
+        self.device = next(model.parameters()).device
+        self.pixel_dtype = model.model.visual.dtype  # what the vision tower casts pixels to
         self.generator = None
         if sampling and seed is not None:
             self.generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -122,7 +122,7 @@ class ContinuousGenerator:
         in pinned memory, so copying them does not make the engine wait for the GPU."""
         image = Image.open(image_path).convert("RGB")
         inputs = dict(self.processor(images=[image], text=[self.prompt], return_tensors="pt"))
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.pixel_dtype)
         if self.device.type == "cuda":
             inputs = {key: value.pin_memory() for key, value in inputs.items()}
         return image_key(image_path), inputs

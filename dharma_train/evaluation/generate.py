@@ -67,12 +67,15 @@ def decode(model, inputs: dict, max_new_tokens: int, eos_token_id: int, pad_toke
 def generate(model, processor, pages: list[Page], task: str, max_new_tokens: int, batch_size: int,
              cache: str = "auto", progress: bool = True, sampling: dict | None = None, engine: str = "auto",
              loop_stop: LoopStop | None = None, seed: int | None = None, graphs: bool = True,
-             vision: VisionFeatures | None = None) -> tuple[list[Generation], float]:
+             vision: VisionFeatures | None = None, prefill_chunk_tokens: int = 8192,
+             compile_step: bool = False) -> tuple[list[Generation], float]:
     """Answers for pages in their given order, and the total wall time spent generating them.
 
     batch_size is the number of slots for the continuous engine; loop_stop (continuous only) stops confirmed
     loops early; seed seeds the continuous engine's sampling (the `generate` engine uses torch's global RNG);
-    vision (continuous only) keeps the pages' image features for another pass with the same model."""
+    vision (continuous only) keeps the pages' image features for another pass with the same model;
+    prefill_chunk_tokens (continuous only) bounds the prompt tokens a step writes beside the decode tokens (0: every
+    waiting prompt at once); compile_step (continuous only) fuses the decode step with torch.compile."""
     tokenizer = processor.tokenizer
     prompt = tokenizer.apply_chat_template(prompt_messages(task), add_generation_prompt=True, tokenize=False)
     device = next(model.parameters()).device
@@ -82,7 +85,8 @@ def generate(model, processor, pages: list[Page], task: str, max_new_tokens: int
     order = sorted(range(len(pages)), key=lambda i: sizes[pages[i].id])
     if resolve_engine(engine, device) == "continuous":
         return _generate_continuous(model, processor, prompt, task, pages, order, max_new_tokens, batch_size,
-                                    progress, sampling, loop_stop, seed, graphs, vision)
+                                    progress, sampling, loop_stop, seed, graphs, vision, prefill_chunk_tokens,
+                                    compile_step)
     cache = resolve_cache(cache, device)
     batches = [order[offset:offset + batch_size] for offset in range(0, len(order), batch_size)]
 
@@ -119,7 +123,8 @@ def generate(model, processor, pages: list[Page], task: str, max_new_tokens: int
 def _generate_continuous(model, processor, prompt: str, task: str, pages: list[Page], order: list[int],
                          max_new_tokens: int, slots: int, progress: bool, sampling: dict | None,
                          loop_stop: LoopStop | None, seed: int | None, graphs: bool,
-                         vision: VisionFeatures | None) -> tuple[list[Generation], float]:
+                         vision: VisionFeatures | None, prefill_chunk_tokens: int,
+                         compile_step: bool) -> tuple[list[Generation], float]:
     """The continuous engine over pages in size order; results back in the given order."""
     from dharma_train.evaluation.continuous import ContinuousGenerator
 
@@ -129,7 +134,8 @@ def _generate_continuous(model, processor, prompt: str, task: str, pages: list[P
         sampling = {"top_k": getattr(model.generation_config, "top_k", None), **sampling}
     engine = ContinuousGenerator(model, processor, prompt, max_new_tokens, min(slots, max(len(pages), 1)),
                                  tokenizer.eos_token_id, sampling, loop_stop, use_graph=graphs, seed=seed,
-                                 grouped_attention=device.type == "cuda", vision=vision)
+                                 vision=vision, prefill_chunk_tokens=prefill_chunk_tokens,
+                                 compile_step=compile_step)
     start = time.perf_counter()
     references = [target_text(pages[i].answer, task) for i in order]
     results = engine.run([pages[i].image for i in order], progress, references=references) if pages else []
@@ -155,12 +161,14 @@ def _pixels(page: Page) -> int:
 def generate_across_ranks(model, processor, pages: list[Page], task: str, max_new_tokens: int, batch_size: int,
                           cache: str = "auto", progress: bool = True, sampling: dict | None = None,
                           engine: str = "auto", loop_stop: LoopStop | None = None, seed: int | None = None,
-                          vision: VisionFeatures | None = None) -> tuple[list[Generation], float]:
+                          vision: VisionFeatures | None = None, prefill_chunk_tokens: int = 8192,
+                          compile_step: bool = False) -> tuple[list[Generation], float]:
     """`generate` with the pages split over the run's processes: every process gets every answer, in page order,
     and the slowest process's wall time. With one process it is `generate`."""
     from dharma_train import distributed
 
     generations, seconds = generate(model, processor, distributed.shard(pages), task, max_new_tokens, batch_size,
                                     cache=cache, progress=progress and distributed.is_main(), sampling=sampling,
-                                    engine=engine, loop_stop=loop_stop, seed=seed, vision=vision)
+                                    engine=engine, loop_stop=loop_stop, seed=seed, vision=vision,
+                                    prefill_chunk_tokens=prefill_chunk_tokens, compile_step=compile_step)
     return distributed.gather(generations), max(distributed.gather([seconds]))

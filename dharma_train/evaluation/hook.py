@@ -41,6 +41,8 @@ class EvalConfig:
     loop_stop: bool = True  # continuous engine: stop a confirmed loop early, score its projection to the bound
     loop_stop_repeats: int = 8  # a unit that reads as text is a loop once repeated this many times
     loop_stop_max_pattern_tokens: int = 128  # longest unit looked for, in tokens
+    prefill_chunk_tokens: int = 8192  # continuous engine: prompt tokens a step writes beside the decode tokens; 0: all
+    compile_decode: bool = False  # continuous engine: fuse the decode step with torch.compile before its CUDA graph
     price_per_hour: float = 2.5  # USD per hour of the evaluating machine, for cost per million pages
 
     def __post_init__(self):
@@ -56,6 +58,9 @@ class EvalConfig:
             raise ValueError(f"evaluation.engine must be 'auto', 'continuous' or 'generate', got {self.engine!r}")
         if self.price_per_hour < 0:
             raise ValueError("evaluation.price_per_hour must be >= 0")
+        if self.prefill_chunk_tokens < 0:
+            raise ValueError(f"evaluation.prefill_chunk_tokens must be >= 0 (0: whole prompts), got "
+                             f"{self.prefill_chunk_tokens}")
         self.loop_stop_rule()  # refuses bad loop_stop_* values at start
 
     def loop_stop_rule(self) -> LoopStop | None:
@@ -78,7 +83,9 @@ def evaluate(model, processor, pages: PageSet, config: EvalConfig, output_dir: s
     generations, seconds = generate_across_ranks(model, processor, selected, config.task, config.max_new_tokens,
                                                  config.batch_size, cache=config.cache, progress=progress,
                                                  engine=config.engine,
-                                                 loop_stop=config.loop_stop_rule())
+                                                 loop_stop=config.loop_stop_rule(),
+                                                 prefill_chunk_tokens=config.prefill_chunk_tokens,
+                                                 compile_step=config.compile_decode)
     scores = [score_page(page.id, page.family, g.text, page.answer, g.hit_token_limit, g.new_tokens)
               for page, g in zip(selected, generations)]
     metrics = aggregate(scores)

@@ -1,7 +1,7 @@
 """The vision tower as its own stage of generation, apart from language-model prefill.
 
 The pages about to take slots are encoded together, in varlen batches of up to `MAX_BATCH_PATCHES` patches
-whatever their sizes, where prefill groups only pages whose prompts have the same length. Their features are kept
+whatever their sizes; their prompts are then written into the slots in chunks (`slots.py`). Their features are kept
 by image (path, size and modification time) in a `VisionFeatures` store the caller owns, up to a byte budget and on
 the host, so a second pass over the same pages with the same model (mining's greedy and sampled passes) does not
 encode them again. A store belongs to one model's vision tower: hand a new one to a changed model.
@@ -56,8 +56,8 @@ def encode_pages(model, prepared: list[dict], keys: list[tuple], store: VisionFe
             missing.setdefault(key, []).append(index)
     firsts = [indices[0] for indices in missing.values()]
     for batch in _batches(firsts, [int(prepared[i]["pixel_values"].shape[0]) for i in firsts]):
-        pixels = torch.cat([prepared[i]["pixel_values"] for i in batch]).to(device)
-        grids = torch.cat([prepared[i]["image_grid_thw"] for i in batch]).to(device)
+        pixels = torch.cat([prepared[i]["pixel_values"].to(device, non_blocking=True) for i in batch])
+        grids = torch.cat([prepared[i]["image_grid_thw"].to(device, non_blocking=True) for i in batch])
         encoded = model.model.get_image_features(pixels, grids).pooler_output
         for index, page_features in zip(batch, encoded):
             for same in missing[keys[index]]:

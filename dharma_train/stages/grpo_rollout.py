@@ -100,7 +100,7 @@ class EngineRollout:
                     network, self.processor, instruction, args.max_completion_length, len(pages),
                     self.processor.tokenizer.eos_token_id,
                     {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k}, loop_stop=None,
-                    use_graph=on_cuda, seed=seed, grouped_attention=on_cuda, vision=vision)
+                    use_graph=on_cuda, seed=seed, vision=vision)
                 results = engine.run([page.image for page in pages], progress=False)
         self.answers += len(results)
         self.images_encoded += vision.encoded

@@ -45,6 +45,8 @@ class MiningConfig:
     loop_stop_repeats: int = 8  # a unit that reads as text is a loop once repeated this many times
     loop_stop_max_pattern_tokens: int = 128  # longest unit looked for, in tokens
     vision_cache_gib: float = 8.0  # host memory for the pages' image features, encoded once for every pass
+    prefill_chunk_tokens: int = 8192  # continuous engine: prompt tokens a step writes beside the decode tokens; 0: all
+    compile_decode: bool = False  # continuous engine: fuse the decode step with torch.compile before its CUDA graph
     reasons: list[str] = field(default_factory=lambda: list(DEFAULT_REASONS))
     max_pairs_per_page: int = 2
     min_pairs: int = 8  # fewer than this: act per `on_too_few`
@@ -65,6 +67,9 @@ class MiningConfig:
         self.loop_stop_rule()  # refuses bad loop_stop_* values at start
         if self.vision_cache_gib < 0:
             raise ValueError(f"mining.vision_cache_gib must be >= 0, got {self.vision_cache_gib}")
+        if self.prefill_chunk_tokens < 0:
+            raise ValueError(f"mining.prefill_chunk_tokens must be >= 0 (0: whole prompts), got "
+                             f"{self.prefill_chunk_tokens}")
 
     def loop_stop_rule(self) -> LoopStop | None:
         """The loop stop these settings ask for, or None."""
@@ -105,7 +110,9 @@ def mine_pairs(model, processor, pages: PageSet, task: str, config: MiningConfig
                                                      config.batch_size, cache="auto", progress=progress,
                                                      sampling=sampling, engine=config.engine,
                                                      loop_stop=config.loop_stop_rule(),
-                                                     seed=seed + number, vision=vision)
+                                                     seed=seed + number, vision=vision,
+                                                     prefill_chunk_tokens=config.prefill_chunk_tokens,
+                                                     compile_step=config.compile_decode)
         seconds += elapsed
         for page, generation in zip(pages, generations):
             counts["generated"] += 1

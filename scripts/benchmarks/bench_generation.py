@@ -6,26 +6,38 @@ processor and chat template build the inputs. Pages: synthetic 896 x 1288 px pag
 A random model never emits the end token, so every page runs to its bound: 256 new tokens, or 2,048 for the pages
 made to loop in the looping set. Every row's time covers image preprocessing, prefill and decoding.
 
-Rows (each printed with its ratio to the baseline of this run):
+Sections (`--sections a,b,...`, default all; each a row or a check, printed with its ratio to the baseline of this
+run):
 - baseline: stock vision attention, `processor(...)` + `model.generate` on batches of 8, dynamic cache;
-- continuous engine (`dharma_train/evaluation/continuous.py`) at 8 and 64 slots, varlen vision attention;
-- a looping set: the same pages, 10 % of them bound at 2,048 tokens, with and without the loop stop; the
-  detector's verdicts replayed on those full-length generations;
-- greedy agreement with plain `generate` on the same pages (same patched model);
+- agreement: greedy agreement of the engine with plain `generate` on the same pages (same patched model);
+- continuous_1, _8, _32, _64: the continuous engine (`dharma_train/evaluation/continuous.py`) as evaluation runs it on
+  CUDA: prompts in chunks of 8,192 tokens beside the decode tokens, attention over each slot's live keys, varlen
+  vision attention;
+- whole_prompts_64: issue 32 item 2 off: every waiting prompt written in one step (`prefill_chunk_tokens=0`), so
+  decoding stops while slots refill, as before chunking;
+- masked_64: item 3's attention off: masked matmuls over each slot's whole cache instead of the varlen kernel;
+- compiled_64: item 3's fusion on: the decode step compiled by torch.compile before its CUDA graph;
+- looping: the same pages, 10 % of them bound at 2,048 tokens, with and without the loop stop; the detector's
+  verdicts replayed on those full-length generations;
+- profile: a torch.profiler summary of a 64-slot run (profile.txt);
 - int4 (AWQ W4A16's layout: symmetric int4, groups of 128, language linears) against the bf16 rows: on torch's
   int4 kernel alone (tinygemm, prefill included: the path before issue 32), and with the kernels the chooser
   (`dharma_train/models/int4_chooser.py`) picks per layer shape at each slot count (tinygemm, gemlite where
   installed, or the dequantized bf16 matmul) with prefill on the dequantized bf16 weights; each chosen row keeps
   the chooser's timings and `decode_backend`; plus exact-unpack checks of the stored layouts against the real
-  CUDA packers;
-- a torch.profiler summary of the 64-slot run.
+  CUDA packers (gemlite rows need gemlite's wheel in .whl: docs/quantization.md, "int4 that pays").
+Rows with the engine report decode-only tokens/s (tokens of steps without prompt tokens over those steps' GPU time)
+and the prefill share (vision tower and steps that wrote prompts, over the row's wall time).
 
---sections picks parts (default: all), e.g. the int4 comparison alone with its bf16 rows:
-    --sections continuous_1,continuous_8,continuous_32,continuous_64,int4
-
-Run on the device from the repository root (extra arguments go to the benchmark, e.g. --pages 64):
-    run(command="bash scripts/gpu.sh timeout 330 python3 -m scripts.benchmarks.bench_generation", carry=[".whl"])
-gemlite rows need gemlite's wheel in .whl (docs/quantization.md, "int4 that pays").
+Run on the device from the repository root (extra arguments go to the benchmark, e.g. --pages 64); all the sections
+together take longer than one call, so in two calls:
+    run(command="bash scripts/gpu.sh timeout 520 python3 -m scripts.benchmarks.bench_generation --sections
+        baseline,agreement,continuous_64,whole_prompts_64,masked_64,compiled_64,profile", carry=[".whl"])
+    run(command="bash scripts/gpu.sh timeout 520 python3 -m scripts.benchmarks.bench_generation --sections
+        baseline,continuous_1,continuous_8,continuous_32,continuous_64,looping,int4", carry=[".whl"])
+The first holds issue 32's rows (items 2 and 3, about 5 minutes by estimate).
+CPU smoke test of the engine rows (tiny model, seconds): python -m scripts.benchmarks.bench_generation --shape tiny
+    --device cpu --pages 6 --new-tokens 8 --sections baseline,agreement,continuous_8,whole_prompts_64,masked_64
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ import os
 import tempfile
 import time
 import traceback
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -74,6 +87,21 @@ def model_3b(tokenizer):
     return model.eval()
 
 
+def tiny_model(device: str):
+    """The embedded tiny Qwen2.5-VL (CPU smoke runs of this benchmark), fp32 on the CPU, bf16 on CUDA."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from dharma_train.models.tiny import tiny_model_dir
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    return Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir(), dtype=dtype).to(device).eval()
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
 def prompt_for(processor):
     from dharma_train.data.prompts import prompt_messages
 
@@ -88,7 +116,7 @@ def plain_generate(model, processor, pages, batch_size, new_tokens):
     tokenizer = processor.tokenizer
     prompt = prompt_for(processor)
     outputs = []
-    torch.cuda.synchronize()
+    sync(model.device)
     start = time.perf_counter()
     for offset in range(0, len(pages), batch_size):
         batch = pages[offset:offset + batch_size]
@@ -98,21 +126,35 @@ def plain_generate(model, processor, pages, batch_size, new_tokens):
             out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False,
                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
         outputs += [row[row != tokenizer.pad_token_id].tolist() for row in out[:, inputs["input_ids"].shape[1]:]]
-    torch.cuda.synchronize()
+    sync(model.device)
     return outputs, time.perf_counter() - start
 
 
-def engine(model, processor, pages, slots, new_tokens, bounds=None, loop_stop=None):
+@contextmanager
+def masked_attention():
+    """The engine's attention as masked matmuls over each slot's whole cache (the path before the varlen kernel)."""
+    from dharma_train.evaluation import slots
+
+    saved = slots.flash_available
+    slots.flash_available = lambda dtype, device: False
+    try:
+        yield
+    finally:
+        slots.flash_available = saved
+
+
+def engine(model, processor, pages, slots, new_tokens, bounds=None, loop_stop=None, chunk_tokens=8192,
+           compile_step=False):
     """The continuous engine as `generate(engine="continuous")` runs it: results, seconds, counters."""
     from dharma_train.evaluation.continuous import ContinuousGenerator
 
     generator = ContinuousGenerator(model, processor, prompt_for(processor), new_tokens, slots,
                                     processor.tokenizer.eos_token_id, None, loop_stop, use_graph=True, seed=None,
-                                    grouped_attention=True)
-    torch.cuda.synchronize()
+                                    prefill_chunk_tokens=chunk_tokens, compile_step=compile_step)
+    sync(model.device)
     start = time.perf_counter()
     results = generator.run([p.image for p in pages], progress=False, bounds=bounds)
-    torch.cuda.synchronize()
+    sync(model.device)
     return results, time.perf_counter() - start, generator.stats
 
 
@@ -120,14 +162,16 @@ def add_row(name, batch, pages, tokens, seconds, stats=None, **extra):
     row = {"config": name, "batch": batch, "pages": pages, "new_tokens": tokens, "seconds": seconds,
            "new_tokens_per_second": tokens / seconds, **extra}
     if stats:
-        decode_seconds = max(seconds - stats["prefill_seconds"], 1e-9)
-        row.update(stats, decode_tokens_per_second=tokens / decode_seconds)
+        row.update(stats, prefill_share=stats["prefill_seconds"] / seconds,
+                   decode_tokens_per_second=stats["decode_tokens"] / max(stats["decode_seconds"], 1e-9))
     baseline = REPORT.get("baseline_tokens_per_second")
     row["x_baseline"] = row["new_tokens_per_second"] / baseline if baseline else 1.0
     REPORT["rows"].append(row)
     print(f"ROW {name}: {row['new_tokens_per_second']:.0f} new tok/s ({row['x_baseline']:.1f}x), "
           f"{seconds:.2f} s, {pages} pages" + (f", decode-only {row['decode_tokens_per_second']:.0f} tok/s, "
-                                               f"prefill {stats['prefill_seconds']:.2f} s" if stats else ""),
+                                               f"prefill {stats['prefill_seconds']:.2f} s "
+                                               f"({row['prefill_share']:.0%}), {stats['mixed_steps']} mixed steps"
+                                               if stats else ""),
           flush=True)
 
 
@@ -211,10 +255,8 @@ def int4_unpack_checks(group_size=128):
     return checks
 
 
-def section(name, function, chosen=None):
-    """Run one part (unless `chosen` leaves it out); a failure is recorded and printed, and the rest still runs."""
-    if chosen is not None and name not in chosen:
-        return
+def section(name, function):
+    """Run one part; a failure is recorded and printed, and the rest still runs."""
     start = time.perf_counter()
     try:
         function()
@@ -225,15 +267,24 @@ def section(name, function, chosen=None):
     Path(REPORT["out"], "bench_generation.json").write_text(json.dumps(REPORT, indent=2, default=str))
 
 
+SECTIONS = ("baseline", "agreement", "continuous_1", "continuous_8", "continuous_32", "continuous_64",
+            "whole_prompts_64", "masked_64", "compiled_64", "looping", "profile", "int4")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--pages", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--loop-tokens", type=int, default=2048)
+    parser.add_argument("--sections", default="all", help=f"comma-separated parts of {', '.join(SECTIONS)}; "
+                                                           "default: all")
+    parser.add_argument("--shape", choices=("3b", "tiny"), default="3b")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
-    parser.add_argument("--sections", default="all", help="comma-separated parts to run (default: all)")
     args = parser.parse_args()
-    chosen = None if args.sections == "all" else set(args.sections.split(","))
+    wanted = set(SECTIONS) if args.sections == "all" else set(args.sections.split(","))
+    if wanted - set(SECTIONS):
+        parser.error(f"unknown sections {sorted(wanted - set(SECTIONS))}; known: {', '.join(SECTIONS)}")
     REPORT["out"] = args.out
 
     from dharma_train.data.synthetic.generate import generate_pages
@@ -243,11 +294,14 @@ def main():
     from dharma_train.models.vision_attention import use_varlen_vision_attention
 
     work = Path(tempfile.mkdtemp())
-    processor = load_processor(str(tiny_model_dir(work / "cache")), max_pixels=1288 * 896)
-    pages = generate_pages(work / "pages", args.pages, seed=0, width=896, height=1288, workers=8).pages
-    model = model_3b(processor.tokenizer)
-    REPORT.update(gpu=torch.cuda.get_device_name(), torch=torch.__version__,
-                  transformers=__import__("transformers").__version__,
+    tiny = args.shape == "tiny"
+    width, height = (224, 308) if tiny else (896, 1288)
+    processor = load_processor(str(tiny_model_dir(work / "cache")), max_pixels=None if tiny else width * height)
+    pages = generate_pages(work / "pages", args.pages, seed=0, width=width, height=height,
+                           workers=min(8, os.cpu_count() or 1)).pages
+    model = tiny_model(args.device) if tiny else model_3b(processor.tokenizer)
+    REPORT.update(gpu=torch.cuda.get_device_name() if args.device == "cuda" else "cpu", torch=torch.__version__,
+                  transformers=__import__("transformers").__version__, shape=args.shape,
                   parameters=sum(p.numel() for p in model.parameters()), new_tokens=args.new_tokens)
     n = args.new_tokens
     state: dict = {}
@@ -256,35 +310,28 @@ def main():
         plain_generate(model, processor, pages[:8], 8, 8)  # warm-up: kernels, allocator
         outputs, seconds = plain_generate(model, processor, pages[:8], 8, n)
         REPORT["baseline_tokens_per_second"] = sum(map(len, outputs)) / seconds
-        add_row("plain model.generate, batch 8 (baseline)", 8, 8, sum(map(len, outputs)), seconds)
-
-    section("baseline", baseline, chosen)
-    REPORT["vision_layers_patched"] = use_varlen_vision_attention(model)
+        add_row("plain model.generate, batch 8 (baseline)", 8, len(outputs), sum(map(len, outputs)), seconds)
 
     def agreement():
         reference, _ = plain_generate(model, processor, pages[:8], 8, 64)
         ours, _, _ = engine(model, processor, pages[:8], 8, 64)
-        differences = [first_difference(r, o.tokens) for r, o in zip(reference, ours)]
-        REPORT["greedy_agreement_3b"] = {"pages": 8, "new_tokens": 64, "identical": differences.count(-1),
-                                         "first_difference": differences}
-        print("greedy agreement with plain generate (8 pages x 64 tokens):", REPORT["greedy_agreement_3b"],
-              flush=True)
+        chunked, _, _ = engine(model, processor, pages[:8], 8, 64, chunk_tokens=640)  # prompts over 3 steps
+        for name, results in (("greedy_agreement_3b", ours), ("greedy_agreement_chunks_of_640", chunked)):
+            differences = [first_difference(r, o.tokens) for r, o in zip(reference, results)]
+            REPORT[name] = {"pages": len(reference), "new_tokens": 64, "identical": differences.count(-1),
+                            "first_difference": differences}
+            print(f"{name} with plain generate ({len(reference)} pages x 64 tokens):", REPORT[name], flush=True)
 
-    section("agreement", agreement, chosen)
-
-    def continuous(slots, count):
+    def continuous(slots, count, label=None, masked=False, **options):
         def run():
-            engine(model, processor, pages[:slots], slots, 8)  # warm-up: captures this slot count's graph
-            results, seconds, stats = engine(model, processor, pages[:count], slots, n)
-            add_row(f"continuous engine, {slots} slots", slots, count, sum(r.decoded for r in results), seconds,
-                    stats)
-            state[slots] = seconds
+            with masked_attention() if masked else nullcontext():
+                warm = pages[:slots]  # warm-up at the timed run's cache size: its graph, and its compile if asked
+                engine(model, processor, warm, slots, n, bounds=[n] + [min(8, n)] * (len(warm) - 1), **options)
+                results, seconds, stats = engine(model, processor, pages[:count], slots, n, **options)
+            add_row(label or f"continuous engine, {slots} slots", slots, count, sum(r.decoded for r in results),
+                    seconds, stats)
+            state[label or slots] = seconds
         return run
-
-    section("continuous_1", continuous(1, 4), chosen)
-    section("continuous_8", continuous(8, 16), chosen)
-    section("continuous_32", continuous(32, 64), chosen)
-    section("continuous_64", continuous(64, args.pages), chosen)
 
     def looping():
         bounds = [args.loop_tokens if i % 10 == 0 else n for i in range(args.pages)]
@@ -307,19 +354,16 @@ def main():
         REPORT["loop_stop_replay_3b"] = replay
         print("loop-stop replay on full-length 3B generations:", replay, flush=True)
 
-    section("looping", looping, chosen)
-
     def profile():
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
 
-        with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+        sort = "cuda_time_total" if args.device == "cuda" else "cpu_time_total"
+        with torch_profile(activities=activities) as prof:
             engine(model, processor, pages[:64], 64, 32)
-        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
-        Path(args.out, "profile.txt").write_text(table)
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12), flush=True)
-
-    section("profile", profile, chosen)
+        Path(args.out, "profile.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=25))
+        print(prof.key_averages().table(sort_by=sort, row_limit=12), flush=True)
 
     def int4():
         from dharma_train.models.int4_chooser import choose_int4_backends
@@ -358,18 +402,33 @@ def main():
                   flush=True)
         REPORT["weight_bytes"]["int4_after_choice"] = weight_bytes(model)
 
-    section("int4", int4, chosen)
-    REPORT["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    sections = {
+        "baseline": baseline, "agreement": agreement,
+        "continuous_1": continuous(1, min(4, args.pages)), "continuous_8": continuous(8, min(16, args.pages)),
+        "continuous_32": continuous(32, min(64, args.pages)), "continuous_64": continuous(64, args.pages),
+        "whole_prompts_64": continuous(64, args.pages, "64 slots, whole prompts (prefill_chunk_tokens=0)",
+                                       chunk_tokens=0),
+        "masked_64": continuous(64, args.pages, "64 slots, masked attention over the whole cache", masked=True),
+        "compiled_64": continuous(64, args.pages, "64 slots, decode step compiled (compile_decode)",
+                                  compile_step=True),
+        "looping": looping, "profile": profile, "int4": int4}
+    for name in SECTIONS:
+        if name in wanted:
+            section(name, sections[name])
+        if name == "baseline":  # every engine row runs the varlen vision attention
+            REPORT["vision_layers_patched"] = use_varlen_vision_attention(model)
+    REPORT["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None
     Path(args.out, "bench_generation.json").write_text(json.dumps(REPORT, indent=2, default=str))
     print(f"\n{REPORT['gpu']}, torch {REPORT['torch']}, transformers {REPORT['transformers']}, "
           f"{REPORT['parameters'] / 1e9:.2f}B parameters, {n} new tokens/page")
-    print("| configuration | pages | new tokens/s | x baseline | decode-only tok/s | seconds |")
+    print("| configuration | pages | new tokens/s | x baseline | decode-only tok/s | seconds (prefill share) |")
     print("|---|---|---|---|---|---|")
     for row in REPORT["rows"]:
         decode = f"{row['decode_tokens_per_second']:.0f}" if "decode_tokens_per_second" in row else ""
+        share = f" ({row['prefill_share']:.0%})" if "prefill_share" in row else ""
         print(f"| {row['config']} | {row['pages']} | {row['new_tokens_per_second']:.0f} | {row['x_baseline']:.1f}x | "
-              f"{decode} | {row['seconds']:.2f} |")
-    print(f"peak memory {REPORT['peak_memory_gib']:.1f} GiB; notes: {REPORT['notes']}")
+              f"{decode} | {row['seconds']:.2f}{share} |")
+    print(f"peak memory {REPORT['peak_memory_gib']} GiB; notes: {REPORT['notes']}")
 
 
 if __name__ == "__main__":

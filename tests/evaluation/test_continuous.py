@@ -6,11 +6,11 @@ import pytest
 import torch
 from transformers import Qwen2_5_VLForConditionalGeneration
 
+from dharma_train.data.prompts import prompt_messages
 from dharma_train.data.synthetic.generate import generate_pages
 from dharma_train.evaluation import continuous
 from dharma_train.evaluation.generate import generate
 from dharma_train.evaluation.loop_stop import LoopStop
-from dharma_train.evaluation.slots import slot_attention
 from dharma_train.models.loading import load_processor
 from dharma_train.models.tiny import tiny_model_dir
 
@@ -47,28 +47,64 @@ def _answers(generations):
     return [(g.text, g.new_tokens, g.hit_token_limit) for g in generations]
 
 
-def test_greedy_tokens_equal_plain_generate_with_fewer_slots_than_pages(engine_setup, monkeypatch):
+@pytest.fixture(scope="module")
+def stopped_plain(engine_setup):
+    """Plain `generate`'s greedy answers with the chosen token as the end token: pages end at different lengths."""
+    model, processor, pages, stop_token = engine_setup
+    tokenizer = processor.tokenizer
+    saved, tokenizer.eos_token = tokenizer.eos_token, tokenizer.convert_ids_to_tokens(stop_token)
+    try:
+        plain, _ = generate(model, processor, pages, "structured", NEW_TOKENS, 1, engine="generate", progress=False)
+    finally:
+        tokenizer.eos_token = saved
+    assert len({g.new_tokens for g in plain}) > 1 and any(not g.hit_token_limit for g in plain)
+    assert len({g.text for g in plain}) >= 4  # different answers: a page lost or swapped between slots would show
+    return plain
+
+
+def test_greedy_tokens_equal_plain_generate_with_fewer_slots_than_pages(engine_setup, stopped_plain, monkeypatch):
     model, processor, pages, stop_token = engine_setup
     tokenizer = processor.tokenizer
     monkeypatch.setattr(continuous, "_CAPACITY_STEP", 8)  # the caches grow (and slots move) as longer pages come
     saved, tokenizer.eos_token = tokenizer.eos_token, tokenizer.convert_ids_to_tokens(stop_token)
     try:
-        plain, _ = generate(model, processor, pages, "structured", NEW_TOKENS, 1, engine="generate", progress=False)
         ours, _ = generate(model, processor, pages, "structured", NEW_TOKENS, 3, engine="continuous",
                            progress=False)
     finally:
         tokenizer.eos_token = saved
-    assert _answers(ours) == _answers(plain)
-    assert len({g.new_tokens for g in plain}) > 1 and any(not g.hit_token_limit for g in plain)
-    assert len({g.text for g in plain}) >= 4  # different answers: a page lost or swapped between slots would show
+    assert _answers(ours) == _answers(stopped_plain)
 
 
-def test_repetition_penalty_of_the_generation_config_is_applied_as_generate_does(engine_setup, monkeypatch):
+@pytest.mark.parametrize("chunk_tokens", [40, 150])
+def test_prompts_written_in_chunks_while_other_slots_decode_give_plain_generates_tokens(
+        engine_setup, stopped_plain, monkeypatch, chunk_tokens):
+    """Prompts of 113 and 153 tokens: 40 splits each over several steps; 150 also ends one and starts the next."""
+    model, processor, pages, stop_token = engine_setup
+    monkeypatch.setattr(continuous, "_CAPACITY_STEP", 8)
+    prompt = processor.tokenizer.apply_chat_template(prompt_messages("structured"), add_generation_prompt=True,
+                                                     tokenize=False)
+    engine = continuous.ContinuousGenerator(model, processor, prompt, NEW_TOKENS, 3, stop_token, None, None,
+                                            use_graph=False, seed=None, prefill_chunk_tokens=chunk_tokens)
+    results = engine.run([page.image for page in pages], progress=False)
+    decode = processor.tokenizer.decode
+    assert [(decode(r.tokens, skip_special_tokens=True), len(r.tokens)) for r in results] == \
+        [(g.text, g.new_tokens) for g in stopped_plain]
+    stats = engine.stats
+    assert stats["prefill_chunks"] > len(pages)  # prompts split over several steps
+    assert stats["mixed_decode_tokens"] > 0  # while slots holding earlier pages decoded
+    assert stats["decode_tokens"] > 0  # and steps without prompt tokens ran the plain decode step
+    lengths = [engine.prepare(page.image)[1]["input_ids"].shape[1] for page in pages]
+    assert stats["prefill_tokens"] == sum(lengths)
+
+
+@pytest.mark.parametrize("chunk_tokens", [40, 8192])
+def test_repetition_penalty_of_the_generation_config_is_applied_as_generate_does(engine_setup, monkeypatch,
+                                                                                  chunk_tokens):
     model, processor, pages, _ = engine_setup
     monkeypatch.setattr(model.generation_config, "repetition_penalty", 1.3)
     plain, _ = generate(model, processor, pages[:3], "structured", NEW_TOKENS, 1, engine="generate", progress=False)
     ours, _ = generate(model, processor, pages[:3], "structured", NEW_TOKENS, 2, engine="continuous",
-                       progress=False)
+                       progress=False, prefill_chunk_tokens=chunk_tokens)
     assert _answers(ours) == _answers(plain)
 
 
@@ -86,29 +122,27 @@ def test_seeded_sampling_is_reproducible(engine_setup):
     assert run(8, 2) != first
 
 
-def test_slot_attention_matches_sdpa_with_a_per_slot_mask():
-    torch.manual_seed(0)
-    query, key, value = torch.randn(3, 8, 1, 16), torch.randn(3, 2, 10, 16), torch.randn(3, 2, 10, 16)
-    lengths = torch.tensor([3, 10, 6])
-    mask = (torch.arange(10)[None, :] < lengths[:, None])[:, None, None, :]
-    ours, _ = slot_attention(None, query, key, value, mask, scaling=0.25)
-    reference = torch.nn.functional.scaled_dot_product_attention(
-        query, key.repeat_interleave(4, dim=1), value.repeat_interleave(4, dim=1), attn_mask=mask, scale=0.25)
-    assert torch.allclose(ours, reference.transpose(1, 2), atol=1e-6)
-
-
 def test_an_empty_page_list_gives_no_answers(engine_setup):
     model, processor, _, _ = engine_setup
     assert generate(model, processor, [], "structured", 8, 4, engine="continuous",
                     progress=False)[0] == []
 
 
-def test_a_confirmed_loop_frees_its_slot_and_is_scored_on_its_projection_to_the_bound(engine_setup):
+@pytest.fixture(scope="module")
+def full_length(engine_setup):
+    """Four pages decoded to a bound of 48 with no loop stop."""
+    model, processor, pages, _ = engine_setup
+    return generate(model, processor, pages[:4], "structured", 48, 2, engine="continuous", progress=False)[0]
+
+
+@pytest.mark.parametrize("chunk_tokens", [40, 8192])
+def test_a_confirmed_loop_frees_its_slot_and_is_scored_on_its_projection_to_the_bound(engine_setup, full_length,
+                                                                                       chunk_tokens):
     model, processor, pages, _ = engine_setup
     lax = LoopStop(max_period=8, min_tokens=12, min_repeats=4, check_every=4)  # the tiny model's loops are short
-    full, _ = generate(model, processor, pages[:4], "structured", 48, 2, engine="continuous", progress=False)
+    full = full_length
     early, _ = generate(model, processor, pages[:4], "structured", 48, 2, engine="continuous", progress=False,
-                        loop_stop=lax)
+                        loop_stop=lax, prefill_chunk_tokens=chunk_tokens)
     stopped = [g for g in early if g.stopped_early]
     assert stopped and all(g.new_tokens == 48 and g.hit_token_limit and g.tokens_decoded < 48 for g in stopped)
     assert all(a.text == b.text for a, b in zip(full, early) if not b.stopped_early)

@@ -42,3 +42,9 @@ def test_an_int4_model_records_what_its_linears_ran_on_and_why(tiny_artifact, pa
     assert metrics["int4_kernel_choice"] == ["int4 kernels not measured on cpu: tinygemm up to 64 rows, "
                                              "bf16-dequantized weights above; gemlite not installed "
                                              "(pip install 'dharma_train[gemlite]')"]
+
+
+def test_config_refuses_a_negative_prompt_chunk():
+    with pytest.raises(ValueError, match="evaluation.prefill_chunk_tokens"):
+        EvalConfig(prefill_chunk_tokens=-1)
+    assert EvalConfig(prefill_chunk_tokens=0).prefill_chunk_tokens == 0  # 0: every waiting prompt in one step

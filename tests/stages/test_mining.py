@@ -27,3 +27,5 @@ def test_config_refuses_unknown_reasons_and_empty_passes():
         MiningConfig(greedy=False, samples_per_page=0)
     with pytest.raises(ValueError, match="on_too_few"):
         MiningConfig(on_too_few="maybe")
+    with pytest.raises(ValueError, match="mining.prefill_chunk_tokens"):
+        MiningConfig(prefill_chunk_tokens=-1)

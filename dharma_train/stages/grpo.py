@@ -149,7 +149,8 @@ class GRPOStage(Stage):
                                f"{context.run_name}/{self.name}", num_generations=cfg.num_generations,
                                max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature,
                                top_p=cfg.top_p, beta=cfg.beta, epsilon=cfg.epsilon, loss_type=cfg.loss_type,
-                               scale_rewards=cfg.scale_rewards, reward_weights=cfg.rewards.weights())
+                               scale_rewards=cfg.scale_rewards, reward_weights=cfg.rewards.weights(),
+                               logging_steps=reward_logging_steps(context.trainer.logging_steps, opt.max_steps))
         rollout = EngineRollout(pages.pages, processor) if engine == "continuous" else None
         trainer = GRPOTrainer(
             model=network, reward_funcs=rewards.functions(), args=args, train_dataset=grpo_dataset(pages, cfg.task),
@@ -176,6 +177,14 @@ class GRPOStage(Stage):
                                         "output": artifact.to_dict(), "config": asdict(cfg),
                                         "train_pages": str(pages.root), "metrics": metrics})
         return StageResult(self.name, artifact, metrics)
+
+
+def reward_logging_steps(logging_steps: int, max_steps: int) -> int:
+    """Log often enough for the reward curves to be curves: at least 20 points over a short run (a CPU recipe's
+    logging_steps of 20 left a 20-step GRPO stage one point), never less often than trainer.logging_steps."""
+    if max_steps <= 0:
+        return logging_steps
+    return max(1, min(logging_steps, max_steps // 20))
 
 
 def end_tokens(model, processor) -> set[int]:

@@ -72,7 +72,7 @@ def build_arguments(config_class, optimization: OptimizationConfig, hardware: Tr
     arguments = trainer_arguments(optimization, hardware, output_dir, report_to, run_name)
     if not _has_field(config_class, "max_length"):  # GRPOConfig bounds its answers with max_completion_length
         del arguments["max_length"]
-    args = config_class(**arguments, **stage_arguments)
+    args = config_class(**{**arguments, **stage_arguments})  # a stage's own value wins (GRPO's logging_steps)
     policy = hardware.hardware.fsdp2_precision(hardware.resolved_precision())
     if policy is not None:
         args.fsdp_plugin_args["mixed_precision_policy"] = policy

@@ -13,7 +13,7 @@ from dharma_train.config import validate
 from dharma_train.config_files import config_dir, register_recipes
 from dharma_train.errors import ConfigError
 from dharma_train.preflight import check_machine
-from dharma_train.stages.grpo import sampling_engine
+from dharma_train.stages.grpo import reward_logging_steps, sampling_engine
 from dharma_train.stages.grpo_rewards import TERMS
 from dharma_train.training.config import TrainerConfig
 from dharma_train.training.hardware import HardwareConfig
@@ -68,7 +68,7 @@ def test_auto_samples_through_the_continuous_engine_on_a_whole_model_on_cuda_and
 
 
 def _context(**trainer):
-    return StageContext(trainer=TrainerConfig(device="cpu", precision="fp32", logging_steps=1, **trainer))
+    return StageContext(trainer=TrainerConfig(**{"device": "cpu", "precision": "fp32", "logging_steps": 1, **trainer}))
 
 
 def _config(method: str, **values) -> GRPOStageConfig:
@@ -85,7 +85,8 @@ def _weights(path) -> dict:
 def test_lora_with_a_kl_term_trains_against_the_adapters_off_reference_and_records_the_rewards(tiny_artifact, pages,
                                                                                                  tmp_path):
     config = _config("lora", beta=0.04, engine="continuous")  # sampled by the engine through the adapters
-    result = GRPOStage("grpo", config).run(tiny_artifact, pages[0], tmp_path, _context())
+    # the CPU trainer's logging_steps of 20 would log a 2-step stage once: the reward curves log every step
+    result = GRPOStage("grpo", config).run(tiny_artifact, pages[0], tmp_path, _context(logging_steps=20))
     record = result.metrics["grpo"]
     assert record["engine"] == "continuous"
     assert (record["answers"], record["groups"]) == (16, 4)  # 2 steps x 2 pages x 4 answers
@@ -122,3 +123,10 @@ def test_an_interrupted_stage_resumes_from_its_checkpoint_and_its_record_covers_
     assert result.metrics["resumed_from_step"] == 1
     record = result.metrics["grpo"]
     assert record["curves"]["step"] == [1, 2] and record["groups"] == 4  # step 1's logs came back with its state
+
+
+@pytest.mark.parametrize("logging_steps, max_steps, expected", [(20, 20, 1), (20, 400, 20), (10, 1000, 10),
+                                                                   (10, 60, 3), (5, -1, 5), (1, 2, 1)])
+def test_the_reward_curves_get_about_20_points_and_never_fewer_logs_than_the_trainer_asks(logging_steps, max_steps,
+                                                                                          expected):
+    assert reward_logging_steps(logging_steps, max_steps) == expected

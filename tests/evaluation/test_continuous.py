@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from transformers import Qwen2_5_VLForConditionalGeneration
 
 from dharma_train.data.prompts import prompt_messages
 from dharma_train.data.synthetic.generate import generate_pages
@@ -13,6 +11,7 @@ from dharma_train.evaluation.generate import generate
 from dharma_train.evaluation.loop_stop import LoopStop
 from dharma_train.models.loading import load_processor
 from dharma_train.models.tiny import tiny_model_dir
+from tests.tiny_models import perturbed_tiny_model
 
 NEW_TOKENS = 24
 
@@ -22,12 +21,7 @@ def engine_setup(tmp_path_factory):
     """The tiny model with its weights perturbed (a plain random init repeats one token), and pages of two sizes."""
     folder = tiny_model_dir()
     processor = load_processor(str(folder))
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
-    noise = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.ndim == 2:
-                parameter.add_(torch.randn(parameter.shape, generator=noise) * 0.1)
+    model = perturbed_tiny_model()
     root = tmp_path_factory.mktemp("engine_pages")
     small = generate_pages(root / "small", 3, seed=5, width=168, height=224, id_prefix="small").pages
     large = generate_pages(root / "large", 4, seed=3).pages

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
-from transformers import Qwen2_5_VLForConditionalGeneration
 
 from dharma_train.data.prompts import prompt_messages
 from dharma_train.data.synthetic.generate import generate_pages
@@ -15,6 +14,7 @@ from dharma_train.evaluation.slots import Chunk, SlotDecoder, text_attention
 from dharma_train.evaluation.vision_stage import VisionFeatures, embed_with_images, encode_pages
 from dharma_train.models.loading import load_processor
 from dharma_train.models.tiny import tiny_model_dir
+from tests.tiny_models import perturbed_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +22,7 @@ def tiny(tmp_path_factory):
     """The tiny model (weights perturbed, as in test_continuous.py) and two pages' inputs, prompts 113 and 153."""
     folder = tiny_model_dir()
     processor = load_processor(str(folder))
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
-    noise = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.ndim == 2:
-                parameter.add_(torch.randn(parameter.shape, generator=noise) * 0.1)
+    model = perturbed_tiny_model()
     root = tmp_path_factory.mktemp("slot_pages")
     pages = generate_pages(root / "small", 1, seed=5, width=168, height=224, id_prefix="small").pages
     pages += generate_pages(root / "large", 1, seed=3).pages

@@ -16,6 +16,7 @@ from dharma_train.models.loading import load_processor
 from dharma_train.models.quantized import (Int4Linear, decode_backend, int4_linear_from_codes, int4_supported,
                                            quantize_groups, set_module, use_int4_kernels)
 from dharma_train.models.tiny import tiny_model_dir
+from tests.tiny_models import perturbed_tiny_model
 
 
 def _dequantize(codes, scale, zero_point=None):
@@ -142,12 +143,7 @@ def int4_tiny(tmp_path_factory):
     """The tiny model with perturbed weights (a plain random init repeats one token), its language linears int4,
     and pages of two sizes."""
     folder = tiny_model_dir()
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
-    noise = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.ndim == 2:
-                parameter.add_(torch.randn(parameter.shape, generator=noise) * 0.1)
+    model = perturbed_tiny_model()
     layers = to_int4(model)
     root = tmp_path_factory.mktemp("int4_pages")
     pages = (generate_pages(root / "small", 2, seed=5, width=168, height=224, id_prefix="small").pages

@@ -6,6 +6,9 @@ import re
 from dataclasses import dataclass
 
 
+MASTER_WEIGHTS = ("model", "optimizer")
+
+
 @dataclass
 class PerformanceConfig:
     """Speed and memory options for the trained stages; docs/performance.md measures each on an H100."""
@@ -19,6 +22,8 @@ class PerformanceConfig:
     fused_optimizer: bool = True  # fused AdamW on CUDA (one kernel for all parameters)
     prefetch_batches: int = 2  # batches each data-loader worker prepares ahead (workers: trainer.dataloader_workers)
     lora_4bit: bool = False  # QLoRA: LoRA stages load the frozen language model in 4-bit NF4 (bitsandbytes)
+    master_weights: str = "model"  # where the fp32 weights live under bf16: model (fp32 parameters, autocast casts
+    # them in every forward) | optimizer (bf16 parameters, fp32 copies in the optimizer; one process, not FSDP2/ZeRO-3)
 
     def __post_init__(self):
         self.recompute = _switch(self.recompute, on="all")
@@ -26,6 +31,9 @@ class PerformanceConfig:
         self.compile = _switch(self.compile, on="on")
         if self.compile not in ("auto", "on", "off"):
             raise ValueError(f"trainer.performance.compile must be auto, on or off, got {self.compile!r}")
+        if self.master_weights not in MASTER_WEIGHTS:
+            raise ValueError(f"trainer.performance.master_weights must be one of {list(MASTER_WEIGHTS)}, got "
+                             f"{self.master_weights!r}")
         check_policy(self.recompute)
         check_budget(self.token_budget)
         if self.prefetch_batches < 1:

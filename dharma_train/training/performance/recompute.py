@@ -28,6 +28,7 @@ from contextlib import contextmanager
 import torch
 
 from dharma_train.training.config import planned_recompute
+from dharma_train.training.resources import optimizer_state_bytes
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +88,6 @@ def choose_policy(measured: dict[str, int | None], extra_bytes: int, budget_byte
     """The least recomputation measured to fit; None when not even the most recomputing candidate does."""
     fitting = [p for p in candidates if p in measured and fits(measured[p], extra_bytes, budget_bytes)]
     return fitting[0] if fitting else None
-
-
-def optimizer_state_bytes(model) -> int:
-    """AdamW's two moments, in each trainable parameter's dtype: allocated at the first step, after the probe."""
-    return sum(2 * p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
 
 
 def apply_policy(model, policy: str) -> None:
@@ -174,10 +170,11 @@ def _release(model) -> None:
     torch.cuda.empty_cache()
 
 
-def probe_recompute(trainer, budget_bytes: int, rows: list[int] | None = None) -> dict:
+def probe_recompute(trainer, budget_bytes: int, rows: list[int] | None = None,
+                    masters_in_optimizer: bool = False) -> dict:
     """Bisect the candidates by measured peaks on the largest batch; set the choice; return it with the numbers."""
     batch = largest_batch(trainer, rows)
-    extra = optimizer_state_bytes(trainer.model)
+    extra = optimizer_state_bytes(trainer.model, masters_in_optimizer)
     measured: dict[str, int | None] = {}
     with metrics_untouched(trainer):
         while (policy := next_probe(measured, extra, budget_bytes)) is not None:
@@ -218,7 +215,7 @@ def choose_recompute(trainer, settings, stage: str, largest_rows: list[int] | No
                  "auto off CUDA: memory is not probed there, and recomputing would only slow the step")
         return {"policy": policy}
     budget = min(memory_budget_bytes(settings.memory_budget_gb, "cuda"), torch.cuda.mem_get_info()[1])
-    choice = probe_recompute(trainer, budget, largest_rows)
+    choice = probe_recompute(trainer, budget, largest_rows, settings.masters_in_optimizer())
     log.info("stage %s: recompute=%s, chosen by a probe of the largest batch (%d tokens): predicted peak %s GiB "
              "(probe %s GiB + %.1f GiB optimizer state) of a %.1f GiB budget; probed %s", stage, choice["policy"],
              choice["probe_tokens"], choice["predicted_peak_gib"], choice["probe_peak_gib"],

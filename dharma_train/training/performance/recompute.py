@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import gc
 import logging
+import types
 from contextlib import contextmanager
 
 import torch
@@ -91,14 +92,34 @@ def choose_policy(measured: dict[str, int | None], extra_bytes: int, budget_byte
 
 
 def apply_policy(model, policy: str) -> None:
-    """Set per-layer activation checkpointing on `model` (a PeftModel passes it to its base), stack by stack."""
+    """Set per-layer activation checkpointing on `model` (a PeftModel passes it to its base), stack by stack.
+
+    The policy outlives a later `gradient_checkpointing_enable()`: TRL's DPO disables checkpointing around each
+    reference forward and enables it again after, which would recompute every layer from the second step on and put
+    compiled layers under transformers' wrapper (`compiled_layers.py`); that call re-applies the policy instead."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.__dict__.pop("gradient_checkpointing_enable", None)  # a policy set before: the stock method again
     if policy == "off":
-        model.gradient_checkpointing_disable()
+        base.gradient_checkpointing_disable()
         return
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    set_layer_flags(base, policy)
+    base._dharma_recompute_policy = policy
+    base.gradient_checkpointing_enable = types.MethodType(_enable_policy, base)  # bound: a deepcopy rebinds it
+
+
+def _enable_policy(self, *args, **kwargs) -> None:
+    """`gradient_checkpointing_enable` of a model with a policy set: that policy, whatever is asked."""
+    apply_policy(self, self._dharma_recompute_policy)
+
+
+def set_layer_flags(model, policy: str) -> None:
+    """Each repeated layer recomputes under transformers' wrapper as `policy` says, except compiled layers, which
+    recompute inside their own graph where they do (`compiled_layers.py`) and never under the wrapper."""
     for stack in layer_stacks(model):
         for index, layer in enumerate(stack):
-            layer.gradient_checkpointing = recomputes(policy, index)
+            layer.gradient_checkpointing = recomputes(policy, index) and getattr(
+                layer, "_compiled_call_impl", None) is None
 
 
 def layer_stacks(model) -> list:

@@ -22,9 +22,9 @@ losses are compared with the eager row of the same plan (same batches).
     run(command="TOKENIZERS_PARALLELISM=false bash scripts/gpu.sh python3 -m scripts.benchmarks.bench_training
         --configs baseline-lora ours-lora --check --profile ours-full", carry=[".whl"])
 
-Issue 33 item 3 on one 80 GB H100 (~8 min): master weights in the optimizer against fp32 parameters under autocast,
-on the plan the eager row chose (plan=previous: the same batches, so each row's losses are checked against it),
-then with its own plan, full fine-tuning and LoRA:
+Issue 33 item 3 on one 80 GB H100 (not yet run; sized to finish in 9 min): master weights in the optimizer against
+fp32 parameters under autocast, on the plan the eager row chose (plan=previous: the same batches, so each row's
+losses are checked against it), then with its own plan, full fine-tuning and LoRA:
 
     run(command="TOKENIZERS_PARALLELISM=false timeout 540 bash scripts/gpu.sh
         python3 -m scripts.benchmarks.bench_training --steps 6 --configs ours-full:compile=off ours-full:plan=previous

@@ -106,7 +106,8 @@ def _trainer(tiny_artifact, pages, folder, method: str, masters: bool, steps: in
                      lr_scheduler_type="constant", bf16=True, use_cpu=True, report_to=[], logging_steps=1, seed=0,
                      data_seed=0, max_length=None, save_strategy="steps" if save_steps else "no",
                      save_steps=save_steps or 500)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(PageSet(pages[0].root, pages[0].pages[:8]), "structured"),
+    eight = PageSet(pages[0].root, pages[0].pages[:8])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(eight, "structured"),
                          processing_class=load_processor(tiny_artifact.processor_location),
                          peft_config=lora_config(LoraSettings()) if method == "lora" else None)
     if masters:
@@ -165,7 +166,8 @@ def test_a_resumed_run_continues_from_the_saved_fp32_copies(tiny_artifact, pages
     assert _losses(resumed)[-1] == _losses(whole)[-1]
     expected, got = _trained(whole), _trained(resumed)
     assert all(torch.equal(got[name], expected[name]) for name in expected)
-    assert all(torch.equal(a, b) for a, b in zip(resumed.model.state_dict().values(), whole.model.state_dict().values()))
+    weights = zip(resumed.model.state_dict().values(), whole.model.state_dict().values())
+    assert all(torch.equal(a, b) for a, b in weights)
 
 
 def test_it_needs_half_precision_and_a_trainer_without_an_optimizer(tiny_artifact, pages, tmp_path):

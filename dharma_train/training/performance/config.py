@@ -15,8 +15,8 @@ class PerformanceConfig:
 
     padding_free: bool = True  # pack each padded batch into one row in the language model: no compute on pad tokens
     fused_kernels: bool = True  # liger-kernel RMSNorm and SwiGLU (CUDA, when liger-kernel is installed)
-    compile: str = "auto"  # torch.compile the repeated layers, recomputed ones too (CUDA, one process, SFT): auto
-    # (full fine-tuning; LoRA stays eager, its compiled losses are not yet explained) | on (LoRA too) | off
+    compile: str = "auto"  # torch.compile the repeated layers, recomputed ones too (CUDA, one process, SFT and
+    # DPO): auto (full fine-tuning; LoRA stays eager, its compiled losses are not yet explained) | on (LoRA too) | off
     recompute: str = "auto"  # auto: least recomputation that fits, probed at start-up | off | all | every_N | keep_N
     token_budget: str = "auto"  # tokens per micro-batch (per process, SFT on CUDA): auto | off (batch_size pages) | N
     fused_optimizer: bool = True  # fused AdamW on CUDA (one kernel for all parameters)

@@ -127,7 +127,7 @@ def _losses(trainer) -> list[float]:
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
 
-@pytest.mark.parametrize("method", ["full", pytest.param("lora", marks=pytest.mark.slow)])  # lora: 50 s here
+@pytest.mark.parametrize("method", ["full", "lora"])
 def test_three_steps_update_the_tiny_model_as_fp32_master_weights_under_autocast_do(tiny_artifact, pages, tmp_path,
                                                                                    method):
     """Against the path as it ships (full: fp32 parameters; LoRA: peft's fp32 adapters on the bf16 base), same

@@ -301,14 +301,16 @@ def evaluation_key(evaluation, pages: str, context, point_key: str) -> str:
 
 def trainer_inputs(trainer) -> dict:
     """The `trainer` settings that change what a stage computes, decided field by field: the seed, what happens on
-    a NaN, the resolved device and precision, the token budget (it changes the batches) and lora_4bit (it quantizes
-    the frozen base). Everything else there changes speed, memory or bookkeeping, not the result: recomputation,
-    compile, kernels, packing, the fused optimizer, loaders, the hardware strategy and its sharding options, the
-    memory budget, checkpoints, resume, logging and the lock."""
+    a NaN, the resolved device and precision, the token budget (it changes the batches), lora_4bit (it quantizes
+    the frozen base) and master weights in the optimizer where they apply (bf16 parameters; named only then, so
+    keys from before the setting stay valid). Everything else there changes speed, memory or bookkeeping, not the
+    result: recomputation, compile, kernels, packing, the fused optimizer, loaders, the hardware strategy and its
+    sharding options, the memory budget, checkpoints, resume, logging and the lock."""
+    performance = {"token_budget": trainer.performance.token_budget, "lora_4bit": trainer.performance.lora_4bit}
+    if trainer.masters_in_optimizer():
+        performance["master_weights"] = "optimizer"
     return {"seed": trainer.seed, "on_nonfinite": trainer.on_nonfinite, "device": trainer.resolved_device(),
-            "precision": trainer.resolved_precision(),
-            "performance": {"token_budget": trainer.performance.token_budget,
-                            "lora_4bit": trainer.performance.lora_4bit}}
+            "precision": trainer.resolved_precision(), "performance": performance}
 
 
 # ---- fingerprints ----------------------------------------------------------------------------------------------

@@ -70,6 +70,21 @@ def test_the_out_of_memory_advice_keeps_finished_stages_and_the_token_budget_doe
     assert _inputs() != _inputs(performance=PerformanceConfig(lora_4bit=True))
 
 
+def test_master_weights_in_the_optimizer_are_an_input_only_where_they_apply():
+    """bf16 parameters change what a stage computes; on a CPU (fp32) the setting changes nothing, so the key stays."""
+    from dharma_train.manifest import describe_changes
+    from dharma_train.training.performance.config import PerformanceConfig
+
+    def inputs(**trainer):
+        stage = SFTStage("structured", SFTStageConfig())
+        return stage_inputs(stage, StageContext(trainer=TrainerConfig(**trainer)), "abc", "p1")
+
+    optimizer = PerformanceConfig(master_weights="optimizer")
+    assert inputs(device="cpu", performance=optimizer) == inputs(device="cpu")
+    assert describe_changes(inputs(precision="bf16"), inputs(precision="bf16", performance=optimizer)) == \
+        "trainer settings changed (performance.master_weights: (none) -> optimizer)"
+
+
 def test_missing_unreadable_or_truncated_manifests_mean_not_finished(tmp_path):
     assert read_manifest(tmp_path) is None
     assert is_fresh(None, _inputs()) == (False, "it has not finished in this output_dir before")

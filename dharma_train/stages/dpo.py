@@ -116,6 +116,7 @@ class DPOStage(Stage):
         from dharma_train.training.checkpoints import train_resumably
         from dharma_train.training.model_setup import freeze_vision_tower, lora_config
         from dharma_train.training.performance import quantized_base, speed_up
+        from dharma_train.training.performance.apply import compile_repeated_layers
         from dharma_train.training.saving import save_from_trainer, write_stage_record
 
         cfg, opt = self.config, self.config.optimization
@@ -142,6 +143,9 @@ class DPOStage(Stage):
             reference = load_model(model, dtype=context.trainer.model_dtype(), settings=context.model)
         for trained_or_reference in filter(None, (network, reference)):
             speed_up(trained_or_reference, context.trainer.performance, context.trainer.resolved_device())
+        if reference is not None:  # never trained, so nothing recomputes; the trained model compiles in training
+            compile_repeated_layers(reference, context.trainer.performance, context.trainer.resolved_device(),
+                                    None if context.trainer.hardware.sharded else "off")
         loss_types, loss_weights = [cfg.loss_type], [1.0]
         if cfg.sft_loss_weight > 0:
             loss_types, loss_weights = [cfg.loss_type, "sft"], [1.0, cfg.sft_loss_weight]
@@ -155,11 +159,8 @@ class DPOStage(Stage):
             processing_class=processor, peft_config=lora_config(opt.lora) if opt.method == "lora" else None,
             callbacks=tracking.callbacks,
         )
-        # resumes, stops on SIGTERM, catches NaN; eager, since compiled DPO is not yet measured (docs/performance.md)
         try:
-            metrics = train_resumably(trainer, context.trainer, self.name, eager_because=(
-                "DPO stages: compiled DPO, with TRL's reference forwards and LoRA's adapters switched off for them, "
-                "is not yet measured on a GPU"))
+            metrics = train_resumably(trainer, context.trainer, self.name)  # resumes, stops on SIGTERM, catches NaN
         finally:
             tracking.close()
         metrics.update({"pairs": len(pairs), **mining})

@@ -21,8 +21,7 @@ from transformers import TrainerCallback
 from dharma_train.console import DropMessages
 from dharma_train.files import disk_full_as_error, read_json_or_none
 from dharma_train.training.numerics import NonFiniteGuard, check_finite_weights
-from dharma_train.training.performance.apply import compile_repeated_layers
-from dharma_train.training.performance.plan import plan_batches
+from dharma_train.training.performance.apply import prepare_trainer
 from dharma_train.training.preemption import StopOnSignal, handle_signals
 from dharma_train.training.resources import (
     check_free_disk,
@@ -175,12 +174,12 @@ def train_resumably(trainer, settings, stage: str, eager_because: str | None = N
     start_step = checkpoint_step(start) if start else 0  # read now: the checkpoint may be rotated away in training
     if start is not None:
         log.info("stage %s: resuming from %s (step %d)", stage, start, start_step)
+    one_checkpoint = checkpoint_bytes(trainer.model, settings.masters_in_optimizer())
     if settings.checkpoint_every:
-        room = (settings.keep_checkpoints + 1) * checkpoint_bytes(trainer.model) + tensor_bytes(trainer.model)
+        room = (settings.keep_checkpoints + 1) * one_checkpoint + tensor_bytes(trainer.model)
         check_free_disk(folder, room, f"stage {stage}'s checkpoints and saved model")
-    sampler, recompute = plan_batches(trainer, settings, stage)  # sampler None: fixed batches; recompute None: sharded
-    compile_repeated_layers(trainer.model, settings.performance, settings.resolved_device(),
-                            recompute["policy"] if recompute else None, eager_because)  # None: a sharded engine
+    prepared = prepare_trainer(trainer, settings, stage, eager_because)
+    sampler, recompute = prepared["sampler"], prepared["recompute"]  # None: fixed batches; None: a sharded engine
     guard = NonFiniteGuard(settings.on_nonfinite)
     trainer.create_model_card = _no_trainer_card  # TRL calls it at every checkpoint
     from dharma_train.console import label_training_bar
@@ -192,7 +191,7 @@ def train_resumably(trainer, settings, stage: str, eager_because: str | None = N
         if start is not None:
             trainer.add_callback(ReloadFullWeights(start))
         with stop.graceful(), quiet_trainer_key_lists(), partial_checkpoints_removed(folder), disk_full_as_error(
-                f"stage {stage}: writing a checkpoint in {folder}", folder, checkpoint_bytes(trainer.model)):
+                f"stage {stage}: writing a checkpoint in {folder}", folder, one_checkpoint):
             output = trainer.train(resume_from_checkpoint=str(start) if start else None)
         step = trainer.state.global_step
         saved = last_checkpoint(folder, remove_incomplete=False)

@@ -84,8 +84,15 @@ class TrainerConfig:
         return "bfloat16" if self.resolved_precision() == "bf16" else "float32"
 
     def training_dtype(self, method: str) -> str:
-        """Full fine-tuning keeps fp32 master weights under bf16 autocast: pure-bf16 weights drop small updates."""
-        return "float32" if method == "full" else self.model_dtype()
+        """Full fine-tuning keeps fp32 master weights, as its parameters under bf16 autocast or, with
+        master_weights=optimizer, in the optimizer (the parameters then bf16): pure-bf16 weights drop small updates."""
+        return "float32" if method == "full" and not self.masters_in_optimizer() else self.model_dtype()
+
+    def masters_in_optimizer(self) -> bool:
+        """performance.master_weights=optimizer where it applies: bf16 training in one process or DDP (FSDP2 and
+        ZeRO-3 keep fp32 shards of their own; an fp32 run has nothing to keep apart)."""
+        return (self.performance.master_weights == "optimizer" and self.resolved_precision() == "bf16"
+                and not self.hardware.sharded)
 
 
 def planned_recompute(settings: TrainerConfig) -> str:

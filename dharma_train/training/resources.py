@@ -2,8 +2,10 @@
 
 The memory estimate counts what training keeps per parameter and nothing else (activations depend on pages and
 batch): full fine-tuning holds fp32 weights (4 bytes), gradients (4) and AdamW's two moments (8) for every
-trainable parameter, 4 bytes for each frozen one, and a frozen reference copy for DPO; LoRA holds the base in the
-training dtype plus a negligible adapter. It is a floor: a run over it cannot fit, a run under it still may not.
+trainable parameter, 4 bytes for each frozen one, and a frozen reference copy for DPO; with the master weights in the
+optimizer, bf16 weights (2) and gradients (2), the fp32 copy (4) and the moments (8), 2 bytes for each frozen one.
+LoRA holds the base in the training dtype plus a negligible adapter. It is a floor: a run over it cannot fit, a run
+under it still may not.
 """
 
 from __future__ import annotations
@@ -42,20 +44,30 @@ def tensor_bytes(model, dtype: str | None = None, trainable_only: bool = False) 
     return total
 
 
-def checkpoint_bytes(model) -> int:
-    """One trainer checkpoint: the saved weights (the adapter alone for LoRA) plus AdamW's two moments."""
+def optimizer_state_bytes(model, masters_in_optimizer: bool = False) -> int:
+    """AdamW's two moments, in each trainable parameter's dtype, plus (master_weights=optimizer) the fp32 copy of
+    each, the moments then fp32 too: allocated at the first step, after any probe."""
+    if masters_in_optimizer:
+        return sum(12 * p.numel() for p in model.parameters() if p.requires_grad)
+    return sum(2 * p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+
+
+def checkpoint_bytes(model, masters_in_optimizer: bool = False) -> int:
+    """One trainer checkpoint: the saved weights (the adapter alone for LoRA) plus the optimizer's state."""
     trainable = tensor_bytes(model, trainable_only=True)
     saved = trainable if hasattr(model, "peft_config") else tensor_bytes(model)
-    return saved + 2 * trainable
+    return saved + optimizer_state_bytes(model, masters_in_optimizer)
 
 
 def training_memory_bytes(total: int, vision: int, method: str, freeze_vision: bool, weight_dtype: str,
                           kind: str) -> int:
     """The per-parameter floor described in the module docstring, for one stage."""
+    weight = DTYPE_BYTES[weight_dtype]
     if method == "lora":
-        return total * DTYPE_BYTES[weight_dtype]
+        return total * weight
     trainable = total - vision if freeze_vision else total
-    estimate = total * 4 + trainable * (4 + 8)
+    master = 4 if weight < 4 else 0  # half-precision weights: the fp32 copy in the optimizer
+    estimate = total * weight + trainable * (weight + master + 8)
     if kind == "dpo":
         estimate += total * 4  # the frozen reference model
     return estimate

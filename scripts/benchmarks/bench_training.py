@@ -22,6 +22,15 @@ losses are compared with the eager row of the same plan (same batches).
     run(command="TOKENIZERS_PARALLELISM=false bash scripts/gpu.sh python3 -m scripts.benchmarks.bench_training
         --configs baseline-lora ours-lora --check --profile ours-full", carry=[".whl"])
 
+Issue 33 item 3 on one 80 GB H100 (not yet run; sized to finish in 9 min): master weights in the optimizer against
+fp32 parameters under autocast, on the plan the eager row chose (plan=previous: the same batches, so each row's
+losses are checked against it), then with its own plan, full fine-tuning and LoRA:
+
+    run(command="TOKENIZERS_PARALLELISM=false timeout 540 bash scripts/gpu.sh
+        python3 -m scripts.benchmarks.bench_training --steps 6 --configs ours-full:compile=off ours-full:plan=previous
+        ours-full:master_weights=optimizer,plan=previous ours-full:master_weights=optimizer ours-lora
+        ours-lora:master_weights=optimizer,plan=previous", carry=[".whl"])
+
 Issue 33's run on one 80 GB H100 (plain TRL against the defaults, full and LoRA, compiled against eager; ~8 min):
 
     run(command="TOKENIZERS_PARALLELISM=false timeout 540 bash scripts/gpu.sh
@@ -177,15 +186,21 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
     )
     from dharma_train.training.model_setup import freeze_vision_tower, lora_config
     from dharma_train.training.performance import PerformanceConfig, speed_up
-    from dharma_train.training.performance.apply import compile_repeated_layers
-    from dharma_train.training.performance.plan import plan_batches
+    from dharma_train.training.performance.apply import prepare_trainer
 
     gc.collect()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     left_over = torch.cuda.memory_allocated() / 2**30  # anything an earlier row failed to free
     full = spec["method"] == "full"
-    model = build_model(processor.tokenizer, spec.get("shape", "3b"), torch.float32 if full else torch.bfloat16)
+    performance = replace(PerformanceConfig(), **spec.get("performance", {}))
+    hardware = TrainerConfig(device="cuda", precision="bf16", dataloader_workers=args.workers, logging_steps=1,
+                             gradient_checkpointing=spec.get("checkpointing"), performance=performance,
+                             memory_budget_gb=spec.get("budget"),
+                             checkpoint_every=0)  # a benchmark resumes nothing: it writes no checkpoint
+    weights = hardware.training_dtype(spec["method"]) if spec["path"] == "ours" else ("float32" if full else
+                                                                                      "bfloat16")
+    model = build_model(processor.tokenizer, spec.get("shape", "3b"), getattr(torch, weights))
     parameters = sum(p.numel() for p in model.parameters())
     if full and not spec.get("train_vision"):
         freeze_vision_tower(model)
@@ -195,7 +210,8 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
                                       lora=LoraSettings(r=16, alpha=32, dropout=spec.get("lora_dropout",
                                                                                          LoraSettings.dropout)),
                                       learning_rate=1e-5, max_steps=steps, batch_size=args.batch,
-                                      warmup=0, lr_scheduler="constant")
+                                      gradient_accumulation=spec.get("accumulation", 1), warmup=0,
+                                      lr_scheduler="constant")
     peft = lora_config(optimization.lora) if not full else None
     output_dir = str(Path(args.work) / name)
     outcome = {}
@@ -204,11 +220,6 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
                            learning_rate=1e-5, lr_scheduler_type="constant", bf16=True, gradient_checkpointing=True,
                            max_length=None, report_to=[], save_strategy="no", logging_steps=1, seed=0, data_seed=0)
     else:
-        performance = replace(PerformanceConfig(), **spec.get("performance", {}))
-        hardware = TrainerConfig(device="cuda", precision="bf16", dataloader_workers=args.workers, logging_steps=1,
-                                 gradient_checkpointing=spec.get("checkpointing"), performance=performance,
-                                 memory_budget_gb=spec.get("budget"),
-                                 checkpoint_every=0)  # a benchmark resumes nothing: it writes no checkpoint
         use_varlen_vision_attention(model)
         outcome = speed_up(model, performance, "cuda")
         config = build_arguments(SFTConfig, optimization, hardware, output_dir, [], name)
@@ -221,14 +232,14 @@ def run_config(name: str, spec: dict, pages, processor, args) -> dict:
         row["recompute"] = {"policy": "all"}
     else:
         started = time.perf_counter()
-        sampler, recompute = plan_batches(trainer, hardware, name)  # as train_resumably does
-        row["token_budget"] = sampler.budget if sampler else None
+        prepared = prepare_trainer(trainer, hardware, name)  # as train_resumably does
+        row["token_budget"] = prepared["sampler"].budget if prepared["sampler"] else None
         row["gradient_accumulation"] = trainer.args.gradient_accumulation_steps
-        row["recompute"] = recompute or {"policy": planned_recompute(hardware)}
+        row["recompute"] = prepared["recompute"] or {"policy": planned_recompute(hardware)}
         row["recompute"]["probe_seconds"] = round(time.perf_counter() - started, 1)
-        state = compile_repeated_layers(trainer.model, performance, "cuda", row["recompute"]["policy"])
-        if state is not None:  # as train_resumably does: compile once the policy is known
-            outcome["compile"] = state
+        if prepared["compile"] is not None:
+            outcome["compile"] = prepared["compile"]
+        outcome["master_weights"] = "optimizer" if hardware.masters_in_optimizer() else "model"
     timer = StepTimer(trainer.model, args.warmup, args.steps, profile_step=steps - 1 if profiled else None)
     trainer.add_callback(timer.callback)
     try:
@@ -363,13 +374,20 @@ CONFIGS = {
 }
 
 
-def parse_config(text: str) -> tuple[str, dict]:
-    """NAME or NAME:key=value,key=value (performance fields, checkpointing=0/1, budget=GB) for exploring variants."""
+def parse_config(text: str, previous: dict | None = None) -> tuple[str, dict]:
+    """NAME or NAME:key=value,key=value (performance fields such as compile=off or master_weights=optimizer,
+    checkpointing=0/1, budget=GB) for exploring variants. plan=previous trains on the plan the row before chose
+    (its token budget, gradient accumulation and recompute policy, set explicitly): the same batches, so its losses
+    compare step by step."""
     name, _, overrides = text.partition(":")
     spec = copy.deepcopy(CONFIGS[name])
     for item in filter(None, overrides.split(",")):
         key, value = item.split("=")
-        if key == "checkpointing":
+        if key == "plan":
+            plan = plan_of(previous, text)
+            spec["accumulation"] = plan["accumulation"]
+            spec.setdefault("performance", {}).update(plan["performance"])
+        elif key == "checkpointing":
             spec["checkpointing"] = value == "1"
         elif key == "budget":
             spec["budget"] = float(value)
@@ -382,6 +400,15 @@ def parse_config(text: str) -> tuple[str, dict]:
         else:
             spec.setdefault("performance", {})[key] = int(value) if value.isdigit() else value
     return text, spec
+
+
+def plan_of(row: dict | None, text: str) -> dict:
+    """The spec entries that repeat `row`'s plan: token budget (or fixed batches), accumulation, recompute policy."""
+    if row is None or "recompute" not in row or row.get("path") != "ours":
+        raise SystemExit(f"{text}: plan=previous needs a row of ours before it")
+    budget = row.get("token_budget")
+    return {"accumulation": row.get("gradient_accumulation", 1),
+            "performance": {"token_budget": str(budget) if budget else "off", "recompute": row["recompute"]["policy"]}}
 
 
 def main():
@@ -422,7 +449,7 @@ def main():
     if args.check:
         report["equivalence"] = check_equivalence(pages, processor)
     for text in args.configs:
-        name, spec = parse_config(text)
+        name, spec = parse_config(text, report["rows"][-1] if report["rows"] else None)
         report["rows"].append(run_config(name, spec, pages, processor, args))
         Path(args.out, "bench_training.json").write_text(json.dumps(report, indent=2))
     print_table(report)
@@ -444,8 +471,8 @@ def print_table(report: dict) -> None:
           f"peft {report['peft']}, liger-kernel {report['liger_kernel']}; batch {report['batch']} pages, "
           f"{report['timed_steps']} timed steps after {report['warmup_steps']} warm-up")
     print("| configuration | trained params | token budget x accumulation | recompute (predicted peak) | compile "
-          "| useful tokens/s | MFU | peak memory | x baseline |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| master weights | useful tokens/s | MFU | peak memory | x baseline |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in report["rows"]:
         recompute = row.get("recompute", {})
         policy = recompute.get("policy", "")
@@ -453,13 +480,14 @@ def print_table(report: dict) -> None:
             policy += f" (auto: {recompute['predicted_peak_gib']} GiB predicted of {recompute['budget_gib']:.0f})"
         batches = f"{row['token_budget']} x {row.get('gradient_accumulation', 1)}" if row.get("token_budget") else ""
         compiled = row.get("applied", {}).get("compile", "")
+        masters = row.get("applied", {}).get("master_weights", "")
         if "tokens_per_second" not in row:
-            print(f"| {row['config']} | | {batches} | {policy} | {compiled} | {row.get('error')} | | "
+            print(f"| {row['config']} | | {batches} | {policy} | {compiled} | {masters} | {row.get('error')} | | "
                   f"{row['peak_gib']:.1f} GiB | |")
             continue
         base = baselines.get((row["method"], row.get("shape", "3b"), bool(row.get("train_vision"))))
         ratio = f"{row['tokens_per_second'] / base['tokens_per_second']:.2f}x" if base else ""
-        print(f"| {row['config']} | {row['trainable'] / 1e9:.2f}B | {batches} | {policy} | {compiled} | "
+        print(f"| {row['config']} | {row['trainable'] / 1e9:.2f}B | {batches} | {policy} | {compiled} | {masters} | "
               f"{row['tokens_per_second']:,.0f} | {100 * row['mfu']:.1f} % | {row['peak_gib']:.1f} GiB | {ratio} |")
     for row in report["rows"]:
         if "reason" in row.get("recompute", {}):
@@ -472,27 +500,37 @@ def print_table(report: dict) -> None:
             print("\n".join(row["profile"]["top"]))
 
 
+def variant(row: dict) -> str:
+    """How a row of ours departs from the eager path with fp32 parameters under autocast ("" where it does not)."""
+    applied = row.get("applied", {})
+    return " and ".join(part for part, present in (
+        ("compiled", applied.get("compile") == "on"),
+        ("fp32 copies in the optimizer", applied.get("master_weights") == "optimizer")) if present)
+
+
 def print_loss_check(rows: list[dict]) -> None:
-    """Each compiled row's losses against the eager row of the same method, shape and plan (same batches)."""
+    """Each compiled or master-weights row's losses against the eager row with fp32 parameters of the same method,
+    shape and plan (same batches): issue 33 asks for the same losses to 3 digits over the first 10 steps."""
     def plan(row):
         return (row["method"], row.get("shape", "3b"), bool(row.get("train_vision")), row.get("token_budget"),
                 row.get("gradient_accumulation"), row.get("recompute", {}).get("policy"))
 
-    eager = {plan(r): r for r in rows if r["path"] == "ours" and r.get("losses")
-             and r.get("applied", {}).get("compile", "off").startswith("off")}
+    eager = {plan(r): r for r in rows if r["path"] == "ours" and r.get("losses") and not variant(r)}
     for row in rows:
-        if row.get("applied", {}).get("compile") != "on" or not row.get("losses"):
+        if row["path"] != "ours" or not variant(row) or not row.get("losses"):
             continue
         twin = eager.get(plan(row))
         if twin is None:
-            print(f"losses, {row['config']} (compiled): {row['losses']}; no eager row with the same plan")
+            print(f"losses, {row['config']} ({variant(row)}): {row['losses']}; no eager row with fp32 parameters and "
+                  "the same plan (add one with plan=previous right after it)")
             continue
         steps = min(len(row["losses"]), len(twin["losses"]))
         worst = max(abs(a - b) / abs(b) for a, b in zip(row["losses"][:steps], twin["losses"][:steps]))
-        print(f"losses over {steps} steps, {row['config']} (compiled) against {twin['config']} (eager): max relative "
-              f"difference {worst:.1e} ({'equal' if worst < 5e-4 else 'NOT equal'} to 3 digits)\n"
-              f"  compiled {row['losses']}\n  eager    {twin['losses']}\n"
-              f"  gradient norms, compiled {row.get('grad_norms')}\n  gradient norms, eager    {twin.get('grad_norms')}")
+        print(f"losses over {steps} steps, {row['config']} ({variant(row)}) against {twin['config']} (eager): max "
+              f"relative difference {worst:.1e} ({'equal' if worst < 5e-4 else 'NOT equal'} to 3 digits)\n"
+              f"  {variant(row)}: {row['losses']}\n  eager: {twin['losses']}\n"
+              f"  gradient norms, {variant(row)}: {row.get('grad_norms')}\n"
+              f"  gradient norms, eager: {twin.get('grad_norms')}")
 
 
 if __name__ == "__main__":

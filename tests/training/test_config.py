@@ -12,6 +12,26 @@ def test_full_fine_tuning_keeps_fp32_master_weights_under_bf16():
     assert config.training_dtype("lora") == "bfloat16"
 
 
+def test_master_weights_in_the_optimizer_make_full_fine_tuning_bf16_only_where_they_apply():
+    """bf16 in one process or DDP: the parameters are bf16, the fp32 copies the optimizer's. An fp32 run, and
+    FSDP2 / ZeRO-3 (their own fp32 shards), keep fp32 parameters."""
+    from dharma_train.training.hardware import HardwareConfig
+    from dharma_train.training.performance import PerformanceConfig
+
+    optimizer = PerformanceConfig(master_weights="optimizer")
+    kept = TrainerConfig(precision="bf16", performance=optimizer)
+    assert kept.masters_in_optimizer() and kept.training_dtype("full") == kept.training_dtype("lora") == "bfloat16"
+    assert TrainerConfig(precision="bf16", performance=optimizer,
+                         hardware=HardwareConfig(strategy="ddp")).masters_in_optimizer()
+    for elsewhere in (TrainerConfig(device="cpu", performance=optimizer),
+                      TrainerConfig(precision="bf16", performance=optimizer, hardware=HardwareConfig(strategy="fsdp2")),
+                      TrainerConfig(precision="bf16")):
+        assert not elsewhere.masters_in_optimizer()
+        assert elsewhere.training_dtype("full") == "float32"
+    with pytest.raises(ValueError, match="master_weights must be one of"):
+        PerformanceConfig(master_weights="fp32")
+
+
 def test_cpu_defaults_to_fp32_and_refuses_bf16():
     assert TrainerConfig(device="cpu").resolved_precision() == "fp32"
     with pytest.raises(ValueError, match="bf16"):

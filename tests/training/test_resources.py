@@ -51,6 +51,20 @@ def test_memory_floor_per_parameter():
         7 * billion * 4 + 6 * billion * 12
     assert training_memory_bytes(7 * billion, 0, "full", False, "float32", "dpo") == 7 * billion * 20
     assert training_memory_bytes(7 * billion, 0, "lora", True, "bfloat16", "sft") == 7 * billion * 2
+    # bf16 weights with the fp32 copies in the optimizer: 2 a weight, and 2 + 4 + 8 a trained one
+    assert training_memory_bytes(7 * billion, 1 * billion, "full", True, "bfloat16", "sft") == \
+        7 * billion * 2 + 6 * billion * 14
+
+
+def test_checkpoints_and_optimizer_state_count_the_fp32_copies(tiny_artifact):
+    from dharma_train.models.loading import load_model
+    from dharma_train.training.resources import checkpoint_bytes, optimizer_state_bytes
+
+    model = load_model(tiny_artifact, dtype="bfloat16")
+    trained = sum(p.numel() for p in model.parameters())
+    assert optimizer_state_bytes(model) == trained * 4  # two bf16 moments
+    assert optimizer_state_bytes(model, masters_in_optimizer=True) == trained * 12  # fp32 copy and moments
+    assert checkpoint_bytes(model, masters_in_optimizer=True) == trained * (2 + 12)
 
 
 @pytest.fixture(scope="module")

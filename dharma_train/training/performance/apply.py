@@ -104,3 +104,26 @@ def is_lora(model) -> bool:
     from peft import PeftModel
 
     return isinstance(model, PeftModel)
+
+
+def prepare_trainer(trainer, settings, stage: str, eager_because: str | None = None) -> dict:
+    """What a built trainer gets before `train()`, in this order (train_resumably and the benchmark both call it):
+    the master weights moved into the optimizer where asked (the probe must see bf16 adapters and size their fp32
+    copies), the batches and recompute policy (planned together where both are auto), then compile once the policy
+    is known. Returns {"sampler": token-budget sampler or None, "recompute": record or None under FSDP2 / ZeRO-3,
+    "compile": state or None}."""
+    from dharma_train.training.performance.master_weights import keep_masters_in_optimizer
+    from dharma_train.training.performance.plan import plan_batches
+
+    if settings.performance.master_weights == "optimizer":
+        if settings.masters_in_optimizer():
+            cast = keep_masters_in_optimizer(trainer)
+            _say_once("master_weights", f"optimizer (bf16 parameters, fp32 copies in the optimizer; {cast} trained "
+                      "tensors cast to bf16)", actionable=False)
+        else:
+            _say_once("master_weights", "model (optimizer needs bf16 training in one process or DDP)",
+                      actionable=settings.resolved_device() == "cuda")
+    sampler, recompute = plan_batches(trainer, settings, stage)  # sampler None: fixed batches
+    compiled = compile_repeated_layers(trainer.model, settings.performance, settings.resolved_device(),
+                                       recompute["policy"] if recompute else None, eager_because)
+    return {"sampler": sampler, "recompute": recompute, "compile": compiled}

@@ -6,19 +6,24 @@ import re
 from dataclasses import dataclass
 
 
+MASTER_WEIGHTS = ("model", "optimizer")
+
+
 @dataclass
 class PerformanceConfig:
     """Speed and memory options for the trained stages; docs/performance.md measures each on an H100."""
 
     padding_free: bool = True  # pack each padded batch into one row in the language model: no compute on pad tokens
     fused_kernels: bool = True  # liger-kernel RMSNorm and SwiGLU (CUDA, when liger-kernel is installed)
-    compile: str = "auto"  # torch.compile the repeated layers, recomputed ones too (CUDA, one process, SFT): auto
-    # (full fine-tuning; LoRA stays eager, its compiled losses are not yet explained) | on (LoRA too) | off
+    compile: str = "auto"  # torch.compile the repeated layers, recomputed ones too (CUDA, one process, SFT and
+    # DPO): auto (full fine-tuning; LoRA stays eager, its compiled losses are not yet explained) | on (LoRA too) | off
     recompute: str = "auto"  # auto: least recomputation that fits, probed at start-up | off | all | every_N | keep_N
     token_budget: str = "auto"  # tokens per micro-batch (per process, SFT on CUDA): auto | off (batch_size pages) | N
     fused_optimizer: bool = True  # fused AdamW on CUDA (one kernel for all parameters)
     prefetch_batches: int = 2  # batches each data-loader worker prepares ahead (workers: trainer.dataloader_workers)
     lora_4bit: bool = False  # QLoRA: LoRA stages load the frozen language model in 4-bit NF4 (bitsandbytes)
+    master_weights: str = "model"  # where the fp32 weights live under bf16: model (fp32 parameters, autocast casts
+    # them in every forward) | optimizer (bf16 parameters, fp32 copies in the optimizer; one process, not FSDP2/ZeRO-3)
 
     def __post_init__(self):
         self.recompute = _switch(self.recompute, on="all")
@@ -26,6 +31,9 @@ class PerformanceConfig:
         self.compile = _switch(self.compile, on="on")
         if self.compile not in ("auto", "on", "off"):
             raise ValueError(f"trainer.performance.compile must be auto, on or off, got {self.compile!r}")
+        if self.master_weights not in MASTER_WEIGHTS:
+            raise ValueError(f"trainer.performance.master_weights must be one of {list(MASTER_WEIGHTS)}, got "
+                             f"{self.master_weights!r}")
         check_policy(self.recompute)
         check_budget(self.token_budget)
         if self.prefetch_batches < 1:

@@ -123,8 +123,8 @@ def plan_and_apply(trainer, settings, stage: str, measure, memory: int,
         apply_policy,
         largest_batch,
         metrics_untouched,
-        optimizer_state_bytes,
     )
+    from dharma_train.training.resources import optimizer_state_bytes
     from dharma_train.training.performance.token_batches import (
         TokenBudgetSampler,
         install_sampler,
@@ -134,7 +134,7 @@ def plan_and_apply(trainer, settings, stage: str, measure, memory: int,
 
     lengths = row_tokens(trainer.train_dataset, trainer.processing_class)
     budgets = split_budgets(resolved_budget("auto", lengths, trainer.args.per_device_train_batch_size))
-    extra = optimizer_state_bytes(trainer.model)
+    extra = optimizer_state_bytes(trainer.model, settings.masters_in_optimizer())
     batches, measured = {}, {}
     with metrics_untouched(trainer):
         while (probe := next_joint_probe(measured, budgets, extra, memory, overhead)) is not None:

@@ -23,11 +23,13 @@ from __future__ import annotations
 import copy
 import gc
 import logging
+import types
 from contextlib import contextmanager
 
 import torch
 
 from dharma_train.training.config import planned_recompute
+from dharma_train.training.resources import optimizer_state_bytes
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +91,35 @@ def choose_policy(measured: dict[str, int | None], extra_bytes: int, budget_byte
     return fitting[0] if fitting else None
 
 
-def optimizer_state_bytes(model) -> int:
-    """AdamW's two moments, in each trainable parameter's dtype: allocated at the first step, after the probe."""
-    return sum(2 * p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-
-
 def apply_policy(model, policy: str) -> None:
-    """Set per-layer activation checkpointing on `model` (a PeftModel passes it to its base), stack by stack."""
+    """Set per-layer activation checkpointing on `model` (a PeftModel passes it to its base), stack by stack.
+
+    The policy outlives a later `gradient_checkpointing_enable()`: TRL's DPO disables checkpointing around each
+    reference forward and enables it again after, which would recompute every layer from the second step on and put
+    compiled layers under transformers' wrapper (`compiled_layers.py`); that call re-applies the policy instead."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.__dict__.pop("gradient_checkpointing_enable", None)  # a policy set before: the stock method again
     if policy == "off":
-        model.gradient_checkpointing_disable()
+        base.gradient_checkpointing_disable()
         return
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    set_layer_flags(base, policy)
+    base._dharma_recompute_policy = policy
+    base.gradient_checkpointing_enable = types.MethodType(_enable_policy, base)  # bound: a deepcopy rebinds it
+
+
+def _enable_policy(self, *args, **kwargs) -> None:
+    """`gradient_checkpointing_enable` of a model with a policy set: that policy, whatever is asked."""
+    apply_policy(self, self._dharma_recompute_policy)
+
+
+def set_layer_flags(model, policy: str) -> None:
+    """Each repeated layer recomputes under transformers' wrapper as `policy` says, except compiled layers, which
+    recompute inside their own graph where they do (`compiled_layers.py`) and never under the wrapper."""
     for stack in layer_stacks(model):
         for index, layer in enumerate(stack):
-            layer.gradient_checkpointing = recomputes(policy, index)
+            layer.gradient_checkpointing = recomputes(policy, index) and getattr(
+                layer, "_compiled_call_impl", None) is None
 
 
 def layer_stacks(model) -> list:
@@ -174,10 +191,11 @@ def _release(model) -> None:
     torch.cuda.empty_cache()
 
 
-def probe_recompute(trainer, budget_bytes: int, rows: list[int] | None = None) -> dict:
+def probe_recompute(trainer, budget_bytes: int, rows: list[int] | None = None,
+                    masters_in_optimizer: bool = False) -> dict:
     """Bisect the candidates by measured peaks on the largest batch; set the choice; return it with the numbers."""
     batch = largest_batch(trainer, rows)
-    extra = optimizer_state_bytes(trainer.model)
+    extra = optimizer_state_bytes(trainer.model, masters_in_optimizer)
     measured: dict[str, int | None] = {}
     with metrics_untouched(trainer):
         while (policy := next_probe(measured, extra, budget_bytes)) is not None:
@@ -218,7 +236,7 @@ def choose_recompute(trainer, settings, stage: str, largest_rows: list[int] | No
                  "auto off CUDA: memory is not probed there, and recomputing would only slow the step")
         return {"policy": policy}
     budget = min(memory_budget_bytes(settings.memory_budget_gb, "cuda"), torch.cuda.mem_get_info()[1])
-    choice = probe_recompute(trainer, budget, largest_rows)
+    choice = probe_recompute(trainer, budget, largest_rows, settings.masters_in_optimizer())
     log.info("stage %s: recompute=%s, chosen by a probe of the largest batch (%d tokens): predicted peak %s GiB "
              "(probe %s GiB + %.1f GiB optimizer state) of a %.1f GiB budget; probed %s", stage, choice["policy"],
              choice["probe_tokens"], choice["predicted_peak_gib"], choice["probe_peak_gib"],

@@ -4,6 +4,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from dharma_train.config_files import config_dir
@@ -157,3 +158,32 @@ def test_compile_reads_yamls_booleans_as_on_and_off(written, read):
 def test_a_bad_compile_value_names_its_key():
     with pytest.raises(ValueError, match="trainer.performance.compile must be auto, on or off"):
         PerformanceConfig(compile="sometimes")
+
+
+@pytest.mark.parametrize("masters", ["optimizer", "model"])
+def test_prepare_trainer_moves_the_master_weights_into_the_optimizer_only_where_asked(tiny_artifact, pages, tmp_path,
+                                                                                     masters):
+    """On this CPU, bf16 asked explicitly: the LoRA adapters peft made fp32 become bf16 and the Trainer will build
+    its optimizer over fp32 copies; with the default, nothing changes. The CPU plans nothing and compiles nothing."""
+    from trl import SFTConfig, SFTTrainer
+
+    from dharma_train.data.conversation import sft_dataset
+    from dharma_train.models.loading import load_processor
+    from dharma_train.training.config import LoraSettings
+    from dharma_train.training.model_setup import lora_config
+    from dharma_train.training.performance.apply import prepare_trainer
+    from dharma_train.training.performance.master_weights import MasterWeightsOptimizer
+
+    settings = TrainerConfig(precision="bf16", performance=PerformanceConfig(master_weights=masters))
+    trainer = SFTTrainer(model=load_model(tiny_artifact, dtype="bfloat16"),
+                         processing_class=load_processor(tiny_artifact.path), peft_config=lora_config(LoraSettings()),
+                         args=SFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], max_length=None),
+                         train_dataset=sft_dataset(pages[0], "structured"))
+    prepared = prepare_trainer(trainer, settings, "stage")
+    assert prepared == {"sampler": None, "recompute": {"policy": "off"}, "compile": "off (needs CUDA)"}
+    adapters = {p.dtype for p in trainer.model.parameters() if p.requires_grad}
+    if masters == "optimizer":
+        assert adapters == {torch.bfloat16}
+        assert isinstance(trainer.create_optimizer(), MasterWeightsOptimizer)
+    else:
+        assert adapters == {torch.float32} and trainer.optimizer_cls_and_kwargs is None

@@ -101,6 +101,41 @@ def test_policies_set_each_stack_of_the_real_model(tiny_artifact):
     assert not any(m.gradient_checkpointing for m in (*vision, *text))
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_policy_outlives_trls_reference_forward_toggle(tiny_artifact, lora):
+    """TRL's DPO wraps each reference forward in `disable_gradient_checkpointing`, which enables checkpointing again
+    afterwards: the layers must come back to the policy (keep_3 here), not to every layer, for a PeftModel too; a
+    deep copy keeps the policy for itself."""
+    import copy
+
+    from peft import get_peft_model
+    from trl.models.utils import disable_gradient_checkpointing
+
+    from dharma_train.models.loading import load_model
+    from dharma_train.training.config import LoraSettings
+    from dharma_train.training.model_setup import lora_config
+
+    model = load_model(tiny_artifact)
+    if lora:
+        model = get_peft_model(model, lora_config(LoraSettings()))
+    apply_policy(model, "keep_2")
+    layers = [*model.get_base_model().model.visual.blocks, *model.get_base_model().model.language_model.layers] \
+        if lora else [*model.model.visual.blocks, *model.model.language_model.layers]
+    policy = [m.gradient_checkpointing for m in layers]
+    assert policy == [True, False, True, False]
+    with disable_gradient_checkpointing(model, {"use_reentrant": True}):
+        assert not any(m.gradient_checkpointing for m in layers)
+    assert [m.gradient_checkpointing for m in layers] == policy
+    assert layers[0]._gradient_checkpointing_func.keywords == {"use_reentrant": False}, "our kwargs, not TRL's"
+    copied = copy.deepcopy(model)
+    apply_policy(model, "off")
+    copied.gradient_checkpointing_enable()
+    copied_layers = [m for m in copied.modules() if type(m).__name__ in ("Qwen2_5_VLVisionBlock",
+                                                                          "Qwen2_5_VLDecoderLayer")]
+    assert [m.gradient_checkpointing for m in copied_layers] == policy
+    assert not any(m.gradient_checkpointing for m in layers)
+
+
 def test_the_probe_batch_holds_the_largest_rows(tiny_artifact, pages, tmp_path):
     from trl import SFTConfig, SFTTrainer
 

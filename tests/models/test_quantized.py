@@ -19,6 +19,15 @@ from dharma_train.models.tiny import tiny_model_dir
 from tests.tiny_models import perturbed_tiny_model
 
 
+def _random_codes(seed: int, asymmetric: bool):
+    """A 64 x 256 layer's int4 codes, scales of groups of 32 and (asymmetric) zero points, seeded."""
+    torch.manual_seed(seed)
+    codes = torch.randint(-8, 8, (64, 256), dtype=torch.int8)
+    scale = torch.rand(64, 8) * 0.1 + 0.01
+    zero_point = torch.randint(-8, 8, (64, 8), dtype=torch.int8) if asymmetric else None
+    return codes, scale, zero_point
+
+
 def _dequantize(codes, scale, zero_point=None):
     group = codes.shape[1] // scale.shape[1]
     shift = 0 if zero_point is None else zero_point.float().repeat_interleave(group, dim=1)
@@ -27,10 +36,7 @@ def _dequantize(codes, scale, zero_point=None):
 
 @pytest.mark.parametrize("asymmetric", [False, True])
 def test_int4_linear_computes_the_dequantized_layer(asymmetric):
-    torch.manual_seed(0)
-    codes = torch.randint(-8, 8, (64, 256), dtype=torch.int8)
-    scale = torch.rand(64, 8) * 0.1 + 0.01
-    zero_point = torch.randint(-8, 8, (64, 8), dtype=torch.int8) if asymmetric else None
+    codes, scale, zero_point = _random_codes(0, asymmetric)
     bias = torch.randn(64)
     layer = int4_linear_from_codes(codes, scale, zero_point, bias, "cpu")
     x = torch.randn(3, 5, 256)
@@ -91,10 +97,7 @@ def test_kernel_shape_limits():
 
 @pytest.mark.parametrize("asymmetric", [False, True])
 def test_a_forward_of_many_rows_on_the_dequantized_weight_equals_the_int4_kernel(asymmetric):
-    torch.manual_seed(2)
-    codes = torch.randint(-8, 8, (64, 256), dtype=torch.int8)
-    scale = torch.rand(64, 8) * 0.1 + 0.01
-    zero_point = torch.randint(-8, 8, (64, 8), dtype=torch.int8) if asymmetric else None
+    codes, scale, zero_point = _random_codes(2, asymmetric)
     layer = int4_linear_from_codes(codes, scale, zero_point, torch.randn(64), "cpu")
     x = torch.randn(4, 50, 256)  # 200 rows: above the default threshold
     assert layer.runs_dense(200) and not layer.runs_dense(8)

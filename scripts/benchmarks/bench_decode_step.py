@@ -165,12 +165,18 @@ def agreement(model, slots: int = 64) -> dict:
     from dharma_train.evaluation.slots import text_attention
 
     with text_attention(model, SLOT_ATTENTION), torch.inference_mode():
-        decoder = prepared_decoder(model, slots, "compiled")
+        decoder = prepared_decoder(model, slots, "flash")
         decoder.flash = False
         masked = decoder._decode_forward().float()
         decoder.flash = True
-        logits = {"flash": decoder._decode_forward().float(), "compiled": decoder.decode().float()}
+        logits = {"flash": decoder._decode_forward().float()}
         del decoder
+        try:  # on its own: the compile failed on an H100 (torch 2.11) where the eager kernel ran, 2026-12-08
+            decoder = prepared_decoder(model, slots, "compiled")  # same seed: the same cache as the one above
+            logits["compiled"] = decoder.decode().float()
+            del decoder
+        except Exception as error:  # noqa: BLE001 - flash's and the mixed step's agreement still count
+            print("compiled agreement failed:", repr(error)[:600], flush=True)
         torch.cuda.empty_cache()
         logits["mixed_step_flash"], masked_mixed = mixed_step_logits(model)
     result = {}

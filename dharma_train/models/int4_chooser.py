@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -192,12 +191,3 @@ def cuda_seconds(call: Callable, calls: int = 20, replays: int = 5) -> float:
     end.record()
     end.synchronize()
     return start.elapsed_time(end) / 1e3 / (calls * replays)
-
-
-def cpu_seconds(call: Callable, calls: int = 5) -> float:
-    """Seconds per call on the CPU, after one warm-up call."""
-    call()
-    start = time.perf_counter()
-    for _ in range(calls):
-        call()
-    return (time.perf_counter() - start) / calls

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 
 import pytest
 import torch
 
-from dharma_train.models.int4_chooser import (PREFILL_ROWS, apply, choose_int4_backends, cpu_seconds, decide,
+from dharma_train.models.int4_chooser import (PREFILL_ROWS, apply, choose_int4_backends, decide,
                                               fastest, gemlite_unavailable, measure_shape)
 from dharma_train.models.quantized import DEFAULT_DENSE_ABOVE, int4_choices, int4_linear_from_codes, quantize_groups
 
 GEMLITE_INSTALLED = importlib.util.find_spec("gemlite") is not None
+
+
+def cpu_seconds(call, calls: int = 5) -> float:
+    """Seconds per call on the CPU, after one warm-up call: the timer measure_shape takes, off CUDA."""
+    call()
+    start = time.perf_counter()
+    for _ in range(calls):
+        call()
+    return (time.perf_counter() - start) / calls
 
 
 def _layer(seed: int = 0, rows: int = 64, columns: int = 256):

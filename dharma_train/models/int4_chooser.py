@@ -4,7 +4,7 @@ per call, each on its own storage layout; at a prefill-sized row count, the chos
 dequantized matmul. No kernel wins everywhere (tinygemm is fast at one row and slow from eight up), so the choice is
 measured on the machine, per shape, logged with the timings that made it and kept on the layers, whose
 `decode_backend` the report and model card print. Off CUDA nothing is measured and the layers keep their default
-routing (int4 kernel up to `DEFAULT_DENSE_ABOVE` rows, dequantized weights above).
+routing: the int4 kernel at every row count (the CPU layout gives its codes back only through the kernel itself).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 
 from dharma_train.models.int4_layouts import dequantize
 from dharma_train.models.int4_storage import GEMLITE_INSTALL, STORAGES, TinyGemmStorage
-from dharma_train.models.quantized import DEFAULT_DENSE_ABOVE, Int4Linear
+from dharma_train.models.quantized import Int4Linear
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ def choose_int4_backends(model, rows: int) -> list[str]:
     device = layers[0].scale.device
     unavailable = gemlite_unavailable(device)
     if device.type != "cuda":
-        reason = (f"int4 kernels not measured on {device.type}: {layers[0].storage.name} up to "
-                  f"{DEFAULT_DENSE_ABOVE} rows, bf16-dequantized weights above; {unavailable}")
+        reason = (f"int4 kernels not measured on {device.type}: {layers[0].storage.name} at every row count; "
+                  f"{unavailable}")
         log.info(reason)
         for layer in layers:
             layer.choice = reason

@@ -63,7 +63,8 @@ class Int4Linear(torch.nn.Module):
         self.register_buffer("zero_code", zero_code.to(torch.int8))  # integer zero points, 0..15
         self.register_buffer("bias", None if bias is None else bias.detach().to(self.compute_dtype))
         self.storage = STORAGES[storage](codes, self.scale, self.zero_code, group_size)
-        self.dense_above: int | None = DEFAULT_DENSE_ABOVE
+        # off CUDA the codes come back only through the kernel (a matmul of identity rows), dearer than the kernel itself
+        self.dense_above: int | None = DEFAULT_DENSE_ABOVE if codes.device.type == "cuda" else None
         self.dense_rows: frozenset[int] = frozenset()
         self.choice = "default routing, not measured"
 
@@ -102,7 +103,7 @@ class Int4Linear(torch.nn.Module):
         return f"bf16-dequantized above {self.dense_above} rows"
 
 
-DEFAULT_DENSE_ABOVE = 64  # rows; where nothing was measured, forwards above it (prefill) run on dequantized weights
+DEFAULT_DENSE_ABOVE = 64  # rows; on CUDA where nothing was measured, forwards above it (prefill) run dequantized
 
 
 def int4_supported(in_features: int, out_features: int, group_size: int) -> bool:

@@ -38,10 +38,9 @@ def test_an_int4_model_records_what_its_linears_ran_on_and_why(tiny_artifact, pa
     metrics = evaluate(model, load_processor(tiny_artifact.processor_location), pages[1],
                        EvalConfig(max_new_tokens=4, batch_size=2, max_pages=2), progress=False)
     assert metrics["decode_backend"] == ("int4 tinygemm 14/15, float32 dense 1/15; "  # the LM head stays dense
-                                         "int4 prefill: bf16-dequantized above 64 rows")
-    assert metrics["int4_kernel_choice"] == ["int4 kernels not measured on cpu: tinygemm up to 64 rows, "
-                                             "bf16-dequantized weights above; gemlite not installed "
-                                             "(pip install 'dharma_train[gemlite]')"]
+                                         "int4 prefill: tinygemm at every size")
+    assert metrics["int4_kernel_choice"] == ["int4 kernels not measured on cpu: tinygemm at every row count; "
+                                             "gemlite not installed (pip install 'dharma_train[gemlite]')"]
 
 
 def test_config_refuses_a_negative_prompt_chunk():

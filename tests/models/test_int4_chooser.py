@@ -10,7 +10,7 @@ import torch
 
 from dharma_train.models.int4_chooser import (PREFILL_ROWS, apply, choose_int4_backends, decide,
                                               fastest, gemlite_unavailable, measure_shape)
-from dharma_train.models.quantized import DEFAULT_DENSE_ABOVE, int4_choices, int4_linear_from_codes, quantize_groups
+from dharma_train.models.quantized import int4_choices, int4_linear_from_codes, quantize_groups
 
 GEMLITE_INSTALLED = importlib.util.find_spec("gemlite") is not None
 
@@ -90,7 +90,7 @@ def test_off_cuda_nothing_is_measured_and_the_default_routing_stays():
     model = torch.nn.Sequential(_layer(5), torch.nn.ReLU())
     reasons = choose_int4_backends(model, 8)
     assert len(reasons) == 1 and reasons[0].startswith(
-        f"int4 kernels not measured on cpu: tinygemm up to {DEFAULT_DENSE_ABOVE} rows, bf16-dequantized weights above")
-    assert model[0].dense_above == DEFAULT_DENSE_ABOVE and not model[0].dense_rows
+        "int4 kernels not measured on cpu: tinygemm at every row count")
+    assert model[0].dense_above is None and not model[0].dense_rows, "the CPU kernel runs prefill too"
     assert int4_choices(model) == reasons, "the layers keep the reason, which the evaluation records"
     assert choose_int4_backends(torch.nn.Linear(4, 4), 8) == []

@@ -13,8 +13,8 @@ from dharma_train.data.synthetic.generate import generate_pages
 from dharma_train.errors import ModelUnavailableError
 from dharma_train.evaluation.generate import generate
 from dharma_train.models.loading import load_processor
-from dharma_train.models.quantized import (Int4Linear, decode_backend, int4_linear_from_codes, int4_supported,
-                                           quantize_groups, set_module, use_int4_kernels)
+from dharma_train.models.quantized import (DEFAULT_DENSE_ABOVE, Int4Linear, decode_backend, int4_linear_from_codes,
+                                           int4_supported, quantize_groups, set_module, use_int4_kernels)
 from dharma_train.models.tiny import tiny_model_dir
 from tests.tiny_models import perturbed_tiny_model
 
@@ -71,7 +71,7 @@ def test_int4_kernels_replace_the_saved_layers_of_a_compressed_tensors_folder(tm
         assert torch.allclose(model(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-4)
     linears = sum(isinstance(m, torch.nn.Linear) for n, m in model.named_modules() if "visual" not in n) + 2
     assert decode_backend(model) == (f"float32 dense {linears - 2}/{linears}, int4 tinygemm 2/{linears}; "
-                                     "int4 prefill: bf16-dequantized above 64 rows")
+                                     "int4 prefill: tinygemm at every size")
 
 
 def test_the_decode_backend_names_dense_weights_and_what_they_were_decompressed_from():
@@ -99,7 +99,9 @@ def test_kernel_shape_limits():
 def test_a_forward_of_many_rows_on_the_dequantized_weight_equals_the_int4_kernel(asymmetric):
     codes, scale, zero_point = _random_codes(2, asymmetric)
     layer = int4_linear_from_codes(codes, scale, zero_point, torch.randn(64), "cpu")
-    x = torch.randn(4, 50, 256)  # 200 rows: above the default threshold
+    assert layer.dense_above is None, "on the CPU the kernel runs every size by default"
+    layer.dense_above = DEFAULT_DENSE_ABOVE  # the CUDA default
+    x = torch.randn(4, 50, 256)  # 200 rows: above the threshold
     assert layer.runs_dense(200) and not layer.runs_dense(8)
     dense = layer(x)
     layer.dense_above = None

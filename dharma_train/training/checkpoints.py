@@ -22,6 +22,8 @@ from dharma_train.console import DropMessages
 from dharma_train.files import disk_full_as_error, read_json_or_none
 from dharma_train.training.numerics import NonFiniteGuard, check_finite_weights
 from dharma_train.training.performance.apply import prepare_trainer
+from dharma_train.training.performance.config import vision_cache_bytes
+from dharma_train.training.performance.vision_cache import frozen_vision_cached
 from dharma_train.training.preemption import StopOnSignal, handle_signals
 from dharma_train.training.resources import (
     check_free_disk,
@@ -190,8 +192,11 @@ def train_resumably(trainer, settings, stage: str, eager_because: str | None = N
             trainer.add_callback(callback)
         if start is not None:
             trainer.add_callback(ReloadFullWeights(start))
+        cache_bytes = vision_cache_bytes(settings.performance.frozen_vision_cache_gib, settings.resolved_device())
+        models = [trainer.model] + ([trainer.ref_model] if getattr(trainer, "ref_model", None) is not None else [])
         with stop.graceful(), quiet_trainer_key_lists(), partial_checkpoints_removed(folder), disk_full_as_error(
-                f"stage {stage}: writing a checkpoint in {folder}", folder, one_checkpoint):
+                f"stage {stage}: writing a checkpoint in {folder}", folder, one_checkpoint), \
+                frozen_vision_cached(models, cache_bytes) as vision_caches:
             output = trainer.train(resume_from_checkpoint=str(start) if start else None)
         step = trainer.state.global_step
         saved = last_checkpoint(folder, remove_incomplete=False)
@@ -204,6 +209,8 @@ def train_resumably(trainer, settings, stage: str, eager_because: str | None = N
     metrics["loss_curve"] = loss_curve(trainer.state.log_history)
     if guard.skipped_steps:
         metrics["nonfinite_skipped_steps"] = guard.skipped_steps
+    if vision_caches:
+        metrics["frozen_vision_cache"] = "; ".join(cache.summary() for cache in vision_caches)
     if recompute is not None:
         metrics["recompute"] = recompute
     if recompute is not None and "predicted_peak_gib" in recompute:  # probed: training's peak against the prediction

@@ -21,6 +21,8 @@ class PerformanceConfig:
     token_budget: str = "auto"  # tokens per micro-batch (per process, SFT on CUDA): auto | off (batch_size pages) | N
     fused_optimizer: bool = True  # fused AdamW on CUDA (one kernel for all parameters)
     prefetch_batches: int = 2  # batches each data-loader worker prepares ahead (workers: trainer.dataloader_workers)
+    frozen_vision_cache_gib: str = "auto"  # memory for a frozen vision tower's outputs, kept per image so later
+    # epochs skip the tower: auto (1 off CUDA; 0 on CUDA, where the memory plan does not count it) | 0 (off) | GiB
     lora_4bit: bool = False  # QLoRA: LoRA stages load the frozen language model in 4-bit NF4 (bitsandbytes)
     master_weights: str = "model"  # where the fp32 weights live under bf16: model (fp32 parameters, autocast casts
     # them in every forward) | optimizer (bf16 parameters, fp32 copies in the optimizer; one process, not FSDP2/ZeRO-3)
@@ -36,6 +38,10 @@ class PerformanceConfig:
                              f"{self.master_weights!r}")
         check_policy(self.recompute)
         check_budget(self.token_budget)
+        self.frozen_vision_cache_gib = str(self.frozen_vision_cache_gib)
+        if self.frozen_vision_cache_gib != "auto" and not _non_negative_number(self.frozen_vision_cache_gib):
+            raise ValueError("trainer.performance.frozen_vision_cache_gib must be auto or a number of GiB (0: off), "
+                             f"got {self.frozen_vision_cache_gib!r}")
         if self.prefetch_batches < 1:
             raise ValueError(f"trainer.performance.prefetch_batches must be >= 1, got {self.prefetch_batches}")
 
@@ -68,3 +74,17 @@ def check_policy(value: str) -> None:
     if value != "auto" and not FIXED.fullmatch(value):
         raise ValueError("trainer.performance.recompute must be auto, off, all, every_N or keep_N (N >= 2), "
                          f"got {value!r}")
+
+
+def vision_cache_bytes(value: str, device: str) -> int:
+    """The frozen vision cache's budget on `device`: auto keeps 1 GiB off CUDA and none on CUDA."""
+    if value == "auto":
+        return 0 if device == "cuda" else 2**30
+    return int(float(value) * 2**30)
+
+
+def _non_negative_number(text: str) -> bool:
+    try:
+        return float(text) >= 0
+    except ValueError:
+        return False

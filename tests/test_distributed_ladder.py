@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-SHORT = ["stages.general_ocr.optimization.max_steps=10", "stages.structured.optimization.max_steps=20",
+SHORT = ["recipe=tiny_random", "stages.general_ocr.optimization.max_steps=10", "stages.structured.optimization.max_steps=20",
          "stages.dpo.optimization.max_steps=2", "data.synthetic.train_pages=16", "data.synthetic.eval_pages=5"]
 # Measured 2026-11-23 (docs/distributed.md): general_ocr loss 6.33461 vs 6.33410 (8e-5 relative), structured 5.7760
 # vs 5.6813 (1.6 %: it starts from the first stage's slightly different weights at lr 3e-3), quality within 0.006.

@@ -25,7 +25,7 @@ from PIL import Image
 
 pytestmark = pytest.mark.slow
 
-STEPS = ["stages.structured.optimization.max_steps=2", "stages.dpo.optimization.max_steps=2",
+STEPS = ["recipe=tiny_random", "stages.structured.optimization.max_steps=2", "stages.dpo.optimization.max_steps=2",
          "stages.dpo.pairs=synthetic", "data.synthetic.eval_pages=2", "evaluation.max_new_tokens=8",
          "trainer.logging_steps=1", "~stages.general_ocr", "~stages.quantize"]
 

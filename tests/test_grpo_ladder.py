@@ -19,7 +19,7 @@ SMALL = ["data.synthetic.train_pages=8", "data.synthetic.eval_pages=2", "stages.
 
 def test_the_tiny_recipe_runs_grpo_in_place_of_dpo_end_to_end(tmp_path):
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "dharma_train", "recipe=tiny", "stages.grpo.enabled=true",
+    result = subprocess.run([sys.executable, "-m", "dharma_train", "recipe=tiny_random", "stages.grpo.enabled=true",
                              "stages.dpo=null", *SMALL, f"output_dir={out}"], cwd=tmp_path, capture_output=True,
                             text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]

@@ -21,7 +21,7 @@ def test_unknown_recipe_is_one_line_exit_2_with_the_known_ones(tmp_path):
     assert result.stdout == ""
     assert result.stderr.strip().splitlines() == [
         "dharma_train: error: unknown recipe 'tin' (did you mean tiny?); known recipe options: ablation_3b, "
-        "ablation_7b, nanonets_3b, olmocr2_7b, qwen25vl_3b, qwen25vl_7b, tiny, tiny_ablation, tiny_reader; or give a "
+        "ablation_7b, nanonets_3b, olmocr2_7b, qwen25vl_3b, qwen25vl_7b, tiny, tiny_ablation, tiny_random; or give a "
         "recipe file path first"]
 
 
@@ -32,7 +32,7 @@ def test_help_is_dharma_trains_own_and_imports_no_torch(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("dharma_train 0.1.0: turn a Qwen2.5-VL model into a document-OCR specialist")
     assert "Hydra" not in result.stdout.splitlines()[0]
-    for expected in ("plan ", "env ", "  tiny            the whole specialization ladder", "  dpo  ",
+    for expected in ("plan ", "env ", "  tiny            the default, the whole specialization ladder", "  dpo  ",
                      "'~stages.dpo'", "quick smoke run", "outputs: output_dir"):
         assert expected in result.stdout, expected
     assert result.stdout.strip().endswith("torch imported: False")
@@ -162,7 +162,8 @@ def test_resolved_config_prints_offline(tmp_path):
 
 
 def test_default_command_runs_the_whole_tiny_ladder_and_the_model_learns(tmp_path):  # the one ladder CI always runs
-    """The README's first command: no arguments, the tiny recipe, a report; CER falls clearly after SFT."""
+    """The README's first command: no arguments, the tiny recipe (the shipped reader's ladder), a report; the
+    structured point reads (issue 29's gain of at least 0.4 CER over the base, measured 0.40-0.55 on 3 seeds)."""
     out = tmp_path / "run"
     result = _run(f"output_dir={out}", cwd=tmp_path, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
@@ -173,7 +174,8 @@ def test_default_command_runs_the_whole_tiny_ladder_and_the_model_learns(tmp_pat
     assert list(entries) == ["base", "general_ocr", "structured", "dpo", "quantize"]
     base_cer = entries["base"]["metrics"]["cer"]
     structured = entries["structured"]["metrics"]
-    assert structured["cer"] < base_cer - 0.1, (base_cer, structured["cer"])
+    assert entries["base"]["model"].rstrip("/").endswith("models/tiny_reader"), "the default starts from the reader"
+    assert structured["cer"] <= min(base_cer - 0.4, 0.5), (base_cer, structured["cer"])
     assert structured["json_valid_rate"] >= 0.5 > entries["base"]["metrics"]["json_valid_rate"]
     assert structured["quality_score"] > entries["base"]["metrics"]["quality_score"] + 0.1
     assert (out / "scores.png").is_file() and (out / "degeneration.png").is_file()

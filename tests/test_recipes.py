@@ -128,18 +128,19 @@ def test_a_7b_recipe_is_its_3b_twin_with_only_the_model_and_batch_sizes_changed(
     assert changed and all(allowed.fullmatch(key) for key in changed), sorted(changed)
 
 
-def test_tiny_reader_is_the_tiny_ladder_from_the_shipped_reader_on_pages_it_can_read(tmp_path):
-    """recipe=tiny_reader: the tiny recipe's stages, the embedded reader as base (offline, in the package), readable
+def test_the_default_tiny_is_the_random_init_ladder_from_the_shipped_reader_on_pages_it_can_read(tmp_path):
+    """recipe=tiny (the default): tiny_random's stages, the embedded reader as base (offline, in the package), readable
     page geometry, the vision tower frozen; `plan` names where the model comes from."""
     from dharma_train.artifact import base_artifact
-    from dharma_train.models.config import TINY_READER
+    from dharma_train.models.config import TINY, TINY_READER
 
-    reader, tiny = _config("tiny_reader"), _config("tiny")
-    assert reader.model.path == TINY_READER and list(reader.stages) == list(tiny.stages)
+    reader, fast = _config("tiny"), _config("tiny_random")
+    assert reader.model.path == TINY_READER and list(reader.stages) == list(fast.stages)
+    assert fast.model.path == TINY, "the random-init ladder stays, for tests that need speed"
     s = reader.data.synthetic
     assert (s.width, s.height, s.max_words) == (448, 336, 24) and min(s.min_body_px.values()) >= 17
     assert all(reader.stages[name].optimization.freeze_vision for name in ("general_ocr", "structured"))
     assert (base_artifact(TINY_READER).path.rstrip("/").endswith("tiny_reader"))
-    result = _cli("plan", "recipe=tiny_reader", f"output_dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = _cli("plan", f"output_dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "model: tiny-reader (shipped with dharma_train, offline)" in result.stdout

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 # The tiny recipe's two SFT rungs, short (its DPO stage left out to keep CI quick; tests/stages/test_dpo.py resumes
 # DPO on its saved pairs).
-SHORT = ["~stages.dpo", "stages.general_ocr.optimization.max_steps=4", "stages.structured.optimization.max_steps=6",
+SHORT = ["recipe=tiny_random", "~stages.dpo", "stages.general_ocr.optimization.max_steps=4", "stages.structured.optimization.max_steps=6",
          "data.synthetic.train_pages=8", "data.synthetic.eval_pages=2", "evaluation.max_new_tokens=8",
          "trainer.checkpoint_every=2", "trainer.logging_steps=1",
          *[f"stages.{name}.optimization.batch_size=4" for name in ("general_ocr", "structured")]]

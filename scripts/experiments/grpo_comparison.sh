@@ -27,7 +27,7 @@ for seed in "${@:-0 1 2}"; do
       cp -r "$source_run"/00_base "$source_run"/01_general_ocr "$source_run"/02_structured "$source_run"/data "$out"/
       cp "$source_run"/run.json "$out"/ 2>/dev/null || true
       start=$SECONDS
-      python -m dharma_train recipe=tiny_reader trainer.seed="$s" data.synthetic.seed="$s" '~stages.quantize' \
+      python -m dharma_train recipe=tiny trainer.seed="$s" data.synthetic.seed="$s" '~stages.quantize' \
         '~stages.export' stages.grpo.optimization.max_steps=20 'pipeline.exempt=[dpo,grpo]' "${switch[@]}" \
         output_dir="$out" hydra.run.dir="$out/hydra" > "$out.log" 2>&1 || { tail -20 "$out.log"; exit 1; }
       echo "$arm seed $s: $((SECONDS - start)) s"

@@ -30,19 +30,19 @@ def finish_stage(config, out, index: int, name: str, upstream: str) -> str:
 
 def _finish_first_stage(out, overrides, upstream: str | None = None):
     """A finished general_ocr stage, started from the tiny base unless `upstream` names another point."""
-    config = validate(compose_config([f"output_dir={out}", *overrides]))
+    config = validate(compose_config(["recipe=tiny_random", f"output_dir={out}", *overrides]))
     finish_stage(config, out, 1, "general_ocr", upstream or base_key(config.model.path))
 
 
 def test_plan_says_which_stages_are_reused_and_why_others_run(tmp_path):
     out = tmp_path / "run"
     _finish_first_stage(out, [])
-    text, problems = plan(compose_config([f"output_dir={out}"]))
+    text, problems = plan(compose_config(["recipe=tiny_random", f"output_dir={out}"]))
     assert problems == []
     assert "[1/5] general_ocr (sft, full): reused" in text
     assert "[2/5] structured (sft, full): runs, it has not finished in this output_dir before" in text
     assert "[3/5] dpo (dpo, full): runs, because structured before it runs" in text
-    text, _ = plan(compose_config([f"output_dir={out}", "stages.general_ocr.optimization.learning_rate=0.001"]))
+    text, _ = plan(compose_config(["recipe=tiny_random", f"output_dir={out}", "stages.general_ocr.optimization.learning_rate=0.001"]))
     assert "[1/5] general_ocr (sft, full): runs, because its config changed " \
            "(optimization.learning_rate: 0.003 -> 0.001)" in text
     assert sorted(p.name for p in out.iterdir()) == ["01_general_ocr"], "a plan writes nothing"
@@ -53,7 +53,7 @@ def test_plan_runs_a_stage_that_started_from_another_model_or_whose_files_change
     whose saved files are no longer those it wrote."""
     out = tmp_path / "run"
     _finish_first_stage(out, [], upstream="another-base-key")
-    text, _ = plan(compose_config([f"output_dir={out}"]))
+    text, _ = plan(compose_config(["recipe=tiny_random", f"output_dir={out}"]))
     assert "[1/5] general_ocr (sft, full): runs, because the base model changed since it ran" in text
     manifest = json.loads((out / "01_general_ocr" / "manifest.json").read_text())
     weights = out / "01_general_ocr" / "model" / "model.safetensors"
@@ -62,10 +62,10 @@ def test_plan_runs_a_stage_that_started_from_another_model_or_whose_files_change
     manifest["inputs"]["input"] = base_key("tiny")
     manifest["outputs"] = written_files(ModelArtifact(path=str(weights.parent)))
     (out / "01_general_ocr" / "manifest.json").write_text(json.dumps(manifest))
-    text, _ = plan(compose_config([f"output_dir={out}"]))
+    text, _ = plan(compose_config(["recipe=tiny_random", f"output_dir={out}"]))
     assert "[1/5] general_ocr (sft, full): reused" in text
     weights.write_bytes(b"w" * 10)
-    text, _ = plan(compose_config([f"output_dir={out}"]))
+    text, _ = plan(compose_config(["recipe=tiny_random", f"output_dir={out}"]))
     assert "[1/5] general_ocr (sft, full): runs, because 01_general_ocr/model/model.safetensors changed since it " \
            "was written (100 bytes, now 10)" in text
 
@@ -73,10 +73,10 @@ def test_plan_runs_a_stage_that_started_from_another_model_or_whose_files_change
 def test_plan_reuses_a_stage_that_started_from_an_earlier_point_than_the_one_before_it(tmp_path):
     """The gate (keep_best) starts the next stage from the best point so far when a stage is rejected."""
     out = tmp_path / "run"
-    config = validate(compose_config([f"output_dir={out}"]))
+    config = validate(compose_config(["recipe=tiny_random", f"output_dir={out}"]))
     finish_stage(config, out, 1, "general_ocr", base_key("tiny"))
     finish_stage(config, out, 2, "structured", base_key("tiny"))  # general_ocr was rejected
-    text, _ = plan(compose_config([f"output_dir={out}"]))
+    text, _ = plan(compose_config(["recipe=tiny_random", f"output_dir={out}"]))
     assert "[2/5] structured (sft, full): reused" in text, text.split("# plan")[1]
 
 
@@ -84,7 +84,7 @@ def test_plan_names_the_pages_the_model_and_the_memory_floor(tmp_path):
     pages = tmp_path / "pages"
     pages.mkdir()
     (pages / "pages.jsonl").write_text('{"id": "a"}\n{"id": "b"}\n')
-    text, problems = plan(compose_config([f"output_dir={tmp_path / 'run'}", f"data.eval={pages}"]))
+    text, problems = plan(compose_config(["recipe=tiny_random", f"output_dir={tmp_path / 'run'}", f"data.eval={pages}"]))
     assert problems == []
     assert "train: 64 synthetic pages generated (data.synthetic, seed 0)" in text
     assert f"eval: {pages} (format auto, 2 pages; bad rows skipped and reported in data/load_report.json)" in text
@@ -95,11 +95,11 @@ def test_plan_names_the_pages_the_model_and_the_memory_floor(tmp_path):
 
 
 def test_plan_collects_what_would_stop_the_run(tmp_path):
-    text, problems = plan(compose_config([f"output_dir={tmp_path / 'run'}", "trainer.memory_budget_gb=0.001",
+    text, problems = plan(compose_config(["recipe=tiny_random", f"output_dir={tmp_path / 'run'}", "trainer.memory_budget_gb=0.001",
                                           "model.path=/no/such/model"]))
     assert any("model folder /no/such/model does not exist" in problem for problem in problems)
     assert "memory floor: not estimated" in text and "would stop: model folder /no/such/model" in text
-    text, problems = plan(compose_config([f"output_dir={tmp_path / 'run'}", "trainer.memory_budget_gb=0.001"]))
+    text, problems = plan(compose_config(["recipe=tiny_random", f"output_dir={tmp_path / 'run'}", "trainer.memory_budget_gb=0.001"]))
     assert len(problems) == 1 and "memory budget is 0 GB" in problems[0]
     assert "OVER BUDGET" in text
 
@@ -115,7 +115,7 @@ def test_plan_reuses_a_dpo_stage_finished_on_given_pairs_and_runs_it_for_another
     out = tmp_path / "run"
     only_dpo = [f"output_dir={out}", "~stages.general_ocr", "~stages.structured", "~stages.quantize",
                 "~stages.export"]
-    config = validate(compose_config([*only_dpo, f"stages.dpo.pairs={given}"]))
+    config = validate(compose_config(["recipe=tiny_random", *only_dpo, f"stages.dpo.pairs={given}"]))
     pair_set = load_pair_set(given, out / "data" / "stages" / "dpo" / "pairs", split="stages.dpo.pairs")
     stage = build_stage("dpo", config.stages["dpo"], pair_set)
     inputs = stage_inputs(stage, StageContext(trainer=config.trainer, model=config.model), base_key("tiny"),
@@ -124,11 +124,11 @@ def test_plan_reuses_a_dpo_stage_finished_on_given_pairs_and_runs_it_for_another
     (out / "01_dpo" / "manifest.json").write_text(json.dumps({"point": "dpo", "kind": "dpo", "key": "k",
                                                               "inputs": inputs, "artifact": {"path": str(out)},
                                                               "train": {}}))
-    text, problems = plan(compose_config([*only_dpo, f"stages.dpo.pairs={given}"]))
+    text, problems = plan(compose_config(["recipe=tiny_random", *only_dpo, f"stages.dpo.pairs={given}"]))
     assert problems == [] and "[1/1] dpo (dpo, full): reused" in text, text.split("# plan")[1]
     assert "its pages and given pairs are checked again" in text
     other = shutil.copytree(given.parent, tmp_path / "other") / "pairs.jsonl"
-    text, _ = plan(compose_config([*only_dpo, f"stages.dpo.pairs={other}"]))
+    text, _ = plan(compose_config(["recipe=tiny_random", *only_dpo, f"stages.dpo.pairs={other}"]))
     assert "[1/1] dpo (dpo, full): runs, because its input files changed" in text
 
 

@@ -39,7 +39,7 @@ def test_bad_values_are_refused_in_one_line_naming_the_key(values, message):
 def _recipe(*overrides: str):
     register_recipes()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return validate(compose(config_name="config", overrides=["recipe=tiny", "output_dir=/tmp/x", *overrides]))
+        return validate(compose(config_name="config", overrides=["recipe=tiny_random", "output_dir=/tmp/x", *overrides]))
 
 
 def test_the_recipes_rung_is_off_until_switched_on_after_or_in_place_of_dpo():

@@ -8,7 +8,7 @@ for seed in "${@:-0 1 2}"; do
   for s in $seed; do
     out=runs/tiny_reader_seed$s
     rm -rf "$out"; mkdir -p runs
-    /usr/bin/time -f "seed $s: %e s" python -m dharma_train recipe=tiny_reader trainer.seed=$s data.synthetic.seed=$s \
+    /usr/bin/time -f "seed $s: %e s" python -m dharma_train recipe=tiny trainer.seed=$s data.synthetic.seed=$s \
       output_dir=$out hydra.run.dir=$out/hydra > "$out.log" 2>&1 || { tail -20 "$out.log"; exit 1; }
     tail -1 "$out.log"
   done

@@ -163,7 +163,8 @@ def test_resolved_config_prints_offline(tmp_path):
 
 def test_default_command_runs_the_whole_tiny_ladder_and_the_model_learns(tmp_path):  # the one ladder CI always runs
     """The README's first command: no arguments, the tiny recipe (the shipped reader's ladder), a report; the
-    structured point reads (issue 29's gain of at least 0.4 CER over the base, measured 0.40-0.55 on 3 seeds)."""
+    structured point reads (issue 29: CER at most 0.35 and a gain of at least 0.4 over the base; measured 0.16-0.29
+    and 0.61-0.74 on 3 seeds, docs/experiments/tiny-reader.md)."""
     out = tmp_path / "run"
     result = _run(f"output_dir={out}", cwd=tmp_path, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
@@ -175,7 +176,7 @@ def test_default_command_runs_the_whole_tiny_ladder_and_the_model_learns(tmp_pat
     base_cer = entries["base"]["metrics"]["cer"]
     structured = entries["structured"]["metrics"]
     assert entries["base"]["model"].rstrip("/").endswith("models/tiny_reader"), "the default starts from the reader"
-    assert structured["cer"] <= min(base_cer - 0.4, 0.5), (base_cer, structured["cer"])
+    assert structured["cer"] <= min(base_cer - 0.4, 0.35), (base_cer, structured["cer"])
     assert structured["json_valid_rate"] >= 0.5 > entries["base"]["metrics"]["json_valid_rate"]
     assert structured["quality_score"] > entries["base"]["metrics"]["quality_score"] + 0.1
     assert (out / "scores.png").is_file() and (out / "degeneration.png").is_file()

@@ -56,6 +56,7 @@ class FrozenVisionCache:
             self.kept_bytes += size
 
     def summary(self) -> str:
+        """What the cache saved, for the stage's log and metrics."""
         return (f"{self.hits} of {self.hits + self.misses} images from the cache "
                 f"({len(self.outputs)} kept, {self.kept_bytes / 2**20:.1f} MiB)")
 

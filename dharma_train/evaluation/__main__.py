@@ -53,7 +53,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def evaluation_config(args: argparse.Namespace):
-    """The evaluation group's settings (tiny.yaml for --model tiny, as the tiny recipe uses), then the flags given."""
+    """The evaluation group's settings (tiny.yaml for the embedded models, as tiny_random uses), then the flags."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 

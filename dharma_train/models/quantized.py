@@ -63,7 +63,7 @@ class Int4Linear(torch.nn.Module):
         self.register_buffer("zero_code", zero_code.to(torch.int8))  # integer zero points, 0..15
         self.register_buffer("bias", None if bias is None else bias.detach().to(self.compute_dtype))
         self.storage = STORAGES[storage](codes, self.scale, self.zero_code, group_size)
-        # off CUDA the codes come back only through the kernel (a matmul of identity rows), dearer than the kernel itself
+        # off CUDA the codes come back only through the kernel (a matmul of identity rows): dearer than the kernel
         self.dense_above: int | None = DEFAULT_DENSE_ABOVE if codes.device.type == "cuda" else None
         self.dense_rows: frozenset[int] = frozenset()
         self.choice = "default routing, not measured"

@@ -22,8 +22,8 @@ def test_help_lists_each_recipe_with_the_first_sentence_of_its_own_comment():
 def test_a_summary_runs_to_the_end_of_its_sentence_over_the_comment_lines_it_spans():
     """tiny_ablation's first sentence spans two comment lines; the help once cut it after 'two tiny ladders:'."""
     assert recipe_summary("tiny_ablation") == ("the ablation machinery on the embedded random-init model, on a CPU, "
-                                               "offline (two tiny ladders: roughly twice the tiny_random recipe's time, "
-                                               "docs/tiny-ladder.md)")
+                                               "offline (two tiny ladders: roughly twice the tiny_random recipe's "
+                                               "time, docs/tiny-ladder.md)")
     for name in recipe_names():
         summary = recipe_summary(name)
         assert summary.count("(") == summary.count(")") and not summary.endswith((":", ",", ";")), (name, summary)

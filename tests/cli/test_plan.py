@@ -42,7 +42,8 @@ def test_plan_says_which_stages_are_reused_and_why_others_run(tmp_path):
     assert "[1/5] general_ocr (sft, full): reused" in text
     assert "[2/5] structured (sft, full): runs, it has not finished in this output_dir before" in text
     assert "[3/5] dpo (dpo, full): runs, because structured before it runs" in text
-    text, _ = plan(compose_config(["recipe=tiny_random", f"output_dir={out}", "stages.general_ocr.optimization.learning_rate=0.001"]))
+    text, _ = plan(compose_config(["recipe=tiny_random", f"output_dir={out}",
+                                   "stages.general_ocr.optimization.learning_rate=0.001"]))
     assert "[1/5] general_ocr (sft, full): runs, because its config changed " \
            "(optimization.learning_rate: 0.003 -> 0.001)" in text
     assert sorted(p.name for p in out.iterdir()) == ["01_general_ocr"], "a plan writes nothing"
@@ -84,7 +85,8 @@ def test_plan_names_the_pages_the_model_and_the_memory_floor(tmp_path):
     pages = tmp_path / "pages"
     pages.mkdir()
     (pages / "pages.jsonl").write_text('{"id": "a"}\n{"id": "b"}\n')
-    text, problems = plan(compose_config(["recipe=tiny_random", f"output_dir={tmp_path / 'run'}", f"data.eval={pages}"]))
+    text, problems = plan(compose_config(["recipe=tiny_random", f"output_dir={tmp_path / 'run'}",
+                                          f"data.eval={pages}"]))
     assert problems == []
     assert "train: 64 synthetic pages generated (data.synthetic, seed 0)" in text
     assert f"eval: {pages} (format auto, 2 pages; bad rows skipped and reported in data/load_report.json)" in text
@@ -95,11 +97,13 @@ def test_plan_names_the_pages_the_model_and_the_memory_floor(tmp_path):
 
 
 def test_plan_collects_what_would_stop_the_run(tmp_path):
-    text, problems = plan(compose_config(["recipe=tiny_random", f"output_dir={tmp_path / 'run'}", "trainer.memory_budget_gb=0.001",
+    text, problems = plan(compose_config(["recipe=tiny_random", f"output_dir={tmp_path / 'run'}",
+                                          "trainer.memory_budget_gb=0.001",
                                           "model.path=/no/such/model"]))
     assert any("model folder /no/such/model does not exist" in problem for problem in problems)
     assert "memory floor: not estimated" in text and "would stop: model folder /no/such/model" in text
-    text, problems = plan(compose_config(["recipe=tiny_random", f"output_dir={tmp_path / 'run'}", "trainer.memory_budget_gb=0.001"]))
+    text, problems = plan(compose_config(["recipe=tiny_random", f"output_dir={tmp_path / 'run'}",
+                                          "trainer.memory_budget_gb=0.001"]))
     assert len(problems) == 1 and "memory budget is 0 GB" in problems[0]
     assert "OVER BUDGET" in text
 

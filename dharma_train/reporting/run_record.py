@@ -6,7 +6,6 @@ resumes it, dharma_train's git commit (when it runs from a checkout), package ve
 
 from __future__ import annotations
 
-
 import os
 import platform
 import shlex

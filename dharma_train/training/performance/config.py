@@ -21,8 +21,8 @@ class PerformanceConfig:
     token_budget: str = "auto"  # tokens per micro-batch (per process, SFT on CUDA): auto | off (batch_size pages) | N
     fused_optimizer: bool = True  # fused AdamW on CUDA (one kernel for all parameters)
     prefetch_batches: int = 2  # batches each data-loader worker prepares ahead (workers: trainer.dataloader_workers)
-    frozen_vision_cache_gib: str = "auto"  # memory for a frozen vision tower's outputs, kept per image so later
-    # epochs skip the tower: auto (1 off CUDA; 0 on CUDA, where the memory plan does not count it) | 0 (off) | GiB
+    frozen_vision_cache_gib: str = "auto"  # host memory for a frozen vision tower's outputs, kept per image so later
+    # epochs skip the tower: auto (1 off CUDA; 0 on CUDA, where each hit is a copy back, not yet measured) | 0 | GiB
     lora_4bit: bool = False  # QLoRA: LoRA stages load the frozen language model in 4-bit NF4 (bitsandbytes)
     master_weights: str = "model"  # where the fp32 weights live under bf16: model (fp32 parameters, autocast casts
     # them in every forward) | optimizer (bf16 parameters, fp32 copies in the optimizer; one process, not FSDP2/ZeRO-3)

@@ -16,16 +16,15 @@ log = logging.getLogger(__name__)
 
 class FrozenVisionCache:
     """Stands in for the vision tower's forward: images seen before come from the cache, the rest run the tower in
-    one batch. Up to `budget_bytes` of outputs are kept; past it, new images run the tower every time."""
+    one batch. Up to `budget_bytes` of outputs are kept on the host; past it, new images run the tower every time."""
 
     def __init__(self, visual, budget_bytes: int):
+        from dharma_train.evaluation.vision_stage import VisionFeatures
+
         self.visual = visual
         self.tower = visual.forward  # the class's forward, bound: what runs for images not in the cache
-        self.budget_bytes = budget_bytes
         self.merged_per_output = visual.spatial_merge_size ** 2  # patches per output row
-        self.outputs: dict[bytes, torch.Tensor] = {}
-        self.kept_bytes = 0
-        self.hits = self.misses = 0
+        self.store = VisionFeatures(budget_bytes=budget_bytes)  # the generation engine's store: host, bounded
 
     def __call__(self, hidden_states: torch.Tensor, grid_thw: torch.Tensor, **kwargs):
         from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -34,39 +33,34 @@ class FrozenVisionCache:
             return self.tower(hidden_states, grid_thw=grid_thw, **kwargs)
         patches = grid_thw.prod(-1).tolist()
         rows = torch.split(hidden_states, patches)
-        keys = [image_key(image, grid) for image, grid in zip(rows, grid_thw)]
+        keys = [pixels_key(image, grid) for image, grid in zip(rows, grid_thw)]
         first = {key: i for i, key in reversed(list(enumerate(keys)))}  # an image twice in a batch runs once (DPO)
-        missing = sorted(i for key, i in first.items() if key not in self.outputs)
+        missing = sorted(i for key, i in first.items() if key not in self.store.by_image)
         fresh = {}
         if missing:
             out = self.tower(torch.cat([rows[i] for i in missing]), grid_thw=grid_thw[missing], **kwargs)
             sizes = [patches[i] // self.merged_per_output for i in missing]
             for i, output in zip(missing, torch.split(out.pooler_output.detach(), sizes)):
                 fresh[keys[i]] = output
-                self._keep(keys[i], output)
-        self.hits += len(keys) - len(missing)
-        self.misses += len(missing)
-        pooled = torch.cat([self.outputs.get(key, fresh.get(key)) for key in keys])
+                self.store.keep(keys[i], output.clone())  # its own storage, not a view of the batch's output
+        self.store.hits += len(keys) - len(missing)
+        self.store.encoded += len(missing)
+        device = hidden_states.device
+        pooled = torch.cat([fresh[key] if key in fresh else self.store.by_image[key].to(device) for key in keys])
         return BaseModelOutputWithPooling(last_hidden_state=None, pooler_output=pooled)
-
-    def _keep(self, key: bytes, output: torch.Tensor) -> None:
-        size = output.numel() * output.element_size()
-        if self.kept_bytes + size <= self.budget_bytes:
-            self.outputs[key] = output.clone()  # its own storage, not a view of the batch's output
-            self.kept_bytes += size
 
     def summary(self) -> str:
         """What the cache saved, for the stage's log and metrics."""
-        return (f"{self.hits} of {self.hits + self.misses} images from the cache "
-                f"({len(self.outputs)} kept, {self.kept_bytes / 2**20:.1f} MiB)")
+        store = self.store
+        return (f"{store.hits} of {store.hits + store.encoded} images from the cache "
+                f"({len(store.by_image)} kept, {store.kept_bytes / 2**20:.1f} MiB)")
 
 
-def image_key(patches: torch.Tensor, grid: torch.Tensor) -> bytes:
-    """One image's identity: a hash of its pixel patches and grid (a changed pixel is a new image)."""
+def pixels_key(patches: torch.Tensor, grid: torch.Tensor) -> tuple:
+    """One image's identity: its grid and a hash of its pixel patches (a changed pixel is a new image)."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(grid.cpu().numpy().tobytes())
     digest.update(patches.detach().contiguous().view(-1).view(torch.uint8).cpu().numpy().tobytes())
-    return digest.digest()
+    return tuple(grid.tolist()), digest.digest()
 
 
 def vision_towers(model) -> list:
@@ -100,5 +94,5 @@ def frozen_vision_cached(models: list, budget_bytes: int):
     finally:
         for cache in caches:
             del cache.visual.forward  # the class's forward again
-            if cache.hits + cache.misses:
+            if cache.store.hits + cache.store.encoded:
                 log.info("frozen vision cache: %s", cache.summary())

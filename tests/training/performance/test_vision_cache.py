@@ -49,7 +49,8 @@ def test_cached_outputs_are_the_towers_and_repeated_images_skip_it(frozen, batch
     assert len(runs) == 1, "the second forward took every image from the cache"
     torch.testing.assert_close(first.loss, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(second.loss, expected, rtol=1e-5, atol=1e-6)
-    assert caches[0].hits == 4 and caches[0].misses == 4 and "4 of 8 images from the cache" in caches[0].summary()
+    assert caches[0].store.hits == 4 and caches[0].store.encoded == 4
+    assert "4 of 8 images from the cache" in caches[0].summary()
     assert "forward" not in vars(frozen.model.visual), "the tower's own forward is back after the block"
     assert any(p.grad is not None for p in frozen.model.language_model.parameters())
 
@@ -83,7 +84,7 @@ def test_past_its_budget_the_cache_keeps_nothing_more(frozen, batch):
     with frozen_vision_cached([frozen], 1) as caches:  # one byte: no image's output fits
         frozen(**batch)
         frozen(**batch)
-    assert len(runs) == 2 and caches[0].outputs == {} and caches[0].kept_bytes == 0
+    assert len(runs) == 2 and caches[0].store.by_image == {} and caches[0].store.kept_bytes == 0
 
 
 def test_the_budget_setting():
